@@ -1,0 +1,73 @@
+# wasp: the two commands a newcomer needs are `make run` and `make test`.
+# Both install what they need first (`make setup`), and build plugins once.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+WASM_TOOLS_VERSION := 1.263.0
+NISSHI_VERSION := 0.8.1
+COMPONENTIZE_PY_VERSION := 0.25.1
+RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap
+BUILD := plugins/build
+WASM_OUT := plugins/target/wasm32-unknown-unknown/release
+PY_PLUGIN_SRC := $(wildcard plugins/python/*/*.py) $(wildcard plugins/python/sdk/*.py)
+
+.PHONY: run test setup plugins bench clean-plugins plugin
+
+## The main job: the click-stream example in local mode, computed by Rust and Python plugins.
+run: setup plugins
+	$(CARGO) run --release --quiet --bin wasp -- run pipelines/clickstream/pipeline.toml
+
+## Every test: formatting, lints, unit, golden, plugin and the real-broker integration tests.
+test: setup plugins
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --workspace --all-targets
+
+## What the commands need: wasm targets, wasm-tools, componentize-py, libclang, the test broker.
+setup: .setup-done
+.setup-done: Makefile
+	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
+	rustup target add wasm32-unknown-unknown wasm32-wasip2
+	@if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libclang-dev clang; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq libclang-dev clang; fi; fi
+	@if [ "$$(wasm-tools --version 2>/dev/null | cut -d' ' -f2)" != "$(WASM_TOOLS_VERSION)" ]; then \
+	  $(CARGO) install wasm-tools --version $(WASM_TOOLS_VERSION) --locked; fi
+	@if ! command -v componentize-py >/dev/null || [ "$$(componentize-py --version | cut -d' ' -f2)" != "$(COMPONENTIZE_PY_VERSION)" ]; then \
+	  python3 -m pip install --quiet componentize-py==$(COMPONENTIZE_PY_VERSION); fi
+	@if [ "$$(nisshi --version 2>/dev/null | awk '{print $$2}')" != "$(NISSHI_VERSION)" ]; then \
+	  echo "building the test broker nisshi $(NISSHI_VERSION) once (about 9 minutes; cached in ~/.cargo/bin)"; \
+	  $(CARGO) install nisshi --version $(NISSHI_VERSION) --locked --ignore-rust-version; fi
+	touch .setup-done
+
+## Every example and test plugin, as components in plugins/build/.
+plugins: setup $(BUILD)/.rust-done $(BUILD)/enrich.wasm
+
+$(BUILD)/.rust-done: $(shell find plugins/rust guest-sdk wit -type f 2>/dev/null) plugins/Cargo.toml
+	cd plugins && $(CARGO) build --release
+	mkdir -p $(BUILD)
+	for p in $(RUST_PLUGINS); do \
+	  wasm-tools component new $(WASM_OUT)/$${p//-/_}.wasm -o $(BUILD)/$$p.wasm || exit 1; \
+	done
+	touch $@
+
+$(BUILD)/enrich.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit
+	mkdir -p $(BUILD)
+	componentize-py -d wit -w value-mapper-plugin componentize app \
+	  -p plugins/python/enrich -p plugins/python/sdk -o $@
+
+## Builds one Rust plugin crate (DIR=path/to/crate) into DIR/<name>.wasm.
+plugin:
+	@test -n "$(DIR)" || { echo "usage: make plugin DIR=path/to/crate"; exit 1; }
+	cd $(DIR) && $(CARGO) build --release --target wasm32-unknown-unknown
+	name=$$(cd $(DIR) && $(CARGO) metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["name"].replace("-","_"))'); \
+	  target=$$(cd $(DIR) && $(CARGO) metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
+	  wasm-tools component new $$target/wasm32-unknown-unknown/release/$$name.wasm -o $(DIR)/$$name.wasm && \
+	  echo "built $(DIR)/$$name.wasm"
+
+## Benchmarks: figures printed as ratios against a native baseline measured in the same run.
+bench: setup plugins
+	$(CARGO) run --release --bin wasp-bench
+
+clean-plugins:
+	rm -rf $(BUILD) plugins/target

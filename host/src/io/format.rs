@@ -1,0 +1,100 @@
+//! Local files: reading input lines into records and writing records as lines.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{FileFormat, Format};
+use crate::record::{Header, Record};
+
+/// A record in a JSON-lines file. `key` and `value` are JSON: a string is taken as its text,
+/// anything else as its JSON text; `null` is absent.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonLine {
+    #[serde(default)]
+    pub key: serde_json::Value,
+    #[serde(default)]
+    pub value: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+fn field(v: serde_json::Value) -> Option<Bytes> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(Bytes::from(s)),
+        other => Some(Bytes::from(other.to_string())),
+    }
+}
+
+/// Parses one input line. `line_no` is 0-based; it is the offset, and the timestamp of text
+/// lines.
+pub fn parse_line(line: &str, format: FileFormat, line_no: i64) -> Result<Record, String> {
+    let mut r = match format {
+        FileFormat::Text => {
+            Record { value: Some(Bytes::copy_from_slice(line.as_bytes())), timestamp: line_no, ..Default::default() }
+        }
+        FileFormat::Jsonl => {
+            let j: JsonLine = serde_json::from_str(line).map_err(|e| format!("not a JSON record line: {e}"))?;
+            Record {
+                key: field(j.key),
+                value: field(j.value),
+                timestamp: j.timestamp.unwrap_or(line_no),
+                headers: j.headers.into_iter().map(|(name, v)| Header { name, value: field(v) }).collect(),
+                ..Default::default()
+            }
+        }
+    };
+    r.origin.offset = line_no;
+    Ok(r)
+}
+
+fn show(b: Option<&Bytes>, format: Format) -> serde_json::Value {
+    let Some(b) = b else { return serde_json::Value::Null };
+    match format {
+        Format::Json => serde_json::from_slice(b)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(b).into_owned())),
+        Format::String => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+        Format::Bytes => serde_json::Value::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+    }
+}
+
+/// A record as one JSON line (the same layout `jsonl` input reads).
+pub fn to_json_line(r: &Record, key: Format, value: Format) -> String {
+    let line = JsonLine {
+        key: show(r.key.as_ref(), key),
+        value: show(r.value.as_ref(), value),
+        timestamp: Some(r.timestamp),
+        headers: r.headers.iter().map(|h| (h.name.clone(), show(h.value.as_ref(), Format::String))).collect(),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// A record as one human-readable line: `topic  key  value`.
+pub fn to_display_line(topic: &str, r: &Record, value: Format) -> String {
+    let key = r.key.as_deref().map_or_else(|| "null".to_owned(), |k| String::from_utf8_lossy(k).into_owned());
+    let value = match (&r.value, value) {
+        (None, _) => "null".to_owned(),
+        (Some(v), Format::Bytes) => v.iter().map(|x| format!("{x:02x}")).collect(),
+        (Some(v), _) => String::from_utf8_lossy(v).into_owned(),
+    };
+    format!("{topic}\t{key}\t{value}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_takes_strings_as_text_and_other_values_as_json() {
+        let r = parse_line(r#"{"key":"k","value":{"a":1},"timestamp":9}"#, FileFormat::Jsonl, 3).unwrap();
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.value.as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!((r.timestamp, r.origin.offset), (9, 3));
+        let t = parse_line("hello", FileFormat::Text, 4).unwrap();
+        assert_eq!((t.key, t.value.as_deref(), t.timestamp), (None, Some(&b"hello"[..]), 4));
+        assert!(parse_line("{nope", FileFormat::Jsonl, 0).is_err());
+    }
+}

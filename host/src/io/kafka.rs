@@ -1,0 +1,235 @@
+//! Kafka through rdkafka. The consumer group is the application id; offsets are committed by
+//! hand, only after the outputs of the records before them are acknowledged (at-least-once).
+//! A rebalance closes the tasks of revoked partitions; their buffered, unprocessed records are
+//! dropped, to be read again from the committed offset by the new owner.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use super::{InputBatch, Poll, RecordSink, RecordSource};
+use crate::record::{Header, Record};
+
+/// How long a poll waits for the first record of a batch.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How long the outputs of one batch may take to be acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Client settings shared by the consumer and the producer.
+pub fn client_config(bootstrap: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+#[derive(Default)]
+struct GroupContext {
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            tracing::info!(partitions = ?parts, "partitions revoked");
+            if let Ok(mut r) = self.revoked.lock() {
+                r.extend(parts);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            tracing::info!(partitions = ?parts, "partitions assigned");
+        }
+    }
+}
+
+pub struct KafkaSource {
+    consumer: BaseConsumer<GroupContext>,
+    pending: VecDeque<InputBatch>,
+}
+
+impl KafkaSource {
+    /// Joins the group `application_id` and subscribes to `topics`.
+    pub fn new(config: &ClientConfig, application_id: &str, topics: &[&str]) -> anyhow::Result<Self> {
+        let mut c = config.clone();
+        c.set("group.id", application_id).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        if c.get("auto.offset.reset").is_none() {
+            c.set("auto.offset.reset", "earliest");
+        }
+        let consumer: BaseConsumer<GroupContext> =
+            c.create_with_context(GroupContext::default()).context("creating the Kafka consumer")?;
+        consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
+        Ok(Self { consumer, pending: VecDeque::new() })
+    }
+
+    fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+        let mut r = Record::new(m.key(), m.payload(), m.timestamp().to_millis().unwrap_or(0));
+        if let Some(hs) = m.headers() {
+            r.headers = hs
+                .iter()
+                .map(|h| Header { name: h.key.to_owned(), value: h.value.map(bytes::Bytes::copy_from_slice) })
+                .collect();
+        }
+        r.origin.partition = m.partition();
+        r.origin.offset = m.offset();
+        r
+    }
+}
+
+impl RecordSource for KafkaSource {
+    fn poll(&mut self, max: usize) -> anyhow::Result<Poll> {
+        if let Some(b) = self.pending.pop_front() {
+            return Ok(Poll::Batch(b));
+        }
+        let mut groups: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
+        let mut n = 0;
+        let started = Instant::now();
+        let mut wait = POLL_WAIT;
+        while n < max {
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => continue,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                Some(Ok(m)) => {
+                    groups.entry((m.topic().to_owned(), m.partition())).or_default().push(Self::record(&m));
+                    n += 1;
+                }
+            }
+            // After the first record, take what is already fetched, briefly.
+            wait = Duration::ZERO;
+            if started.elapsed() > POLL_WAIT {
+                break;
+            }
+        }
+        for ((topic, partition), records) in groups {
+            self.pending.push_back(InputBatch { topic, partition, records });
+        }
+        Ok(self.pending.pop_front().map_or(Poll::Idle, Poll::Batch))
+    }
+
+    fn commit(&mut self, topic: &str, partition: i32, next_offset: i64) -> anyhow::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // The partition moved to another member meanwhile: it will read from the last
+            // committed offset, so this batch's outputs may be produced twice, never lost.
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId,
+            )) => {
+                tracing::warn!(topic, partition, "commit refused during a rebalance; the records will be read again");
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("committing {topic}[{partition}]@{next_offset}")),
+        }
+    }
+
+    fn take_revoked(&mut self) -> Vec<(String, i32)> {
+        let revoked: Vec<(String, i32)> =
+            self.consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+        if !revoked.is_empty() {
+            self.pending.retain(|b| !revoked.iter().any(|(t, p)| *t == b.topic && *p == b.partition));
+        }
+        revoked
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct DeliveryContext {
+    failures: Mutex<Vec<String>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            if let Ok(mut f) = self.failures.lock() {
+                f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
+            }
+        }
+    }
+}
+
+pub struct KafkaSink {
+    producer: BaseProducer<DeliveryContext>,
+}
+
+impl KafkaSink {
+    pub fn new(config: &ClientConfig) -> anyhow::Result<Self> {
+        let mut c = config.clone();
+        // murmur2 partitions keys as the Java client does, so wasp and Kafka Streams
+        // applications agree on co-partitioning.
+        for (k, v) in [("partitioner", "murmur2_random"), ("enable.idempotence", "true"), ("linger.ms", "5")] {
+            if c.get(k).is_none() {
+                c.set(k, v);
+            }
+        }
+        let producer = c.create_with_context(DeliveryContext::default()).context("creating the Kafka producer")?;
+        Ok(Self { producer })
+    }
+}
+
+impl RecordSink for KafkaSink {
+    fn send(&mut self, topic: &str, record: &Record) -> anyhow::Result<()> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for h in &record.headers {
+            headers = headers.insert(KafkaHeader { key: &h.name, value: h.value.as_deref() });
+        }
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).timestamp(record.timestamp).headers(headers);
+        if let Some(k) = record.key.as_deref() {
+            r = r.key(k);
+        }
+        if let Some(v) = record.value.as_deref() {
+            r = r.payload(v);
+        }
+        loop {
+            match self.producer.send(r) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                    r = back;
+                }
+                Err((e, _)) => bail!("producing to `{topic}`: {e}"),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.producer.flush(FLUSH_TIMEOUT).context("the outputs were not acknowledged in time")?;
+        let failures: Vec<String> =
+            self.producer.context().failures.lock().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
+        if !failures.is_empty() {
+            bail!("{} output record(s) were not delivered: {}", failures.len(), failures.join("; "));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Local mode, the embedded default: input topics are read from files, topics that a pipeline
+//! writes and another reads live in memory, and the other outputs are printed or written to
+//! files. One partition per topic. Without `--follow` the run ends when every file is read and
+//! every in-memory topic is consumed; with it, files are tailed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::format::{parse_line, to_display_line, to_json_line};
+use super::{InputBatch, Poll, RecordSink, RecordSource};
+use crate::manifest::FileFormat;
+use crate::record::Record;
+use crate::topology::Topology;
+
+/// Topics held in memory between a pipeline that writes them and one that reads them.
+#[derive(Default)]
+pub struct MemoryTopics {
+    topics: HashMap<String, Vec<Record>>,
+}
+
+pub type SharedTopics = Arc<Mutex<MemoryTopics>>;
+
+struct FileInput {
+    topic: String,
+    path: PathBuf,
+    format: FileFormat,
+    reader: BufReader<File>,
+    line_no: i64,
+    /// A partial last line, kept until its newline arrives (`--follow`).
+    pending: String,
+}
+
+pub struct LocalSource {
+    files: Vec<FileInput>,
+    /// Topics read from memory, with the next offset to read.
+    memory: Vec<(String, usize)>,
+    shared: SharedTopics,
+    follow: bool,
+    next: usize,
+}
+
+impl LocalSource {
+    /// `inputs` maps a topic to its file; every other source topic is read from memory.
+    pub fn new(
+        topology: &Topology,
+        inputs: &BTreeMap<String, (PathBuf, FileFormat)>,
+        shared: SharedTopics,
+        follow: bool,
+    ) -> anyhow::Result<Self> {
+        let mut files = Vec::new();
+        let mut memory = Vec::new();
+        for topic in topology.sources.keys() {
+            match inputs.get(topic) {
+                Some((path, format)) => {
+                    let f = File::open(path)
+                        .with_context(|| format!("opening the input of topic `{topic}`: {}", path.display()))?;
+                    files.push(FileInput {
+                        topic: topic.clone(),
+                        path: path.clone(),
+                        format: *format,
+                        reader: BufReader::new(f),
+                        line_no: 0,
+                        pending: String::new(),
+                    });
+                }
+                None => memory.push((topic.clone(), 0)),
+            }
+        }
+        Ok(Self { files, memory, shared, follow, next: 0 })
+    }
+
+    fn read_file(f: &mut FileInput, max: usize, follow: bool) -> anyhow::Result<Vec<Record>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let mut line = String::new();
+            let n = f.reader.read_line(&mut line).with_context(|| format!("reading {}", f.path.display()))?;
+            if n == 0 {
+                break;
+            }
+            if !line.ends_with('\n') && follow {
+                f.pending.push_str(&line);
+                break;
+            }
+            let mut full = std::mem::take(&mut f.pending);
+            full.push_str(&line);
+            let text = full.trim_end_matches(['\n', '\r']);
+            let no = f.line_no;
+            f.line_no += 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let record =
+                parse_line(text, f.format, no).map_err(|e| anyhow::anyhow!("{}:{}: {e}", f.path.display(), no + 1))?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+}
+
+impl RecordSource for LocalSource {
+    fn poll(&mut self, max: usize) -> anyhow::Result<Poll> {
+        let inputs = self.files.len() + self.memory.len();
+        for _ in 0..inputs {
+            let i = self.next % inputs.max(1);
+            self.next = self.next.wrapping_add(1);
+            if i < self.files.len() {
+                let f = &mut self.files[i];
+                let records = Self::read_file(f, max, self.follow)?;
+                if !records.is_empty() {
+                    return Ok(Poll::Batch(InputBatch { topic: f.topic.clone(), partition: 0, records }));
+                }
+            } else {
+                let (topic, next) = &mut self.memory[i - self.files.len()];
+                let shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
+                if let Some(log) = shared.topics.get(topic.as_str()) {
+                    if *next < log.len() {
+                        let end = (*next + max).min(log.len());
+                        let records = log[*next..end].to_vec();
+                        *next = end;
+                        return Ok(Poll::Batch(InputBatch { topic: topic.clone(), partition: 0, records }));
+                    }
+                }
+            }
+        }
+        if self.follow {
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(Poll::Idle)
+        } else {
+            Ok(Poll::Exhausted)
+        }
+    }
+
+    fn commit(&mut self, _topic: &str, _partition: i32, _next_offset: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where one output topic goes.
+enum Out {
+    Memory,
+    File(std::io::BufWriter<File>),
+    Print,
+}
+
+pub struct LocalSink {
+    shared: SharedTopics,
+    outs: HashMap<String, Out>,
+    topology: Arc<Topology>,
+    files: BTreeMap<String, PathBuf>,
+    stdout: std::io::Stdout,
+}
+
+impl LocalSink {
+    /// Topics some pipeline reads stay in memory; topics in `files` go to those files (as JSON
+    /// lines); the rest are printed.
+    pub fn new(topology: Arc<Topology>, files: BTreeMap<String, PathBuf>, shared: SharedTopics) -> Self {
+        Self { shared, outs: HashMap::new(), topology, files, stdout: std::io::stdout() }
+    }
+
+    fn out(&mut self, topic: &str) -> anyhow::Result<&mut Out> {
+        if !self.outs.contains_key(topic) {
+            let out = if let Some(path) = self.files.get(topic) {
+                let f = File::create(path)
+                    .with_context(|| format!("creating the output of topic `{topic}`: {}", path.display()))?;
+                Out::File(std::io::BufWriter::new(f))
+            } else if self.topology.sources.contains_key(topic) {
+                Out::Memory
+            } else {
+                Out::Print
+            };
+            self.outs.insert(topic.to_owned(), out);
+        }
+        Ok(self.outs.get_mut(topic).expect("inserted above"))
+    }
+}
+
+impl RecordSink for LocalSink {
+    fn send(&mut self, topic: &str, record: &Record) -> anyhow::Result<()> {
+        let formats = self.topology.formats(topic);
+        let feeds_pipeline = self.topology.sources.contains_key(topic);
+        if feeds_pipeline {
+            let mut shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
+            let log = shared.topics.entry(topic.to_owned()).or_default();
+            let mut r = record.clone();
+            r.origin.offset = log.len() as i64;
+            log.push(r);
+        }
+        match self.out(topic)? {
+            Out::Memory => {}
+            Out::File(w) => writeln!(w, "{}", to_json_line(record, formats.key, formats.value))?,
+            Out::Print => {
+                let line = to_display_line(topic, record, formats.value);
+                writeln!(self.stdout.lock(), "{line}")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        for out in self.outs.values_mut() {
+            if let Out::File(w) = out {
+                w.flush()?;
+            }
+        }
+        self.stdout.flush()?;
+        Ok(())
+    }
+}

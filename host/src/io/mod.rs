@@ -1,0 +1,47 @@
+//! The source/sink seam. The runtime reads batches from a [`RecordSource`] and writes outputs
+//! to a [`RecordSink`]; [`local`] serves them from files and memory (the embedded default),
+//! [`kafka`] from a Kafka cluster. Nothing here knows about Wasm.
+
+pub mod format;
+pub mod kafka;
+pub mod local;
+
+use crate::record::Record;
+
+/// Records read from one topic partition, in offset order.
+#[derive(Debug)]
+pub struct InputBatch {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Vec<Record>,
+}
+
+pub enum Poll {
+    Batch(InputBatch),
+    /// Nothing right now; poll again.
+    Idle,
+    /// Nothing ever again (local mode without `--follow`).
+    Exhausted,
+}
+
+pub trait RecordSource {
+    /// Up to `max` records of one partition.
+    fn poll(&mut self, max: usize) -> anyhow::Result<Poll>;
+    /// Marks everything before `next_offset` as done.
+    fn commit(&mut self, topic: &str, partition: i32, next_offset: i64) -> anyhow::Result<()>;
+    /// Partitions taken away since the last call (their tasks are closed).
+    fn take_revoked(&mut self) -> Vec<(String, i32)> {
+        Vec::new()
+    }
+    /// Commits what is pending and leaves the group.
+    fn close(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+pub trait RecordSink {
+    /// Queues a record for `topic`.
+    fn send(&mut self, topic: &str, record: &Record) -> anyhow::Result<()>;
+    /// Returns once every queued record is acknowledged, or fails.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}

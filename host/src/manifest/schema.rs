@@ -1,0 +1,211 @@
+//! The manifest schema, version 1. Every table denies unknown fields, so a typo is an error
+//! that names the key, never a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The manifest version this wasp reads.
+pub const CURRENT_VERSION: u32 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The manifest format version; must be 1.
+    pub version: Spanned<u32>,
+    pub application: Application,
+    /// Named streams: a topic and its formats, and in local mode where its records come from.
+    #[serde(default)]
+    pub streams: BTreeMap<Spanned<String>, StreamDef>,
+    #[serde(default)]
+    pub plugins: BTreeMap<Spanned<String>, PluginDef>,
+    #[serde(default)]
+    pub pipelines: BTreeMap<Spanned<String>, PipelineDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Application {
+    /// The application id: the consumer group, and the prefix of internal topics.
+    pub id: Spanned<String>,
+    /// Records per plugin call (default 1024).
+    pub batch_size: Option<Spanned<usize>>,
+    /// Kafka client settings. Without them wasp runs in local mode.
+    pub kafka: Option<KafkaDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaDef {
+    pub bootstrap_servers: Spanned<String>,
+    /// Extra librdkafka properties for the consumer and producer, e.g. `"auto.offset.reset"`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// How a key or value is read and shown. Bytes cross into plugins unchanged in every case.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    String,
+    Json,
+    Bytes,
+}
+
+/// The layout of a local input or output file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// One value per line; no key; the timestamp is the line's position.
+    #[default]
+    Text,
+    /// One JSON object per line: `{"key": …, "value": …, "timestamp": …, "headers": {…}}`.
+    Jsonl,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDef {
+    /// The Kafka topic; the stream's name when left out.
+    pub topic: Option<Spanned<String>>,
+    #[serde(default)]
+    pub key: Format,
+    #[serde(default)]
+    pub value: Format,
+    /// Local mode: the file the topic's records are read from (relative to the manifest).
+    pub file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub file_format: FileFormat,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginDef {
+    /// The component file, relative to the manifest.
+    pub path: Spanned<String>,
+    /// Settings the plugin reads through the `config` interface.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// WASI capabilities; none unless granted here.
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What a plugin may reach beyond its WIT contract. Everything is denied by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Environment variables the plugin may read (their values come from wasp's environment).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Let the plugin write to wasp's stdout and stderr.
+    #[serde(default)]
+    pub stdio: bool,
+    /// Let the plugin read the real wall and monotonic clocks (otherwise they read zero).
+    #[serde(default)]
+    pub clocks: bool,
+    /// Directories the plugin may read, as `{ host = "…", guest = "/data" }`.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    pub host: String,
+    pub guest: String,
+}
+
+/// Sandbox limits per plugin instance.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory cap, in MiB.
+    pub memory_mib: u64,
+    /// Wall time one batch call may take, in milliseconds.
+    pub deadline_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_mib: 256, deadline_ms: 10_000 }
+    }
+}
+
+/// One name or several (`from = "a"` or `from = ["a", "b"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// What happens to a record a plugin rejects or fails on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Stop the pipeline; nothing past the failed record is committed.
+    #[default]
+    Stop,
+    /// Count and log the record, and go on.
+    Skip,
+    /// Write the record to the dead-letter topic with headers naming the error.
+    DeadLetter,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineDef {
+    /// The stream(s) or topic(s) the pipeline reads; several are merged.
+    pub from: Spanned<OneOrMany>,
+    #[serde(default)]
+    pub steps: Vec<Spanned<StepDef>>,
+    /// The stream or topic the pipeline writes at its end.
+    pub to: Option<Spanned<String>>,
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The dead-letter topic (default `<application-id>-dlq`).
+    pub dead_letter_topic: Option<Spanned<String>>,
+}
+
+/// One step. Which fields apply depends on `op`; the topology builder checks them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    /// filter, filter_not, map_values, map, flat_map, flat_map_values, select_key, peek,
+    /// for_each, branch, merge or to (camelCase names such as `mapValues` work too).
+    pub op: Spanned<String>,
+    pub plugin: Option<Spanned<String>>,
+    /// Which function of the plugin, when it offers several of the kind.
+    pub function: Option<String>,
+    /// `merge`: the streams or topics merged in.
+    pub from: Option<Spanned<OneOrMany>>,
+    /// `to`: the stream or topic written.
+    pub topic: Option<Spanned<String>>,
+    /// `branch`: the ordered branches.
+    pub branches: Option<Vec<Spanned<BranchDef>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchDef {
+    /// The predicate (a filter plugin). The last branch may leave it out: the default branch.
+    pub plugin: Option<Spanned<String>>,
+    pub function: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<Spanned<StepDef>>,
+    pub to: Option<Spanned<String>>,
+}

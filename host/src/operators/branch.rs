@@ -1,0 +1,64 @@
+//! `branch`: each record goes to the first branch whose predicate accepts it, in order; the
+//! default branch (no predicate) takes the rest. A record no branch accepts is dropped, as in
+//! Kafka Streams' `split()`.
+
+use super::{Emitted, Operator, PluginStep};
+use crate::record::Record;
+use crate::topology::NodeId;
+use crate::wasm::CallFailure;
+
+pub struct Branch {
+    pub predicates: Vec<Option<PluginStep>>,
+    pub targets: Vec<NodeId>,
+}
+
+impl Operator for Branch {
+    fn process(&mut self, input: Vec<Record>) -> Result<Emitted, CallFailure> {
+        let mut out = Emitted::default();
+        let mut rest = input;
+        for (pred, &target) in self.predicates.iter_mut().zip(&self.targets) {
+            if rest.is_empty() {
+                break;
+            }
+            let Some(step) = pred else {
+                out.routed.push((target, std::mem::take(&mut rest)));
+                break;
+            };
+            let verdicts = match step.call(&rest, |i, f, b| i.filter(f, b)) {
+                Ok(v) if v.keep.len() == rest.len() => v,
+                Ok(v) => {
+                    let e = CallFailure::Trap {
+                        plugin: step.label().to_owned(),
+                        reason: format!("returned {} verdicts for {} records", v.keep.len(), rest.len()),
+                    };
+                    out.failures.extend(step.fail_all(std::mem::take(&mut rest), &e));
+                    break;
+                }
+                Err(e) => {
+                    out.failures.extend(step.fail_all(std::mem::take(&mut rest), &e));
+                    break;
+                }
+            };
+            let mut failed = vec![None; rest.len()];
+            for e in verdicts.errors {
+                if let Some(slot) = failed.get_mut(e.index as usize) {
+                    *slot = Some((e.code, e.message));
+                }
+            }
+            let mut matched = Vec::new();
+            let mut unmatched = Vec::new();
+            for ((record, keep), f) in rest.into_iter().zip(verdicts.keep).zip(failed) {
+                match f {
+                    Some((code, message)) => out.failures.push(step.failure(record, code, message)),
+                    None if keep != 0 => matched.push(record),
+                    None => unmatched.push(record),
+                }
+            }
+            if !matched.is_empty() {
+                out.routed.push((target, matched));
+            }
+            rest = unmatched;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,85 @@
+//! `mapValues`, `map`, `flatMap`, `flatMapValues` and `selectKey`: the plugin returns
+//! produced records, each with the input position it came from; what the output replaces
+//! depends on the [`Shape`].
+
+use super::{Emitted, Operator, PluginStep};
+use crate::record::{DecodedBatch, Record};
+use crate::wasm::CallFailure;
+
+/// Which fields of the produced records replace the input's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The value (mapValues, flatMapValues); the key is kept.
+    Value,
+    /// Key and value (map, flatMap).
+    KeyValue,
+    /// The key (selectKey); the value is kept.
+    Key,
+}
+
+pub struct Transform {
+    step: PluginStep,
+    shape: Shape,
+}
+
+impl Transform {
+    pub fn new(step: PluginStep, shape: Shape) -> Self {
+        Self { step, shape }
+    }
+}
+
+impl Operator for Transform {
+    fn process(&mut self, input: Vec<Record>) -> Result<Emitted, CallFailure> {
+        let kind = self.step.kind;
+        let output = match self.step.call(&input, |i, f, b| i.transform(kind, f, b)) {
+            Ok(o) => o,
+            Err(e) => return Ok(Emitted { failures: self.step.fail_all(input, &e), ..Default::default() }),
+        };
+        let malformed = |reason: String, input: Vec<Record>, step: &PluginStep| {
+            let e = CallFailure::Trap { plugin: step.label().to_owned(), reason };
+            Ok(Emitted { failures: step.fail_all(input, &e), ..Default::default() })
+        };
+        let produced = match DecodedBatch::new(output.records.index, output.records.timestamps, output.records.data) {
+            Ok(p) => p,
+            Err(e) => return malformed(e.to_string(), input, &self.step),
+        };
+        if output.origins.len() != produced.len()
+            || output.origins.iter().any(|&o| o as usize >= input.len())
+            || output.origins.windows(2).any(|w| w[0] > w[1])
+        {
+            return malformed("returned origins that do not match its input".to_owned(), input, &self.step);
+        }
+        let mut failed = vec![None; input.len()];
+        for e in output.errors {
+            if let Some(slot) = failed.get_mut(e.index as usize) {
+                *slot = Some((e.code, e.message));
+            }
+        }
+        let mut out = Emitted { all: Vec::with_capacity(produced.len()), ..Default::default() };
+        for (j, &origin) in output.origins.iter().enumerate() {
+            let src = &input[origin as usize];
+            let mut r = Record {
+                key: src.key.clone(),
+                value: src.value.clone(),
+                timestamp: produced.timestamp(j),
+                headers: src.headers.clone(),
+                origin: src.origin,
+            };
+            match self.shape {
+                Shape::Value => r.value = produced.value(j),
+                Shape::KeyValue => {
+                    r.key = produced.key(j);
+                    r.value = produced.value(j);
+                }
+                Shape::Key => r.key = produced.key(j),
+            }
+            out.all.push(r);
+        }
+        for (record, f) in input.into_iter().zip(failed) {
+            if let Some((code, message)) = f {
+                out.failures.push(self.step.failure(record, code, message));
+            }
+        }
+        Ok(out)
+    }
+}

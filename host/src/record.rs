@@ -1,0 +1,198 @@
+//! The host's record, and the batch encoding that carries records across the Wasm boundary
+//! (see `wit/plugin.wit`, `types.batch`).
+
+use bytes::Bytes;
+
+/// Where a record was read: its input topic (an index into the task's topic table),
+/// partition and offset. Carried to dead-letter headers and used for commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub topic: u32,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A record header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Option<Bytes>,
+}
+
+/// One record. Keys and values are bytes; a `None` key is a null key, a `None` value a
+/// tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    /// Event time, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub headers: Vec<Header>,
+    pub origin: Origin,
+}
+
+impl Record {
+    pub fn new(key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Self {
+        Self {
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            timestamp,
+            headers: Vec::new(),
+            origin: Origin::default(),
+        }
+    }
+}
+
+/// The length that marks an absent field.
+pub const ABSENT: u32 = u32::MAX;
+/// `u32`s per record in the index.
+pub const INDEX_STRIDE: usize = 6;
+
+/// An encoded batch: the three lists of `types.batch`.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedBatch {
+    pub index: Vec<u32>,
+    pub timestamps: Vec<i64>,
+    pub data: Vec<u8>,
+}
+
+impl EncodedBatch {
+    /// Encodes `records`, reusing this batch's buffers.
+    pub fn encode<'a>(&mut self, records: impl ExactSizeIterator<Item = &'a Record>) {
+        self.index.clear();
+        self.timestamps.clear();
+        self.data.clear();
+        self.index.reserve(records.len() * INDEX_STRIDE);
+        self.timestamps.reserve(records.len());
+        for r in records {
+            let (ko, kl) = put(&mut self.data, r.key.as_deref());
+            let (vo, vl) = put(&mut self.data, r.value.as_deref());
+            let (ho, hl) = if r.headers.is_empty() {
+                (0, 0)
+            } else {
+                let start = self.data.len();
+                self.data.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+                for h in &r.headers {
+                    self.data.extend_from_slice(&(h.name.len() as u32).to_le_bytes());
+                    self.data.extend_from_slice(h.name.as_bytes());
+                    match &h.value {
+                        Some(v) => {
+                            self.data.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                            self.data.extend_from_slice(v);
+                        }
+                        None => self.data.extend_from_slice(&ABSENT.to_le_bytes()),
+                    }
+                }
+                (start as u32, (self.data.len() - start) as u32)
+            };
+            self.index.extend_from_slice(&[ko, kl, vo, vl, ho, hl]);
+            self.timestamps.push(r.timestamp);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+}
+
+fn put(data: &mut Vec<u8>, field: Option<&[u8]>) -> (u32, u32) {
+    match field {
+        Some(b) => {
+            let off = data.len() as u32;
+            data.extend_from_slice(b);
+            (off, b.len() as u32)
+        }
+        None => (0, ABSENT),
+    }
+}
+
+/// Why a batch a plugin returned cannot be read. A correct guest never causes it; it is
+/// treated like a trap.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin returned a malformed batch: {0}")]
+pub struct MalformedBatch(pub String);
+
+/// A decoded output batch: fields slice one shared buffer, so decoding copies nothing.
+pub struct DecodedBatch {
+    index: Vec<u32>,
+    timestamps: Vec<i64>,
+    data: Bytes,
+}
+
+impl DecodedBatch {
+    pub fn new(index: Vec<u32>, timestamps: Vec<i64>, data: Vec<u8>) -> Result<Self, MalformedBatch> {
+        if index.len() != timestamps.len() * INDEX_STRIDE {
+            return Err(MalformedBatch(format!(
+                "{} index entries for {} records (want {} per record)",
+                index.len(),
+                timestamps.len(),
+                INDEX_STRIDE
+            )));
+        }
+        let data = Bytes::from(data);
+        for (i, h) in index.chunks_exact(INDEX_STRIDE).enumerate() {
+            for (off, len) in [(h[0], h[1]), (h[2], h[3])] {
+                if len != ABSENT && (off as usize).checked_add(len as usize).is_none_or(|end| end > data.len()) {
+                    return Err(MalformedBatch(format!("record {i} points past the end of the data")));
+                }
+            }
+        }
+        Ok(Self { index, timestamps, data })
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    fn field(&self, off: u32, len: u32) -> Option<Bytes> {
+        (len != ABSENT).then(|| self.data.slice(off as usize..off as usize + len as usize))
+    }
+
+    pub fn key(&self, i: usize) -> Option<Bytes> {
+        self.field(self.index[i * INDEX_STRIDE], self.index[i * INDEX_STRIDE + 1])
+    }
+
+    pub fn value(&self, i: usize) -> Option<Bytes> {
+        self.field(self.index[i * INDEX_STRIDE + 2], self.index[i * INDEX_STRIDE + 3])
+    }
+
+    pub fn timestamp(&self, i: usize) -> i64 {
+        self.timestamps[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_then_decode_keeps_absent_fields_apart_from_empty_ones() {
+        let records = vec![
+            Record::new(Some(b"k"), Some(b"v"), 5),
+            Record::new(None, Some(b""), 6),
+            Record::new(Some(b""), None, 7),
+        ];
+        let mut enc = EncodedBatch::default();
+        enc.encode(records.iter());
+        let dec = DecodedBatch::new(enc.index.clone(), enc.timestamps.clone(), enc.data.clone()).unwrap();
+        assert_eq!(dec.len(), 3);
+        assert_eq!((dec.key(0).as_deref(), dec.value(0).as_deref()), (Some(&b"k"[..]), Some(&b"v"[..])));
+        assert_eq!((dec.key(1).as_deref(), dec.value(1).as_deref()), (None, Some(&b""[..])));
+        assert_eq!((dec.key(2).as_deref(), dec.value(2).as_deref()), (Some(&b""[..]), None));
+        assert_eq!(dec.timestamp(2), 7);
+    }
+
+    #[test]
+    fn a_batch_pointing_outside_its_data_is_rejected() {
+        assert!(DecodedBatch::new(vec![0, 10, 0, ABSENT, 0, 0], vec![1], vec![1, 2]).is_err());
+        assert!(DecodedBatch::new(vec![0, 1], vec![1], vec![1, 2]).is_err());
+    }
+}

@@ -1,0 +1,153 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::manifest::OnError;
+use crate::operators::{Failure, Operator, PluginLookup, construct};
+use crate::record::{Header, Record};
+use crate::topology::{NodeId, NodeOp, Topology};
+use crate::wasm::PluginError;
+
+/// What a batch produced: records for each output topic (sinks and dead letters), in order.
+#[derive(Debug, Default)]
+pub struct TaskOutput {
+    pub records: Vec<(String, Record)>,
+    /// Records that failed and were skipped or dead-lettered.
+    pub failed: u64,
+}
+
+/// A batch the task could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(
+        "pipeline `{pipeline}` stopped at step `{step}` (plugin {plugin}): {code}: {message} (record from {topic}[{partition}]@{offset}); set `on_error` to `skip` or `dead-letter` to go on past such records"
+    )]
+    Stopped {
+        pipeline: String,
+        step: String,
+        plugin: String,
+        code: String,
+        message: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+pub struct Task {
+    topology: Arc<Topology>,
+    /// The operator of each node of this task's sub-topology (others are `None`).
+    operators: Vec<Option<Box<dyn Operator>>>,
+    /// Input topics, indexed by `Origin::topic`.
+    topics: Vec<String>,
+    pub partition: i32,
+}
+
+impl Task {
+    pub fn new(
+        topology: Arc<Topology>,
+        sub: usize,
+        partition: i32,
+        lookup: PluginLookup<'_>,
+    ) -> Result<Self, PluginError> {
+        let mut operators: Vec<Option<Box<dyn Operator>>> = (0..topology.nodes.len()).map(|_| None).collect();
+        let s = &topology.subtopologies[sub];
+        for &id in &s.nodes {
+            operators[id] = Some(construct(&topology.node(id).op, lookup)?);
+        }
+        let topics = s.source_topics.clone();
+        Ok(Self { topology, operators, topics, partition })
+    }
+
+    /// Runs one batch read from `topic` through the sub-topology.
+    pub fn process(&mut self, topic: &str, mut records: Vec<Record>) -> Result<TaskOutput, TaskError> {
+        let topic_index = self.topics.iter().position(|t| t == topic).unwrap_or(0) as u32;
+        for r in &mut records {
+            r.origin.topic = topic_index;
+            r.origin.partition = self.partition;
+        }
+        let mut out = TaskOutput::default();
+        let Some(&source) = self.topology.sources.get(topic) else {
+            return Ok(out);
+        };
+        // Depth-first, so a batch's records reach the sinks in order.
+        let mut work: Vec<(NodeId, Vec<Record>)> = vec![(source, records)];
+        while let Some((id, batch)) = work.pop() {
+            if batch.is_empty() {
+                continue;
+            }
+            let node = self.topology.node(id);
+            if let NodeOp::Sink { topic } = &node.op {
+                out.records.extend(batch.into_iter().map(|r| (topic.clone(), r)));
+                continue;
+            }
+            let Some(op) = self.operators[id].as_mut() else { continue };
+            let emitted = op.process(batch).map_err(|e| self.stopped(id, "call-failed", &e.to_string(), None, "?"))?;
+            for f in emitted.failures {
+                self.apply_policy(id, f, &mut out)?;
+            }
+            let children = &node.children;
+            for (target, recs) in emitted.routed.into_iter().rev() {
+                work.push((target, recs));
+            }
+            if !emitted.all.is_empty() {
+                if let Some((&last, rest)) = children.split_last() {
+                    for &c in rest.iter().rev() {
+                        work.push((c, emitted.all.clone()));
+                    }
+                    // The last child takes the batch itself; pushed first so it runs last.
+                    let pos = work.len() - rest.len();
+                    work.insert(pos, (last, emitted.all));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn stopped(&self, node: NodeId, code: &str, message: &str, record: Option<&Record>, plugin: &str) -> TaskError {
+        let n = self.topology.node(node);
+        let origin = record.map(|r| r.origin).unwrap_or_default();
+        TaskError::Stopped {
+            pipeline: n.pipeline.clone(),
+            step: n.name.clone(),
+            plugin: plugin.to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+            topic: self.topics.get(origin.topic as usize).cloned().unwrap_or_default(),
+            partition: origin.partition,
+            offset: origin.offset,
+        }
+    }
+
+    fn apply_policy(&self, node: NodeId, f: Failure, out: &mut TaskOutput) -> Result<(), TaskError> {
+        let n = self.topology.node(node);
+        match n.policy.on_error {
+            OnError::Stop => Err(self.stopped(node, &f.code, &f.message, Some(&f.record), &f.plugin)),
+            OnError::Skip => {
+                tracing::warn!(
+                    step = %n.name, plugin = %f.plugin, code = %f.code, error = %f.message,
+                    offset = f.record.origin.offset, "record skipped"
+                );
+                out.failed += 1;
+                Ok(())
+            }
+            OnError::DeadLetter => {
+                let mut r = f.record;
+                let topic = self.topics.get(r.origin.topic as usize).cloned().unwrap_or_default();
+                let h = |name: &str, value: String| Header { name: name.to_owned(), value: Some(Bytes::from(value)) };
+                r.headers.extend([
+                    h("wasp.error.code", f.code),
+                    h("wasp.error.message", f.message),
+                    h("wasp.error.step", n.name.clone()),
+                    h("wasp.error.plugin", f.plugin),
+                    h("wasp.source.topic", topic),
+                    h("wasp.source.partition", r.origin.partition.to_string()),
+                    h("wasp.source.offset", r.origin.offset.to_string()),
+                ]);
+                out.failed += 1;
+                out.records.push((n.policy.dead_letter_topic.clone(), r));
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The topology as text, sources to sinks, in the shape of Kafka Streams'
+//! `Topology.describe()`.
+
+use std::fmt::Write;
+
+use super::{NodeOp, PluginRef, Topology};
+
+fn plugin(p: &PluginRef) -> String {
+    if p.function.is_empty() {
+        format!("plugin: {}, kind: {}", p.plugin, p.kind.interface())
+    } else {
+        format!("plugin: {}#{}, kind: {}", p.plugin, p.function, p.kind.interface())
+    }
+}
+
+/// Renders the topology.
+pub fn describe(t: &Topology) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Topologies (application: {}):", t.application_id);
+    for sub in &t.subtopologies {
+        let _ = writeln!(out, "   Sub-topology: {}", sub.id);
+        for &id in &sub.nodes {
+            let n = t.node(id);
+            let detail = match &n.op {
+                NodeOp::Source { topic } => format!("Source: {} (topics: [{topic}])", n.name),
+                NodeOp::Sink { topic } => format!("Sink: {} (topic: {topic})", n.name),
+                NodeOp::Filter { plugin: p, negate } => {
+                    format!("Processor: {} ({}{})", n.name, plugin(p), if *negate { ", negated" } else { "" })
+                }
+                NodeOp::MapValues { plugin: p }
+                | NodeOp::Map { plugin: p }
+                | NodeOp::SelectKey { plugin: p }
+                | NodeOp::ForEach { plugin: p } => format!("Processor: {} ({})", n.name, plugin(p)),
+                NodeOp::FlatMap { plugin: p, values_only } => {
+                    format!("Processor: {} ({}{})", n.name, plugin(p), if *values_only { ", values only" } else { "" })
+                }
+                NodeOp::Peek { plugin: Some(p) } => format!("Processor: {} ({})", n.name, plugin(p)),
+                NodeOp::Peek { plugin: None } => format!("Processor: {} (log)", n.name),
+                NodeOp::Branch { predicates, .. } => {
+                    let preds: Vec<String> = predicates
+                        .iter()
+                        .map(|p| p.as_ref().map_or_else(|| "default".to_owned(), |p| p.plugin.clone()))
+                        .collect();
+                    format!("Processor: {} (branches: [{}])", n.name, preds.join(", "))
+                }
+                NodeOp::Merge => format!("Processor: {} (merge)", n.name),
+            };
+            let _ = writeln!(out, "    {detail}");
+            let names = |ids: &[usize]| ids.iter().map(|&c| t.node(c).name.clone()).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(
+                out,
+                "      --> {}",
+                if n.children.is_empty() { "none".to_owned() } else { names(&n.children) }
+            );
+            if !n.parents.is_empty() {
+                let _ = writeln!(out, "      <-- {}", names(&n.parents));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

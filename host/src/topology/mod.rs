@@ -1,0 +1,199 @@
+//! The manifest turned into a graph of named nodes, checked for dangling names, and split into
+//! sub-topologies (the nodes reachable from a set of source topics), as in Kafka Streams.
+
+mod build;
+mod describe;
+
+use std::collections::BTreeMap;
+
+pub use build::build;
+pub use describe::describe;
+
+use crate::manifest::{Format, OnError};
+
+pub type NodeId = usize;
+
+/// The kinds of function a plugin can export, one WIT interface each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PluginKind {
+    Filter,
+    ValueMapper,
+    KeyValueMapper,
+    FlatMapper,
+    KeySelector,
+    ForEach,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 6] =
+        [Self::Filter, Self::ValueMapper, Self::KeyValueMapper, Self::FlatMapper, Self::KeySelector, Self::ForEach];
+
+    /// The WIT interface name, e.g. `value-mapper`.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Self::Filter => "filter",
+            Self::ValueMapper => "value-mapper",
+            Self::KeyValueMapper => "key-value-mapper",
+            Self::FlatMapper => "flat-mapper",
+            Self::KeySelector => "key-selector",
+            Self::ForEach => "for-each",
+        }
+    }
+
+    /// The guest SDK attribute that exports the kind.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Self::Filter => "#[wasp::filter]",
+            Self::ValueMapper => "#[wasp::map_values]",
+            Self::KeyValueMapper => "#[wasp::map]",
+            Self::FlatMapper => "#[wasp::flat_map] or #[wasp::flat_map_values]",
+            Self::KeySelector => "#[wasp::select_key]",
+            Self::ForEach => "#[wasp::for_each]",
+        }
+    }
+}
+
+/// A step's use of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRef {
+    pub plugin: String,
+    /// The `function` argument; "" when the manifest names none.
+    pub function: String,
+    pub kind: PluginKind,
+}
+
+/// What a node does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOp {
+    Source {
+        topic: String,
+    },
+    Filter {
+        plugin: PluginRef,
+        negate: bool,
+    },
+    MapValues {
+        plugin: PluginRef,
+    },
+    Map {
+        plugin: PluginRef,
+    },
+    /// `values_only` is flatMapValues: keys come from the input.
+    FlatMap {
+        plugin: PluginRef,
+        values_only: bool,
+    },
+    SelectKey {
+        plugin: PluginRef,
+    },
+    /// Records pass through; the plugin (if any) sees them, otherwise they are logged.
+    Peek {
+        plugin: Option<PluginRef>,
+    },
+    ForEach {
+        plugin: PluginRef,
+    },
+    /// Each record goes to the target of the first predicate that accepts it; `None` is the
+    /// default branch.
+    Branch {
+        predicates: Vec<Option<PluginRef>>,
+        targets: Vec<NodeId>,
+    },
+    /// Records from several parents continue as one stream.
+    Merge,
+    Sink {
+        topic: String,
+    },
+}
+
+impl NodeOp {
+    pub fn plugins(&self) -> Vec<&PluginRef> {
+        match self {
+            Self::Filter { plugin, .. }
+            | Self::MapValues { plugin }
+            | Self::Map { plugin }
+            | Self::FlatMap { plugin, .. }
+            | Self::SelectKey { plugin }
+            | Self::ForEach { plugin } => vec![plugin],
+            Self::Peek { plugin } => plugin.iter().collect(),
+            Self::Branch { predicates, .. } => predicates.iter().flatten().collect(),
+            Self::Source { .. } | Self::Merge | Self::Sink { .. } => vec![],
+        }
+    }
+}
+
+/// What a pipeline does with records its plugins fail on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPolicy {
+    pub on_error: OnError,
+    pub dead_letter_topic: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: NodeId,
+    /// Stable across restarts and swaps: `<pipeline>-<step>-<op>`.
+    pub name: String,
+    pub op: NodeOp,
+    pub children: Vec<NodeId>,
+    pub parents: Vec<NodeId>,
+    pub pipeline: String,
+    pub policy: ErrorPolicy,
+}
+
+/// A topic's formats, from `[streams.*]` (string/string when undeclared).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicFormats {
+    pub key: Format,
+    pub value: Format,
+}
+
+/// Nodes connected through their edges, fed by `source_topics`. One task runs a sub-topology
+/// for one partition.
+#[derive(Debug, Clone)]
+pub struct SubTopology {
+    pub id: usize,
+    pub source_topics: Vec<String>,
+    pub nodes: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub application_id: String,
+    pub nodes: Vec<Node>,
+    /// The source node of each input topic.
+    pub sources: BTreeMap<String, NodeId>,
+    pub subtopologies: Vec<SubTopology>,
+    pub formats: BTreeMap<String, TopicFormats>,
+}
+
+impl Topology {
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// Every topic some sink writes.
+    pub fn sink_topics(&self) -> Vec<&str> {
+        let mut topics: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                NodeOp::Sink { topic } => Some(topic.as_str()),
+                _ => None,
+            })
+            .collect();
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
+
+    /// Formats of `topic`.
+    pub fn formats(&self, topic: &str) -> TopicFormats {
+        self.formats.get(topic).copied().unwrap_or_default()
+    }
+
+    /// Every plugin use, with the node it is in.
+    pub fn plugin_uses(&self) -> impl Iterator<Item = (&Node, &PluginRef)> {
+        self.nodes.iter().flat_map(|n| n.op.plugins().into_iter().map(move |p| (n, p)))
+    }
+}

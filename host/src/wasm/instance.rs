@@ -1,0 +1,270 @@
+//! One sandboxed instance of a plugin, owned by one task, called once per batch.
+
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+use super::bindings::{
+    Batch, CallError, RecordError, Verdicts, WasmOutput, filter, flat_mapper, for_each, key_selector, key_value_mapper,
+    value_mapper,
+};
+use super::host::metrics::PluginMetrics;
+use super::{EPOCH_TICK, HostState, LoadedPlugin, PluginError};
+use crate::record::EncodedBatch;
+use crate::topology::PluginKind;
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    /// The instance trapped (panic, deadline, memory cap): it is broken and must be rebuilt.
+    #[error("plugin `{plugin}` trapped: {reason}")]
+    Trap { plugin: String, reason: String },
+    /// The plugin refused the whole call without trapping.
+    #[error("plugin `{plugin}` failed the batch: {reason}")]
+    Refused { plugin: String, reason: String },
+}
+
+struct Exports {
+    filter: Option<filter::Guest>,
+    value_mapper: Option<value_mapper::Guest>,
+    key_value_mapper: Option<key_value_mapper::Guest>,
+    flat_mapper: Option<flat_mapper::Guest>,
+    key_selector: Option<key_selector::Guest>,
+    for_each: Option<for_each::Guest>,
+}
+
+pub struct PluginInstance {
+    store: Store<HostState>,
+    exports: Exports,
+    name: String,
+    deadline_ticks: u64,
+}
+
+/// Clocks that read zero, for plugins not granted the real ones.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+fn trap(plugin: &str, e: &wasmtime::Error) -> CallFailure {
+    let reason = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "it ran past its deadline".to_owned(),
+        Some(t) => format!("{t}"),
+        None => format!("{e:#}"),
+    };
+    CallFailure::Trap { plugin: plugin.to_owned(), reason }
+}
+
+fn refused(plugin: &str, e: CallError) -> CallFailure {
+    let reason = match e {
+        CallError::UnknownFunction(f) => format!("it has no function named `{f}` of this kind"),
+        CallError::Failed(m) => m,
+    };
+    CallFailure::Refused { plugin: plugin.to_owned(), reason }
+}
+
+impl LoadedPlugin {
+    /// A fresh instance, with the manifest's grants and limits.
+    pub fn instantiate(&self) -> Result<PluginInstance, PluginError> {
+        let fail = |e: wasmtime::Error| PluginError::Instantiate {
+            plugin: self.name.to_string(),
+            reason: format!("instantiation failed: {e:#}"),
+        };
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if self.grants.stdio {
+            wasi.inherit_stdout().inherit_stderr();
+        }
+        if !self.grants.clocks {
+            wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        }
+        for var in &self.grants.env {
+            if let Ok(value) = std::env::var(var) {
+                wasi.env(var, value);
+            }
+        }
+        for dir in &self.grants.dirs {
+            wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly).map_err(|e| PluginError::Instantiate {
+                plugin: self.name.to_string(),
+                reason: format!("cannot grant directory {}: {e:#}", dir.host),
+            })?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(self.limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+            .table_elements(1_000_000)
+            .instances(64)
+            .build();
+        let state = HostState {
+            plugin: self.name.clone(),
+            config: self.config.clone(),
+            metrics: PluginMetrics { registry: self.runtime.metrics.clone() },
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let deadline_ticks = (self.limits.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(deadline_ticks);
+        let instance = self.pre.instantiate(&mut store).map_err(fail)?;
+        let load = |kind: PluginKind| -> bool { self.kinds.contains(&kind) };
+        let exports = Exports {
+            filter: if load(PluginKind::Filter) {
+                Some(filter::GuestIndices::new(&self.pre).and_then(|i| i.load(&mut store, &instance)).map_err(fail)?)
+            } else {
+                None
+            },
+            value_mapper: if load(PluginKind::ValueMapper) {
+                Some(
+                    value_mapper::GuestIndices::new(&self.pre)
+                        .and_then(|i| i.load(&mut store, &instance))
+                        .map_err(fail)?,
+                )
+            } else {
+                None
+            },
+            key_value_mapper: if load(PluginKind::KeyValueMapper) {
+                Some(
+                    key_value_mapper::GuestIndices::new(&self.pre)
+                        .and_then(|i| i.load(&mut store, &instance))
+                        .map_err(fail)?,
+                )
+            } else {
+                None
+            },
+            flat_mapper: if load(PluginKind::FlatMapper) {
+                Some(
+                    flat_mapper::GuestIndices::new(&self.pre)
+                        .and_then(|i| i.load(&mut store, &instance))
+                        .map_err(fail)?,
+                )
+            } else {
+                None
+            },
+            key_selector: if load(PluginKind::KeySelector) {
+                Some(
+                    key_selector::GuestIndices::new(&self.pre)
+                        .and_then(|i| i.load(&mut store, &instance))
+                        .map_err(fail)?,
+                )
+            } else {
+                None
+            },
+            for_each: if load(PluginKind::ForEach) {
+                Some(for_each::GuestIndices::new(&self.pre).and_then(|i| i.load(&mut store, &instance)).map_err(fail)?)
+            } else {
+                None
+            },
+        };
+        Ok(PluginInstance { store, exports, name: self.name.to_string(), deadline_ticks })
+    }
+}
+
+/// Moves the encoded lists into the WIT record for a call, and back afterwards, so buffers
+/// are reused and nothing is copied on the host side.
+fn lend(batch: &mut EncodedBatch) -> Batch {
+    Batch {
+        index: std::mem::take(&mut batch.index),
+        timestamps: std::mem::take(&mut batch.timestamps),
+        data: std::mem::take(&mut batch.data),
+    }
+}
+
+fn give_back(batch: &mut EncodedBatch, b: Batch) {
+    batch.index = b.index;
+    batch.timestamps = b.timestamps;
+    batch.data = b.data;
+}
+
+fn missing(plugin: &str, kind: PluginKind) -> CallFailure {
+    CallFailure::Refused {
+        plugin: plugin.to_owned(),
+        reason: format!("it does not export the {} kind", kind.interface()),
+    }
+}
+
+impl PluginInstance {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    /// Runs a filter over the batch.
+    pub fn filter(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<Verdicts, CallFailure> {
+        self.arm();
+        let guest = self.exports.filter.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Filter))?;
+        let b = lend(batch);
+        let r = guest.call_filter(&mut self.store, function, &b);
+        give_back(batch, b);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Runs a transforming kind (value mapper, key-value mapper, flat mapper, key selector).
+    pub fn transform(
+        &mut self,
+        kind: PluginKind,
+        function: &str,
+        batch: &mut EncodedBatch,
+    ) -> Result<WasmOutput, CallFailure> {
+        self.arm();
+        let b = lend(batch);
+        let store = &mut self.store;
+        let r = match kind {
+            PluginKind::ValueMapper => {
+                self.exports.value_mapper.as_ref().map(|g| g.call_map_values(store, function, &b))
+            }
+            PluginKind::KeyValueMapper => {
+                self.exports.key_value_mapper.as_ref().map(|g| g.call_map_pairs(store, function, &b))
+            }
+            PluginKind::FlatMapper => self.exports.flat_mapper.as_ref().map(|g| g.call_flat_map(store, function, &b)),
+            PluginKind::KeySelector => {
+                self.exports.key_selector.as_ref().map(|g| g.call_select_key(store, function, &b))
+            }
+            PluginKind::Filter | PluginKind::ForEach => None,
+        };
+        give_back(batch, b);
+        let r = r.ok_or_else(|| missing(&self.name, kind))?;
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Runs a for-each over the batch.
+    pub fn for_each(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<Vec<RecordError>, CallFailure> {
+        self.arm();
+        let guest = self.exports.for_each.as_ref().ok_or_else(|| missing(&self.name, PluginKind::ForEach))?;
+        let b = lend(batch);
+        let r = guest.call_for_each(&mut self.store, function, &b);
+        give_back(batch, b);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Checks at load time that `function` names a function of `kind`: an empty batch costs
+    /// nothing and answers `unknown-function` if it does not.
+    pub fn probe(&mut self, kind: PluginKind, function: &str) -> Result<(), CallFailure> {
+        let mut empty = EncodedBatch::default();
+        match kind {
+            PluginKind::Filter => self.filter(function, &mut empty).map(drop),
+            PluginKind::ForEach => self.for_each(function, &mut empty).map(drop),
+            _ => self.transform(kind, function, &mut empty).map(drop),
+        }
+    }
+}
