@@ -20,8 +20,10 @@ run: setup plugins
 ## Every test: formatting, lints, unit, golden, plugin and the real-broker integration tests.
 test: setup plugins
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --workspace --all-targets
+	cd plugins && $(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --release -- -D warnings
+	WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --release --workspace --all-targets
 
 ## What the commands need: wasm targets, wasm-tools, componentize-py, libclang, the test broker.
 setup: .setup-done
@@ -49,6 +51,8 @@ $(BUILD)/.rust-done: $(shell find plugins/rust guest-sdk wit -type f 2>/dev/null
 	for p in $(RUST_PLUGINS); do \
 	  wasm-tools component new $(WASM_OUT)/$${p//-/_}.wasm -o $(BUILD)/$$p.wasm || exit 1; \
 	done
+	cd plugins && $(CARGO) build --release -p sandbox-probe --target wasm32-wasip2
+	cp plugins/target/wasm32-wasip2/release/sandbox_probe.wasm $(BUILD)/sandbox-probe.wasm
 	touch $@
 
 $(BUILD)/enrich.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit

@@ -1,7 +1,7 @@
 //! The wasp guest SDK: write stream-processing functions in plain Rust and build them into
 //! WebAssembly components that the wasp host runs.
 //!
-//! ```ignore
+//! ```text
 //! use wasp::Json;
 //!
 //! #[derive(serde::Deserialize)]

@@ -1,1 +1,9 @@
+//! wasp's integration tests, in one binary to save link time. One module per area.
 
+mod broker;
+mod common;
+mod errors;
+mod examples;
+mod golden;
+mod kafka;
+mod operators;

@@ -91,20 +91,40 @@ impl SourceText {
     pub fn from_toml(&self, e: &toml::de::Error) -> ManifestError {
         let message = e.message().trim().to_owned();
         let span = e.span().unwrap_or(0..0);
-        let snippet = self.text.get(span.clone()).unwrap_or("").trim();
-        let key = if !snippet.is_empty()
-            && snippet.len() <= 64
-            && snippet.chars().all(|c| c.is_alphanumeric() || "_-.\"".contains(c))
-        {
-            snippet.trim_matches('"').to_owned()
-        } else {
-            String::new()
-        };
+        let key = self.key_at(span.start);
         let mut err = self.error(span, key, message.clone());
         if let Some(help) = did_you_mean_from_message(&message) {
             err = err.with_help(help);
         }
         err
+    }
+}
+
+impl SourceText {
+    /// The dotted key a byte offset belongs to: the enclosing `[table]` header plus the key
+    /// on that line (`pipelines.p.on_error`). TOML errors give a span but no key path.
+    pub fn key_at(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..].find('\n').map_or(self.text.len(), |i| offset + i);
+        let line = &self.text[line_start..line_end];
+        let table = self.text[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+            .unwrap_or_default();
+        let key = match line.split_once('=') {
+            Some((k, _)) if !line.trim_start().starts_with('[') => k.trim().trim_matches('"').to_owned(),
+            _ if line.trim_start().starts_with('[') => return String::new(),
+            _ => line.trim().to_owned(),
+        };
+        match (table.is_empty(), key.is_empty()) {
+            (true, _) => key,
+            (false, true) => table,
+            (false, false) => format!("{table}.{key}"),
+        }
     }
 }
 

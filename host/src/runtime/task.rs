@@ -3,10 +3,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::manifest::OnError;
-use crate::operators::{Failure, Operator, PluginLookup, construct};
+use crate::operators::{Emitted, Failure, Operator, PluginLookup, construct};
 use crate::record::{Header, Record};
 use crate::topology::{NodeId, NodeOp, Topology};
-use crate::wasm::PluginError;
+use crate::wasm::{CallFailure, PluginError};
 
 /// What a batch produced: records for each output topic (sinks and dead letters), in order.
 #[derive(Debug, Default)]
@@ -82,7 +82,8 @@ impl Task {
                 continue;
             }
             let Some(op) = self.operators[id].as_mut() else { continue };
-            let emitted = op.process(batch).map_err(|e| self.stopped(id, "call-failed", &e.to_string(), None, "?"))?;
+            let emitted =
+                isolate(op.as_mut(), batch).map_err(|e| self.stopped(id, "call-failed", &e.to_string(), None, "?"))?;
             for f in emitted.failures {
                 self.apply_policy(id, f, &mut out)?;
             }
@@ -104,6 +105,7 @@ impl Task {
         Ok(out)
     }
 
+    /// `TaskError::Stopped` for a failure at `node`.
     fn stopped(&self, node: NodeId, code: &str, message: &str, record: Option<&Record>, plugin: &str) -> TaskError {
         let n = self.topology.node(node);
         let origin = record.map(|r| r.origin).unwrap_or_default();
@@ -150,4 +152,28 @@ impl Task {
             }
         }
     }
+}
+
+/// Runs `op` on `batch`. When the whole batch fails with a trap (after the operator's own retry
+/// on a fresh instance), the batch is split in halves and each is run again, so that only the
+/// records that really make the plugin trap follow the error policy, and the others go on.
+fn isolate(op: &mut dyn Operator, batch: Vec<Record>) -> Result<Emitted, CallFailure> {
+    let len = batch.len();
+    let emitted = op.process(batch)?;
+    let all_trapped = len > 1
+        && emitted.all.is_empty()
+        && emitted.routed.is_empty()
+        && emitted.failures.len() == len
+        && emitted.failures.iter().all(|f| f.code == "trap");
+    if !all_trapped {
+        return Ok(emitted);
+    }
+    let mut records: Vec<Record> = emitted.failures.into_iter().map(|f| f.record).collect();
+    let second = records.split_off(len / 2);
+    let mut out = isolate(op, records)?;
+    let more = isolate(op, second)?;
+    out.all.extend(more.all);
+    out.routed.extend(more.routed);
+    out.failures.extend(more.failures);
+    Ok(out)
 }

@@ -38,5 +38,5 @@ fn first_char(value: &str) -> String {
 /// Counts the records it sees in the `seen_total` counter.
 #[wasp::for_each]
 fn count(_value: Option<&[u8]>) {
-    wasp::metrics::counter_add("seen_total", &[("plugin", "test-kit")], 1);
+    wasp::metrics::counter_add("seen_total", &[("source", "test-kit")], 1);
 }

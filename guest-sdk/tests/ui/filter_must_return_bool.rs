@@ -1,0 +1,6 @@
+#[wasp::filter]
+fn not_bool(value: &str) -> String {
+    value.to_owned()
+}
+
+fn main() {}

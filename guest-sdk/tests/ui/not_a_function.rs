@@ -1,0 +1,4 @@
+#[wasp::filter]
+struct NotAFunction;
+
+fn main() {}

@@ -1,0 +1,121 @@
+//! Helpers shared by the integration tests: paths, a scratch manifest, and local runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use wasp::app::{self, LocalOptions};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+/// A built plugin component; `make plugins` builds them before the tests run.
+pub fn plugin(name: &str) -> String {
+    let p = repo().join("plugins/build").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `make plugins` (or `make test`, which builds them)", p.display());
+    p.display().to_string()
+}
+
+/// The compiled-component cache the tests share, so each plugin compiles once.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasp-cache")
+}
+
+/// A manifest and its input files in a temporary directory.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write scratch file");
+        p
+    }
+}
+
+/// One output record, as the local sink writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Out {
+    pub key: serde_json::Value,
+    pub value: serde_json::Value,
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, serde_json::Value>,
+}
+
+impl Out {
+    /// `(key, value)` as strings (`null` for absent), for compact assertions.
+    pub fn kv(&self) -> (String, String) {
+        let s = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        (s(&self.key), s(&self.value))
+    }
+}
+
+/// Runs `manifest` (text) in local mode and returns what each of `topics` received.
+pub fn run_local(scratch: &Scratch, manifest: &str, topics: &[&str]) -> anyhow::Result<BTreeMap<String, Vec<Out>>> {
+    let path = scratch.write("pipeline.toml", manifest);
+    let prepared = app::prepare(&path, Some(cache_dir()))?;
+    let outputs: BTreeMap<String, PathBuf> =
+        topics.iter().map(|t| (t.to_string(), scratch.path(&format!("out-{t}.jsonl")))).collect();
+    let options = LocalOptions { outputs: outputs.clone(), ..Default::default() };
+    prepared.run(&options, &AtomicBool::new(false))?;
+    let mut got = BTreeMap::new();
+    for (topic, file) in outputs {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let records = text.lines().map(|l| serde_json::from_str(l).expect("output is JSON lines")).collect();
+        got.insert(topic, records);
+    }
+    Ok(got)
+}
+
+/// Key/value pairs of a topic's output.
+pub fn kvs(out: &BTreeMap<String, Vec<Out>>, topic: &str) -> Vec<(String, String)> {
+    out.get(topic).map(|v| v.iter().map(Out::kv).collect()).unwrap_or_default()
+}
+
+/// Writes `in.jsonl` with `(key, value)` records (key `None` is a null key).
+pub fn input(scratch: &Scratch, records: &[(Option<&str>, &str)]) {
+    let lines: Vec<String> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| serde_json::json!({"key": k, "value": v, "timestamp": 1000 + i as i64}).to_string())
+        .collect();
+    scratch.write("in.jsonl", &(lines.join("\n") + "\n"));
+}
+
+/// The header of a test manifest: application `t`, stream `in` from `in.jsonl`, and the
+/// test-kit and trap plugins.
+pub fn header(extra: &str) -> String {
+    format!(
+        r#"version = 1
+[application]
+id = "t"
+batch_size = 3
+[streams.in]
+file = "in.jsonl"
+file_format = "jsonl"
+[plugins.kit]
+path = "{kit}"
+[plugins.trap]
+path = "{trap}"
+{extra}
+"#,
+        kit = plugin("test-kit"),
+        trap = plugin("trap"),
+    )
+}

@@ -1,0 +1,195 @@
+//! Bad input gets a clear error and loses nothing: bad manifests, missing or wrong plugins,
+//! and plugins that trap or fail records, under each error policy.
+
+use std::process::Command;
+
+use crate::common::{Scratch, cache_dir, header, input, kvs, plugin, run_local};
+
+fn prepare_err(sc: &Scratch, manifest: &str) -> String {
+    let path = sc.write("pipeline.toml", manifest);
+    match wasp::app::prepare(&path, Some(cache_dir())) {
+        Ok(_) => panic!("the manifest should not load"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn a_missing_plugin_file_names_the_plugin_the_path_and_the_line() {
+    let sc = Scratch::new();
+    input(&sc, &[(None, "x")]);
+    let manifest = r#"version = 1
+[application]
+id = "t"
+[streams.in]
+file = "in.jsonl"
+file_format = "jsonl"
+[plugins.ghost]
+path = "no/such/plugin.wasm"
+[pipelines.p]
+from = "in"
+to = "out"
+[[pipelines.p.steps]]
+op = "filter"
+plugin = "ghost"
+"#;
+    let e = prepare_err(&sc, manifest);
+    assert!(e.contains("pipeline.toml:8:8"), "{e}");
+    assert!(e.contains("plugin `ghost`") && e.contains("no/such/plugin.wasm"), "{e}");
+}
+
+#[test]
+fn a_plugin_without_the_named_kind_fails_at_load_naming_plugin_kind_and_wit_version() {
+    let sc = Scratch::new();
+    input(&sc, &[(None, "x")]);
+    let manifest = header("")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\n[[pipelines.p.steps]]\nop = \"filter\"\nplugin = \"trap\"\n";
+    let e = prepare_err(&sc, &manifest);
+    assert!(e.contains("plugin `trap`"), "{e}");
+    assert!(e.contains("`filter` kind"), "{e}");
+    assert!(e.contains("wasp:plugin/filter@0.1.0"), "{e}");
+    assert!(e.contains("wasp:plugin/value-mapper@0.1.0"), "it lists what the component does export: {e}");
+}
+
+#[test]
+fn a_function_name_the_plugin_lacks_fails_at_load() {
+    let sc = Scratch::new();
+    input(&sc, &[(None, "x")]);
+    let manifest = header("")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\n[[pipelines.p.steps]]\nop = \"map_values\"\nplugin = \"kit\"\nfunction = \"lower\"\n";
+    let e = prepare_err(&sc, &manifest);
+    assert!(e.contains("no function named `lower`"), "{e}");
+    assert!(e.contains("p-0-map_values"), "the step is named: {e}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let sc = Scratch::new();
+    input(&sc, &[(None, "x")]);
+    sc.write("junk.wasm", "this is not wasm");
+    let manifest = header("[plugins.junk]\npath = \"junk.wasm\"")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\n[[pipelines.p.steps]]\nop = \"filter\"\nplugin = \"junk\"\n";
+    let e = prepare_err(&sc, &manifest);
+    assert!(e.contains("plugin `junk`") && e.contains("not a valid WebAssembly component"), "{e}");
+}
+
+fn trap_pipeline(policy: &str) -> String {
+    header("")
+        + &format!(
+            "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"{policy}\"\ndead_letter_topic = \"dlq\"\n[[pipelines.p.steps]]\nop = \"map_values\"\nplugin = \"trap\"\n"
+        )
+}
+
+fn s(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+#[test]
+fn a_trapping_plugin_is_contained_and_only_its_records_are_dead_lettered_with_headers() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "boom"), (Some("3"), "c"), (Some("4"), "oops"), (Some("5"), "e")]);
+    let out = run_local(&sc, &trap_pipeline("dead-letter"), &["out", "dlq"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("1", "a"), s("3", "c"), s("5", "e")]);
+    let dlq = &out["dlq"];
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    assert_eq!(dlq[0].kv(), s("2", "boom"));
+    let h = &dlq[0].headers;
+    assert_eq!(h["wasp.error.code"], "trap");
+    assert!(h["wasp.error.message"].as_str().unwrap().contains("trapped"), "{h:?}");
+    assert_eq!(h["wasp.error.step"], "p-0-map_values");
+    assert!(h["wasp.error.plugin"].as_str().unwrap().starts_with("trap@"), "{h:?}");
+    assert_eq!(h["wasp.source.topic"], "in");
+    assert_eq!(h["wasp.source.partition"], "0");
+    assert_eq!(h["wasp.source.offset"], "1");
+    assert_eq!(dlq[1].kv(), s("4", "oops"));
+    assert_eq!(dlq[1].headers["wasp.error.code"], "plugin-error");
+    assert_eq!(dlq[1].headers["wasp.error.message"], "the value was oops");
+}
+
+#[test]
+fn skip_counts_failed_records_and_goes_on() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "boom"), (Some("3"), "oops"), (Some("4"), "d")]);
+    let path = sc.write("pipeline.toml", &trap_pipeline("skip"));
+    let prepared = wasp::app::prepare(&path, Some(cache_dir())).unwrap();
+    let outputs = [("out".to_owned(), sc.path("out.jsonl"))].into_iter().collect();
+    let options = wasp::app::LocalOptions { outputs, ..Default::default() };
+    let stats = prepared.run(&options, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    assert_eq!((stats.records_in, stats.records_out, stats.failed_records), (4, 2, 2));
+}
+
+#[test]
+fn stop_fails_the_run_with_a_message_naming_the_step_plugin_and_record() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "boom")]);
+    let e = run_local(&sc, &trap_pipeline("stop"), &["out"]).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("pipeline `p` stopped at step `p-0-map_values`"), "{e}");
+    assert!(e.contains("trapped"), "{e}");
+    assert!(e.contains("in[0]@1"), "names the record: {e}");
+}
+
+#[test]
+fn the_cli_reports_a_malformed_manifest_with_file_line_and_key_and_does_not_panic() {
+    let sc = Scratch::new();
+    let path = sc.write("bad.toml", "version = 1\n[application]\nid = \"t\"\n[streams.in]\ntopc = \"x\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp")).arg("validate").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:5:1"), "{stderr}");
+    assert!(stderr.contains("`topc`") && stderr.contains("did you mean `topic`?"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn the_cli_reports_a_trapping_plugin_and_exits_non_zero_without_panicking() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "boom")]);
+    let path = sc.write("pipeline.toml", &trap_pipeline("stop"));
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .env("WASP_CACHE_DIR", cache_dir())
+        .arg("run")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: pipeline `p` stopped") && stderr.contains("trapped"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn probe(grants: &str) -> Vec<String> {
+    let sc = Scratch::new();
+    std::fs::create_dir(sc.path("granted")).unwrap();
+    sc.write("granted/grant.txt", "hello");
+    input(&sc, &[(None, "env"), (None, "file"), (None, "dir"), (None, "socket"), (None, "clock")]);
+    let grants = grants.replace("GRANTED", &sc.path("granted").display().to_string());
+    let manifest = header(&format!("[plugins.probe]\npath = \"{}\"\n{grants}", plugin("sandbox-probe")))
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\n[[pipelines.p.steps]]\nop = \"map_values\"\nplugin = \"probe\"\n";
+    // SAFETY (test): the variable is set before any thread of this test reads the environment,
+    // and no other test reads it.
+    unsafe { std::env::set_var("WASP_PROBE_SECRET", "s3cret") };
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    kvs(&out, "out").into_iter().map(|(_, v)| v).collect()
+}
+
+#[test]
+fn a_plugin_without_grants_cannot_read_env_files_sockets_or_clocks() {
+    let got = probe("");
+    assert!(got[0].starts_with("env: denied"), "{got:?}");
+    assert!(got[1].starts_with("file: denied"), "{got:?}");
+    assert!(got[2].starts_with("dir: denied"), "{got:?}");
+    assert!(got[3].starts_with("socket: denied"), "{got:?}");
+    assert_eq!(got[4], "clock: frozen", "{got:?}");
+}
+
+#[test]
+fn grants_open_exactly_what_they_name() {
+    let got = probe(
+        "grants = { env = [\"WASP_PROBE_SECRET\"], clocks = true, dirs = [{ host = \"GRANTED\", guest = \"/data\" }] }",
+    );
+    assert_eq!(got[0], "env: read s3cret", "{got:?}");
+    assert!(got[1].starts_with("file: denied"), "only /data is granted: {got:?}");
+    assert_eq!(got[2], "dir: read hello", "{got:?}");
+    assert!(got[3].starts_with("socket: denied"), "no grant opens the network: {got:?}");
+    assert_eq!(got[4], "clock: real", "{got:?}");
+}

@@ -1,0 +1,410 @@
+//! The click-stream example against a real broker (nisshi, see `broker.rs`): the `wasp` binary
+//! reads `raw-clicks`, writes the branches, the dead letters and, through the `product-views`
+//! topic, the product interests. The tests kill and restart it and check at-least-once: no
+//! record is ever missing, bots appear nowhere, and a clean stop commits everything it did.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::broker::{Broker, Process, Reader, Received};
+
+const INPUT: &str = "raw-clicks";
+const PRODUCT_VIEWS: &str = "product-views";
+const CHECKOUT: &str = "checkout-clicks";
+const OTHER: &str = "other-clicks";
+const INTEREST: &str = "product-interest";
+const BAD: &str = "clickstream-bad-clicks";
+const OUTPUTS: [&str; 5] = [PRODUCT_VIEWS, CHECKOUT, OTHER, INTEREST, BAD];
+const PARTITIONS: i32 = 4;
+
+/// Failure bounds only, generous for a busy 2-core machine; nothing asserts speed.
+/// The first start of `wasp` may compile the Python plugin (seconds, more under load).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(180);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+const HUMAN_AGENTS: [&str; 3] = ["Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (Macintosh)", "Mozilla/5.0 (iPhone)"];
+const BOT_AGENTS: [&str; 4] = [
+    "Googlebot/2.1 (+http://www.google.com/bot.html)",
+    "curl/8.5.0",
+    "AhrefsSpider/1.0",
+    "Mozilla/5.0 (compatible; SomeCrawler/3.1)",
+];
+
+/// What input click `n` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A product page; `also` adds `?also=x<n>,y<n>` (two more interest records).
+    Product {
+        also: bool,
+    },
+    Checkout,
+    Other,
+    Bot,
+    /// A line click-parse cannot read: dead-lettered.
+    Garbage,
+}
+
+fn kind(n: u32) -> Kind {
+    if n % 50 == 49 {
+        return Kind::Garbage;
+    }
+    match n % 8 {
+        0 => Kind::Product { also: true },
+        1 | 2 => Kind::Product { also: false },
+        3 | 4 => Kind::Checkout,
+        5 | 6 => Kind::Other,
+        _ => Kind::Bot,
+    }
+}
+
+fn user(n: u32) -> String {
+    format!("u{}", n % 97)
+}
+
+/// The page of click `n`; unique per click, so every output names the click it came from.
+fn path(n: u32) -> String {
+    match kind(n) {
+        Kind::Product { also: true } => format!("/products/{n}?also=x{n},y{n}"),
+        Kind::Product { also: false } | Kind::Bot => format!("/products/{n}"),
+        Kind::Checkout if n % 2 == 0 => format!("/cart?id={n}"),
+        Kind::Checkout => format!("/checkout?id={n}"),
+        Kind::Other if n % 2 == 0 => format!("/search?q=item{n}"),
+        Kind::Other => format!("/about?id={n}"),
+        Kind::Garbage => String::new(),
+    }
+}
+
+/// The access-log line of click `n`, keyed by user.
+fn line(n: u32) -> (Option<String>, String) {
+    let k = kind(n);
+    if k == Kind::Garbage {
+        return (Some(user(n)), format!("garbage line {n}"));
+    }
+    let method = if k == Kind::Checkout && n % 2 == 1 { "POST" } else { "GET" };
+    let agent = if k == Kind::Bot {
+        BOT_AGENTS[(n as usize / 8) % BOT_AGENTS.len()]
+    } else {
+        HUMAN_AGENTS[n as usize % HUMAN_AGENTS.len()]
+    };
+    let (h, m, s) = ((n / 3600) % 24, (n / 60) % 60, n % 60);
+    (Some(user(n)), format!("2026-11-01T{h:02}:{m:02}:{s:02}Z {} {method} {} \"{agent}\"", user(n), path(n)))
+}
+
+/// The identities every output topic must hold for clicks `range`: the page for the branches,
+/// the key (product id) for the interests, the line for the dead letters.
+fn expected(range: std::ops::Range<u32>) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut e: BTreeMap<&str, BTreeSet<String>> = OUTPUTS.iter().map(|t| (*t, BTreeSet::new())).collect();
+    let mut add = |topic: &'static str, id: String| {
+        e.get_mut(topic).expect("an output topic").insert(id);
+    };
+    for n in range {
+        match kind(n) {
+            Kind::Product { also } => {
+                add(PRODUCT_VIEWS, path(n));
+                add(INTEREST, n.to_string());
+                if also {
+                    add(INTEREST, format!("x{n}"));
+                    add(INTEREST, format!("y{n}"));
+                }
+            }
+            Kind::Checkout => add(CHECKOUT, path(n)),
+            Kind::Other => add(OTHER, path(n)),
+            Kind::Bot => {}
+            Kind::Garbage => add(BAD, line(n).1),
+        }
+    }
+    e
+}
+
+/// The identity of an output record (see [`expected`]); checks the record's shape on the way.
+fn identity(r: &Received) -> String {
+    match r.topic.as_str() {
+        PRODUCT_VIEWS | CHECKOUT | OTHER => {
+            let v: serde_json::Value = serde_json::from_str(r.value_str()).unwrap_or_else(|e| {
+                panic!("{}[{}]@{}: not JSON ({e}): {}", r.topic, r.partition, r.offset, r.value_str())
+            });
+            let path = v["path"].as_str().unwrap_or_else(|| panic!("no path in {v}")).to_owned();
+            let category = v["category"].as_str().unwrap_or_else(|| panic!("no category in {v}"));
+            let want = match r.topic.as_str() {
+                PRODUCT_VIEWS => &["product"][..],
+                CHECKOUT => &["checkout"][..],
+                _ => &["search", "other"][..],
+            };
+            assert!(want.contains(&category), "{}: category `{category}` in {v}", r.topic);
+            assert_eq!(Some(r.key_str()), v["user"].as_str(), "{}: the key is the user: {v}", r.topic);
+            assert!(v["hour"].is_u64(), "{}: no hour in {v}", r.topic);
+            path
+        }
+        INTEREST => {
+            let v: serde_json::Value = serde_json::from_str(r.value_str())
+                .unwrap_or_else(|e| panic!("{INTEREST}: not JSON ({e}): {}", r.value_str()));
+            let direct = v["direct"].as_bool().unwrap_or_else(|| panic!("no `direct` in {v}"));
+            assert_eq!(direct, !r.key_str().starts_with(['x', 'y']), "{INTEREST}: key {} with {v}", r.key_str());
+            r.key_str().to_owned()
+        }
+        BAD => {
+            assert_eq!(r.header("wasp.source.topic"), Some(INPUT), "dead letter headers: {:?}", r.headers);
+            assert_eq!(
+                r.header("wasp.error.step").map(str::is_empty),
+                Some(false),
+                "dead letter headers: {:?}",
+                r.headers
+            );
+            r.value_str().to_owned()
+        }
+        t => panic!("a record from an unexpected topic `{t}`"),
+    }
+}
+
+/// How often each identity was seen, per topic.
+fn seen(records: &[Received]) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let mut s: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for r in records {
+        *s.entry(r.topic.clone()).or_default().entry(identity(r)).or_default() += 1;
+    }
+    s
+}
+
+/// Whether every expected identity has been seen.
+fn complete(expected: &BTreeMap<&'static str, BTreeSet<String>>, records: &[Received]) -> bool {
+    let s = seen(records);
+    expected.iter().all(|(topic, ids)| s.get(*topic).is_some_and(|got| ids.iter().all(|id| got.contains_key(id))))
+}
+
+/// Asserts that the outputs are exactly `expected`, each at least once: nothing missing,
+/// nothing unexpected (bots, wrong branches), and prints the duplicates per topic.
+fn verify(expected: &BTreeMap<&'static str, BTreeSet<String>>, records: &[Received]) -> usize {
+    let s = seen(records);
+    let mut duplicates = 0;
+    let mut problems = Vec::new();
+    for (topic, ids) in expected {
+        let empty = BTreeMap::new();
+        let got = s.get(*topic).unwrap_or(&empty);
+        let missing: Vec<&String> = ids.iter().filter(|id| !got.contains_key(*id)).collect();
+        let unexpected: Vec<&String> = got.keys().filter(|id| !ids.contains(*id)).collect();
+        let total: usize = got.values().sum();
+        let dups = total - got.len();
+        duplicates += dups;
+        eprintln!(
+            "{topic:>24}: expected {:>5}, distinct {:>5}, received {:>5} ({dups} duplicates)",
+            ids.len(),
+            got.len(),
+            total
+        );
+        if !missing.is_empty() {
+            problems.push(format!("{topic}: {} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]));
+        }
+        if !unexpected.is_empty() {
+            problems.push(format!(
+                "{topic}: {} unexpected, e.g. {:?}",
+                unexpected.len(),
+                &unexpected[..unexpected.len().min(10)]
+            ));
+        }
+        assert_eq!(got.len() + missing.len(), ids.len() + unexpected.len());
+    }
+    for r in records {
+        for agent in BOT_AGENTS {
+            if r.value_str().contains(agent) {
+                problems.push(format!("a bot's click in {}[{}]@{}: {}", r.topic, r.partition, r.offset, r.value_str()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "the outputs are wrong:\n{}", problems.join("\n"));
+    duplicates
+}
+
+fn plugin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build");
+    let dir = dir.canonicalize().unwrap_or(dir);
+    for p in ["click-parse", "bot-filter", "enrich", "page-is", "product-interest"] {
+        let file = dir.join(format!("{p}.wasm"));
+        assert!(file.is_file(), "{} is missing: build the plugins first (`make plugins`)", file.display());
+    }
+    dir
+}
+
+/// Writes the Kafka variant of the click-stream manifest into `dir`.
+fn write_manifest(dir: &Path, broker: &Broker, batch_size: usize) -> PathBuf {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/kafka/clickstream.toml");
+    let text = std::fs::read_to_string(&template).unwrap_or_else(|e| panic!("reading {}: {e}", template.display()));
+    let plugins = plugin_dir();
+    let plugins = plugins.to_str().expect("a UTF-8 plugin path");
+    assert!(!plugins.contains(['"', '\\']), "the plugin path {plugins} needs TOML escaping");
+    let text = text
+        .replace("@BOOTSTRAP@", &broker.bootstrap())
+        .replace("@PLUGINS@", plugins)
+        .replace("@BATCH_SIZE@", &batch_size.to_string());
+    let path = dir.join("clickstream.toml");
+    std::fs::write(&path, text).expect("writing the manifest");
+    path
+}
+
+/// Compiled components are shared between tests and runs.
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasp-test-cache")
+}
+
+fn start_wasp(name: &str, manifest: &Path) -> Process {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    c.arg("run").arg(manifest).env("WASP_CACHE_DIR", cache_dir()).env("WASP_LOG", "info,wasmtime=warn,cranelift=warn");
+    Process::spawn(name, c)
+}
+
+fn produce(broker: &Broker, range: std::ops::Range<u32>) {
+    let records: Vec<(Option<String>, String)> = range.map(line).collect();
+    broker.produce(INPUT, &records);
+}
+
+/// A broker with the click-stream topics, a manifest for it, and a reader of the outputs.
+fn setup(batch_size: usize) -> (Broker, tempfile::TempDir, PathBuf, Reader) {
+    let broker = Broker::start();
+    let mut topics = vec![INPUT];
+    topics.extend(OUTPUTS);
+    broker.create_topics(&topics, PARTITIONS);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifest = write_manifest(dir.path(), &broker, batch_size);
+    let reader = broker.reader(&OUTPUTS);
+    (broker, dir, manifest, reader)
+}
+
+/// SIGKILL in the middle of the stream, then a restart: every click still comes out.
+#[test]
+fn kafka_at_least_once_across_sigkill() {
+    const TOTAL: u32 = 4000;
+    const FIRST: u32 = 2400;
+    let started = Instant::now();
+    // Small batches: a run is many batches and commits, so the kill lands between some of them.
+    let (broker, _dir, manifest, mut reader) = setup(20);
+    let all = expected(0..TOTAL);
+    let total_outputs: usize = all.values().map(BTreeSet::len).sum();
+    let first_outputs: usize = expected(0..FIRST).values().map(BTreeSet::len).sum();
+
+    produce(&broker, 0..FIRST);
+    eprintln!("setup and {FIRST} clicks produced in {:.1?}", started.elapsed());
+
+    let mut wasp = start_wasp("wasp-1", &manifest);
+    let t = Instant::now();
+    let some = reader.read_until(START_TIMEOUT, |r| {
+        wasp.assert_running();
+        !r.is_empty()
+    });
+    assert!(some, "no output within {START_TIMEOUT:?}");
+    eprintln!("first output {:.1?} after the start", t.elapsed());
+    // Let a little more through, then kill it mid-stream.
+    reader.read_until(COMPLETE_TIMEOUT, |r| {
+        wasp.assert_running();
+        r.len() >= 150
+    });
+    wasp.kill();
+    let at_kill = reader.records.len();
+    eprintln!(
+        "SIGKILLed wasp-1 with {at_kill} outputs read ({first_outputs} expected for the first {FIRST} clicks, \
+         {total_outputs} in all)"
+    );
+    assert!(at_kill > 0 && at_kill < total_outputs, "the kill should come after some, not all, output");
+
+    produce(&broker, FIRST..TOTAL);
+    let mut wasp = start_wasp("wasp-2", &manifest);
+    let t = Instant::now();
+    let done = reader.read_until(COMPLETE_TIMEOUT, |r| {
+        wasp.assert_running();
+        complete(&all, r)
+    });
+    if !done {
+        verify(&all, &reader.records);
+        panic!("the outputs did not complete within {COMPLETE_TIMEOUT:?}");
+    }
+    eprintln!("outputs complete {:.1?} after the restart", t.elapsed());
+    wasp.terminate();
+    let status = wasp.wait_exit(EXIT_TIMEOUT);
+    assert!(status.success(), "wasp-2 exited with {status} after SIGTERM");
+    reader.drain(Duration::from_secs(1), Duration::from_secs(30));
+
+    let duplicates = verify(&all, &reader.records);
+    eprintln!(
+        "{TOTAL} clicks, {} outputs read, {duplicates} duplicates (at-least-once), {:.1?} in all",
+        reader.records.len(),
+        started.elapsed()
+    );
+}
+
+/// SIGTERM: wasp finishes the batch in flight, commits, exits 0; a restart redoes nothing.
+#[test]
+fn kafka_sigterm_commits_and_restart_resumes() {
+    const FIRST: u32 = 800;
+    const TOTAL: u32 = 1000;
+    let started = Instant::now();
+    let (broker, _dir, manifest, mut reader) = setup(50);
+    let first = expected(0..FIRST);
+    produce(&broker, 0..FIRST);
+
+    let mut wasp = start_wasp("wasp-a", &manifest);
+    let done = reader.read_until(START_TIMEOUT, |r| {
+        wasp.assert_running();
+        complete(&first, r)
+    });
+    if !done {
+        verify(&first, &reader.records);
+        panic!("the outputs did not complete within {START_TIMEOUT:?}");
+    }
+    let t = Instant::now();
+    wasp.terminate();
+    let status = wasp.wait_exit(EXIT_TIMEOUT);
+    eprintln!("wasp-a exited with {status} {:.2?} after SIGTERM", t.elapsed());
+    assert!(status.success(), "wasp-a exited with {status} after SIGTERM");
+    assert!(wasp.logged("done"), "wasp-a did not report its run as done");
+    reader.drain(Duration::from_secs(1), Duration::from_secs(30));
+    let duplicates = verify(&first, &reader.records);
+    eprintln!("first run: {} outputs, {duplicates} duplicates", reader.records.len());
+    let ends = broker.end_offsets(&OUTPUTS);
+
+    // The restart reads from the committed offsets: only the new clicks come out.
+    let mut wasp = start_wasp("wasp-b", &manifest);
+    wasp.wait_logged("partitions assigned", START_TIMEOUT);
+    produce(&broker, FIRST..TOTAL);
+    let input = broker.consume(&[INPUT], TOTAL as usize, COMPLETE_TIMEOUT);
+    assert_eq!(input.len(), TOTAL as usize, "the input topic holds every click produced");
+    let all = expected(0..TOTAL);
+    let done = reader.read_until(COMPLETE_TIMEOUT, |r| {
+        wasp.assert_running();
+        complete(&all, r)
+    });
+    if !done {
+        verify(&all, &reader.records);
+        panic!("the outputs did not complete within {COMPLETE_TIMEOUT:?}");
+    }
+    wasp.terminate();
+    let status = wasp.wait_exit(EXIT_TIMEOUT);
+    assert!(status.success(), "wasp-b exited with {status} after SIGTERM");
+    reader.drain(Duration::from_secs(1), Duration::from_secs(30));
+    verify(&all, &reader.records);
+
+    let after: Vec<Received> = reader
+        .records
+        .iter()
+        .filter(|r| r.offset >= ends.get(&(r.topic.clone(), r.partition)).copied().unwrap_or(0))
+        .cloned()
+        .collect();
+    let redone: Vec<String> = after
+        .iter()
+        .map(|r| (r.topic.clone(), identity(r)))
+        .filter(|(topic, id)| first.get(topic.as_str()).is_some_and(|ids| ids.contains(id)))
+        .map(|(topic, id)| format!("{topic}: {id}"))
+        .collect();
+    assert!(
+        redone.is_empty(),
+        "the restart produced output again for {} clicks processed before the SIGTERM, e.g. {:?}",
+        redone.len(),
+        &redone[..redone.len().min(10)]
+    );
+    let duplicates = verify(&expected(FIRST..TOTAL), &after);
+    eprintln!(
+        "after the restart: {} outputs, all for new clicks ({duplicates} duplicates); {:.1?} in all",
+        after.len(),
+        started.elapsed()
+    );
+}

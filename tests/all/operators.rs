@@ -1,0 +1,224 @@
+//! The semantics of each stateless operator, run through real plugins in local mode.
+
+use crate::common::{Scratch, header, input, kvs, run_local};
+
+fn s(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+fn one_step(op: &str, extra_step: &str) -> String {
+    header("")
+        + &format!(
+            "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\n[[pipelines.p.steps]]\nop = \"{op}\"\nplugin = \"kit\"\n{extra_step}"
+        )
+}
+
+#[test]
+fn filter_keeps_what_the_predicate_accepts_in_order() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("a"), "keep 1"), (Some("b"), "drop"), (None, "keep 2"), (Some("c"), "x keep")]);
+    let out = run_local(&sc, &one_step("filter", ""), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "keep 1"), s("null", "keep 2"), s("c", "x keep")]);
+}
+
+#[test]
+fn filter_not_keeps_what_the_predicate_rejects() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("a"), "keep 1"), (Some("b"), "drop"), (Some("c"), "gone")]);
+    let out = run_local(&sc, &one_step("filterNot", ""), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("b", "drop"), s("c", "gone")]);
+}
+
+#[test]
+fn map_values_replaces_the_value_and_keeps_key_and_timestamp() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("a"), "one"), (None, "two")]);
+    let out = run_local(&sc, &one_step("map_values", ""), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "ONE"), s("null", "TWO")]);
+    let ts: Vec<_> = out["out"].iter().map(|o| o.timestamp).collect();
+    assert_eq!(ts, vec![Some(1000), Some(1001)]);
+}
+
+#[test]
+fn map_replaces_key_and_value() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("k1"), "v1"), (Some("k2"), "v2")]);
+    let out = run_local(&sc, &one_step("map", ""), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("v1", "k1"), s("v2", "k2")]);
+}
+
+#[test]
+fn flat_map_emits_zero_or_more_records_per_input_in_order() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("x"), "the quick fox"), (Some("y"), ""), (Some("z"), "jumps")]);
+    let out = run_local(&sc, &one_step("flat_map", ""), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("the", "the"), s("quick", "quick"), s("fox", "fox"), s("jumps", "jumps")]);
+}
+
+#[test]
+fn flat_map_values_keeps_the_input_key() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("x"), "a b"), (Some("y"), "c")]);
+    let out = run_local(&sc, &one_step("flat_map_values", ""), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("x", "a"), s("x", "b"), s("y", "c")]);
+}
+
+#[test]
+fn select_key_replaces_the_key_and_keeps_the_value() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("old"), "apple"), (None, "banana")]);
+    let out = run_local(&sc, &one_step("select_key", ""), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "apple"), s("b", "banana")]);
+}
+
+#[test]
+fn peek_passes_records_on_and_for_each_ends_the_chain() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("a"), "1"), (Some("b"), "2")]);
+    let manifest = header("")
+        + r#"
+[pipelines.p]
+from = "in"
+to = "out"
+[[pipelines.p.steps]]
+op = "peek"
+plugin = "kit"
+[[pipelines.p.steps]]
+op = "peek"
+
+[pipelines.q]
+from = "in"
+[[pipelines.q.steps]]
+op = "for_each"
+plugin = "kit"
+"#;
+    let path = sc.write("pipeline.toml", &manifest);
+    let prepared = wasp::app::prepare(&path, Some(crate::common::cache_dir())).unwrap();
+    let outputs = [("out".to_owned(), sc.path("out.jsonl"))].into_iter().collect();
+    let options = wasp::app::LocalOptions { outputs, ..Default::default() };
+    let stats = prepared.run(&options, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    assert_eq!(stats.records_out, 2);
+    let text = std::fs::read_to_string(sc.path("out.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    // The plugin's counter went up once per record and per step that saw it (peek + for_each).
+    let metrics = prepared.runtime.metrics().encode();
+    assert!(
+        metrics.contains("wasp_plugin_seen_total{plugin=\"kit\",source=\"test-kit\"} 4"),
+        "the for-each plugin's counter is in the registry:\n{metrics}"
+    );
+}
+
+#[test]
+fn branch_sends_each_record_to_the_first_matching_branch_and_the_rest_to_the_default() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "keep a"), (Some("2"), "other"), (Some("3"), "keep b"), (Some("4"), "zzz")]);
+    let kit2 =
+        format!("[plugins.kit2]\npath = \"{}\"\nconfig = {{ needle = \"other\" }}", crate::common::plugin("test-kit"));
+    let manifest = header(&kit2)
+        + r#"
+[pipelines.p]
+from = "in"
+[[pipelines.p.steps]]
+op = "branch"
+branches = [
+  { plugin = "kit", to = "kept" },
+  { plugin = "kit2", steps = [{ op = "map_values", plugin = "kit" }], to = "others" },
+  { to = "rest" },
+]
+"#;
+    let out = run_local(&sc, &manifest, &["kept", "others", "rest"]).unwrap();
+    assert_eq!(kvs(&out, "kept"), vec![s("1", "keep a"), s("3", "keep b")]);
+    assert_eq!(kvs(&out, "others"), vec![s("2", "OTHER")]);
+    assert_eq!(kvs(&out, "rest"), vec![s("4", "zzz")]);
+}
+
+#[test]
+fn branch_without_default_drops_unmatched_records() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "keep"), (Some("2"), "nope")]);
+    let manifest = header("")
+        + r#"
+[pipelines.p]
+from = "in"
+[[pipelines.p.steps]]
+op = "branch"
+branches = [{ plugin = "kit", to = "kept" }]
+"#;
+    let out = run_local(&sc, &manifest, &["kept"]).unwrap();
+    assert_eq!(kvs(&out, "kept"), vec![s("1", "keep")]);
+}
+
+#[test]
+fn merge_combines_streams_and_pipelines_chain_through_topics() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("a"), "x"), (Some("b"), "y")]);
+    sc.write("second.jsonl", "{\"key\":\"c\",\"value\":\"z\"}\n");
+    let manifest = header(
+        r#"[streams.second]
+file = "second.jsonl"
+file_format = "jsonl""#,
+    ) + r#"
+[pipelines.first]
+from = "in"
+to = "middle"
+[[pipelines.first.steps]]
+op = "merge"
+from = "second"
+[[pipelines.first.steps]]
+op = "map_values"
+plugin = "kit"
+
+[pipelines.then]
+from = "middle"
+to = "out"
+[[pipelines.then.steps]]
+op = "map"
+plugin = "kit"
+"#;
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    let mut got = kvs(&out, "out");
+    got.sort();
+    assert_eq!(got, vec![s("X", "a"), s("Y", "b"), s("Z", "c")]);
+}
+
+#[test]
+fn from_several_streams_merges_them() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("a"), "keep 1")]);
+    sc.write("second.jsonl", "{\"key\":\"b\",\"value\":\"keep 2\"}\n");
+    let manifest = header("[streams.second]\nfile = \"second.jsonl\"\nfile_format = \"jsonl\"")
+        + "[pipelines.p]\nfrom = [\"in\", \"second\"]\nto = \"out\"\n[[pipelines.p.steps]]\nop = \"filter\"\nplugin = \"kit\"\n";
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    let mut got = kvs(&out, "out");
+    got.sort();
+    assert_eq!(got, vec![s("a", "keep 1"), s("b", "keep 2")]);
+}
+
+#[test]
+fn a_chain_of_steps_applies_them_in_order_across_batches() {
+    let sc = Scratch::new();
+    let values: Vec<String> = (0..10).map(|i| format!("keep {i}")).collect();
+    let records: Vec<(Option<&str>, &str)> = values.iter().map(|v| (None, v.as_str())).collect();
+    input(&sc, &records);
+    let manifest = header("")
+        + r#"
+[pipelines.p]
+from = "in"
+to = "out"
+[[pipelines.p.steps]]
+op = "filter"
+plugin = "kit"
+[[pipelines.p.steps]]
+op = "map_values"
+plugin = "kit"
+[[pipelines.p.steps]]
+op = "select_key"
+plugin = "kit"
+"#;
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    let got = kvs(&out, "out");
+    assert_eq!(got.len(), 10, "batch_size is 3, so 10 records take 4 batches");
+    for (i, (k, v)) in got.iter().enumerate() {
+        assert_eq!((k.as_str(), v.clone()), ("K", format!("KEEP {i}")));
+    }
+}
