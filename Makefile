@@ -30,9 +30,9 @@ setup: .setup-done
 .setup-done: Makefile
 	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
 	rustup target add wasm32-unknown-unknown wasm32-wasip2
-	@if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libclang-dev clang; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq libclang-dev clang; fi; fi
+	@if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libclang-dev; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq libclang-dev; fi; fi
 	@if [ "$$(wasm-tools --version 2>/dev/null | cut -d' ' -f2)" != "$(WASM_TOOLS_VERSION)" ]; then \
 	  $(CARGO) install wasm-tools --version $(WASM_TOOLS_VERSION) --locked; fi
 	@if ! command -v componentize-py >/dev/null || [ "$$(componentize-py --version | cut -d' ' -f2)" != "$(COMPONENTIZE_PY_VERSION)" ]; then \

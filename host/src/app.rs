@@ -53,7 +53,7 @@ pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepar
         let path = loaded.resolve(def.path.get_ref());
         let plugin = runtime
             .load(name.get_ref(), &path, &def.config, &def.grants, &def.limits, kinds)
-            .map_err(|e| anyhow::Error::new(e))
+            .map_err(anyhow::Error::new)
             .with_context(|| {
                 let (line, col) = loaded.source.line_col(def.path.span().start);
                 format!("{}:{line}:{col}: loading plugin `{}`", loaded.source.path.display(), name.get_ref())

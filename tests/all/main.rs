@@ -1,6 +1,7 @@
 //! wasp's integration tests, in one binary to save link time. One module per area.
 
 mod broker;
+mod cli;
 mod common;
 mod errors;
 mod examples;

@@ -1,5 +1,5 @@
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 
 use crate::common::{Kind, Signature, select};
 
@@ -9,13 +9,17 @@ pub const FILTER: Kind =
 fn body(sig: &Signature) -> TokenStream {
     let select = select(sig);
     let call = sig.call();
+    // Typed at the user's return type, so a filter that does not return `bool` is an error there.
+    let verdict = quote_spanned! {sig.ret_span=>
+        let verdict: ::core::result::Result<bool, ::wasp::RecordError> = (|| #call)();
+    };
     quote! {
         fn filter(function: String, input: Batch) -> Result<Verdicts, CallError> {
             #select
             let mut keep = ::std::vec::Vec::with_capacity(view.len());
             let mut errors = ::std::vec::Vec::new();
             for (i, rec) in view.iter().enumerate() {
-                let verdict: ::core::result::Result<bool, ::wasp::RecordError> = (|| #call)();
+                #verdict
                 match verdict {
                     Ok(k) => keep.push(k as u8),
                     Err(e) => {

@@ -1,7 +1,8 @@
 //! Kafka through rdkafka. The consumer group is the application id; offsets are committed by
 //! hand, only after the outputs of the records before them are acknowledged (at-least-once).
 //! A rebalance closes the tasks of revoked partitions; their buffered, unprocessed records are
-//! dropped, to be read again from the committed offset by the new owner.
+//! dropped at once, to be read again from the committed offset by the new owner (which may be
+//! this consumer again: records fetched after the revocation are kept).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -24,7 +25,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one step of a flush waits for delivery reports (see [`KafkaSink::flush`]).
 const FLUSH_STEP: Duration = Duration::from_millis(1);
 
-/// Client settings shared by the consumer and the producer.
+/// Client settings shared by the consumer and the producer (each leaves out the properties
+/// that only concern the other).
 pub fn client_config(bootstrap: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
@@ -34,9 +36,87 @@ pub fn client_config(bootstrap: &str, properties: &BTreeMap<String, String>) -> 
     c
 }
 
+/// librdkafka's consumer-only properties (`C` in its CONFIGURATION.md, 2.12): given to a
+/// producer, each would only be ignored with a configuration warning.
+const CONSUMER_ONLY: &[&str] = &[
+    "auto.commit.enable",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "offset.store.method",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// librdkafka's producer-only properties (`P` in its CONFIGURATION.md, 2.12).
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.report.only.error",
+    "delivery.timeout.ms",
+    "enable.gapless.guarantee",
+    "enable.idempotence",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "partitioner",
+    "produce.offset.report",
+    "queue.buffering.backpressure.threshold",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "queuing.strategy",
+    "request.required.acks",
+    "request.timeout.ms",
+    "retries",
+    "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+];
+
+/// `config` without the properties that only concern the other kind of client.
+fn without(config: &ClientConfig, other_only: &[&str]) -> ClientConfig {
+    let mut c = config.clone();
+    for k in other_only {
+        c.remove(k);
+    }
+    c
+}
+
 #[derive(Default)]
 struct GroupContext {
+    /// Revoked partitions whose tasks the runtime has not closed yet.
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Revoked partitions whose buffered records the source has not dropped yet.
+    unbuffer: Mutex<Vec<(String, i32)>>,
 }
 
 impl ClientContext for GroupContext {}
@@ -47,6 +127,9 @@ impl ConsumerContext for GroupContext {
             let parts: Vec<(String, i32)> =
                 tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             tracing::info!(partitions = ?parts, "partitions revoked");
+            if let Ok(mut r) = self.unbuffer.lock() {
+                r.extend(parts.iter().cloned());
+            }
             if let Ok(mut r) = self.revoked.lock() {
                 r.extend(parts);
             }
@@ -70,7 +153,7 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Joins the group `application_id` and subscribes to `topics`.
     pub fn new(config: &ClientConfig, application_id: &str, topics: &[&str]) -> anyhow::Result<Self> {
-        let mut c = config.clone();
+        let mut c = without(config, PRODUCER_ONLY);
         c.set("group.id", application_id).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         if c.get("auto.offset.reset").is_none() {
             c.set("auto.offset.reset", "earliest");
@@ -95,6 +178,21 @@ impl KafkaSource {
     }
 }
 
+/// Drops the buffered records of the partitions revoked since the last call: they will be read
+/// again from the committed offset, by whichever member owns the partition next.
+fn unbuffer_revoked(
+    context: &GroupContext,
+    pending: &mut VecDeque<InputBatch>,
+    groups: &mut BTreeMap<(String, i32), Vec<Record>>,
+) {
+    let revoked = context.unbuffer.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    if revoked.is_empty() {
+        return;
+    }
+    pending.retain(|b| !revoked.iter().any(|(t, p)| *t == b.topic && *p == b.partition));
+    groups.retain(|(topic, partition), _| !revoked.iter().any(|(t, p)| t == topic && p == partition));
+}
+
 impl RecordSource for KafkaSource {
     fn poll(&mut self, max: usize) -> anyhow::Result<Poll> {
         if let Some(b) = self.pending.pop_front() {
@@ -105,7 +203,12 @@ impl RecordSource for KafkaSource {
         let started = Instant::now();
         let mut wait = POLL_WAIT;
         while n < max {
-            match self.consumer.poll(wait) {
+            let polled = self.consumer.poll(wait);
+            // Rebalances are served inside that poll, before the record it returns, which
+            // belongs to the new assignment: drop what was buffered for revoked partitions now,
+            // not later, or records fetched again for a partition assigned back would go too.
+            unbuffer_revoked(self.consumer.context(), &mut self.pending, &mut groups);
+            match polled {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(_))) => continue,
                 Some(Err(e)) => {
@@ -149,12 +252,8 @@ impl RecordSource for KafkaSource {
     }
 
     fn take_revoked(&mut self) -> Vec<(String, i32)> {
-        let revoked: Vec<(String, i32)> =
-            self.consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
-        if !revoked.is_empty() {
-            self.pending.retain(|b| !revoked.iter().any(|(t, p)| *t == b.topic && *p == b.partition));
-        }
-        revoked
+        // Their buffered records are already gone (see `poll`).
+        self.consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
     }
 
     fn close(&mut self) -> anyhow::Result<()> {
@@ -187,7 +286,7 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn new(config: &ClientConfig) -> anyhow::Result<Self> {
-        let mut c = config.clone();
+        let mut c = without(config, CONSUMER_ONLY);
         // murmur2 partitions keys as the Java client does, so wasp and Kafka Streams
         // applications agree on co-partitioning.
         for (k, v) in [("partitioner", "murmur2_random"), ("enable.idempotence", "true"), ("linger.ms", "5")] {
@@ -244,5 +343,53 @@ impl RecordSink for KafkaSink {
             bail!("{} output record(s) were not delivered: {}", failures.len(), failures.join("; "));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_gets_only_its_properties() {
+        let properties = [("session.timeout.ms", "6000"), ("linger.ms", "20"), ("client.id", "x")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = client_config("127.0.0.1:9092", &properties);
+        let consumer = without(&c, PRODUCER_ONLY);
+        let producer = without(&c, CONSUMER_ONLY);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        for c in [&consumer, &producer] {
+            assert_eq!(c.get("client.id"), Some("x"));
+            assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        }
+    }
+
+    #[test]
+    fn a_revocation_drops_only_what_was_buffered_before_it() {
+        let context = GroupContext::default();
+        let batch = |topic: &str, partition| InputBatch { topic: topic.to_owned(), partition, records: Vec::new() };
+        let mut pending: VecDeque<InputBatch> = [batch("a", 0), batch("a", 1), batch("b", 0)].into_iter().collect();
+        let mut groups: BTreeMap<(String, i32), Vec<Record>> =
+            [(("a".to_owned(), 0), vec![Record::default()]), (("a".to_owned(), 2), vec![Record::default()])]
+                .into_iter()
+                .collect();
+        unbuffer_revoked(&context, &mut pending, &mut groups);
+        assert_eq!((pending.len(), groups.len()), (3, 2), "nothing revoked, nothing dropped");
+        context.unbuffer.lock().expect("lock").push(("a".to_owned(), 0));
+        context.revoked.lock().expect("lock").push(("a".to_owned(), 0));
+        unbuffer_revoked(&context, &mut pending, &mut groups);
+        let left: Vec<(&str, i32)> = pending.iter().map(|b| (b.topic.as_str(), b.partition)).collect();
+        assert_eq!(left, [("a", 1), ("b", 0)]);
+        assert_eq!(groups.keys().cloned().collect::<Vec<_>>(), [("a".to_owned(), 2)]);
+        // Records of the partition fetched after it was assigned back are kept.
+        groups.entry(("a".to_owned(), 0)).or_default().push(Record::default());
+        unbuffer_revoked(&context, &mut pending, &mut groups);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(context.revoked.lock().expect("lock").len(), 1, "the runtime still closes the task");
     }
 }

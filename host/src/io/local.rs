@@ -118,13 +118,13 @@ impl RecordSource for LocalSource {
             } else {
                 let (topic, next) = &mut self.memory[i - self.files.len()];
                 let shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
-                if let Some(log) = shared.topics.get(topic.as_str()) {
-                    if *next < log.len() {
-                        let end = (*next + max).min(log.len());
-                        let records = log[*next..end].to_vec();
-                        *next = end;
-                        return Ok(Poll::Batch(InputBatch { topic: topic.clone(), partition: 0, records }));
-                    }
+                if let Some(log) = shared.topics.get(topic.as_str())
+                    && *next < log.len()
+                {
+                    let end = (*next + max).min(log.len());
+                    let records = log[*next..end].to_vec();
+                    *next = end;
+                    return Ok(Poll::Batch(InputBatch { topic: topic.clone(), partition: 0, records }));
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-pub use task::{Task, TaskError, TaskOutput};
+pub use task::{Stopped, Task, TaskError, TaskOutput};
 
 use crate::io::{Poll, RecordSink, RecordSource};
 use crate::topology::Topology;
@@ -42,10 +42,10 @@ pub fn run(
     let lookup = |name: &str| plugins.get(name).cloned();
     while !stop.load(Ordering::Relaxed) {
         for (topic, partition) in source.take_revoked() {
-            if let Some(sub) = topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic)) {
-                if tasks.remove(&(sub.id, partition)).is_some() {
-                    tracing::info!(task = %format!("{}_{partition}", sub.id), "task closed: partition revoked");
-                }
+            if let Some(sub) = topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic))
+                && tasks.remove(&(sub.id, partition)).is_some()
+            {
+                tracing::info!(task = %format!("{}_{partition}", sub.id), "task closed: partition revoked");
             }
         }
         let batch = match source.poll(batch_size)? {
@@ -59,13 +59,15 @@ pub fn run(
             .find(|s| s.source_topics.contains(&batch.topic))
             .with_context(|| format!("no sub-topology reads topic `{}`", batch.topic))?;
         let key = (sub.id, batch.partition);
-        if !tasks.contains_key(&key) {
-            let task = Task::new(topology.clone(), sub.id, batch.partition, &lookup)
-                .with_context(|| format!("starting task {}_{}", sub.id, batch.partition))?;
-            tracing::debug!(task = %format!("{}_{}", sub.id, batch.partition), "task started");
-            tasks.insert(key, task);
-        }
-        let task = tasks.get_mut(&key).expect("inserted above");
+        let task = match tasks.entry(key) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let task = Task::new(topology.clone(), sub.id, batch.partition, &lookup)
+                    .with_context(|| format!("starting task {}_{}", sub.id, batch.partition))?;
+                tracing::debug!(task = %format!("{}_{}", sub.id, batch.partition), "task started");
+                e.insert(task)
+            }
+        };
         let n = batch.records.len() as u64;
         let last_offset = batch.records.last().map(|r| r.origin.offset);
         let output = task.process(&batch.topic, batch.records)?;

@@ -19,19 +19,24 @@ pub struct TaskOutput {
 /// A batch the task could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
-    #[error(
-        "pipeline `{pipeline}` stopped at step `{step}` (plugin {plugin}): {code}: {message} (record from {topic}[{partition}]@{offset}); set `on_error` to `skip` or `dead-letter` to go on past such records"
-    )]
-    Stopped {
-        pipeline: String,
-        step: String,
-        plugin: String,
-        code: String,
-        message: String,
-        topic: String,
-        partition: i32,
-        offset: i64,
-    },
+    #[error("{0}")]
+    Stopped(Box<Stopped>),
+}
+
+/// Where and why a pipeline with `on_error = "stop"` stopped.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "pipeline `{pipeline}` stopped at step `{step}` (plugin {plugin}): {code}: {message} (record from {topic}[{partition}]@{offset}); set `on_error` to `skip` or `dead-letter` to go on past such records"
+)]
+pub struct Stopped {
+    pub pipeline: String,
+    pub step: String,
+    pub plugin: String,
+    pub code: String,
+    pub message: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 pub struct Task {
@@ -91,15 +96,15 @@ impl Task {
             for (target, recs) in emitted.routed.into_iter().rev() {
                 work.push((target, recs));
             }
-            if !emitted.all.is_empty() {
-                if let Some((&last, rest)) = children.split_last() {
-                    for &c in rest.iter().rev() {
-                        work.push((c, emitted.all.clone()));
-                    }
-                    // The last child takes the batch itself; pushed first so it runs last.
-                    let pos = work.len() - rest.len();
-                    work.insert(pos, (last, emitted.all));
+            if !emitted.all.is_empty()
+                && let Some((&last, rest)) = children.split_last()
+            {
+                for &c in rest.iter().rev() {
+                    work.push((c, emitted.all.clone()));
                 }
+                // The last child takes the batch itself; pushed first so it runs last.
+                let pos = work.len() - rest.len();
+                work.insert(pos, (last, emitted.all));
             }
         }
         Ok(out)
@@ -109,7 +114,7 @@ impl Task {
     fn stopped(&self, node: NodeId, code: &str, message: &str, record: Option<&Record>, plugin: &str) -> TaskError {
         let n = self.topology.node(node);
         let origin = record.map(|r| r.origin).unwrap_or_default();
-        TaskError::Stopped {
+        TaskError::Stopped(Box::new(Stopped {
             pipeline: n.pipeline.clone(),
             step: n.name.clone(),
             plugin: plugin.to_owned(),
@@ -118,7 +123,7 @@ impl Task {
             topic: self.topics.get(origin.topic as usize).cloned().unwrap_or_default(),
             partition: origin.partition,
             offset: origin.offset,
-        }
+        }))
     }
 
     fn apply_policy(&self, node: NodeId, f: Failure, out: &mut TaskOutput) -> Result<(), TaskError> {

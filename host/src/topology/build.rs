@@ -388,25 +388,23 @@ impl Builder<'_> {
         let bad = |field: &str, span: std::ops::Range<usize>| {
             Err(self.err(span, format!("{key}.{field}"), format!("`{op}` does not take `{field}`")))
         };
-        if !takes_plugin {
-            if let Some(p) = &s.plugin {
-                return bad("plugin", p.span());
-            }
+        if !takes_plugin && let Some(p) = &s.plugin {
+            return bad("plugin", p.span());
         }
-        if op != "merge" {
-            if let Some(f) = &s.from {
-                return bad("from", f.span());
-            }
+        if op != "merge"
+            && let Some(f) = &s.from
+        {
+            return bad("from", f.span());
         }
-        if op != "to" {
-            if let Some(t) = &s.topic {
-                return bad("topic", t.span());
-            }
+        if op != "to"
+            && let Some(t) = &s.topic
+        {
+            return bad("topic", t.span());
         }
-        if op != "branch" {
-            if let Some(b) = s.branches.as_ref().and_then(|b| b.first()) {
-                return bad("branches", b.span());
-            }
+        if op != "branch"
+            && let Some(b) = s.branches.as_ref().and_then(|b| b.first())
+        {
+            return bad("branches", b.span());
         }
         Ok(())
     }
