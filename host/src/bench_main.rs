@@ -8,9 +8,11 @@
 //! - through a naive `list<rec>` encoding (`wit/bench/naive.wit`), where every key and value
 //!   is its own list.
 //!
-//! Identity functions on raw bytes then show the cost of the crossing alone. Rounds are
-//! interleaved and the median is printed, with the spread, since the machine may be shared.
-//! `WASP_BENCH_RECORDS` and `WASP_BENCH_ROUNDS` shrink a run for a quick look.
+//! Identity functions on raw bytes then show the cost of the crossing alone. Each batch is
+//! handed over as the Kafka consumer makes it (fresh copies, in cache), and only the work on it
+//! is timed. Rounds are interleaved and the median is printed, with the best round and the
+//! spread, since the machine may be shared. A first pass warms up and checks that every path
+//! computes the same output. `WASP_BENCH_RECORDS` and `WASP_BENCH_ROUNDS` shrink a run.
 
 use std::hash::{DefaultHasher, Hasher};
 use std::path::PathBuf;
@@ -331,7 +333,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -509,8 +511,8 @@ fn main() -> Result<()> {
         "  ns/record: median over the rounds, per input record; best: the fastest round; spread: (max - min) / median."
     );
     println!("  ×native: native ns/record ÷ this row's; %native: this row's ÷ the native JSON baseline's.");
-    println!("  call only: batches encoded beforehand, the call alone; operator / host path: with the host's record");
-    println!("  encoding and decoding, as a pipeline runs them.");
+    println!("  call only: each batch encoded just before, outside the timed part; operator / host path: with the");
+    println!("  host's record encoding and decoding, as a pipeline runs them.");
 
     let by = |label: &str| boundary.iter().find(|c| c.label == label).map_or(f64::NAN, Case::median);
     let met = |ok: bool| if ok { "met" } else { "NOT met" };

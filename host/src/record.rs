@@ -175,11 +175,8 @@ mod tests {
 
     #[test]
     fn encode_then_decode_keeps_absent_fields_apart_from_empty_ones() {
-        let records = vec![
-            Record::new(Some(b"k"), Some(b"v"), 5),
-            Record::new(None, Some(b""), 6),
-            Record::new(Some(b""), None, 7),
-        ];
+        let records =
+            [Record::new(Some(b"k"), Some(b"v"), 5), Record::new(None, Some(b""), 6), Record::new(Some(b""), None, 7)];
         let mut enc = EncodedBatch::default();
         enc.encode(records.iter());
         let dec = DecodedBatch::new(enc.index.clone(), enc.timestamps.clone(), enc.data.clone()).unwrap();

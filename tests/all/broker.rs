@@ -293,10 +293,10 @@ impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            if let Ok(mut f) = self.failures.lock() {
-                f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
-            }
+        if let Err((e, m)) = result
+            && let Ok(mut f) = self.failures.lock()
+        {
+            f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
         }
     }
 }
@@ -404,7 +404,7 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, mut command: Command) -> Process {
-        command.stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::piped());
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {name} ({command:?}): {e}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped stderr");

@@ -159,7 +159,7 @@ fn the_cli_reports_a_trapping_plugin_and_exits_non_zero_without_panicking() {
 
 fn probe(grants: &str) -> Vec<String> {
     let sc = Scratch::new();
-    std::fs::create_dir(sc.path("granted")).unwrap();
+    std::fs::create_dir(sc.path("granted")).expect("create the granted dir");
     sc.write("granted/grant.txt", "hello");
     input(&sc, &[(None, "env"), (None, "file"), (None, "dir"), (None, "socket"), (None, "clock")]);
     let grants = grants.replace("GRANTED", &sc.path("granted").display().to_string());
@@ -168,7 +168,7 @@ fn probe(grants: &str) -> Vec<String> {
     // SAFETY (test): the variable is set before any thread of this test reads the environment,
     // and no other test reads it.
     unsafe { std::env::set_var("WASP_PROBE_SECRET", "s3cret") };
-    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    let out = run_local(&sc, &manifest, &["out"]).expect("the probe pipeline runs");
     kvs(&out, "out").into_iter().map(|(_, v)| v).collect()
 }
 

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, Process, Reader, Received};
@@ -20,7 +21,9 @@ const OUTPUTS: [&str; 5] = [PRODUCT_VIEWS, CHECKOUT, OTHER, INTEREST, BAD];
 const PARTITIONS: i32 = 4;
 
 /// Failure bounds only, generous for a busy 2-core machine; nothing asserts speed.
-/// The first start of `wasp` may compile the Python plugin (seconds, more under load).
+/// With a cold cache the Python plugin compiles first: about 5 s in a release build, but
+/// 150 s was measured for a debug build (`make test`) on a loaded 2-core machine.
+const COMPILE_TIMEOUT: Duration = Duration::from_secs(900);
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(180);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,9 +72,9 @@ fn path(n: u32) -> String {
     match kind(n) {
         Kind::Product { also: true } => format!("/products/{n}?also=x{n},y{n}"),
         Kind::Product { also: false } | Kind::Bot => format!("/products/{n}"),
-        Kind::Checkout if n % 2 == 0 => format!("/cart?id={n}"),
+        Kind::Checkout if n.is_multiple_of(2) => format!("/cart?id={n}"),
         Kind::Checkout => format!("/checkout?id={n}"),
-        Kind::Other if n % 2 == 0 => format!("/search?q=item{n}"),
+        Kind::Other if n.is_multiple_of(2) => format!("/search?q=item{n}"),
         Kind::Other => format!("/about?id={n}"),
         Kind::Garbage => String::new(),
     }
@@ -243,15 +246,34 @@ fn write_manifest(dir: &Path, broker: &Broker, batch_size: usize) -> PathBuf {
     path
 }
 
-/// Compiled components are shared between tests and runs.
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasp-test-cache")
+fn wasp_command(command: &str, manifest: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    c.arg(command)
+        .arg(manifest)
+        .env("WASP_CACHE_DIR", crate::common::cache_dir())
+        .env("WASP_LOG", "info,wasmtime=warn,cranelift=warn");
+    c
+}
+
+/// Compiles the plugins into the cache the tests share, once (`wasp validate`, which also
+/// checks the manifest), so that the timed steps start warm and tests running at the same
+/// time do not each compile them.
+fn warm_cache(manifest: &Path) {
+    static WARM: Mutex<bool> = Mutex::new(false);
+    let mut warm = WARM.lock().unwrap_or_else(PoisonError::into_inner);
+    if *warm {
+        return;
+    }
+    let t = Instant::now();
+    let mut validate = Process::spawn("wasp-validate", wasp_command("validate", manifest));
+    let status = validate.wait_exit(COMPILE_TIMEOUT);
+    assert!(status.success(), "`wasp validate {}` failed: {status}", manifest.display());
+    eprintln!("plugins validated and cached in {:.1?}", t.elapsed());
+    *warm = true;
 }
 
 fn start_wasp(name: &str, manifest: &Path) -> Process {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
-    c.arg("run").arg(manifest).env("WASP_CACHE_DIR", cache_dir()).env("WASP_LOG", "info,wasmtime=warn,cranelift=warn");
-    Process::spawn(name, c)
+    Process::spawn(name, wasp_command("run", manifest))
 }
 
 fn produce(broker: &Broker, range: std::ops::Range<u32>) {
@@ -267,6 +289,7 @@ fn setup(batch_size: usize) -> (Broker, tempfile::TempDir, PathBuf, Reader) {
     broker.create_topics(&topics, PARTITIONS);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let manifest = write_manifest(dir.path(), &broker, batch_size);
+    warm_cache(&manifest);
     let reader = broker.reader(&OUTPUTS);
     (broker, dir, manifest, reader)
 }
@@ -332,37 +355,40 @@ fn kafka_at_least_once_across_sigkill() {
     );
 }
 
-/// SIGTERM: wasp finishes the batch in flight, commits, exits 0; a restart redoes nothing.
+/// SIGTERM in the middle of the stream: wasp finishes the batch in flight, commits and exits 0;
+/// a restart goes on from the committed offsets and redoes nothing that came out before.
 #[test]
 fn kafka_sigterm_commits_and_restart_resumes() {
-    const FIRST: u32 = 800;
-    const TOTAL: u32 = 1000;
+    const FIRST: u32 = 1200;
+    const TOTAL: u32 = 1500;
     let started = Instant::now();
-    let (broker, _dir, manifest, mut reader) = setup(50);
-    let first = expected(0..FIRST);
+    let (broker, _dir, manifest, mut reader) = setup(20);
+    let first_outputs: usize = expected(0..FIRST).values().map(BTreeSet::len).sum();
     produce(&broker, 0..FIRST);
 
     let mut wasp = start_wasp("wasp-a", &manifest);
-    let done = reader.read_until(START_TIMEOUT, |r| {
+    let some = reader.read_until(START_TIMEOUT, |r| {
         wasp.assert_running();
-        complete(&first, r)
+        r.len() >= 100
     });
-    if !done {
-        verify(&first, &reader.records);
-        panic!("the outputs did not complete within {START_TIMEOUT:?}");
-    }
+    assert!(some, "too little output within {START_TIMEOUT:?}");
     let t = Instant::now();
     wasp.terminate();
     let status = wasp.wait_exit(EXIT_TIMEOUT);
-    eprintln!("wasp-a exited with {status} {:.2?} after SIGTERM", t.elapsed());
+    eprintln!(
+        "wasp-a exited with {status} {:.2?} after SIGTERM (sent with {} of {first_outputs} outputs read)",
+        t.elapsed(),
+        reader.records.len()
+    );
     assert!(status.success(), "wasp-a exited with {status} after SIGTERM");
     assert!(wasp.logged("done"), "wasp-a did not report its run as done");
     reader.drain(Duration::from_secs(1), Duration::from_secs(30));
-    let duplicates = verify(&first, &reader.records);
-    eprintln!("first run: {} outputs, {duplicates} duplicates", reader.records.len());
+    // Everything that came out so far was committed: none of it may come out again.
+    let before = seen(&reader.records);
+    let before_count = reader.records.len();
     let ends = broker.end_offsets(&OUTPUTS);
+    eprintln!("wasp-a wrote {before_count} outputs");
 
-    // The restart reads from the committed offsets: only the new clicks come out.
     let mut wasp = start_wasp("wasp-b", &manifest);
     wasp.wait_logged("partitions assigned", START_TIMEOUT);
     produce(&broker, FIRST..TOTAL);
@@ -377,33 +403,34 @@ fn kafka_sigterm_commits_and_restart_resumes() {
         verify(&all, &reader.records);
         panic!("the outputs did not complete within {COMPLETE_TIMEOUT:?}");
     }
+    let t = Instant::now();
     wasp.terminate();
     let status = wasp.wait_exit(EXIT_TIMEOUT);
+    eprintln!("wasp-b exited with {status} {:.2?} after SIGTERM", t.elapsed());
     assert!(status.success(), "wasp-b exited with {status} after SIGTERM");
     reader.drain(Duration::from_secs(1), Duration::from_secs(30));
-    verify(&all, &reader.records);
+    let duplicates = verify(&all, &reader.records);
 
-    let after: Vec<Received> = reader
+    let after: Vec<&Received> = reader
         .records
         .iter()
         .filter(|r| r.offset >= ends.get(&(r.topic.clone(), r.partition)).copied().unwrap_or(0))
-        .cloned()
         .collect();
+    assert_eq!(before_count + after.len(), reader.records.len(), "every output is from one run or the other");
     let redone: Vec<String> = after
         .iter()
-        .map(|r| (r.topic.clone(), identity(r)))
-        .filter(|(topic, id)| first.get(topic.as_str()).is_some_and(|ids| ids.contains(id)))
+        .map(|r| (r.topic.as_str(), identity(r)))
+        .filter(|(topic, id)| before.get(*topic).is_some_and(|ids| ids.contains_key(id)))
         .map(|(topic, id)| format!("{topic}: {id}"))
         .collect();
     assert!(
         redone.is_empty(),
-        "the restart produced output again for {} clicks processed before the SIGTERM, e.g. {:?}",
+        "the restart wrote {} outputs again that came out before the SIGTERM, e.g. {:?}",
         redone.len(),
         &redone[..redone.len().min(10)]
     );
-    let duplicates = verify(&expected(FIRST..TOTAL), &after);
     eprintln!(
-        "after the restart: {} outputs, all for new clicks ({duplicates} duplicates); {:.1?} in all",
+        "wasp-b wrote {} outputs, none redone; {duplicates} duplicates in all; {:.1?} in all",
         after.len(),
         started.elapsed()
     );

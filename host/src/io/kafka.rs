@@ -272,10 +272,10 @@ impl ClientContext for DeliveryContext {}
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            if let Ok(mut f) = self.failures.lock() {
-                f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
-            }
+        if let Err((e, m)) = result
+            && let Ok(mut f) = self.failures.lock()
+        {
+            f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
         }
     }
 }

@@ -56,15 +56,15 @@ impl Operator for Transform {
             }
         }
         let mut out = Emitted { all: Vec::with_capacity(produced.len()), ..Default::default() };
+        // Origins are non-decreasing, so each input record is moved into the last output it
+        // produced and cloned only for the ones before it (flatMap). Cloning a record fresh
+        // from the consumer costs an allocation per key and value.
+        let mut slots: Vec<Option<Record>> = input.into_iter().map(Some).collect();
         for (j, &origin) in output.origins.iter().enumerate() {
-            let src = &input[origin as usize];
-            let mut r = Record {
-                key: src.key.clone(),
-                value: src.value.clone(),
-                timestamp: produced.timestamp(j),
-                headers: src.headers.clone(),
-                origin: src.origin,
-            };
+            let o = origin as usize;
+            let last = output.origins.get(j + 1) != Some(&origin) && failed[o].is_none();
+            let Some(mut r) = (if last { slots[o].take() } else { slots[o].clone() }) else { continue };
+            r.timestamp = produced.timestamp(j);
             match self.shape {
                 Shape::Value => r.value = produced.value(j),
                 Shape::KeyValue => {
@@ -75,8 +75,8 @@ impl Operator for Transform {
             }
             out.all.push(r);
         }
-        for (record, f) in input.into_iter().zip(failed) {
-            if let Some((code, message)) = f {
+        for (slot, f) in slots.into_iter().zip(failed) {
+            if let (Some(record), Some((code, message))) = (slot, f) {
                 out.failures.push(self.step.failure(record, code, message));
             }
         }

@@ -124,54 +124,27 @@ impl LoadedPlugin {
         let deadline_ticks = (self.limits.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(deadline_ticks);
         let instance = self.pre.instantiate(&mut store).map_err(fail)?;
-        let load = |kind: PluginKind| -> bool { self.kinds.contains(&kind) };
+        // Only the kinds the component exports are looked up; the others stay `None`.
+        macro_rules! export {
+            ($kind:expr, $module:ident) => {
+                if self.kinds.contains(&$kind) {
+                    Some(
+                        $module::GuestIndices::new(&self.pre)
+                            .and_then(|i| i.load(&mut store, &instance))
+                            .map_err(fail)?,
+                    )
+                } else {
+                    None
+                }
+            };
+        }
         let exports = Exports {
-            filter: if load(PluginKind::Filter) {
-                Some(filter::GuestIndices::new(&self.pre).and_then(|i| i.load(&mut store, &instance)).map_err(fail)?)
-            } else {
-                None
-            },
-            value_mapper: if load(PluginKind::ValueMapper) {
-                Some(
-                    value_mapper::GuestIndices::new(&self.pre)
-                        .and_then(|i| i.load(&mut store, &instance))
-                        .map_err(fail)?,
-                )
-            } else {
-                None
-            },
-            key_value_mapper: if load(PluginKind::KeyValueMapper) {
-                Some(
-                    key_value_mapper::GuestIndices::new(&self.pre)
-                        .and_then(|i| i.load(&mut store, &instance))
-                        .map_err(fail)?,
-                )
-            } else {
-                None
-            },
-            flat_mapper: if load(PluginKind::FlatMapper) {
-                Some(
-                    flat_mapper::GuestIndices::new(&self.pre)
-                        .and_then(|i| i.load(&mut store, &instance))
-                        .map_err(fail)?,
-                )
-            } else {
-                None
-            },
-            key_selector: if load(PluginKind::KeySelector) {
-                Some(
-                    key_selector::GuestIndices::new(&self.pre)
-                        .and_then(|i| i.load(&mut store, &instance))
-                        .map_err(fail)?,
-                )
-            } else {
-                None
-            },
-            for_each: if load(PluginKind::ForEach) {
-                Some(for_each::GuestIndices::new(&self.pre).and_then(|i| i.load(&mut store, &instance)).map_err(fail)?)
-            } else {
-                None
-            },
+            filter: export!(PluginKind::Filter, filter),
+            value_mapper: export!(PluginKind::ValueMapper, value_mapper),
+            key_value_mapper: export!(PluginKind::KeyValueMapper, key_value_mapper),
+            flat_mapper: export!(PluginKind::FlatMapper, flat_mapper),
+            key_selector: export!(PluginKind::KeySelector, key_selector),
+            for_each: export!(PluginKind::ForEach, for_each),
         };
         Ok(PluginInstance { store, exports, name: self.name.to_string(), deadline_ticks })
     }
