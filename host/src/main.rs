@@ -37,7 +37,19 @@ enum Command {
     /// Checks the manifest and its plugins without running anything.
     Validate { manifest: PathBuf },
     /// Prints the topology, sources to sinks.
-    Describe { manifest: PathBuf },
+    Describe {
+        manifest: PathBuf,
+        /// `text` (like Kafka Streams' `Topology.describe()`), `dot` (Graphviz) or `mermaid`.
+        #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
+        format: DescribeFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DescribeFormat {
+    Text,
+    Dot,
+    Mermaid,
 }
 
 fn topic_path(s: &str) -> Result<(String, PathBuf), String> {
@@ -82,9 +94,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Describe { manifest } => {
+        Command::Describe { manifest, format } => {
             let (_, topology) = app::plan(&manifest)?;
-            print!("{}", wasp::topology::describe(&topology));
+            let text = match format {
+                DescribeFormat::Text => wasp::topology::describe(&topology),
+                DescribeFormat::Dot => wasp::topology::describe_dot(&topology),
+                DescribeFormat::Mermaid => wasp::topology::describe_mermaid(&topology),
+            };
+            print!("{text}");
             Ok(())
         }
         Command::Run { manifest, inputs, outputs, follow } => {

@@ -69,6 +69,27 @@ fn describe_prints_sources_processors_and_sinks() {
 }
 
 #[test]
+fn describe_draws_dot_and_mermaid_graphs() {
+    let describe = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .args(["describe", "--format", format])
+            .arg(repo().join("pipelines/clickstream/pipeline.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dot = describe("dot");
+    assert!(dot.starts_with("digraph \"clickstream\" {"), "{dot}");
+    assert!(dot.contains("n0 [label=\"source: raw-clicks\", shape=cds];"), "{dot}");
+    assert!(dot.contains("n0 -> n1;"), "{dot}");
+    let mermaid = describe("mermaid");
+    assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
+    assert!(mermaid.contains("n3[\"clicks-2-map_values<br/>enrich\"]"), "{mermaid}");
+    assert!(mermaid.contains("n0 --> n1"), "{mermaid}");
+}
+
+#[test]
 fn validate_loads_every_plugin_of_the_example() {
     let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
         .env("WASP_CACHE_DIR", cache_dir())

@@ -60,3 +60,65 @@ pub fn describe(t: &Topology) -> String {
     }
     out
 }
+
+/// A node's label for the graph formats: its name and what it runs.
+fn label(t: &Topology, id: usize) -> String {
+    let n = t.node(id);
+    match &n.op {
+        NodeOp::Source { topic } => format!("source: {topic}"),
+        NodeOp::Sink { topic } => format!("to: {topic}"),
+        NodeOp::Branch { .. } => n.name.clone(),
+        op => match op.plugins().first() {
+            Some(p) => format!("{}\\n{}", n.name, p.plugin),
+            None => n.name.clone(),
+        },
+    }
+}
+
+/// The topology as a Graphviz DOT digraph, one cluster per sub-topology.
+pub fn describe_dot(t: &Topology) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph \"{}\" {{", t.application_id);
+    let _ = writeln!(out, "  rankdir=LR;");
+    for sub in &t.subtopologies {
+        let _ = writeln!(out, "  subgraph cluster_{} {{", sub.id);
+        let _ = writeln!(out, "    label=\"sub-topology {}\";", sub.id);
+        for &id in &sub.nodes {
+            let shape = match t.node(id).op {
+                NodeOp::Source { .. } | NodeOp::Sink { .. } => "cds",
+                _ => "box",
+            };
+            let _ = writeln!(out, "    n{id} [label=\"{}\", shape={shape}];", label(t, id));
+        }
+        let _ = writeln!(out, "  }}");
+    }
+    for n in &t.nodes {
+        for &c in &n.children {
+            let _ = writeln!(out, "  n{} -> n{c};", n.id);
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// The topology as a Mermaid flowchart, one subgraph per sub-topology.
+pub fn describe_mermaid(t: &Topology) -> String {
+    let mut out = String::from("flowchart LR\n");
+    for sub in &t.subtopologies {
+        let _ = writeln!(out, "  subgraph sub{}[\"sub-topology {}\"]", sub.id, sub.id);
+        for &id in &sub.nodes {
+            let text = label(t, id).replace("\\n", "<br/>");
+            let _ = match t.node(id).op {
+                NodeOp::Source { .. } | NodeOp::Sink { .. } => writeln!(out, "    n{id}[(\"{text}\")]"),
+                _ => writeln!(out, "    n{id}[\"{text}\"]"),
+            };
+        }
+        let _ = writeln!(out, "  end");
+    }
+    for n in &t.nodes {
+        for &c in &n.children {
+            let _ = writeln!(out, "  n{} --> n{c}", n.id);
+        }
+    }
+    out
+}

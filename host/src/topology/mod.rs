@@ -7,7 +7,7 @@ mod describe;
 use std::collections::BTreeMap;
 
 pub use build::build;
-pub use describe::describe;
+pub use describe::{describe, describe_dot, describe_mermaid};
 
 use crate::manifest::{Format, OnError};
 
