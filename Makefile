@@ -23,7 +23,11 @@ test: setup plugins
 	cd plugins && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) clippy --release -- -D warnings
-	WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --release --workspace --all-targets
+	@mkdir -p target
+	set -o pipefail; WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --release --workspace --all-targets 2>&1 \
+	  | tee target/test-output.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
+	  target/test-output.log
 
 ## What the commands need: wasm targets, wasm-tools, componentize-py, libclang, the test broker.
 setup: .setup-done
