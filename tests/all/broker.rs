@@ -430,6 +430,11 @@ impl Process {
         self.log.lock().map(|l| l.iter().any(|line| line.contains(text))).unwrap_or(false)
     }
 
+    /// Every line of its standard error so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// Fails if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("checking the child") {

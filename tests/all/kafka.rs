@@ -435,3 +435,48 @@ fn kafka_sigterm_commits_and_restart_resumes() {
         started.elapsed()
     );
 }
+
+/// The `records_in` a stopped wasp reported in its `done` line.
+fn records_in(p: &Process) -> u64 {
+    p.log_lines()
+        .iter()
+        .filter(|l| l.contains("done"))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("records_in=")?.parse().ok()))
+        .unwrap_or_else(|| panic!("{} reported no records_in", p.name))
+}
+
+/// Two instances with the same application id share the partitions, as Kafka Streams
+/// instances do: each is assigned some, each processes some, and together they produce every
+/// output.
+#[test]
+fn kafka_two_instances_share_the_partitions() {
+    const TOTAL: u32 = 1600;
+    let (broker, _dir, manifest, mut reader) = setup(50);
+    let mut x = start_wasp("wasp-x", &manifest);
+    x.wait_logged("partitions assigned", START_TIMEOUT);
+    let mut y = start_wasp("wasp-y", &manifest);
+    y.wait_logged("partitions assigned", START_TIMEOUT);
+    x.wait_logged("partitions revoked", START_TIMEOUT);
+    produce(&broker, 0..TOTAL);
+    let all = expected(0..TOTAL);
+    let done = reader.read_until(COMPLETE_TIMEOUT, |r| {
+        x.assert_running();
+        y.assert_running();
+        complete(&all, r)
+    });
+    if !done {
+        verify(&all, &reader.records);
+        panic!("the outputs did not complete within {COMPLETE_TIMEOUT:?}");
+    }
+    x.terminate();
+    y.terminate();
+    for p in [&mut x, &mut y] {
+        let status = p.wait_exit(EXIT_TIMEOUT);
+        assert!(status.success(), "{} exited with {status} after SIGTERM", p.name);
+    }
+    let (in_x, in_y) = (records_in(&x), records_in(&y));
+    eprintln!("wasp-x read {in_x} records, wasp-y {in_y}");
+    assert!(in_x > 0 && in_y > 0, "both instances process part of the input: {in_x} and {in_y}");
+    reader.drain(Duration::from_secs(1), Duration::from_secs(30));
+    verify(&all, &reader.records);
+}
