@@ -66,21 +66,34 @@ impl Out {
     }
 }
 
+/// What a local run left behind: the prepared manifest (its runtime holds the metrics), the
+/// run's statistics, and what each requested topic received.
+pub struct LocalRun {
+    pub prepared: app::Prepared,
+    pub stats: wasp::runtime::RunStats,
+    pub out: BTreeMap<String, Vec<Out>>,
+}
+
 /// Runs `manifest` (text) in local mode and returns what each of `topics` received.
 pub fn run_local(scratch: &Scratch, manifest: &str, topics: &[&str]) -> anyhow::Result<BTreeMap<String, Vec<Out>>> {
+    run_local_full(scratch, manifest, topics).map(|r| r.out)
+}
+
+/// [`run_local`], keeping the statistics and the prepared manifest.
+pub fn run_local_full(scratch: &Scratch, manifest: &str, topics: &[&str]) -> anyhow::Result<LocalRun> {
     let path = scratch.write("pipeline.toml", manifest);
     let prepared = app::prepare(&path, Some(cache_dir()))?;
     let outputs: BTreeMap<String, PathBuf> =
         topics.iter().map(|t| (t.to_string(), scratch.path(&format!("out-{t}.jsonl")))).collect();
     let options = LocalOptions { outputs: outputs.clone(), ..Default::default() };
-    prepared.run(&options, &AtomicBool::new(false))?;
-    let mut got = BTreeMap::new();
+    let stats = prepared.run(&options, &AtomicBool::new(false))?;
+    let mut out = BTreeMap::new();
     for (topic, file) in outputs {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let records = text.lines().map(|l| serde_json::from_str(l).expect("output is JSON lines")).collect();
-        got.insert(topic, records);
+        out.insert(topic, records);
     }
-    Ok(got)
+    Ok(LocalRun { prepared, stats, out })
 }
 
 /// Key/value pairs of a topic's output.

@@ -129,11 +129,7 @@ fn endless_loops_memory_bombs_and_stack_overflows_are_stopped_and_dead_lettered(
 fn skip_counts_failed_records_and_goes_on() {
     let sc = Scratch::new();
     input(&sc, &[(Some("1"), "a"), (Some("2"), "boom"), (Some("3"), "oops"), (Some("4"), "d")]);
-    let path = sc.write("pipeline.toml", &trap_pipeline("skip"));
-    let prepared = wasp::app::prepare(&path, Some(cache_dir())).unwrap();
-    let outputs = [("out".to_owned(), sc.path("out.jsonl"))].into_iter().collect();
-    let options = wasp::app::LocalOptions { outputs, ..Default::default() };
-    let stats = prepared.run(&options, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    let stats = crate::common::run_local_full(&sc, &trap_pipeline("skip"), &["out"]).unwrap().stats;
     assert_eq!((stats.records_in, stats.records_out, stats.failed_records), (4, 2, 2));
 }
 

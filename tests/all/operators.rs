@@ -92,16 +92,11 @@ from = "in"
 op = "for_each"
 plugin = "kit"
 "#;
-    let path = sc.write("pipeline.toml", &manifest);
-    let prepared = wasp::app::prepare(&path, Some(crate::common::cache_dir())).unwrap();
-    let outputs = [("out".to_owned(), sc.path("out.jsonl"))].into_iter().collect();
-    let options = wasp::app::LocalOptions { outputs, ..Default::default() };
-    let stats = prepared.run(&options, &std::sync::atomic::AtomicBool::new(false)).unwrap();
-    assert_eq!(stats.records_out, 2);
-    let text = std::fs::read_to_string(sc.path("out.jsonl")).unwrap();
-    assert_eq!(text.lines().count(), 2);
+    let run = crate::common::run_local_full(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(run.stats.records_out, 2);
+    assert_eq!(run.out["out"].len(), 2);
     // The plugin's counter went up once per record and per step that saw it (peek + for_each).
-    let metrics = prepared.runtime.metrics().encode();
+    let metrics = run.prepared.runtime.metrics().encode();
     assert!(
         metrics.contains("wasp_plugin_seen_total{plugin=\"kit\",source=\"test-kit\"} 4"),
         "the for-each plugin's counter is in the registry:\n{metrics}"

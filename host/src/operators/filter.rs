@@ -10,17 +10,17 @@ pub struct Filter {
 }
 
 impl Operator for Filter {
-    fn process(&mut self, input: Vec<Record>) -> Result<Emitted, CallFailure> {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
         let verdicts = match self.step.call(&input, |i, f, b| i.filter(f, b)) {
             Ok(v) => v,
-            Err(e) => return Ok(Emitted { failures: self.step.fail_all(input, &e), ..Default::default() }),
+            Err(e) => return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() },
         };
         if verdicts.keep.len() != input.len() {
             let e = CallFailure::Trap {
                 plugin: self.step.label().to_owned(),
                 reason: format!("returned {} verdicts for {} records", verdicts.keep.len(), input.len()),
             };
-            return Ok(Emitted { failures: self.step.fail_all(input, &e), ..Default::default() });
+            return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() };
         }
         let mut errors: Vec<(u32, String, String)> =
             verdicts.errors.into_iter().map(|e| (e.index, e.code, e.message)).collect();
@@ -38,6 +38,6 @@ impl Operator for Filter {
                 out.all.push(record);
             }
         }
-        Ok(out)
+        out
     }
 }

@@ -36,16 +36,17 @@ pub struct Emitted {
 /// One node's behaviour in one task.
 pub trait Operator: Send {
     /// Processes one batch. Called once per batch that reaches the node, never per record.
-    /// Per-record failures go into [`Emitted::failures`]; an `Err` fails the batch.
-    fn process(&mut self, input: Vec<Record>) -> Result<Emitted, CallFailure>;
+    /// Every failure, a trap included, is per record: it goes into [`Emitted::failures`] with
+    /// the record, so the task can apply the step's error policy to it.
+    fn process(&mut self, input: Vec<Record>) -> Emitted;
 }
 
 /// The records pass on unchanged (sources and merges).
 struct PassThrough;
 
 impl Operator for PassThrough {
-    fn process(&mut self, input: Vec<Record>) -> Result<Emitted, CallFailure> {
-        Ok(Emitted { all: input, ..Default::default() })
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        Emitted { all: input, ..Default::default() }
     }
 }
 

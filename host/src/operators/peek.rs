@@ -3,7 +3,6 @@
 
 use super::{Emitted, Operator, PluginStep};
 use crate::record::Record;
-use crate::wasm::CallFailure;
 
 pub struct Peek {
     pub step: Option<PluginStep>,
@@ -11,7 +10,7 @@ pub struct Peek {
 }
 
 impl Operator for Peek {
-    fn process(&mut self, input: Vec<Record>) -> Result<Emitted, CallFailure> {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
         let mut out = Emitted::default();
         let mut failed_at = std::collections::HashSet::new();
         match &mut self.step {
@@ -36,7 +35,7 @@ impl Operator for Peek {
                 }
                 Err(e) => {
                     out.failures = step.fail_all(input, &e);
-                    return Ok(out);
+                    return out;
                 }
             },
         }
@@ -48,6 +47,6 @@ impl Operator for Peek {
                 input.into_iter().enumerate().filter(|(i, _)| !failed_at.contains(i)).map(|(_, r)| r).collect()
             };
         }
-        Ok(out)
+        out
     }
 }

@@ -29,15 +29,15 @@ impl Transform {
 }
 
 impl Operator for Transform {
-    fn process(&mut self, input: Vec<Record>) -> Result<Emitted, CallFailure> {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
         let kind = self.step.kind;
         let output = match self.step.call(&input, |i, f, b| i.transform(kind, f, b)) {
             Ok(o) => o,
-            Err(e) => return Ok(Emitted { failures: self.step.fail_all(input, &e), ..Default::default() }),
+            Err(e) => return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() },
         };
         let malformed = |reason: String, input: Vec<Record>, step: &PluginStep| {
             let e = CallFailure::Trap { plugin: step.label().to_owned(), reason };
-            Ok(Emitted { failures: step.fail_all(input, &e), ..Default::default() })
+            Emitted { failures: step.fail_all(input, &e), ..Default::default() }
         };
         let produced = match DecodedBatch::new(output.records.index, output.records.timestamps, output.records.data) {
             Ok(p) => p,
@@ -80,6 +80,6 @@ impl Operator for Transform {
                 out.failures.push(self.step.failure(record, code, message));
             }
         }
-        Ok(out)
+        out
     }
 }

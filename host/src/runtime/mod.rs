@@ -74,10 +74,12 @@ pub fn run(
         stats.records_in += n;
         stats.batches += 1;
         stats.failed_records += output.failed;
-        for (topic, record) in &output.records {
-            sink.send(topic, record)?;
+        for (topic, records) in &output.records {
+            for record in records {
+                sink.send(topic, record)?;
+            }
+            stats.records_out += records.len() as u64;
         }
-        stats.records_out += output.records.len() as u64;
         sink.flush().context("waiting for the outputs to be acknowledged")?;
         if let Some(offset) = last_offset {
             source.commit(&batch.topic, batch.partition, offset + 1)?;

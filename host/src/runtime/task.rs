@@ -6,12 +6,13 @@ use crate::manifest::OnError;
 use crate::operators::{Emitted, Failure, Operator, PluginLookup, construct};
 use crate::record::{Header, Record};
 use crate::topology::{NodeId, NodeOp, Topology};
-use crate::wasm::{CallFailure, PluginError};
+use crate::wasm::PluginError;
 
-/// What a batch produced: records for each output topic (sinks and dead letters), in order.
+/// What a batch produced: runs of records for output topics (sinks and dead letters), in
+/// order. Records of one sink stay together, so the topic is named once per run, not per record.
 #[derive(Debug, Default)]
 pub struct TaskOutput {
-    pub records: Vec<(String, Record)>,
+    pub records: Vec<(String, Vec<Record>)>,
     /// Records that failed and were skipped or dead-lettered.
     pub failed: u64,
 }
@@ -83,12 +84,11 @@ impl Task {
             }
             let node = self.topology.node(id);
             if let NodeOp::Sink { topic } = &node.op {
-                out.records.extend(batch.into_iter().map(|r| (topic.clone(), r)));
+                out.records.push((topic.clone(), batch));
                 continue;
             }
             let Some(op) = self.operators[id].as_mut() else { continue };
-            let emitted =
-                isolate(op.as_mut(), batch).map_err(|e| self.stopped(id, "call-failed", &e.to_string(), None, "?"))?;
+            let emitted = isolate(op.as_mut(), batch);
             for f in emitted.failures {
                 self.apply_policy(id, f, &mut out)?;
             }
@@ -111,15 +111,15 @@ impl Task {
     }
 
     /// `TaskError::Stopped` for a failure at `node`.
-    fn stopped(&self, node: NodeId, code: &str, message: &str, record: Option<&Record>, plugin: &str) -> TaskError {
+    fn stopped(&self, node: NodeId, f: &Failure) -> TaskError {
         let n = self.topology.node(node);
-        let origin = record.map(|r| r.origin).unwrap_or_default();
+        let origin = f.record.origin;
         TaskError::Stopped(Box::new(Stopped {
             pipeline: n.pipeline.clone(),
             step: n.name.clone(),
-            plugin: plugin.to_owned(),
-            code: code.to_owned(),
-            message: message.to_owned(),
+            plugin: f.plugin.clone(),
+            code: f.code.clone(),
+            message: f.message.clone(),
             topic: self.topics.get(origin.topic as usize).cloned().unwrap_or_default(),
             partition: origin.partition,
             offset: origin.offset,
@@ -129,7 +129,7 @@ impl Task {
     fn apply_policy(&self, node: NodeId, f: Failure, out: &mut TaskOutput) -> Result<(), TaskError> {
         let n = self.topology.node(node);
         match n.policy.on_error {
-            OnError::Stop => Err(self.stopped(node, &f.code, &f.message, Some(&f.record), &f.plugin)),
+            OnError::Stop => Err(self.stopped(node, &f)),
             OnError::Skip => {
                 tracing::warn!(
                     step = %n.name, plugin = %f.plugin, code = %f.code, error = %f.message,
@@ -152,7 +152,7 @@ impl Task {
                     h("wasp.source.offset", r.origin.offset.to_string()),
                 ]);
                 out.failed += 1;
-                out.records.push((n.policy.dead_letter_topic.clone(), r));
+                out.records.push((n.policy.dead_letter_topic.clone(), vec![r]));
                 Ok(())
             }
         }
@@ -162,23 +162,23 @@ impl Task {
 /// Runs `op` on `batch`. When the whole batch fails with a trap (after the operator's own retry
 /// on a fresh instance), the batch is split in halves and each is run again, so that only the
 /// records that really make the plugin trap follow the error policy, and the others go on.
-fn isolate(op: &mut dyn Operator, batch: Vec<Record>) -> Result<Emitted, CallFailure> {
+fn isolate(op: &mut dyn Operator, batch: Vec<Record>) -> Emitted {
     let len = batch.len();
-    let emitted = op.process(batch)?;
+    let emitted = op.process(batch);
     let all_trapped = len > 1
         && emitted.all.is_empty()
         && emitted.routed.is_empty()
         && emitted.failures.len() == len
         && emitted.failures.iter().all(|f| f.code == "trap");
     if !all_trapped {
-        return Ok(emitted);
+        return emitted;
     }
     let mut records: Vec<Record> = emitted.failures.into_iter().map(|f| f.record).collect();
     let second = records.split_off(len / 2);
-    let mut out = isolate(op, records)?;
-    let more = isolate(op, second)?;
+    let mut out = isolate(op, records);
+    let more = isolate(op, second);
     out.all.extend(more.all);
     out.routed.extend(more.routed);
     out.failures.extend(more.failures);
-    Ok(out)
+    out
 }
