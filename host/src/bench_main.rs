@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 use wasp::manifest::{Grants, Limits};
@@ -43,56 +42,14 @@ const BATCH: usize = 1024;
 const ROUNDS: usize = 5;
 /// The size of each JSON value.
 const VALUE_BYTES: usize = 100;
-/// As in `plugins/rust/bench-filter`.
-const THRESHOLD: f64 = 50.0;
-/// As in `plugins/rust/bench-map`.
-const LARGE: f64 = 90.0;
 /// The design's targets (DESIGN.md, "The WIT contract").
 const BOUNDARY_TARGET_NS: f64 = 30.0;
 const SPEED_TARGET: f64 = 0.5;
 
 // The native baseline: the same types and work as the plugins.
-
-#[derive(Deserialize)]
-struct Amount {
-    amount: f64,
-}
-
-#[derive(Deserialize)]
-struct Payment {
-    id: u64,
-    user: String,
-    amount: f64,
-    country: String,
-    pad: String,
-}
-
-#[derive(Serialize)]
-struct Tagged {
-    id: u64,
-    user: String,
-    amount: f64,
-    country: String,
-    pad: String,
-    large: bool,
-}
-
-fn native_keep(value: Option<&[u8]>) -> bool {
-    value.and_then(|v| serde_json::from_slice::<Amount>(v).ok()).is_some_and(|p| p.amount > THRESHOLD)
-}
-
-fn native_tag(value: &[u8]) -> Option<Vec<u8>> {
-    let p: Payment = serde_json::from_slice(value).ok()?;
-    serde_json::to_vec(&Tagged {
-        id: p.id,
-        user: p.user.to_uppercase(),
-        amount: p.amount,
-        country: p.country,
-        pad: p.pad,
-        large: p.amount > LARGE,
-    })
-    .ok()
-}
+#[path = "../../plugins/bench-work.rs"]
+mod work;
+use work::{THRESHOLD, keep as native_keep, tag as native_tag};
 
 /// One step of a pipeline: a batch in, a batch out.
 type Stage<'a> = Box<dyn FnMut(Vec<Record>) -> Result<Vec<Record>> + 'a>;

@@ -3,16 +3,10 @@
 
 use wasp::Json;
 
-/// The only field the filter reads; serde skips the others.
-#[derive(serde::Deserialize)]
-struct Payment {
-    amount: f64,
-}
-
-/// Kept payments are those above this amount (the benchmark's amounts run from 0 to 100).
-const THRESHOLD: f64 = 50.0;
+#[path = "../../../bench-work.rs"]
+mod work;
 
 #[wasp::filter]
-fn amount_over(Json(p): Json<Payment>) -> bool {
-    p.amount > THRESHOLD
+fn amount_over(Json(p): Json<work::Amount>) -> bool {
+    work::over_threshold(&p)
 }
