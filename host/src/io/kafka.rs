@@ -300,7 +300,20 @@ impl KafkaSink {
 }
 
 impl RecordSink for KafkaSink {
-    fn send(&mut self, topic: &str, record: &Record) -> anyhow::Result<()> {
+    fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()> {
+        for record in records {
+            self.send_one(topic, record)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.flush_all()
+    }
+}
+
+impl KafkaSink {
+    fn send_one(&mut self, topic: &str, record: &Record) -> anyhow::Result<()> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for h in &record.headers {
             headers = headers.insert(KafkaHeader { key: &h.name, value: h.value.as_deref() });
@@ -324,7 +337,7 @@ impl RecordSink for KafkaSink {
         }
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
+    fn flush_all(&mut self) -> anyhow::Result<()> {
         // Not `producer.flush(FLUSH_TIMEOUT)`: while records are in flight, rdkafka's flush
         // serves delivery reports with `poll(100 ms)`, and that poll always waits out its
         // timeout, so every batch would take at least 100 ms. Flushing in short steps waits

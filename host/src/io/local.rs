@@ -181,22 +181,29 @@ impl LocalSink {
 }
 
 impl RecordSink for LocalSink {
-    fn send(&mut self, topic: &str, record: &Record) -> anyhow::Result<()> {
+    fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()> {
         let formats = self.topology.formats(topic);
-        let feeds_pipeline = self.topology.sources.contains_key(topic);
-        if feeds_pipeline {
+        if self.topology.sources.contains_key(topic) {
             let mut shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
             let log = shared.topics.entry(topic.to_owned()).or_default();
-            let mut r = record.clone();
-            r.origin.offset = log.len() as i64;
-            log.push(r);
+            for record in records {
+                let mut r = record.clone();
+                r.origin.offset = log.len() as i64;
+                log.push(r);
+            }
         }
         match self.out(topic)? {
             Out::Memory => {}
-            Out::File(w) => writeln!(w, "{}", to_json_line(record, formats.key, formats.value))?,
+            Out::File(w) => {
+                for record in records {
+                    writeln!(w, "{}", to_json_line(record, formats.key, formats.value))?;
+                }
+            }
             Out::Print => {
-                let line = to_display_line(topic, record, formats.value);
-                writeln!(self.stdout.lock(), "{line}")?;
+                let mut stdout = self.stdout.lock();
+                for record in records {
+                    writeln!(stdout, "{}", to_display_line(topic, record, formats.value))?;
+                }
             }
         }
         Ok(())

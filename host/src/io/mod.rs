@@ -40,8 +40,8 @@ pub trait RecordSource {
 }
 
 pub trait RecordSink {
-    /// Queues a record for `topic`.
-    fn send(&mut self, topic: &str, record: &Record) -> anyhow::Result<()>;
+    /// Queues records for `topic`, in order.
+    fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()>;
     /// Returns once every queued record is acknowledged, or fails.
     fn flush(&mut self) -> anyhow::Result<()>;
 }

@@ -75,9 +75,7 @@ pub fn run(
         stats.batches += 1;
         stats.failed_records += output.failed;
         for (topic, records) in &output.records {
-            for record in records {
-                sink.send(topic, record)?;
-            }
+            sink.send(topic, records)?;
             stats.records_out += records.len() as u64;
         }
         sink.flush().context("waiting for the outputs to be acknowledged")?;
