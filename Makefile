@@ -6,16 +6,16 @@ CARGO ?= cargo
 WASM_TOOLS_VERSION := 1.263.0
 NISSHI_VERSION := 0.8.1
 COMPONENTIZE_PY_VERSION := 0.25.1
-RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive
+RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect
 BUILD := plugins/build
 WASM_OUT := plugins/target/wasm32-unknown-unknown/release
 PY_PLUGIN_SRC := $(wildcard plugins/python/*/*.py) $(wildcard plugins/python/sdk/*.py)
 
 .PHONY: run test setup plugins bench clean-plugins plugin new-plugin
 
-## The main job: the click-stream example in local mode, computed by Rust and Python plugins.
+## The main job: word count in local mode: Wasm plugins, a repartition, a RocksDB store.
 run: setup plugins
-	$(CARGO) run --release --quiet --bin wasp -- run pipelines/clickstream/pipeline.toml
+	$(CARGO) run --release --quiet --bin wasp -- run pipelines/wordcount/pipeline.toml --reset
 
 ## Every test: formatting, lints, unit, golden, plugin and the real-broker integration tests.
 test: setup plugins

@@ -29,12 +29,17 @@
 mod batch;
 mod bytes;
 pub mod config;
+mod context;
 pub mod log;
 pub mod metrics;
+pub mod state;
 
 pub use batch::{BatchBuilder, BatchView, Header, Record};
 pub use bytes::{FromBytes, IntoBytes, Json};
-pub use wasp_guest_macros::{filter, flat_map, flat_map_values, for_each, map, map_values, select_key};
+pub use context::{Context, Timer};
+pub use wasp_guest_macros::{
+    aggregate, filter, flat_map, flat_map_values, for_each, map, map_values, processor, reduce, select_key, timestamp,
+};
 
 /// The WIT package version this SDK builds against. The host refuses plugins of another
 /// major version with a message that names both.
@@ -61,10 +66,10 @@ impl core::fmt::Display for RecordError {
     }
 }
 
-/// Bindings to the host interfaces (`log`, `metrics`, `config`).
+/// Bindings to the host interfaces (`log`, `metrics`, `config`, `state`).
 mod host_bindings {
     wit_bindgen::generate!({
-        world: "wasp:plugin/host@0.1.0",
+        world: "wasp:plugin/sdk@0.1.0",
         path: "../wit",
     });
 }
@@ -80,6 +85,23 @@ pub mod __rt {
     /// The error for a record whose function returned `Err(e)`.
     pub fn plugin_error<E: core::fmt::Display>(e: E) -> RecordError {
         RecordError::new("plugin-error", e.to_string())
+    }
+
+    /// What a timer callback may return: `()` or `Result<(), E>`.
+    pub trait TimerResult {
+        fn into_result(self) -> Result<(), String>;
+    }
+
+    impl TimerResult for () {
+        fn into_result(self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    impl<E: core::fmt::Display> TimerResult for Result<(), E> {
+        fn into_result(self) -> Result<(), String> {
+            self.map_err(|e| e.to_string())
+        }
     }
 
     /// Whether `function` (from the manifest) selects the function called `declared`.

@@ -7,10 +7,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
-use crate::io::kafka::{KafkaSink, KafkaSource, client_config};
+use crate::io::kafka::{KafkaChangelogReader, KafkaSink, KafkaSource, client_config, ensure_topics, partition_count};
 use crate::io::local::{LocalSink, LocalSource, SharedTopics};
 use crate::manifest::{self, FileFormat, Loaded};
-use crate::runtime::{self, RunStats};
+use crate::runtime::{self, RunOptions, RunStats};
 use crate::topology::{self, PluginKind, Topology};
 use crate::wasm::{LoadedPlugin, MetricsRegistry, Runtime};
 
@@ -85,11 +85,64 @@ pub struct LocalOptions {
     /// `--output topic=path`: writes a topic to a file as JSON lines instead of printing it.
     pub outputs: BTreeMap<String, PathBuf>,
     pub follow: bool,
+    /// `--state-dir`: overrides the manifest's `state_dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The default commit interval.
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
+
+/// Where state lives when neither the command line nor the manifest says.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("WASP_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".local/state/wasp")
 }
 
 impl Prepared {
     pub fn batch_size(&self) -> usize {
         self.loaded.manifest.application.batch_size.as_ref().map_or(DEFAULT_BATCH_SIZE, |b| (*b.get_ref()).max(1))
+    }
+
+    /// The state directory: `--state-dir`, else the manifest's `state_dir`, else the default.
+    pub fn state_dir(&self, local: &LocalOptions) -> PathBuf {
+        local.state_dir.clone().unwrap_or_else(|| {
+            self.loaded
+                .manifest
+                .application
+                .state_dir
+                .as_ref()
+                .map_or_else(default_state_dir, |d| self.loaded.resolve(d.get_ref()))
+        })
+    }
+
+    /// Forgets the application's local state (`wasp run --reset`), as Kafka Streams'
+    /// application reset tool does for local stores.
+    pub fn reset_local_state(&self, local: &LocalOptions) -> anyhow::Result<()> {
+        let dir = self.state_dir(local).join(&self.topology.application_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), "local state removed");
+        }
+        Ok(())
+    }
+
+    fn run_options(&self, local: &LocalOptions) -> RunOptions {
+        let interval = self
+            .loaded
+            .manifest
+            .application
+            .commit_interval_ms
+            .as_ref()
+            .map_or(DEFAULT_COMMIT_INTERVAL_MS, |c| *c.get_ref());
+        RunOptions {
+            batch_size: self.batch_size(),
+            commit_interval: std::time::Duration::from_millis(interval),
+            state_dir: self.state_dir(local),
+            changelogs: !self.is_local(),
+        }
     }
 
     pub fn is_local(&self) -> bool {
@@ -118,15 +171,37 @@ impl Prepared {
                 let shared = SharedTopics::default();
                 let mut source = LocalSource::new(&self.topology, &inputs, shared.clone(), local.follow)?;
                 let mut sink = LocalSink::new(self.topology.clone(), local.outputs.clone(), shared);
-                runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, self.batch_size(), stop)
+                let options = self.run_options(local);
+                runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, None, &options, stop)
             }
             Some(kafka) => {
                 let config = client_config(kafka.bootstrap_servers.get_ref(), &kafka.properties);
+                self.create_internal_topics(&config)?;
                 let topics: Vec<&str> = self.topology.sources.keys().map(String::as_str).collect();
                 let mut source = KafkaSource::new(&config, &self.topology.application_id, &topics)?;
                 let mut sink = KafkaSink::new(&config)?;
-                runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, self.batch_size(), stop)
+                let mut restorer = KafkaChangelogReader::new(&config, &self.topology.application_id)?;
+                let options = self.run_options(local);
+                runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, Some(&mut restorer), &options, stop)
             }
         }
+    }
+
+    /// Repartition and changelog topics get as many partitions as the largest input topic
+    /// (Kafka Streams does the same), so tasks line up with partitions.
+    fn create_internal_topics(&self, config: &rdkafka::ClientConfig) -> anyhow::Result<()> {
+        let internal: Vec<&str> = self.topology.repartition_topics();
+        let mut partitions = 1;
+        for topic in self.topology.sources.keys().filter(|t| !internal.contains(&t.as_str())) {
+            if let Some(n) = partition_count(config, topic)? {
+                partitions = partitions.max(n);
+            }
+        }
+        let mut topics: Vec<(String, i32, bool)> =
+            internal.iter().map(|t| ((*t).to_owned(), partitions, false)).collect();
+        for spec in self.topology.stores.values().filter(|s| s.changelog) {
+            topics.push((self.topology.changelog_topic(&spec.name), partitions, true));
+        }
+        ensure_topics(config, &topics)
     }
 }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 use wasp::manifest::{Grants, Limits};
-use wasp::operators::{Operator, construct};
+use wasp::operators::{Operator, construct_stateless};
 use wasp::record::{DecodedBatch, EncodedBatch, Record};
 use wasp::topology::{NodeOp, PluginKind, PluginRef};
 use wasp::wasm::{LoadedPlugin, MetricsRegistry, PluginInstance, Runtime};
@@ -332,7 +332,7 @@ fn main() -> Result<()> {
         load("bench-identity", &[PluginKind::Filter, PluginKind::ValueMapper])?,
     ];
     let lookup = |name: &str| plugins.iter().find(|p| &*p.name == name).cloned();
-    let op = |node: NodeOp| -> Result<Stage<'_>> { Ok(operator_stage(construct(&node, &lookup)?)) };
+    let op = |node: NodeOp| -> Result<Stage<'_>> { Ok(operator_stage(construct_stateless(&node, &lookup)?)) };
     let filter_node = |plugin: &str| NodeOp::Filter { plugin: plugin_ref(plugin, PluginKind::Filter), negate: false };
     let map_node = |plugin: &str| NodeOp::MapValues { plugin: plugin_ref(plugin, PluginKind::ValueMapper) };
     let naive = std::cell::RefCell::new(Naive::new(runtime.engine())?);

@@ -11,5 +11,6 @@ pub mod manifest;
 pub mod operators;
 pub mod record;
 pub mod runtime;
+pub mod state;
 pub mod topology;
 pub mod wasm;

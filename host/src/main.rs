@@ -33,6 +33,14 @@ enum Command {
         /// Local mode: keep tailing the input files.
         #[arg(long)]
         follow: bool,
+        /// Where persistent stores keep their files (default: the manifest's `state_dir`, else
+        /// $WASP_STATE_DIR, else ~/.local/state/wasp).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Forget this application's local state first (stores and what they have applied),
+        /// so the input is processed from scratch.
+        #[arg(long)]
+        reset: bool,
     },
     /// Checks the manifest and its plugins without running anything.
     Validate { manifest: PathBuf },
@@ -104,7 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        Command::Run { manifest, inputs, outputs, follow } => {
+        Command::Run { manifest, inputs, outputs, follow, state_dir, reset } => {
             let p = app::prepare(&manifest, cache)?;
             if !p.is_local() && (!inputs.is_empty() || !outputs.is_empty() || follow) {
                 anyhow::bail!("--input, --output and --follow are for local mode; this manifest names Kafka servers");
@@ -118,14 +126,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!("stopping: finishing the batch in flight (press Ctrl-C again to abort)");
             })
             .context("installing the signal handler")?;
-            let local =
-                LocalOptions { inputs: inputs.into_iter().collect(), outputs: outputs.into_iter().collect(), follow };
+            let local = LocalOptions {
+                inputs: inputs.into_iter().collect(),
+                outputs: outputs.into_iter().collect(),
+                follow,
+                state_dir,
+            };
+            if reset {
+                p.reset_local_state(&local)?;
+            }
             let stats = p.run(&local, &stop)?;
             tracing::info!(
                 records_in = stats.records_in,
                 records_out = stats.records_out,
                 batches = stats.batches,
                 failed = stats.failed_records,
+                late = stats.late_records,
                 "done"
             );
             Ok(())

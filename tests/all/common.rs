@@ -85,7 +85,12 @@ pub fn run_local_full(scratch: &Scratch, manifest: &str, topics: &[&str]) -> any
     let prepared = app::prepare(&path, Some(cache_dir()))?;
     let outputs: BTreeMap<String, PathBuf> =
         topics.iter().map(|t| (t.to_string(), scratch.path(&format!("out-{t}.jsonl")))).collect();
-    let options = LocalOptions { outputs: outputs.clone(), ..Default::default() };
+    for file in outputs.values() {
+        // A run that writes nothing to a topic leaves no file: not the last run's.
+        let _ = std::fs::remove_file(file);
+    }
+    let options =
+        LocalOptions { outputs: outputs.clone(), state_dir: Some(scratch.path("state")), ..Default::default() };
     let stats = prepared.run(&options, &AtomicBool::new(false))?;
     let mut out = BTreeMap::new();
     for (topic, file) in outputs {
@@ -131,4 +136,11 @@ path = "{trap}"
         kit = plugin("test-kit"),
         trap = plugin("trap"),
     )
+}
+
+/// Writes `in.jsonl` with `(key, value, timestamp)` records.
+pub fn input_at(scratch: &Scratch, records: &[(&str, &str, i64)]) {
+    let lines: Vec<String> =
+        records.iter().map(|(k, v, t)| serde_json::json!({"key": k, "value": v, "timestamp": t}).to_string()).collect();
+    scratch.write("in.jsonl", &(lines.join("\n") + "\n"));
 }

@@ -8,3 +8,5 @@ mod examples;
 mod golden;
 mod kafka;
 mod operators;
+mod recovery;
+mod state;

@@ -19,11 +19,30 @@ pub struct Kind {
     pub arities: &'static [usize],
     /// The `Guest` impl body.
     pub body: fn(&Signature) -> Tokens,
+    /// Options the attribute takes besides `name`, each `option = path::to::function`.
+    pub options: &'static [&'static str],
+    /// Where the aggregate parameter sits, for kinds that fold records into one.
+    pub aggregate: Option<AggregateParam>,
+    /// The first parameter is a `&mut wasp::Context` (processors).
+    pub context: bool,
+}
+
+/// The position of the aggregate among the parameters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AggregateParam {
+    /// `(key, value, aggregate)`, as Kafka Streams' `Aggregator`.
+    Last,
+    /// `(key, aggregate, value)`, as Kafka Streams' `Reducer` (`value1`, `value2`).
+    BeforeValue,
 }
 
 /// The user's function as the generators see it.
 pub struct Signature {
     pub ident: syn::Ident,
+    /// Where the aggregate parameter sits (copied from the kind).
+    pub aggregate: Option<AggregateParam>,
+    /// Whether the first argument is the processor's context, `ctx`.
+    pub context: bool,
     /// The name the manifest's `function` field selects.
     pub name: String,
     pub key_ty: Option<Type>,
@@ -31,6 +50,10 @@ pub struct Signature {
     /// Whether it returns `Result<_, _>`.
     pub fallible: bool,
     pub ret_span: Span,
+    /// The aggregate's type, for kinds that fold.
+    pub aggregate_ty: Option<Type>,
+    /// The attribute's options (e.g. `init = start`).
+    pub options: Vec<(String, syn::Path)>,
 }
 
 impl Signature {
@@ -42,13 +65,22 @@ impl Signature {
         let value = quote_spanned! {value_ty.span()=>
             <#value_ty as ::wasp::FromBytes>::from_bytes(rec.value)?
         };
-        let call = match &self.key_ty {
-            Some(key_ty) => {
-                let key = quote_spanned! {key_ty.span()=> <#key_ty as ::wasp::FromBytes>::from_bytes(rec.key)? };
-                quote! { super::#ident(#key, #value) }
-            }
-            None => quote! { super::#ident(#value) },
-        };
+        let mut args = Vec::new();
+        if self.context {
+            args.push(quote! { &mut ctx });
+        }
+        if let Some(key_ty) = &self.key_ty {
+            args.push(quote_spanned! {key_ty.span()=> <#key_ty as ::wasp::FromBytes>::from_bytes(rec.key)? });
+        }
+        let aggregate = self.aggregate_ty.as_ref().map(|ty| {
+            quote_spanned! {ty.span()=> <#ty as ::wasp::FromBytes>::from_bytes(aggregate)? }
+        });
+        match (self.aggregate, aggregate) {
+            (Some(AggregateParam::BeforeValue), Some(a)) => args.extend([a, value]),
+            (_, Some(a)) => args.extend([value, a]),
+            (_, None) => args.push(value),
+        }
+        let call = quote! { super::#ident(#(#args),*) };
         if self.fallible {
             quote_spanned! {self.ret_span=> #call.map_err(::wasp::__rt::plugin_error) }
         } else {
@@ -70,13 +102,18 @@ pub fn expand(attr: TokenStream, item: TokenStream, kind: &Kind) -> TokenStream 
         }
     };
     let mut name = func.sig.ident.to_string();
+    let mut options = Vec::new();
     if !attr.is_empty() {
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("name") {
                 name = meta.value()?.parse::<LitStr>()?.value();
                 Ok(())
+            } else if let Some(o) = kind.options.iter().find(|o| meta.path.is_ident(o)) {
+                options.push(((*o).to_owned(), meta.value()?.parse::<syn::Path>()?));
+                Ok(())
             } else {
-                Err(meta.error(format!("#[wasp::{}] takes only `name = \"…\"`", kind.attribute)))
+                let more: String = kind.options.iter().map(|o| format!(", `{o} = function`")).collect();
+                Err(meta.error(format!("#[wasp::{}] takes only `name = \"…\"`{more}", kind.attribute)))
             }
         });
         if let Err(e) = syn::parse::Parser::parse(parser, attr) {
@@ -103,12 +140,23 @@ pub fn expand(attr: TokenStream, item: TokenStream, kind: &Kind) -> TokenStream 
         }
     }
     if !kind.arities.contains(&types.len()) {
-        let expected = match kind.arities {
-            [2] => "two parameters: (key, value)".to_owned(),
-            _ => "one parameter (value) or two (key, value)".to_owned(),
+        let expected = match (kind.aggregate, kind.arities) {
+            (Some(AggregateParam::Last), _) => "(value, aggregate) or (key, value, aggregate)".to_owned(),
+            (Some(AggregateParam::BeforeValue), _) => "(aggregate, value) or (key, aggregate, value)".to_owned(),
+            (None, _) if kind.context => "(ctx: &mut wasp::Context, value) or (ctx, key, value)".to_owned(),
+            (None, [2]) => "two parameters: (key, value)".to_owned(),
+            (None, _) => "one parameter (value) or two (key, value)".to_owned(),
         };
         let span = if sig.inputs.is_empty() { sig.paren_token.span.join() } else { sig.inputs.span() };
         return error(span, format!("#[wasp::{}] expects {expected}, found {}", kind.attribute, types.len()));
+    }
+    let aggregate_ty = match kind.aggregate {
+        Some(AggregateParam::Last) => types.pop(),
+        Some(AggregateParam::BeforeValue) => types.len().checked_sub(2).map(|i| types.remove(i)),
+        None => None,
+    };
+    if kind.context {
+        types.remove(0);
     }
     let value_ty = types.pop().expect("arity checked above");
     let key_ty = types.pop();
@@ -116,12 +164,28 @@ pub fn expand(attr: TokenStream, item: TokenStream, kind: &Kind) -> TokenStream 
         ReturnType::Default => (false, sig.ident.span()),
         ReturnType::Type(_, ty) => (is_result(ty), ty.span()),
     };
-    let signature = Signature { ident: sig.ident.clone(), name, key_ty, value_ty, fallible, ret_span };
+    let signature = Signature {
+        ident: sig.ident.clone(),
+        aggregate: kind.aggregate,
+        context: kind.context,
+        name,
+        key_ty,
+        value_ty,
+        fallible,
+        ret_span,
+        aggregate_ty,
+        options,
+    };
     let body = (kind.body)(&signature);
     let module = format_ident!("__wasp_export_{}", kind.interface);
     let world = format!("wasp:plugin/{}@0.1.0", kind.world);
     let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
     let interface = format_ident!("{}", kind.interface);
+    let helpers = if kind.context {
+        crate::processor::helpers()
+    } else {
+        quote! {}
+    };
     quote! {
         #func
 
@@ -137,6 +201,7 @@ pub fn expand(attr: TokenStream, item: TokenStream, kind: &Kind) -> TokenStream 
                 runtime_path: "::wasp::__rt::wit_bindgen::rt",
             });
             use self::wasp::plugin::types::{Batch, CallError, Output, RecordError, Verdicts};
+            #helpers
             struct Plugin;
             impl self::exports::wasp::plugin::#interface::Guest for Plugin {
                 #body

@@ -3,8 +3,16 @@ use quote::{quote, quote_spanned};
 
 use crate::common::{Kind, Signature, select};
 
-pub const FILTER: Kind =
-    Kind { attribute: "filter", world: "filter-plugin", interface: "filter", arities: &[1, 2], body };
+pub const FILTER: Kind = Kind {
+    attribute: "filter",
+    world: "filter-plugin",
+    interface: "filter",
+    arities: &[1, 2],
+    body,
+    options: &[],
+    aggregate: None,
+    context: false,
+};
 
 fn body(sig: &Signature) -> TokenStream {
     let select = select(sig);

@@ -3,8 +3,16 @@ use quote::quote;
 
 use crate::common::{Kind, Signature, select};
 
-pub const FOR_EACH: Kind =
-    Kind { attribute: "for_each", world: "for-each-plugin", interface: "for_each", arities: &[1, 2], body };
+pub const FOR_EACH: Kind = Kind {
+    attribute: "for_each",
+    world: "for-each-plugin",
+    interface: "for_each",
+    arities: &[1, 2],
+    body,
+    options: &[],
+    aggregate: None,
+    context: false,
+};
 
 fn body(sig: &Signature) -> TokenStream {
     let select = select(sig);

@@ -2,10 +2,13 @@
 //! emits a hidden module that generates the bindings for one exported kind and calls the
 //! function once per record of each batch. One generator file per kind.
 
+mod aggregate;
 mod common;
 mod filter;
 mod for_each;
 mod map;
+mod processor;
+mod timestamp;
 mod transform;
 
 use proc_macro::TokenStream;
@@ -51,4 +54,37 @@ pub fn select_key(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn for_each(attr: TokenStream, item: TokenStream) -> TokenStream {
     common::expand(attr, item, &for_each::FOR_EACH)
+}
+
+/// `aggregate`: `fn(value, aggregate) -> A` or `fn(key, value, aggregate) -> A`, folded over
+/// each key's (or window's) records. `init = f` names the initializer (`fn() -> A`); without
+/// it an aggregate starts as empty bytes. `merge = g` names the merger session windows need
+/// (`fn(left: A, right: A) -> A`, or `fn(key, left, right)` when the aggregator takes a key;
+/// it returns `Result` exactly when the aggregator does).
+#[proc_macro_attribute]
+pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
+    common::expand(attr, item, &aggregate::AGGREGATE)
+}
+
+/// `reduce`: `fn(aggregate, value) -> V` or `fn(key, aggregate, value) -> V`; a key's first
+/// value is its first aggregate.
+#[proc_macro_attribute]
+pub fn reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
+    common::expand(attr, item, &aggregate::REDUCE)
+}
+
+/// A timestamp extractor: `fn(value) -> i64` or `fn(key, value) -> i64`, the event time in
+/// milliseconds since the Unix epoch (or `Result<i64, E>`).
+#[proc_macro_attribute]
+pub fn timestamp(attr: TokenStream, item: TokenStream) -> TokenStream {
+    common::expand(attr, item, &timestamp::TIMESTAMP)
+}
+
+/// A custom processor (the Processor API): `fn(ctx: &mut wasp::Context, value)` or
+/// `fn(ctx, key, value)`, returning `()` or `Result<(), E>`, called once per record; it forwards
+/// through `ctx` and keeps state in [`wasp::state`] stores. `init = f` returns the timers
+/// (`fn() -> Vec<wasp::Timer>`); `punctuate = g` handles them (`fn(&mut wasp::Context, &str, i64)`).
+#[proc_macro_attribute]
+pub fn processor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    common::expand(attr, item, &processor::PROCESSOR)
 }

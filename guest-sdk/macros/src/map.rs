@@ -12,6 +12,9 @@ pub const MAP: Kind = Kind {
     interface: "key_value_mapper",
     arities: &[2],
     body: map,
+    options: &[],
+    aggregate: None,
+    context: false,
 };
 
 pub const FLAT_MAP: Kind = Kind {
@@ -20,6 +23,9 @@ pub const FLAT_MAP: Kind = Kind {
     interface: "flat_mapper",
     arities: &[2],
     body: flat_map,
+    options: &[],
+    aggregate: None,
+    context: false,
 };
 
 fn map(sig: &Signature) -> TokenStream {

@@ -12,6 +12,9 @@ pub const MAP_VALUES: Kind = Kind {
     interface: "value_mapper",
     arities: &[1, 2],
     body: map_values,
+    options: &[],
+    aggregate: None,
+    context: false,
 };
 
 pub const SELECT_KEY: Kind = Kind {
@@ -20,6 +23,9 @@ pub const SELECT_KEY: Kind = Kind {
     interface: "key_selector",
     arities: &[1, 2],
     body: select_key,
+    options: &[],
+    aggregate: None,
+    context: false,
 };
 
 pub const FLAT_MAP_VALUES: Kind = Kind {
@@ -28,6 +34,9 @@ pub const FLAT_MAP_VALUES: Kind = Kind {
     interface: "flat_mapper",
     arities: &[1, 2],
     body: flat_map_values,
+    options: &[],
+    aggregate: None,
+    context: false,
 };
 
 /// A loop over the batch that runs `emit` (which may `?`) for each record, with `produced`

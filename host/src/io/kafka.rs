@@ -4,7 +4,7 @@
 //! dropped at once, to be read again from the committed offset by the new owner (which may be
 //! this consumer again: records fetched after the revocation are kept).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -265,6 +265,8 @@ impl RecordSource for KafkaSource {
 #[derive(Default)]
 struct DeliveryContext {
     failures: Mutex<Vec<String>>,
+    /// The last acknowledged offset per partition (changelog checkpoints).
+    acked: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -272,10 +274,18 @@ impl ClientContext for DeliveryContext {}
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result
-            && let Ok(mut f) = self.failures.lock()
-        {
-            f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
+        match result {
+            Err((e, m)) => {
+                if let Ok(mut f) = self.failures.lock() {
+                    f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
+                }
+            }
+            Ok(m) => {
+                if let Ok(mut a) = self.acked.lock() {
+                    let e = a.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
+                    *e = (*e).max(m.offset());
+                }
+            }
         }
     }
 }
@@ -302,7 +312,14 @@ impl KafkaSink {
 impl RecordSink for KafkaSink {
     fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()> {
         for record in records {
-            self.send_one(topic, record)?;
+            self.send_one(topic, None, record)?;
+        }
+        Ok(())
+    }
+
+    fn send_to(&mut self, topic: &str, partition: i32, records: &[Record]) -> anyhow::Result<()> {
+        for record in records {
+            self.send_one(topic, Some(partition), record)?;
         }
         Ok(())
     }
@@ -310,15 +327,169 @@ impl RecordSink for KafkaSink {
     fn flush(&mut self) -> anyhow::Result<()> {
         self.flush_all()
     }
+
+    fn acked_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.producer.context().acked.lock().ok()?.get(&(topic.to_owned(), partition)).copied()
+    }
+}
+
+/// Reads changelog partitions with a consumer of its own (no group, no commits).
+pub struct KafkaChangelogReader {
+    consumer: BaseConsumer,
+    /// Show a progress bar (stderr is a terminal).
+    progress_bar: bool,
+}
+
+/// Restores of more entries than this log their progress.
+const RESTORE_LOG_EVERY: i64 = 100_000;
+
+impl KafkaChangelogReader {
+    pub fn new(config: &ClientConfig, application_id: &str) -> anyhow::Result<Self> {
+        let mut c = without(config, PRODUCER_ONLY);
+        // librdkafka assigns partitions only to a consumer with a group id; this one never
+        // joins the group (it assigns by hand) and never commits.
+        c.set("group.id", format!("{application_id}-restore"));
+        c.set("enable.auto.commit", "false");
+        c.set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c.create().context("creating the changelog reader")?;
+        Ok(Self { consumer, progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()) })
+    }
+}
+
+impl crate::io::ChangelogReader for KafkaChangelogReader {
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        apply: &mut dyn FnMut(i64, Record) -> Result<(), crate::state::StateError>,
+    ) -> anyhow::Result<()> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("reading the end of changelog {topic}[{partition}]"))?;
+        let start = from.max(low);
+        if start >= high {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        self.consumer.assign(&tpl).context("assigning the changelog partition")?;
+        let total = (high - start) as u64;
+        let bar = (self.progress_bar && total > RESTORE_LOG_EVERY as u64).then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_message(format!("restoring {topic}[{partition}]"));
+            b
+        });
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let mut next = start;
+        while next < high {
+            if Instant::now() > deadline {
+                bail!("restoring {topic}[{partition}]: stuck at offset {next} of {high}");
+            }
+            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else { continue };
+            let m = m.with_context(|| format!("reading changelog {topic}[{partition}]"))?;
+            next = m.offset() + 1;
+            apply(m.offset(), KafkaSource::record(&m))?;
+            if let Some(b) = &bar {
+                b.set_position((next - start) as u64);
+            } else if (next - start) % RESTORE_LOG_EVERY == 0 {
+                tracing::info!(topic, partition, done = next - start, of = high - start, "restoring");
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        self.consumer.unassign().context("unassigning the changelog partition")?;
+        Ok(())
+    }
+}
+
+/// How long a restore may stall before it fails.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The number of partitions of `topic`.
+pub fn partition_count(config: &ClientConfig, topic: &str) -> anyhow::Result<Option<i32>> {
+    let consumer: BaseConsumer = without(config, PRODUCER_ONLY).create().context("creating a metadata client")?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading the metadata of `{topic}`"))?;
+    Ok(md
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
+}
+
+/// Creates the application's internal topics that do not exist yet: `(name, partitions,
+/// compacted)`.
+pub fn ensure_topics(config: &ClientConfig, topics: &[(String, i32, bool)]) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let mut missing = Vec::new();
+    for (name, partitions, compact) in topics {
+        if partition_count(config, name)?.is_none() {
+            missing.push((name.as_str(), *partitions, *compact));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        without(config, CONSUMER_ONLY).create().context("creating the Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|(name, partitions, compact)| {
+            let t = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
+            if *compact { t.set("cleanup.policy", "compact") } else { t }
+        })
+        .collect();
+    let rt = futures_executor(
+        admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))),
+    )
+    .context("creating the internal topics")?;
+    for r in rt {
+        match r {
+            Ok(name) => tracing::info!(topic = %name, "internal topic created"),
+            Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %name, "internal topic exists")
+            }
+            Err((name, e)) => bail!("creating internal topic `{name}`: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Runs one admin future to completion on this thread.
+fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context as TaskContext, Poll as TaskPoll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            TaskPoll::Ready(v) => return v,
+            TaskPoll::Pending => std::thread::park_timeout(Duration::from_millis(10)),
+        }
+    }
 }
 
 impl KafkaSink {
-    fn send_one(&mut self, topic: &str, record: &Record) -> anyhow::Result<()> {
+    fn send_one(&mut self, topic: &str, partition: Option<i32>, record: &Record) -> anyhow::Result<()> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for h in &record.headers {
             headers = headers.insert(KafkaHeader { key: &h.name, value: h.value.as_deref() });
         }
         let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).timestamp(record.timestamp).headers(headers);
+        if let Some(p) = partition {
+            r = r.partition(p);
+        }
         if let Some(k) = record.key.as_deref() {
             r = r.key(k);
         }

@@ -40,8 +40,31 @@ pub trait RecordSource {
 }
 
 pub trait RecordSink {
-    /// Queues records for `topic`, in order.
+    /// Queues records for `topic`, in order; the partition follows the key.
     fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()>;
+    /// Queues records for one partition of `topic` (changelogs: a task's partition).
+    fn send_to(&mut self, topic: &str, partition: i32, records: &[Record]) -> anyhow::Result<()> {
+        let _ = partition;
+        self.send(topic, records)
+    }
     /// Returns once every queued record is acknowledged, or fails.
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// The offset of the last acknowledged record of a partition, where the sink knows it.
+    fn acked_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let _ = (topic, partition);
+        None
+    }
+}
+
+/// Reads a changelog partition back, to restore a store.
+pub trait ChangelogReader {
+    /// Calls `apply` with every record of `topic[partition]` from offset `from` up to the end
+    /// the partition had when the call started.
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        apply: &mut dyn FnMut(i64, Record) -> Result<(), crate::state::StateError>,
+    ) -> anyhow::Result<()>;
 }

@@ -20,6 +20,10 @@ pub struct Manifest {
     pub streams: BTreeMap<Spanned<String>, StreamDef>,
     #[serde(default)]
     pub plugins: BTreeMap<Spanned<String>, PluginDef>,
+    /// State stores, named by `store` in aggregation steps. A step without `store` gets one
+    /// with the defaults, named after the step.
+    #[serde(default)]
+    pub stores: BTreeMap<Spanned<String>, StoreDef>,
     #[serde(default)]
     pub pipelines: BTreeMap<Spanned<String>, PipelineDef>,
 }
@@ -33,6 +37,61 @@ pub struct Application {
     pub batch_size: Option<Spanned<usize>>,
     /// Kafka client settings. Without them wasp runs in local mode.
     pub kafka: Option<KafkaDef>,
+    /// Where persistent stores keep their files (`<state_dir>/<application-id>/<task>/<store>`;
+    /// default `$WASP_STATE_DIR`, else `~/.local/state/wasp`). Relative to the manifest.
+    pub state_dir: Option<Spanned<String>>,
+    /// How often outputs are flushed, state committed and input offsets committed (default 1000).
+    pub commit_interval_ms: Option<Spanned<u64>>,
+}
+
+/// A state store's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreDef {
+    /// For processors: `key_value` (default), `window` or `session`. Aggregations decide
+    /// the kind themselves; a declared kind must match.
+    pub kind: Option<Spanned<crate::state::StoreKind>>,
+    /// RocksDB on disk (default), or memory (restored from the changelog at start).
+    #[serde(default = "yes")]
+    pub persistent: bool,
+    /// Back the store with the compacted topic `<application-id>-<store>-changelog` (default on).
+    #[serde(default = "yes")]
+    pub changelog: bool,
+    /// Entries not updated for this long, in stream time, read as absent (e.g. `"7d"`).
+    pub ttl: Option<Spanned<Duration>>,
+    /// The read cache, in bytes (default 10 MiB).
+    pub cache_bytes: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A duration: `"500ms"`, `"5s"`, `"30m"`, `"1h"`, `"1d"`, or an integer of milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Duration {
+    Millis(i64),
+    Text(String),
+}
+
+/// A window for `windowed_by`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDef {
+    /// `tumbling`, `hopping`, `sliding` or `session`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// Tumbling and hopping windows: the window length.
+    pub size: Option<Spanned<Duration>>,
+    /// Hopping windows: how far each window starts after the one before.
+    pub advance: Option<Spanned<Duration>>,
+    /// Sliding windows: the largest time difference between records of one window.
+    pub difference: Option<Spanned<Duration>>,
+    /// Session windows: the inactivity gap that ends a session.
+    pub gap: Option<Spanned<Duration>>,
+    /// How long after a window ends records are still accepted (default 0).
+    pub grace: Option<Spanned<Duration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,7 +245,9 @@ pub struct PipelineDef {
 #[serde(deny_unknown_fields)]
 pub struct StepDef {
     /// filter, filter_not, map_values, map, flat_map, flat_map_values, select_key, peek,
-    /// for_each, branch, merge or to (camelCase names such as `mapValues` work too).
+    /// for_each, branch, merge, to, with_timestamp, group_by_key, group_by, windowed_by,
+    /// count, reduce, aggregate, suppress, to_stream or process (camelCase names such as `mapValues`
+    /// work too).
     pub op: Spanned<String>,
     pub plugin: Option<Spanned<String>>,
     /// Which function of the plugin, when it offers several of the kind.
@@ -197,6 +258,18 @@ pub struct StepDef {
     pub topic: Option<Spanned<String>>,
     /// `branch`: the ordered branches.
     pub branches: Option<Vec<Spanned<BranchDef>>>,
+    /// `count`, `reduce`, `aggregate`: the store that keeps the aggregates.
+    pub store: Option<Spanned<String>>,
+    /// `windowed_by`: the window.
+    pub window: Option<Spanned<WindowDef>>,
+    /// `suppress`: `window_closes` (emit each window once, when it closes).
+    pub until: Option<Spanned<String>>,
+    /// `count`, `reduce`, `aggregate` over windows: where records too late for every window go.
+    pub late_topic: Option<Spanned<String>>,
+    /// `process`: the stores the processor opens through the `state` interface.
+    pub stores: Option<Spanned<Vec<String>>>,
+    /// `process`: named children, each a stream or topic the processor may forward to.
+    pub children: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]

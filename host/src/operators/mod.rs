@@ -2,15 +2,20 @@
 //! Operators know nothing about Kafka: they see batches of records, and call plugins through
 //! [`PluginStep`], which owns the instance, rebuilds it after a trap and retries once.
 
+mod aggregate;
 mod branch;
 mod filter;
 mod peek;
+mod processor;
+mod timestamp;
 mod transform;
+pub mod windows;
 
 use std::sync::Arc;
 
 use crate::record::{EncodedBatch, Record};
-use crate::topology::{NodeId, NodeOp, PluginKind, PluginRef};
+use crate::state::{Store, StoreSpec};
+use crate::topology::{FoldOp, NodeId, NodeOp, PluginKind, PluginRef};
 use crate::wasm::{CallFailure, LoadedPlugin, PluginError, PluginInstance};
 
 /// A record a step could not handle, with why. The task applies the step's error policy.
@@ -31,6 +36,10 @@ pub struct Emitted {
     /// Records for one child each (branch).
     pub routed: Vec<(NodeId, Vec<Record>)>,
     pub failures: Vec<Failure>,
+    /// Records for named topics outside the graph (late records).
+    pub to_topics: Vec<(String, Vec<Record>)>,
+    /// Records dropped because their windows had closed.
+    pub late: u64,
 }
 
 /// One node's behaviour in one task.
@@ -39,6 +48,25 @@ pub trait Operator: Send {
     /// Every failure, a trap included, is per record: it goes into [`Emitted::failures`] with
     /// the record, so the task can apply the step's error policy to it.
     fn process(&mut self, input: Vec<Record>) -> Emitted;
+
+    /// Calls `f` on each state store the operator owns, for the task to commit them.
+    /// Stateless operators have none.
+    fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
+        let _ = f;
+    }
+
+    /// Wall-clock time passed (`now_ms`, since the Unix epoch): timers may fire. Called
+    /// after every batch and whenever the loop is idle.
+    fn tick(&mut self, now_ms: i64) -> Emitted {
+        let _ = now_ms;
+        Emitted::default()
+    }
+
+    /// Whether the task may run records of a batch that trapped again, in halves, to find the
+    /// ones that trap. Not for operators that remember what they have seen.
+    fn rerunnable(&self) -> bool {
+        true
+    }
 }
 
 /// The records pass on unchanged (sources and merges).
@@ -59,6 +87,8 @@ pub struct PluginStep {
     /// Reused between batches.
     pub encoded: EncodedBatch,
     label: String,
+    /// A processor's stores, given to every instance (a rebuilt one too).
+    stores: Option<crate::wasm::host::state::SharedStores>,
 }
 
 impl PluginStep {
@@ -82,7 +112,22 @@ impl PluginStep {
             kind: r.kind,
             encoded: EncodedBatch::default(),
             label,
+            stores: None,
         })
+    }
+
+    /// Gives the instance (and every instance after a trap) the step's stores.
+    pub fn attach_stores(&mut self, stores: crate::wasm::host::state::SharedStores) {
+        self.instance.attach_stores(stores.clone());
+        self.stores = Some(stores);
+    }
+
+    /// Calls `f` on the instance without a batch (timers), with the same trap handling.
+    pub fn call_plain<T>(
+        &mut self,
+        mut f: impl FnMut(&mut PluginInstance, &str) -> Result<T, CallFailure>,
+    ) -> Result<T, CallFailure> {
+        self.call(&[], |i, function, _| f(i, function))
     }
 
     /// The plugin's name and version, for dead-letter headers.
@@ -105,10 +150,19 @@ impl PluginStep {
                     plugin: plugin.clone(),
                     reason: format!("{reason}; and then {e}"),
                 })?;
+                if let Some(stores) = &self.stores {
+                    self.instance.attach_stores(stores.clone());
+                }
                 f(&mut self.instance, &self.function, &mut self.encoded)
             }
             other => other,
         }
+    }
+
+    /// The aggregator's initial aggregate.
+    pub fn initial(&mut self) -> Result<Vec<u8>, CallFailure> {
+        let function = self.function.clone();
+        self.instance.initialize(&function)
     }
 
     /// Every record of the batch, failed with the same error (the batch could not run).
@@ -139,10 +193,94 @@ fn step(lookup: PluginLookup<'_>, r: &PluginRef) -> Result<PluginStep, PluginErr
     PluginStep::new(loaded, r)
 }
 
-/// The one constructor: a node's operator, with its plugin instances.
-pub fn construct(op: &NodeOp, lookup: PluginLookup<'_>) -> Result<Box<dyn Operator>, PluginError> {
-    Ok(match op {
-        NodeOp::Source { .. } | NodeOp::Merge | NodeOp::Sink { .. } => Box::new(PassThrough),
+/// Why a node's operator could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConstructError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("plugin `{plugin}`: its initializer failed: {reason}")]
+    Initializer { plugin: String, reason: String },
+}
+
+/// What a task gives the operators it builds.
+pub struct TaskContext<'a> {
+    pub lookup: PluginLookup<'a>,
+    /// The task's input topics, by `Origin::topic`.
+    pub topics: &'a [String],
+    /// Opens (and restores) one of the task's stores.
+    pub open_store: &'a mut dyn FnMut(&StoreSpec) -> Result<Store, crate::state::StateError>,
+}
+
+/// A stateless node's operator outside a task (benchmarks and tests).
+pub fn construct_stateless(op: &NodeOp, lookup: PluginLookup<'_>) -> Result<Box<dyn Operator>, ConstructError> {
+    let node = crate::topology::Node {
+        id: 0,
+        name: "standalone".to_owned(),
+        op: op.clone(),
+        children: Vec::new(),
+        parents: Vec::new(),
+        pipeline: String::new(),
+        policy: crate::topology::ErrorPolicy { on_error: Default::default(), dead_letter_topic: String::new() },
+    };
+    let mut no_stores = |spec: &StoreSpec| {
+        Err(crate::state::StateError::Backend { store: spec.name.clone(), message: "no stores here".to_owned() })
+    };
+    let mut ctx = TaskContext { lookup, topics: &[], open_store: &mut no_stores };
+    construct(&node, &Default::default(), &mut ctx)
+}
+
+/// The one constructor: a node's operator, with its plugin instances and stores.
+pub fn construct(
+    node: &crate::topology::Node,
+    stores: &std::collections::BTreeMap<String, StoreSpec>,
+    ctx: &mut TaskContext<'_>,
+) -> Result<Box<dyn Operator>, ConstructError> {
+    let lookup = ctx.lookup;
+    Ok(match &node.op {
+        NodeOp::Source { .. } | NodeOp::Merge | NodeOp::Sink { .. } | NodeOp::Repartition { .. } => {
+            Box::new(PassThrough)
+        }
+        NodeOp::WithTimestamp { plugin } => Box::new(timestamp::WithTimestamp { step: step(lookup, plugin)? }),
+        NodeOp::Process { plugin, stores: names, children } => {
+            let mut opened = std::collections::BTreeMap::new();
+            for name in names {
+                let spec = stores.get(name).cloned().ok_or_else(|| crate::state::StateError::Backend {
+                    store: name.clone(),
+                    message: "the topology has no such store".to_owned(),
+                })?;
+                opened.insert(name.clone(), (ctx.open_store)(&spec)?);
+            }
+            Box::new(processor::Processor::new(step(lookup, plugin)?, opened, children.clone(), ctx.topics.to_vec())?)
+        }
+        NodeOp::Aggregate { fold, window, emit_final, store, late_topic } => {
+            let spec = stores.get(store).cloned().ok_or_else(|| crate::state::StateError::Backend {
+                store: store.clone(),
+                message: "the topology has no such store".to_owned(),
+            })?;
+            let fold = match fold {
+                FoldOp::Count => aggregate::Fold::Count,
+                FoldOp::Reduce(p) => aggregate::Fold::Reduce(step(lookup, p)?),
+                FoldOp::Aggregate(p) => {
+                    let mut s = step(lookup, p)?;
+                    let init = s
+                        .initial()
+                        .map_err(|e| ConstructError::Initializer { plugin: p.plugin.clone(), reason: e.to_string() })?;
+                    aggregate::Fold::Aggregate { step: s, init }
+                }
+            };
+            Box::new(aggregate::Aggregate {
+                fold,
+                window: *window,
+                emit_final: *emit_final,
+                late_topic: late_topic.clone(),
+                store: (ctx.open_store)(&spec)?,
+                topics: ctx.topics.to_vec(),
+                node: node.name.clone(),
+                seq: Default::default(),
+            })
+        }
         NodeOp::Filter { plugin, negate } => Box::new(filter::Filter { step: step(lookup, plugin)?, negate: *negate }),
         NodeOp::MapValues { plugin } => {
             Box::new(transform::Transform::new(step(lookup, plugin)?, transform::Shape::Value))

@@ -3,10 +3,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::manifest::OnError;
-use crate::operators::{Emitted, Failure, Operator, PluginLookup, construct};
+use crate::operators::{ConstructError, Emitted, Failure, Operator, PluginLookup, TaskContext, construct};
 use crate::record::{Header, Record};
+use crate::state::{POSITION_HEADER, Position, Sequencer, StateError, Store, StoreSpec};
 use crate::topology::{NodeId, NodeOp, Topology};
-use crate::wasm::PluginError;
 
 /// What a batch produced: runs of records for output topics (sinks and dead letters), in
 /// order. Records of one sink stay together, so the topic is named once per run, not per record.
@@ -15,6 +15,8 @@ pub struct TaskOutput {
     pub records: Vec<(String, Vec<Record>)>,
     /// Records that failed and were skipped or dead-lettered.
     pub failed: u64,
+    /// Records dropped because their windows had closed.
+    pub late: u64,
 }
 
 /// A batch the task could not finish.
@@ -47,22 +49,40 @@ pub struct Task {
     /// Input topics, indexed by `Origin::topic`.
     topics: Vec<String>,
     pub partition: i32,
+    /// Numbers the records written to repartition topics that share an input position.
+    sequencer: Sequencer,
 }
 
 impl Task {
+    /// Builds the task's operators. `open_store` opens (and restores) each store the
+    /// sub-topology uses.
     pub fn new(
         topology: Arc<Topology>,
         sub: usize,
         partition: i32,
         lookup: PluginLookup<'_>,
-    ) -> Result<Self, PluginError> {
+        open_store: &mut dyn FnMut(&StoreSpec) -> Result<Store, StateError>,
+    ) -> Result<Self, ConstructError> {
         let mut operators: Vec<Option<Box<dyn Operator>>> = (0..topology.nodes.len()).map(|_| None).collect();
         let s = &topology.subtopologies[sub];
-        for &id in &s.nodes {
-            operators[id] = Some(construct(&topology.node(id).op, lookup)?);
-        }
         let topics = s.source_topics.clone();
-        Ok(Self { topology, operators, topics, partition })
+        let mut ctx = TaskContext { lookup, topics: &topics, open_store };
+        for &id in &s.nodes {
+            operators[id] = Some(construct(topology.node(id), &topology.stores, &mut ctx)?);
+        }
+        Ok(Self { topology, operators, topics, partition, sequencer: Sequencer::default() })
+    }
+
+    /// Calls `f` on each of the task's state stores.
+    pub fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
+        for op in self.operators.iter_mut().flatten() {
+            op.with_stores(f);
+        }
+    }
+
+    /// The task's name, `<sub-topology>_<partition>`, as in Kafka Streams.
+    pub fn name(sub: usize, partition: i32) -> String {
+        format!("{sub}_{partition}")
     }
 
     /// Runs one batch read from `topic` through the sub-topology.
@@ -77,7 +97,24 @@ impl Task {
             return Ok(out);
         };
         // Depth-first, so a batch's records reach the sinks in order.
-        let mut work: Vec<(NodeId, Vec<Record>)> = vec![(source, records)];
+        self.drive(vec![(source, records)], &mut out)?;
+        Ok(out)
+    }
+
+    /// Wall-clock time passed: operators' timers may fire, and what they emit flows on.
+    pub fn tick(&mut self, now_ms: i64) -> Result<TaskOutput, TaskError> {
+        let mut out = TaskOutput::default();
+        for id in 0..self.operators.len() {
+            let Some(op) = self.operators[id].as_mut() else { continue };
+            let emitted = op.tick(now_ms);
+            let mut work = Vec::new();
+            self.route(id, emitted, &mut work, &mut out)?;
+            self.drive(work, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn drive(&mut self, mut work: Vec<(NodeId, Vec<Record>)>, out: &mut TaskOutput) -> Result<(), TaskError> {
         while let Some((id, batch)) = work.pop() {
             if batch.is_empty() {
                 continue;
@@ -87,27 +124,64 @@ impl Task {
                 out.records.push((topic.clone(), batch));
                 continue;
             }
+            if let NodeOp::Repartition { topic } = &node.op {
+                let topic = topic.clone();
+                let mut batch = batch;
+                self.stamp_positions(&mut batch);
+                out.records.push((topic, batch));
+                continue;
+            }
             let Some(op) = self.operators[id].as_mut() else { continue };
             let emitted = isolate(op.as_mut(), batch);
-            for f in emitted.failures {
-                self.apply_policy(id, f, &mut out)?;
+            self.route(id, emitted, &mut work, out)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the error policy to what failed at `id`, and queues what it emitted for its
+    /// children (the last child first in line, so records reach sinks in order).
+    fn route(
+        &self,
+        id: NodeId,
+        emitted: Emitted,
+        work: &mut Vec<(NodeId, Vec<Record>)>,
+        out: &mut TaskOutput,
+    ) -> Result<(), TaskError> {
+        for f in emitted.failures {
+            self.apply_policy(id, f, out)?;
+        }
+        out.late += emitted.late;
+        out.records.extend(emitted.to_topics);
+        let children = &self.topology.node(id).children;
+        for (target, recs) in emitted.routed.into_iter().rev() {
+            work.push((target, recs));
+        }
+        if !emitted.all.is_empty()
+            && let Some((&last, rest)) = children.split_last()
+        {
+            for &c in rest.iter().rev() {
+                work.push((c, emitted.all.clone()));
             }
-            let children = &node.children;
-            for (target, recs) in emitted.routed.into_iter().rev() {
-                work.push((target, recs));
-            }
-            if !emitted.all.is_empty()
-                && let Some((&last, rest)) = children.split_last()
-            {
-                for &c in rest.iter().rev() {
-                    work.push((c, emitted.all.clone()));
-                }
-                // The last child takes the batch itself; pushed first so it runs last.
-                let pos = work.len() - rest.len();
-                work.insert(pos, (last, emitted.all));
+            // The last child takes the batch itself; pushed first so it runs last.
+            let pos = work.len() - rest.len();
+            work.insert(pos, (last, emitted.all));
+        }
+        Ok(())
+    }
+
+    /// Every record written to a repartition topic carries where its input was read, so the
+    /// store that reads it back applies it once even if it is written twice.
+    fn stamp_positions(&mut self, batch: &mut [Record]) {
+        for r in batch {
+            let topic = self.topics.get(r.origin.topic as usize).map_or("", String::as_str);
+            let upstream = format!("{topic}/{}", r.origin.partition);
+            let p = self.sequencer.next(&upstream, Position { offset: r.origin.offset, seq: 0 });
+            let value = Bytes::from(format!("{upstream}/{}/{}", p.offset, p.seq));
+            match r.headers.iter_mut().find(|h| h.name == POSITION_HEADER) {
+                Some(h) => h.value = Some(value),
+                None => r.headers.push(Header { name: POSITION_HEADER.to_owned(), value: Some(value) }),
             }
         }
-        Ok(out)
     }
 
     /// `TaskError::Stopped` for a failure at `node`.
@@ -166,6 +240,7 @@ fn isolate(op: &mut dyn Operator, batch: Vec<Record>) -> Emitted {
     let len = batch.len();
     let emitted = op.process(batch);
     let all_trapped = len > 1
+        && op.rerunnable()
         && emitted.all.is_empty()
         && emitted.routed.is_empty()
         && emitted.failures.len() == len
@@ -180,5 +255,7 @@ fn isolate(op: &mut dyn Operator, batch: Vec<Record>) -> Emitted {
     out.all.extend(more.all);
     out.routed.extend(more.routed);
     out.failures.extend(more.failures);
+    out.to_topics.extend(more.to_topics);
+    out.late += more.late;
     out
 }

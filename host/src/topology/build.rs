@@ -2,13 +2,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
-use super::{ErrorPolicy, Node, NodeId, NodeOp, PluginKind, PluginRef, SubTopology, TopicFormats, Topology};
-use crate::manifest::Loaded;
+use super::{ErrorPolicy, FoldOp, Node, NodeId, NodeOp, PluginKind, PluginRef, SubTopology, TopicFormats, Topology};
+use crate::manifest::{Duration, Loaded, WindowDef};
 use crate::manifest::{ManifestError, StepDef, closest};
+use crate::operators::windows::{WindowSpec, parse_duration};
+use crate::state::{StoreKind, StoreSpec};
 
 /// Builds the topology of a parsed manifest, checking every name it references.
 pub fn build(loaded: &Loaded) -> Result<Topology, ManifestError> {
-    let mut b = Builder { loaded, nodes: Vec::new(), sources: BTreeMap::new() };
+    let mut b = Builder { loaded, nodes: Vec::new(), sources: BTreeMap::new(), stores: BTreeMap::new() };
     let m = &loaded.manifest;
     for (name, pipeline) in &m.pipelines {
         let name_str = name.get_ref().as_str();
@@ -29,7 +31,7 @@ pub fn build(loaded: &Loaded) -> Result<Topology, ManifestError> {
         if parents.is_empty() {
             return Err(b.err(pipeline.from.span(), format!("{key}.from"), "a pipeline reads at least one stream"));
         }
-        let ends = b.chain(&ctx, &key, name_str, parents, &pipeline.steps)?;
+        let ends = b.chain(&ctx, &key, name_str, parents, &pipeline.steps, StreamState::default())?;
         match (&pipeline.to, ends) {
             (Some(to), Some(parents)) => {
                 let topic = b.topic_of(to.get_ref());
@@ -63,6 +65,7 @@ pub fn build(loaded: &Loaded) -> Result<Topology, ManifestError> {
         sources: b.sources,
         subtopologies,
         formats,
+        stores: b.stores,
     };
     Ok(topology)
 }
@@ -71,7 +74,23 @@ struct Builder<'a> {
     loaded: &'a Loaded,
     nodes: Vec<Node>,
     sources: BTreeMap<String, NodeId>,
+    stores: BTreeMap<String, StoreSpec>,
 }
+
+/// What a chain of steps knows about its stream while it is built.
+#[derive(Default, Clone, Copy)]
+struct StreamState {
+    /// A step changed the key since the last source or repartition, so grouping by key
+    /// must repartition.
+    key_changed: bool,
+    /// After `group_by_key`/`group_by` (and `windowed_by`): the window, if any.
+    grouped: Option<Option<WindowSpec>>,
+    /// The aggregate the previous step created (for `suppress`).
+    last_aggregate: Option<NodeId>,
+}
+
+/// The default read cache of a store.
+pub const DEFAULT_CACHE_BYTES: usize = 10 << 20;
 
 struct Ctx<'a> {
     pipeline: &'a str,
@@ -92,6 +111,16 @@ const OPS: &[&str] = &[
     "branch",
     "merge",
     "to",
+    "with_timestamp",
+    "group_by_key",
+    "group_by",
+    "windowed_by",
+    "count",
+    "reduce",
+    "aggregate",
+    "suppress",
+    "to_stream",
+    "process",
 ];
 
 /// `mapValues`, `map-values` and `map_values` are the same op.
@@ -195,6 +224,12 @@ impl Builder<'_> {
                 if let Some(t) = &s.topic {
                     out.push(t.get_ref().clone());
                 }
+                if let Some(c) = &s.children {
+                    out.extend(c.get_ref().values().cloned());
+                }
+                if let Some(t) = &s.late_topic {
+                    out.push(t.get_ref().clone());
+                }
                 for b in s.branches.iter().flatten() {
                     let b = b.get_ref();
                     if let Some(t) = &b.to {
@@ -254,6 +289,7 @@ impl Builder<'_> {
         prefix: &str,
         mut parents: Vec<NodeId>,
         steps: &[Spanned<StepDef>],
+        mut state: StreamState,
     ) -> Result<Option<Vec<NodeId>>, ManifestError> {
         for (i, step) in steps.iter().enumerate() {
             let skey = format!("{key}.steps[{i}]");
@@ -273,6 +309,74 @@ impl Builder<'_> {
             let plugin =
                 |b: &Self, kind| b.plugin_ref(s.plugin.as_ref(), s.function.as_ref(), kind, s.op.span(), &skey, &op);
             self.reject_fields(s, &op, &skey)?;
+            if state.grouped.is_some() && !matches!(op.as_str(), "windowed_by" | "count" | "reduce" | "aggregate") {
+                return Err(self.err(
+                    s.op.span(),
+                    format!("{skey}.op"),
+                    format!("`{op}` cannot follow a grouping: after `group_by_key` or `group_by` comes `windowed_by`, `count`, `reduce` or `aggregate`"),
+                ));
+            }
+            let last_aggregate = state.last_aggregate.take();
+            match op.as_str() {
+                "map" | "flat_map" | "select_key" => state.key_changed = true,
+                "group_by_key" => {
+                    if state.key_changed {
+                        parents = vec![self.repartition(ctx, &name, parents)];
+                        state.key_changed = false;
+                    }
+                    state.grouped = Some(None);
+                    continue;
+                }
+                "windowed_by" => {
+                    if state.grouped != Some(None) {
+                        return Err(self.err(
+                            s.op.span(),
+                            format!("{skey}.op"),
+                            "`windowed_by` follows `group_by_key` or `group_by` (once)",
+                        ));
+                    }
+                    let Some(w) = &s.window else {
+                        return Err(self.err(s.op.span(), &skey, "`windowed_by` needs `window = { type = \"tumbling\", size = \"5s\" }` (or hopping, sliding, session)"));
+                    };
+                    state.grouped = Some(Some(self.window(w, &format!("{skey}.window"))?));
+                    continue;
+                }
+                "suppress" => {
+                    let Some(agg) = last_aggregate else {
+                        return Err(self.err(
+                            s.op.span(),
+                            format!("{skey}.op"),
+                            "`suppress` follows a windowed `count`, `reduce` or `aggregate`",
+                        ));
+                    };
+                    let until = s.until.as_ref().map(|u| normalize_op(u.get_ref()));
+                    if until.as_deref() != Some("until_window_closes") && until.as_deref() != Some("window_closes") {
+                        let span = s.until.as_ref().map_or_else(|| s.op.span(), |u| u.span());
+                        return Err(self.err(
+                            span,
+                            format!("{skey}.until"),
+                            "`suppress` needs `until = \"window_closes\"` (emit each window once, when it closes)",
+                        ));
+                    }
+                    match &mut self.nodes[agg].op {
+                        NodeOp::Aggregate { window: Some(_), emit_final, .. } => *emit_final = true,
+                        _ => {
+                            return Err(self.err(
+                                s.op.span(),
+                                format!("{skey}.op"),
+                                "`suppress` needs a windowed aggregate: without windows nothing ever closes",
+                            ));
+                        }
+                    }
+                    state.last_aggregate = Some(agg);
+                    continue;
+                }
+                "to_stream" => {
+                    state.last_aggregate = last_aggregate;
+                    continue;
+                }
+                _ => {}
+            }
             let node_op = match op.as_str() {
                 "filter" | "filter_not" => {
                     NodeOp::Filter { plugin: plugin(self, PluginKind::Filter)?, negate: op == "filter_not" }
@@ -284,6 +388,76 @@ impl Builder<'_> {
                     values_only: op == "flat_map_values",
                 },
                 "select_key" => NodeOp::SelectKey { plugin: plugin(self, PluginKind::KeySelector)? },
+                "with_timestamp" => NodeOp::WithTimestamp { plugin: plugin(self, PluginKind::TimestampExtractor)? },
+                "process" => {
+                    let p = plugin(self, PluginKind::Processor)?;
+                    let mut stores = Vec::new();
+                    if let Some(names) = &s.stores {
+                        for n in names.get_ref() {
+                            let def = self.loaded.manifest.stores.iter().find(|(k, _)| k.get_ref() == n);
+                            let kind =
+                                def.and_then(|(_, d)| d.kind.as_ref()).map_or(StoreKind::KeyValue, |k| *k.get_ref());
+                            stores.push(self.store(n.clone(), names.span(), kind, &skey)?);
+                        }
+                    }
+                    let children = s
+                        .children
+                        .as_ref()
+                        .map(|c| c.get_ref().iter().map(|(k, v)| (k.clone(), self.topic_of(v))).collect())
+                        .unwrap_or_default();
+                    NodeOp::Process { plugin: p, stores, children }
+                }
+                "group_by" => {
+                    let select = NodeOp::SelectKey { plugin: plugin(self, PluginKind::KeySelector)? };
+                    let id = self.add(ctx, name.clone(), select, parents);
+                    parents = vec![self.repartition(ctx, &name, vec![id])];
+                    state = StreamState { grouped: Some(None), ..Default::default() };
+                    continue;
+                }
+                "count" | "reduce" | "aggregate" => {
+                    let Some(window) = state.grouped.take() else {
+                        return Err(self.err(
+                            s.op.span(),
+                            format!("{skey}.op"),
+                            format!("`{op}` needs grouped records: put `group_by_key` or `group_by` before it"),
+                        ));
+                    };
+                    let fold = match op.as_str() {
+                        "count" => FoldOp::Count,
+                        "reduce" => FoldOp::Reduce(plugin(self, PluginKind::Reducer)?),
+                        _ => FoldOp::Aggregate(plugin(self, PluginKind::Aggregator)?),
+                    };
+                    let kind = match window {
+                        None => StoreKind::KeyValue,
+                        Some(WindowSpec::Session { .. }) => StoreKind::Session,
+                        Some(_) => StoreKind::Window,
+                    };
+                    let (store_name, span) = match &s.store {
+                        Some(n) => (n.get_ref().clone(), n.span()),
+                        None => (format!("{name}-store"), s.op.span()),
+                    };
+                    let store = self.store(store_name, span, kind, &skey)?;
+                    let late_topic = match (&s.late_topic, window) {
+                        (Some(t), Some(_)) => Some(self.topic_of(t.get_ref())),
+                        (Some(t), None) => {
+                            return Err(self.err(
+                                t.span(),
+                                format!("{skey}.late_topic"),
+                                "`late_topic` needs windows: records are late only for a window",
+                            ));
+                        }
+                        (None, _) => None,
+                    };
+                    let id = self.add(
+                        ctx,
+                        name,
+                        NodeOp::Aggregate { fold, window, emit_final: false, store, late_topic },
+                        parents,
+                    );
+                    parents = vec![id];
+                    state = StreamState { last_aggregate: Some(id), ..Default::default() };
+                    continue;
+                }
                 "peek" => NodeOp::Peek {
                     plugin: match s.plugin {
                         Some(_) => Some(plugin(self, PluginKind::ForEach)?),
@@ -346,7 +520,8 @@ impl Builder<'_> {
                             }
                         };
                         let first = self.nodes.len();
-                        let ends = self.chain(ctx, &bkey, &format!("{name}-{j}"), vec![id], &br.steps)?;
+                        let sub = StreamState { key_changed: state.key_changed, ..Default::default() };
+                        let ends = self.chain(ctx, &bkey, &format!("{name}-{j}"), vec![id], &br.steps, sub)?;
                         match (&br.to, ends) {
                             (Some(to), Some(ends)) => {
                                 let topic = self.topic_of(to.get_ref());
@@ -384,7 +559,10 @@ impl Builder<'_> {
 
     /// Fields that do not belong to the op are mistakes, not silently ignored settings.
     fn reject_fields(&self, s: &StepDef, op: &str, key: &str) -> Result<(), ManifestError> {
-        let takes_plugin = !matches!(op, "merge" | "to" | "branch");
+        let takes_plugin = !matches!(
+            op,
+            "merge" | "to" | "branch" | "group_by_key" | "windowed_by" | "count" | "suppress" | "to_stream"
+        );
         let bad = |field: &str, span: std::ops::Range<usize>| {
             Err(self.err(span, format!("{key}.{field}"), format!("`{op}` does not take `{field}`")))
         };
@@ -406,7 +584,182 @@ impl Builder<'_> {
         {
             return bad("branches", b.span());
         }
+        let aggregates = matches!(op, "count" | "reduce" | "aggregate");
+        if !aggregates && let Some(x) = &s.store {
+            return bad("store", x.span());
+        }
+        if !aggregates && let Some(x) = &s.late_topic {
+            return bad("late_topic", x.span());
+        }
+        if op != "windowed_by"
+            && let Some(x) = &s.window
+        {
+            return bad("window", x.span());
+        }
+        if op != "suppress"
+            && let Some(x) = &s.until
+        {
+            return bad("until", x.span());
+        }
+        if op != "process"
+            && let Some(x) = &s.stores
+        {
+            return bad("stores", x.span());
+        }
+        if op != "process"
+            && let Some(x) = &s.children
+        {
+            return bad("children", x.span());
+        }
         Ok(())
+    }
+
+    /// A repartition through `<application-id>-<step>-repartition`: a sink stamping positions,
+    /// and the source that reads it back (a new sub-topology).
+    fn repartition(&mut self, ctx: &Ctx<'_>, step: &str, parents: Vec<NodeId>) -> NodeId {
+        let topic = format!("{}-{step}-repartition", self.loaded.manifest.application.id.get_ref());
+        self.add(ctx, format!("{step}-repartition-sink"), NodeOp::Repartition { topic: topic.clone() }, parents);
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            id,
+            name: format!("source-{topic}"),
+            op: NodeOp::Source { topic: topic.clone() },
+            children: Vec::new(),
+            parents: Vec::new(),
+            pipeline: ctx.pipeline.to_owned(),
+            policy: ctx.policy.clone(),
+        });
+        self.sources.insert(topic, id);
+        id
+    }
+
+    fn duration(&self, d: &Spanned<Duration>, key: String) -> Result<i64, ManifestError> {
+        let ms = match d.get_ref() {
+            Duration::Millis(ms) => Ok(*ms),
+            Duration::Text(t) => parse_duration(t),
+        }
+        .map_err(|m| self.err(d.span(), &key, m))?;
+        if ms < 0 {
+            return Err(self.err(d.span(), key, "a duration cannot be negative"));
+        }
+        Ok(ms)
+    }
+
+    fn window(&self, w: &Spanned<WindowDef>, key: &str) -> Result<WindowSpec, ManifestError> {
+        let def = w.get_ref();
+        let need = |field: &str, v: &Option<Spanned<Duration>>| -> Result<i64, ManifestError> {
+            match v {
+                Some(d) => {
+                    let ms = self.duration(d, format!("{key}.{field}"))?;
+                    if ms == 0 {
+                        return Err(self.err(
+                            d.span(),
+                            format!("{key}.{field}"),
+                            format!("`{field}` must be longer than 0"),
+                        ));
+                    }
+                    Ok(ms)
+                }
+                None => Err(self.err(w.span(), key, format!("a {} window needs `{field}`", def.kind.get_ref()))),
+            }
+        };
+        let grace = match &def.grace {
+            Some(g) => self.duration(g, format!("{key}.grace"))?,
+            None => 0,
+        };
+        let unused = |field: &str, v: &Option<Spanned<Duration>>| -> Result<(), ManifestError> {
+            match v {
+                Some(d) => Err(self.err(
+                    d.span(),
+                    format!("{key}.{field}"),
+                    format!("a {} window does not take `{field}`", def.kind.get_ref()),
+                )),
+                None => Ok(()),
+            }
+        };
+        Ok(match def.kind.get_ref().as_str() {
+            "tumbling" => {
+                unused("advance", &def.advance)?;
+                unused("gap", &def.gap)?;
+                unused("difference", &def.difference)?;
+                let size = need("size", &def.size)?;
+                WindowSpec::Time { size, advance: size, grace }
+            }
+            "hopping" => {
+                unused("gap", &def.gap)?;
+                unused("difference", &def.difference)?;
+                let size = need("size", &def.size)?;
+                let advance = need("advance", &def.advance)?;
+                if advance > size {
+                    let span = def.advance.as_ref().map_or_else(|| w.span(), |a| a.span());
+                    return Err(self.err(span, format!("{key}.advance"), "`advance` cannot be longer than `size`"));
+                }
+                WindowSpec::Time { size, advance, grace }
+            }
+            "sliding" => {
+                unused("size", &def.size)?;
+                unused("advance", &def.advance)?;
+                unused("gap", &def.gap)?;
+                WindowSpec::Sliding { difference: need("difference", &def.difference)?, grace }
+            }
+            "session" => {
+                unused("size", &def.size)?;
+                unused("advance", &def.advance)?;
+                unused("difference", &def.difference)?;
+                WindowSpec::Session { gap: need("gap", &def.gap)?, grace }
+            }
+            other => {
+                let mut e = self.err(def.kind.span(), format!("{key}.type"), format!("unknown window type `{other}`"));
+                if let Some(c) = closest(other, ["tumbling", "hopping", "sliding", "session"]) {
+                    e = e.with_help(format!("did you mean `{c}`?"));
+                } else {
+                    e = e.with_help("the window types are: tumbling, hopping, sliding, session");
+                }
+                return Err(e);
+            }
+        })
+    }
+
+    /// The store of an aggregation step: the one `store` names (declared in `[stores]` or
+    /// not), or one named after the step.
+    fn store(
+        &mut self,
+        name: String,
+        span: std::ops::Range<usize>,
+        kind: StoreKind,
+        key: &str,
+    ) -> Result<String, ManifestError> {
+        if self.stores.contains_key(&name) {
+            return Err(self.err(
+                span,
+                format!("{key}.store"),
+                format!("store `{name}` is already used by another step; each step needs its own"),
+            ));
+        }
+        let def = self.loaded.manifest.stores.iter().find(|(k, _)| k.get_ref() == &name).map(|(_, d)| d);
+        if let Some(declared) = def.and_then(|d| d.kind.as_ref())
+            && *declared.get_ref() != kind
+        {
+            return Err(self.err(
+                declared.span(),
+                format!("stores.{name}.kind"),
+                format!("the step that uses store `{name}` needs a {kind:?} store, not {:?}", declared.get_ref()),
+            ));
+        }
+        let ttl_ms = match def.and_then(|d| d.ttl.as_ref()) {
+            Some(t) => Some(self.duration(t, format!("stores.{name}.ttl"))?),
+            None => None,
+        };
+        let spec = StoreSpec {
+            name: name.clone(),
+            kind,
+            persistent: def.is_none_or(|d| d.persistent),
+            changelog: def.is_none_or(|d| d.changelog),
+            ttl_ms,
+            cache_bytes: def.and_then(|d| d.cache_bytes).unwrap_or(DEFAULT_CACHE_BYTES),
+        };
+        self.stores.insert(name.clone(), spec);
+        Ok(name)
     }
 
     /// Connected components of the graph, numbered by their first source topic.

@@ -3,7 +3,19 @@
 
 use std::fmt::Write;
 
-use super::{NodeOp, PluginRef, Topology};
+use super::{FoldOp, NodeOp, PluginRef, Topology};
+use crate::operators::windows::WindowSpec;
+
+fn window_text(w: &WindowSpec) -> String {
+    match *w {
+        WindowSpec::Time { size, advance, grace } if size == advance => format!("tumbling {size}ms, grace {grace}ms"),
+        WindowSpec::Time { size, advance, grace } => {
+            format!("hopping {size}ms advancing {advance}ms, grace {grace}ms")
+        }
+        WindowSpec::Sliding { difference, grace } => format!("sliding {difference}ms, grace {grace}ms"),
+        WindowSpec::Session { gap, grace } => format!("session gap {gap}ms, grace {grace}ms"),
+    }
+}
 
 fn plugin(p: &PluginRef) -> String {
     if p.function.is_empty() {
@@ -44,6 +56,31 @@ pub fn describe(t: &Topology) -> String {
                     format!("Processor: {} (branches: [{}])", n.name, preds.join(", "))
                 }
                 NodeOp::Merge => format!("Processor: {} (merge)", n.name),
+                NodeOp::WithTimestamp { plugin: p } => format!("Processor: {} ({})", n.name, plugin(p)),
+                NodeOp::Process { plugin: p, stores, children } => {
+                    let kids: Vec<String> = children.iter().map(|(k, v)| format!("{k} -> {v}")).collect();
+                    format!(
+                        "Processor: {} ({}, children: [{}])\n      stores: [{}]",
+                        n.name,
+                        plugin(p),
+                        kids.join(", "),
+                        stores.join(", ")
+                    )
+                }
+                NodeOp::Repartition { topic } => format!("Sink: {} (topic: {topic})", n.name),
+                NodeOp::Aggregate { fold, window, emit_final, store, .. } => {
+                    let mut d = fold.name().to_owned();
+                    if let FoldOp::Reduce(p) | FoldOp::Aggregate(p) = fold {
+                        d = format!("{d}, {}", plugin(p));
+                    }
+                    if let Some(w) = window {
+                        d = format!("{d}, window: {}", window_text(w));
+                    }
+                    if *emit_final {
+                        d.push_str(", emit: final");
+                    }
+                    format!("Processor: {} ({d})\n      stores: [{store}]", n.name)
+                }
             };
             let _ = writeln!(out, "    {detail}");
             let names = |ids: &[usize]| ids.iter().map(|&c| t.node(c).name.clone()).collect::<Vec<_>>().join(", ");
@@ -66,7 +103,7 @@ fn label(t: &Topology, id: usize) -> String {
     let n = t.node(id);
     match &n.op {
         NodeOp::Source { topic } => format!("source: {topic}"),
-        NodeOp::Sink { topic } => format!("to: {topic}"),
+        NodeOp::Sink { topic } | NodeOp::Repartition { topic } => format!("to: {topic}"),
         NodeOp::Branch { .. } => n.name.clone(),
         op => match op.plugins().first() {
             Some(p) => format!("{}\\n{}", n.name, p.plugin),
@@ -85,7 +122,7 @@ pub fn describe_dot(t: &Topology) -> String {
         let _ = writeln!(out, "    label=\"sub-topology {}\";", sub.id);
         for &id in &sub.nodes {
             let shape = match t.node(id).op {
-                NodeOp::Source { .. } | NodeOp::Sink { .. } => "cds",
+                NodeOp::Source { .. } | NodeOp::Sink { .. } | NodeOp::Repartition { .. } => "cds",
                 _ => "box",
             };
             let _ = writeln!(out, "    n{id} [label=\"{}\", shape={shape}];", label(t, id));
@@ -109,7 +146,9 @@ pub fn describe_mermaid(t: &Topology) -> String {
         for &id in &sub.nodes {
             let text = label(t, id).replace("\\n", "<br/>");
             let _ = match t.node(id).op {
-                NodeOp::Source { .. } | NodeOp::Sink { .. } => writeln!(out, "    n{id}[(\"{text}\")]"),
+                NodeOp::Source { .. } | NodeOp::Sink { .. } | NodeOp::Repartition { .. } => {
+                    writeln!(out, "    n{id}[(\"{text}\")]")
+                }
                 _ => writeln!(out, "    n{id}[\"{text}\"]"),
             };
         }

@@ -10,6 +10,8 @@ pub use build::build;
 pub use describe::{describe, describe_dot, describe_mermaid};
 
 use crate::manifest::{Format, OnError};
+use crate::operators::windows::WindowSpec;
+use crate::state::StoreSpec;
 
 pub type NodeId = usize;
 
@@ -22,11 +24,25 @@ pub enum PluginKind {
     FlatMapper,
     KeySelector,
     ForEach,
+    Aggregator,
+    Reducer,
+    TimestampExtractor,
+    Processor,
 }
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 6] =
-        [Self::Filter, Self::ValueMapper, Self::KeyValueMapper, Self::FlatMapper, Self::KeySelector, Self::ForEach];
+    pub const ALL: [PluginKind; 10] = [
+        Self::Filter,
+        Self::ValueMapper,
+        Self::KeyValueMapper,
+        Self::FlatMapper,
+        Self::KeySelector,
+        Self::ForEach,
+        Self::Aggregator,
+        Self::Reducer,
+        Self::TimestampExtractor,
+        Self::Processor,
+    ];
 
     /// The WIT interface name, e.g. `value-mapper`.
     pub fn interface(self) -> &'static str {
@@ -37,6 +53,10 @@ impl PluginKind {
             Self::FlatMapper => "flat-mapper",
             Self::KeySelector => "key-selector",
             Self::ForEach => "for-each",
+            Self::Aggregator => "aggregator",
+            Self::Reducer => "reducer",
+            Self::TimestampExtractor => "timestamp-extractor",
+            Self::Processor => "processor",
         }
     }
 
@@ -49,6 +69,10 @@ impl PluginKind {
             Self::FlatMapper => "#[wasp::flat_map] or #[wasp::flat_map_values]",
             Self::KeySelector => "#[wasp::select_key]",
             Self::ForEach => "#[wasp::for_each]",
+            Self::Aggregator => "#[wasp::aggregate]",
+            Self::Reducer => "#[wasp::reduce]",
+            Self::TimestampExtractor => "#[wasp::timestamp]",
+            Self::Processor => "#[wasp::processor]",
         }
     }
 }
@@ -101,6 +125,30 @@ pub enum NodeOp {
     },
     /// Records from several parents continue as one stream.
     Merge,
+    /// The event time comes from a timestamp-extractor plugin.
+    WithTimestamp {
+        plugin: PluginRef,
+    },
+    /// `count`, `reduce` or `aggregate` of grouped records, maybe over windows.
+    Aggregate {
+        fold: FoldOp,
+        window: Option<WindowSpec>,
+        /// Emit each window once, when it closes (`suppress`), instead of every update.
+        emit_final: bool,
+        store: String,
+        late_topic: Option<String>,
+    },
+    /// A custom processor: its stores, and its named children (each a topic).
+    Process {
+        plugin: PluginRef,
+        stores: Vec<String>,
+        children: BTreeMap<String, String>,
+    },
+    /// Writes to an internal repartition topic, stamping each record with its input position
+    /// so the reading store can skip duplicates.
+    Repartition {
+        topic: String,
+    },
     Sink {
         topic: String,
     },
@@ -116,8 +164,29 @@ impl NodeOp {
             | Self::SelectKey { plugin }
             | Self::ForEach { plugin } => vec![plugin],
             Self::Peek { plugin } => plugin.iter().collect(),
+            Self::WithTimestamp { plugin } | Self::Process { plugin, .. } => vec![plugin],
+            Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), .. } => vec![p],
+            Self::Aggregate { fold: FoldOp::Count, .. } | Self::Repartition { .. } => vec![],
             Self::Branch { predicates, .. } => predicates.iter().flatten().collect(),
             Self::Source { .. } | Self::Merge | Self::Sink { .. } => vec![],
+        }
+    }
+}
+
+/// How an aggregation folds values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoldOp {
+    Count,
+    Reduce(PluginRef),
+    Aggregate(PluginRef),
+}
+
+impl FoldOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Reduce(_) => "reduce",
+            Self::Aggregate(_) => "aggregate",
         }
     }
 }
@@ -165,6 +234,8 @@ pub struct Topology {
     pub sources: BTreeMap<String, NodeId>,
     pub subtopologies: Vec<SubTopology>,
     pub formats: BTreeMap<String, TopicFormats>,
+    /// Every state store, by name.
+    pub stores: BTreeMap<String, StoreSpec>,
 }
 
 impl Topology {
@@ -178,13 +249,29 @@ impl Topology {
             .nodes
             .iter()
             .filter_map(|n| match &n.op {
-                NodeOp::Sink { topic } => Some(topic.as_str()),
+                NodeOp::Sink { topic } | NodeOp::Repartition { topic } => Some(topic.as_str()),
                 _ => None,
             })
             .collect();
         topics.sort_unstable();
         topics.dedup();
         topics
+    }
+
+    /// Repartition topics (internal: written and read by this application).
+    pub fn repartition_topics(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                NodeOp::Repartition { topic } => Some(topic.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The changelog topic of a store.
+    pub fn changelog_topic(&self, store: &str) -> String {
+        format!("{}-{store}-changelog", self.application_id)
     }
 
     /// Formats of `topic`.

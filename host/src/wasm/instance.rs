@@ -7,8 +7,8 @@ use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use super::bindings::{
-    Batch, CallError, RecordError, Verdicts, WasmOutput, filter, flat_mapper, for_each, key_selector, key_value_mapper,
-    value_mapper,
+    Batch, CallError, RecordError, Verdicts, WasmOutput, aggregator, filter, flat_mapper, for_each, key_selector,
+    key_value_mapper, processor, reducer, timestamp_extractor, value_mapper,
 };
 use super::host::metrics::PluginMetrics;
 use super::{EPOCH_TICK, HostState, LoadedPlugin, PluginError};
@@ -33,6 +33,10 @@ struct Exports {
     flat_mapper: Option<flat_mapper::Guest>,
     key_selector: Option<key_selector::Guest>,
     for_each: Option<for_each::Guest>,
+    aggregator: Option<aggregator::Guest>,
+    reducer: Option<reducer::Guest>,
+    timestamp_extractor: Option<timestamp_extractor::Guest>,
+    processor: Option<processor::Guest>,
 }
 
 pub struct PluginInstance {
@@ -115,6 +119,7 @@ impl LoadedPlugin {
             plugin: self.name.clone(),
             config: self.config.clone(),
             metrics: PluginMetrics { registry: self.runtime.metrics.clone() },
+            stores: None,
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,
@@ -145,6 +150,10 @@ impl LoadedPlugin {
             flat_mapper: export!(PluginKind::FlatMapper, flat_mapper),
             key_selector: export!(PluginKind::KeySelector, key_selector),
             for_each: export!(PluginKind::ForEach, for_each),
+            aggregator: export!(PluginKind::Aggregator, aggregator),
+            reducer: export!(PluginKind::Reducer, reducer),
+            timestamp_extractor: export!(PluginKind::TimestampExtractor, timestamp_extractor),
+            processor: export!(PluginKind::Processor, processor),
         };
         Ok(PluginInstance { store, exports, name: self.name.to_string(), deadline_ticks })
     }
@@ -213,7 +222,7 @@ impl PluginInstance {
             PluginKind::KeySelector => {
                 self.exports.key_selector.as_ref().map(|g| g.call_select_key(store, function, &b))
             }
-            PluginKind::Filter | PluginKind::ForEach => None,
+            _ => None,
         };
         give_back(batch, b);
         let r = r.ok_or_else(|| missing(&self.name, kind))?;
@@ -230,6 +239,113 @@ impl PluginInstance {
         r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
     }
 
+    /// Folds a batch into aggregates (see `aggregator.aggregate` in the WIT).
+    pub fn aggregate(
+        &mut self,
+        function: &str,
+        batch: &mut EncodedBatch,
+        slots: &[u32],
+        current: &mut EncodedBatch,
+    ) -> Result<WasmOutput, CallFailure> {
+        self.arm();
+        let guest = self.exports.aggregator.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Aggregator))?;
+        let (b, c) = (lend(batch), lend(current));
+        let r = guest.call_aggregate(&mut self.store, function, &b, slots, &c);
+        give_back(batch, b);
+        give_back(current, c);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Folds a batch into reduced values (see `reducer.reduce` in the WIT).
+    pub fn reduce(
+        &mut self,
+        function: &str,
+        batch: &mut EncodedBatch,
+        slots: &[u32],
+        current: &mut EncodedBatch,
+    ) -> Result<WasmOutput, CallFailure> {
+        self.arm();
+        let guest = self.exports.reducer.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Reducer))?;
+        let (b, c) = (lend(batch), lend(current));
+        let r = guest.call_reduce(&mut self.store, function, &b, slots, &c);
+        give_back(batch, b);
+        give_back(current, c);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Merges aggregates pairwise (session windows).
+    pub fn merge(
+        &mut self,
+        function: &str,
+        left: &mut EncodedBatch,
+        right: &mut EncodedBatch,
+    ) -> Result<WasmOutput, CallFailure> {
+        self.arm();
+        let guest = self.exports.aggregator.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Aggregator))?;
+        let (l, r) = (lend(left), lend(right));
+        let res = guest.call_merge(&mut self.store, function, &l, &r);
+        give_back(left, l);
+        give_back(right, r);
+        res.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// The aggregator's initial aggregate.
+    pub fn initialize(&mut self, function: &str) -> Result<Vec<u8>, CallFailure> {
+        self.arm();
+        let guest = self.exports.aggregator.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Aggregator))?;
+        let r = guest.call_initialize(&mut self.store, function);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// The event time of each record.
+    pub fn extract_timestamps(
+        &mut self,
+        function: &str,
+        batch: &mut EncodedBatch,
+    ) -> Result<timestamp_extractor::Timestamps, CallFailure> {
+        self.arm();
+        let guest = self
+            .exports
+            .timestamp_extractor
+            .as_ref()
+            .ok_or_else(|| missing(&self.name, PluginKind::TimestampExtractor))?;
+        let b = lend(batch);
+        let r = guest.call_extract(&mut self.store, function, &b);
+        give_back(batch, b);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Gives a processor instance its step's stores.
+    pub fn attach_stores(&mut self, stores: super::host::state::SharedStores) {
+        self.store.data_mut().stores = Some(stores);
+    }
+
+    /// A processor's timers.
+    pub fn processor_init(&mut self, function: &str) -> Result<Vec<processor::Timer>, CallFailure> {
+        self.arm();
+        let guest = self.exports.processor.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Processor))?;
+        let r = guest.call_init(&mut self.store, function);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Runs a processor over the batch.
+    pub fn process(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<processor::Forwarded, CallFailure> {
+        self.arm();
+        let guest = self.exports.processor.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Processor))?;
+        let b = lend(batch);
+        let r = guest.call_process(&mut self.store, function, &b);
+        give_back(batch, b);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
+    /// Fires a processor's timer.
+    pub fn punctuate(&mut self, function: &str, timer: &str, time: i64) -> Result<processor::Forwarded, CallFailure> {
+        self.arm();
+        let guest = self.exports.processor.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Processor))?;
+        let r = guest.call_punctuate(&mut self.store, function, timer, time);
+        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+    }
+
     /// Checks at load time that `function` names a function of `kind`: an empty batch costs
     /// nothing and answers `unknown-function` if it does not.
     pub fn probe(&mut self, kind: PluginKind, function: &str) -> Result<(), CallFailure> {
@@ -237,6 +353,10 @@ impl PluginInstance {
         match kind {
             PluginKind::Filter => self.filter(function, &mut empty).map(drop),
             PluginKind::ForEach => self.for_each(function, &mut empty).map(drop),
+            PluginKind::Aggregator => self.initialize(function).map(drop),
+            PluginKind::Reducer => self.reduce(function, &mut empty, &[], &mut EncodedBatch::default()).map(drop),
+            PluginKind::TimestampExtractor => self.extract_timestamps(function, &mut empty).map(drop),
+            PluginKind::Processor => self.processor_init(function).map(drop),
             _ => self.transform(kind, function, &mut empty).map(drop),
         }
     }

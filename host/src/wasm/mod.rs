@@ -6,9 +6,9 @@
 //! validates a plugin once ([`LoadedPlugin`]); [`LoadedPlugin::instantiate`] prepares one
 //! instance per task ([`PluginInstance`]); the operators then call it once per batch.
 
-mod bindings;
+pub(crate) mod bindings;
 mod cache;
-mod host;
+pub mod host;
 mod instance;
 mod loader;
 

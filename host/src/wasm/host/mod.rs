@@ -5,6 +5,7 @@
 mod config;
 mod log;
 pub mod metrics;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct HostState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: StoreLimits,
+    /// A custom processor's stores (other kinds have none).
+    pub stores: Option<state::SharedStores>,
 }
 
 impl WasiView for HostState {

@@ -40,3 +40,35 @@ fn first_char(value: &str) -> String {
 fn count(_value: Option<&[u8]>) {
     wasp::metrics::counter_add("seen_total", &[("source", "test-kit")], 1);
 }
+
+/// The aggregate every key and window starts from.
+fn zero() -> String {
+    "0".to_owned()
+}
+
+/// Sums decimal values; fails values that are not numbers. Sessions merge by adding.
+#[wasp::aggregate(init = zero, merge = add_sums)]
+fn sum(value: &str, aggregate: &str) -> Result<String, String> {
+    let v: i64 = value.trim().parse().map_err(|_| format!("`{value}` is not a number"))?;
+    let a: i64 = aggregate.parse().map_err(|_| format!("aggregate `{aggregate}` is not a number"))?;
+    Ok((a + v).to_string())
+}
+
+fn add_sums(left: &str, right: &str) -> Result<String, String> {
+    let l: i64 = left.parse().map_err(|_| format!("`{left}` is not a number"))?;
+    let r: i64 = right.parse().map_err(|_| format!("`{right}` is not a number"))?;
+    Ok((l + r).to_string())
+}
+
+/// Joins values with `+`, so a test sees the order they were folded in.
+#[wasp::reduce]
+fn concat(aggregate: &str, value: &str) -> String {
+    format!("{aggregate}+{value}")
+}
+
+/// The event time is the value's first field (`<ms> rest`); values without one fail.
+#[wasp::timestamp]
+fn leading_millis(value: &str) -> Result<i64, String> {
+    let first = value.split_whitespace().next().unwrap_or_default();
+    first.parse().map_err(|_| format!("`{first}` is not a timestamp"))
+}

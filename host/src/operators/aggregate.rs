@@ -1,0 +1,697 @@
+//! `count`, `reduce` and `aggregate`, over keys or over windows (time, sliding, session),
+//! emitting every update or only each window's final result.
+//!
+//! The host does the state I/O: for a batch it reads the aggregates the batch touches, calls
+//! the plugin once with the records, a slot per record and the slots' current aggregates, and
+//! writes back what the plugin returns (see `wit/plugin.wit`, `aggregator`). Session and
+//! sliding windows read the aggregates of a key's neighbouring windows, so when a batch holds
+//! several records of one key, the batch is split before the second one (one call per such
+//! run). Merging sessions calls the plugin's merger.
+//!
+//! Stored values are `timestamp (8 bytes) | aggregate`; the timestamp is the largest event
+//! time folded in, and becomes the output record's timestamp, as in Kafka Streams.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+
+use super::windows::{
+    DATA, EMIT_INDEX, EXPIRE_INDEX, Window, WindowSpec, decode_data_key, index_key, key_prefix, output_key,
+    session_key, time_bytes, time_from, time_windows, window_key,
+};
+use super::{Emitted, Failure, Operator, PluginStep};
+use crate::record::{EncodedBatch, Header, Record};
+use crate::state::{Sequencer, Store, prefix_end, upstream_of};
+use crate::wasm::CallFailure;
+
+/// Sessions or windows of one key a record can touch are few; the cap guards a runaway key.
+pub const MAX_WINDOWS_PER_KEY_SCAN: usize = 10_000;
+
+/// How values fold into an aggregate.
+pub enum Fold {
+    /// Built in: the aggregate is the number of records, as decimal text.
+    Count,
+    Reduce(PluginStep),
+    /// The initializer's bytes are read once, when the step starts.
+    Aggregate {
+        step: PluginStep,
+        init: Vec<u8>,
+    },
+}
+
+pub struct Aggregate {
+    pub fold: Fold,
+    pub window: Option<WindowSpec>,
+    pub emit_final: bool,
+    /// Where records too late for every window go (they are dropped otherwise).
+    pub late_topic: Option<String>,
+    pub store: Store,
+    /// The task's input topics, by `Origin::topic`.
+    pub topics: Vec<String>,
+    pub node: String,
+    pub seq: Sequencer,
+}
+
+enum EmitValue {
+    /// The aggregate after fold entry `i`.
+    Entry(usize),
+    Known(Option<Bytes>),
+}
+
+struct Emit {
+    key: Bytes,
+    window: Option<Window>,
+    value: EmitValue,
+    timestamp: i64,
+}
+
+/// A failed record's error code and message.
+type Error = (String, String);
+/// The aggregate after each fold entry (`None`: the aggregate was deleted), or its error.
+type EntryResults = Vec<Result<Option<Vec<u8>>, Error>>;
+
+/// Folds gathered for one plugin call.
+#[derive(Default)]
+struct Chunk {
+    /// One entry per (record, window): the record to fold and its slot.
+    entries: Vec<Record>,
+    entry_slot: Vec<u32>,
+    /// The input record (index into the batch) each entry came from.
+    entry_input: Vec<usize>,
+    slot_key: Vec<Vec<u8>>,
+    slot_group: Vec<Option<Bytes>>,
+    slot_current: Vec<Option<Vec<u8>>>,
+    slot_ts: Vec<i64>,
+    slot_of: HashMap<Vec<u8>, u32>,
+    /// Grouping keys with entries in this chunk (session and sliding windows split on them).
+    groups: HashSet<Bytes>,
+    emits: Vec<Emit>,
+}
+
+fn encode_value(ts: i64, agg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + agg.len());
+    v.extend_from_slice(&time_bytes(ts));
+    v.extend_from_slice(agg);
+    v
+}
+
+fn decode_value(v: &[u8]) -> Option<(i64, &[u8])> {
+    Some((time_from(v)?, v.get(8..)?))
+}
+
+impl Aggregate {
+    fn initial(&self) -> Option<Vec<u8>> {
+        match &self.fold {
+            Fold::Count => Some(b"0".to_vec()),
+            Fold::Reduce(_) => None,
+            Fold::Aggregate { init, .. } => Some(init.clone()),
+        }
+    }
+
+    fn label(&self) -> String {
+        match &self.fold {
+            Fold::Count => "count (built in)".to_owned(),
+            Fold::Reduce(s) | Fold::Aggregate { step: s, .. } => s.label().to_owned(),
+        }
+    }
+
+    fn fail(&self, record: Record, code: &str, message: String) -> Failure {
+        Failure { record, code: code.to_owned(), message, plugin: self.label() }
+    }
+
+    /// A store read, or a failure of the record that needed it.
+    fn read(&self, key: &[u8]) -> Result<Option<(i64, Vec<u8>)>, String> {
+        let v = self.store.get(key).map_err(|e| e.to_string())?;
+        let entry = v.as_deref().and_then(decode_value).map(|(t, a)| (t, a.to_vec()));
+        // An entry not updated within the store's TTL (in stream time) reads as absent.
+        Ok(match (entry, self.store.spec.ttl_ms, self.store.stream_time()) {
+            (Some((t, _)), Some(ttl), Some(now)) if t < now - ttl => None,
+            (e, _, _) => e,
+        })
+    }
+
+    /// Adds a fold of `record` into the window stored at `data_key`, starting (if the chunk
+    /// has no slot for it yet) from `current`.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_into(
+        &mut self,
+        chunk: &mut Chunk,
+        data_key: Vec<u8>,
+        group: &Bytes,
+        window: Option<Window>,
+        current: Option<(i64, Vec<u8>)>,
+        record: &Record,
+        input: usize,
+    ) {
+        let slot = match chunk.slot_of.get(&data_key) {
+            Some(&s) => s,
+            None => {
+                let s = chunk.slot_key.len() as u32;
+                if let Some(w) = window
+                    && current.is_none()
+                {
+                    self.index_new_window(&data_key, w);
+                }
+                let (ts, agg) = match current {
+                    Some((ts, agg)) => (ts, Some(agg)),
+                    None => (i64::MIN, self.initial()),
+                };
+                chunk.slot_of.insert(data_key.clone(), s);
+                chunk.slot_key.push(data_key);
+                chunk.slot_group.push(Some(group.clone()));
+                chunk.slot_current.push(agg);
+                chunk.slot_ts.push(ts);
+                s
+            }
+        };
+        chunk.entries.push(record.clone());
+        chunk.entry_slot.push(slot);
+        chunk.entry_input.push(input);
+        chunk.groups.insert(group.clone());
+        if !self.emit_final {
+            chunk.emits.push(Emit {
+                key: group.clone(),
+                window,
+                value: EmitValue::Entry(chunk.entries.len() - 1),
+                timestamp: record.timestamp,
+            });
+        }
+    }
+
+    /// A new window waits to be emitted (emit-final) and to expire.
+    fn index_new_window(&mut self, data_key: &[u8], w: Window) {
+        let Some(spec) = self.window else { return };
+        if self.emit_final {
+            self.store.put(index_key(EMIT_INDEX, w.end, data_key), Vec::new());
+        }
+        self.store.put(index_key(EXPIRE_INDEX, w.end + spec.retention_after_end(), data_key), Vec::new());
+    }
+
+    /// Removes a window and its index entries.
+    fn remove_window(&mut self, data_key: &[u8], w: Window) {
+        let Some(spec) = self.window else { return };
+        self.store.delete(data_key.to_vec());
+        self.store.delete(index_key(EMIT_INDEX, w.end, data_key));
+        self.store.delete(index_key(EXPIRE_INDEX, w.end + spec.retention_after_end(), data_key));
+    }
+
+    /// Runs the chunk's folds (one plugin call), writes the aggregates back, and turns its
+    /// emits into records.
+    fn run_chunk(&mut self, chunk: Chunk, input: &[Record], out: &mut Emitted, failed: &mut BTreeSet<usize>) {
+        if chunk.entries.is_empty() && chunk.emits.is_empty() {
+            return;
+        }
+        let n = chunk.entries.len();
+        // The aggregate after each entry, or the error that failed it.
+        let reduce = matches!(self.fold, Fold::Reduce(_));
+        let results: EntryResults = match &mut self.fold {
+            Fold::Count => {
+                let mut state: Vec<u64> = chunk
+                    .slot_current
+                    .iter()
+                    .map(|c| c.as_deref().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0))
+                    .collect();
+                chunk
+                    .entry_slot
+                    .iter()
+                    .map(|&s| {
+                        state[s as usize] += 1;
+                        Ok(Some(state[s as usize].to_string().into_bytes()))
+                    })
+                    .collect()
+            }
+            Fold::Reduce(step) | Fold::Aggregate { step, .. } => {
+                let current: Vec<Record> = chunk
+                    .slot_current
+                    .iter()
+                    .zip(&chunk.slot_group)
+                    .map(|(agg, key)| Record {
+                        key: key.clone(),
+                        value: agg.as_deref().map(Bytes::copy_from_slice),
+                        ..Default::default()
+                    })
+                    .collect();
+                let mut current_batch = EncodedBatch::default();
+                current_batch.encode(current.iter());
+                let slots = chunk.entry_slot.clone();
+                let called = step.call(&chunk.entries, |i, f, b| {
+                    if reduce {
+                        i.reduce(f, b, &slots, &mut current_batch)
+                    } else {
+                        i.aggregate(f, b, &slots, &mut current_batch)
+                    }
+                });
+                match called.and_then(|o| decode_results(o, n, step.label())) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let code = match e {
+                            CallFailure::Trap { .. } => "trap",
+                            CallFailure::Refused { .. } => "refused",
+                        };
+                        vec![Err((code.to_owned(), e.to_string())); n]
+                    }
+                }
+            }
+        };
+        // Fold the results into the slots, in order.
+        let mut slot_agg: Vec<Option<Vec<u8>>> = chunk.slot_current.clone();
+        let mut slot_ts = chunk.slot_ts.clone();
+        let mut slot_touched = vec![false; chunk.slot_key.len()];
+        let mut after: Vec<Option<(i64, Option<Bytes>)>> = Vec::with_capacity(n);
+        for (i, r) in results.into_iter().enumerate() {
+            let s = chunk.entry_slot[i] as usize;
+            match r {
+                Ok(agg) => {
+                    slot_ts[s] = slot_ts[s].max(chunk.entries[i].timestamp);
+                    slot_agg[s] = agg;
+                    slot_touched[s] = true;
+                    after.push(Some((slot_ts[s], slot_agg[s].as_deref().map(Bytes::copy_from_slice))));
+                }
+                Err((code, message)) => {
+                    let origin = chunk.entry_input[i];
+                    if failed.insert(origin) {
+                        out.failures.push(self.fail(input[origin].clone(), &code, message));
+                    }
+                    after.push(None);
+                }
+            }
+        }
+        for s in 0..chunk.slot_key.len() {
+            // A slot no entry changed keeps its aggregate (a session removed to be merged
+            // into it is written back).
+            if !slot_touched[s] && chunk.slot_ts[s] == i64::MIN {
+                continue;
+            }
+            match &slot_agg[s] {
+                Some(agg) => self.store.put(chunk.slot_key[s].clone(), encode_value(slot_ts[s], agg)),
+                None => self.store.delete(chunk.slot_key[s].clone()),
+            }
+        }
+        for e in chunk.emits {
+            let (ts, value) = match e.value {
+                EmitValue::Entry(i) => match &after[i] {
+                    Some((ts, v)) => (*ts, v.clone()),
+                    None => continue,
+                },
+                EmitValue::Known(v) => (e.timestamp, v),
+            };
+            out.all.push(self.output(&e.key, e.window, value, ts));
+        }
+    }
+
+    fn output(&self, key: &[u8], window: Option<Window>, value: Option<Bytes>, timestamp: i64) -> Record {
+        let (key, headers) = match window {
+            Some(w) => (
+                Bytes::from(output_key(key, w)),
+                vec![
+                    Header { name: "wasp.window.start".to_owned(), value: Some(Bytes::from(w.start.to_string())) },
+                    Header { name: "wasp.window.end".to_owned(), value: Some(Bytes::from(w.end.to_string())) },
+                ],
+            ),
+            None => (Bytes::copy_from_slice(key), Vec::new()),
+        };
+        Record { key: Some(key), value, timestamp, headers, ..Default::default() }
+    }
+
+    /// Merges several aggregates of one key into one (session windows).
+    fn merge(&mut self, key: &Bytes, aggs: Vec<Vec<u8>>) -> Result<Vec<u8>, (String, String)> {
+        let mut it = aggs.into_iter();
+        let Some(mut acc) = it.next() else { return self.initial().ok_or_else(|| ("merge".into(), "nothing".into())) };
+        for next in it {
+            acc = match &mut self.fold {
+                Fold::Count => {
+                    let n = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                    (n(&acc) + n(&next)).to_string().into_bytes()
+                }
+                Fold::Reduce(step) => {
+                    // A reducer merges two aggregates as it folds a value into an aggregate.
+                    let current =
+                        [Record { key: Some(key.clone()), value: Some(Bytes::from(acc)), ..Default::default() }];
+                    let mut current_batch = EncodedBatch::default();
+                    current_batch.encode(current.iter());
+                    let entry =
+                        [Record { key: Some(key.clone()), value: Some(Bytes::from(next)), ..Default::default() }];
+                    let called = step.call(&entry, |i, f, b| i.reduce(f, b, &[0], &mut current_batch));
+                    single(called.and_then(|o| decode_results(o, 1, step.label())))?
+                }
+                Fold::Aggregate { step, .. } => {
+                    let left = [Record { key: Some(key.clone()), value: Some(Bytes::from(acc)), ..Default::default() }];
+                    let mut left_batch = EncodedBatch::default();
+                    left_batch.encode(left.iter());
+                    let right =
+                        [Record { key: Some(key.clone()), value: Some(Bytes::from(next)), ..Default::default() }];
+                    let called = step.call(&right, |i, f, b| i.merge(f, &mut left_batch, b));
+                    single(called.and_then(|o| decode_results(o, 1, step.label())))?
+                }
+            };
+        }
+        Ok(acc)
+    }
+
+    /// Kafka Streams' session aggregation for one record.
+    #[allow(clippy::too_many_arguments)]
+    fn session(
+        &mut self,
+        chunk: &mut Chunk,
+        r: &Record,
+        input: usize,
+        group: &Bytes,
+        gap: i64,
+        close: i64,
+        out: &mut Emitted,
+        failed: &mut BTreeSet<usize>,
+    ) -> bool {
+        let t = r.timestamp;
+        let prefix = key_prefix(group);
+        let mut from = prefix.clone();
+        from.extend_from_slice(&time_bytes(t - gap));
+        let found = match self.store.range(&from, prefix_end(&prefix).as_deref(), MAX_WINDOWS_PER_KEY_SCAN) {
+            Ok(f) => f,
+            Err(e) => {
+                failed.insert(input);
+                out.failures.push(self.fail(r.clone(), "state", e.to_string()));
+                return true;
+            }
+        };
+        let sessions: Vec<(Vec<u8>, Window, i64, Vec<u8>)> = found
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let (_, w) = decode_data_key(&k, true)?;
+                let (ts, agg) = decode_value(&v)?;
+                (w.start <= t + gap).then(|| (k.clone(), w, ts, agg.to_vec()))
+            })
+            .collect();
+        let merged = sessions.iter().fold(Window { start: t, end: t }, |m, s| Window {
+            start: m.start.min(s.1.start),
+            end: m.end.max(s.1.end),
+        });
+        if merged.end < close {
+            return false;
+        }
+        let current = match sessions.len() {
+            0 => None,
+            1 => Some((sessions[0].2, sessions[0].3.clone())),
+            _ => {
+                let ts = sessions.iter().map(|s| s.2).max().unwrap_or(t);
+                match self.merge(group, sessions.iter().map(|s| s.3.clone()).collect()) {
+                    Ok(agg) => Some((ts, agg)),
+                    Err((code, message)) => {
+                        failed.insert(input);
+                        out.failures.push(self.fail(r.clone(), &code, message));
+                        return true;
+                    }
+                }
+            }
+        };
+        for (k, w, ts, _) in &sessions {
+            self.remove_window(k, *w);
+            if !self.emit_final {
+                chunk.emits.push(Emit {
+                    key: group.clone(),
+                    window: Some(*w),
+                    value: EmitValue::Known(None),
+                    timestamp: *ts,
+                });
+            }
+        }
+        let data_key = session_key(group, merged);
+        if !sessions.is_empty() {
+            self.index_new_window(&data_key, merged);
+        }
+        self.fold_into(chunk, data_key, group, Some(merged), current, r, input);
+        true
+    }
+
+    /// Kafka Streams' sliding-window aggregation for one record (`processInOrder`).
+    #[allow(clippy::too_many_arguments)]
+    fn sliding(
+        &mut self,
+        chunk: &mut Chunk,
+        r: &Record,
+        input: usize,
+        group: &Bytes,
+        diff: i64,
+        close: i64,
+        out: &mut Emitted,
+        failed: &mut BTreeSet<usize>,
+    ) -> bool {
+        let t = r.timestamp;
+        if t + 1 + diff <= close {
+            return false;
+        }
+        let from = window_key(group, Window { start: t - 2 * diff, end: 0 });
+        let to = window_key(group, Window { start: t + 2, end: 0 });
+        let found = match self.store.range(&from, Some(&to), MAX_WINDOWS_PER_KEY_SCAN) {
+            Ok(f) => f,
+            Err(e) => {
+                failed.insert(input);
+                out.failures.push(self.fail(r.clone(), "state", e.to_string()));
+                return true;
+            }
+        };
+        let mut starts = HashSet::new();
+        let (mut left_agg, mut right_agg, mut previous) = (None, None, None);
+        let (mut left_created, mut right_created) = (false, false);
+        for (k, v) in found {
+            let (Some((_, w)), Some((ts, agg))) = (decode_data_key(&k, false), decode_value(&v)) else { continue };
+            let (start, end) = (w.start, w.start + diff);
+            starts.insert(start);
+            let agg = agg.to_vec();
+            if end < t {
+                left_agg = Some(agg);
+                previous = Some(ts);
+            } else if end == t {
+                left_created = true;
+                if ts < t {
+                    previous = Some(ts);
+                }
+                self.update_window(chunk, k, group, Window { start, end }, Some((ts, agg)), r, input, close);
+            } else if start <= t {
+                right_agg = Some((ts, agg.clone()));
+                self.update_window(chunk, k, group, Window { start, end }, Some((ts, agg)), r, input, close);
+            } else if start == t + 1 {
+                right_created = true;
+            }
+        }
+        if let Some(p) = previous {
+            let start = p + 1;
+            if !starts.contains(&start) && start + diff >= t {
+                let w = Window { start, end: start + diff };
+                self.update_window(chunk, window_key(group, w), group, w, None, r, input, close);
+            }
+        }
+        if !left_created {
+            let w = Window { start: t - diff, end: t };
+            let base = match (previous, left_agg) {
+                (Some(p), Some(agg)) if t - diff <= p => Some((t, agg)),
+                _ => None,
+            };
+            let key = window_key(group, w);
+            if base.is_none() {
+                self.update_window(chunk, key, group, w, None, r, input, close);
+            } else {
+                self.index_new_window(&key, w);
+                self.update_window(chunk, key, group, w, base, r, input, close);
+            }
+        }
+        if !right_created
+            && let Some((ts, agg)) = right_agg
+            && ts > t
+        {
+            let w = Window { start: t + 1, end: t + 1 + diff };
+            let key = window_key(group, w);
+            self.index_new_window(&key, w);
+            self.store.put(key, encode_value(ts, &agg));
+            if !self.emit_final {
+                chunk.emits.push(Emit {
+                    key: group.clone(),
+                    window: Some(w),
+                    value: EmitValue::Known(Some(Bytes::from(agg))),
+                    timestamp: ts,
+                });
+            }
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update_window(
+        &mut self,
+        chunk: &mut Chunk,
+        key: Vec<u8>,
+        group: &Bytes,
+        w: Window,
+        current: Option<(i64, Vec<u8>)>,
+        r: &Record,
+        input: usize,
+        close: i64,
+    ) {
+        if w.end > close {
+            self.fold_into(chunk, key, group, Some(w), current, r, input);
+        }
+    }
+
+    /// Emits (emit-final) and forgets the windows that closed by `close`.
+    fn close_windows(&mut self, close: i64, out: &mut Emitted) -> Result<(), String> {
+        let Some(spec) = self.window else { return Ok(()) };
+        let session = matches!(spec, WindowSpec::Session { .. });
+        // A time window is open while `end > close`; a session while `end >= close`.
+        let limit = if session { close } else { close + 1 };
+        if self.emit_final {
+            let to = index_key(EMIT_INDEX, limit, &[]);
+            let due = self.store.range(&[EMIT_INDEX], Some(&to), usize::MAX).map_err(|e| e.to_string())?;
+            for (k, _) in due {
+                let data_key = k[9..].to_vec();
+                self.store.delete(k);
+                let Some((ts, agg)) = self.read(&data_key)? else { continue };
+                let Some((group, mut w)) = decode_data_key(&data_key, session) else { continue };
+                if let WindowSpec::Time { size, .. } = spec {
+                    w.end = w.start + size;
+                } else if let WindowSpec::Sliding { difference, .. } = spec {
+                    w.end = w.start + difference;
+                }
+                let group = Bytes::copy_from_slice(group);
+                out.all.push(self.output(&group, Some(w), Some(Bytes::from(agg)), ts));
+            }
+        }
+        let to = index_key(EXPIRE_INDEX, limit, &[]);
+        let expired = self.store.range(&[EXPIRE_INDEX], Some(&to), usize::MAX).map_err(|e| e.to_string())?;
+        for (k, _) in expired {
+            self.store.delete(k[9..].to_vec());
+            self.store.delete(k);
+        }
+        Ok(())
+    }
+}
+
+/// The per-entry results of an aggregate or reduce call.
+fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<EntryResults, CallFailure> {
+    let bad = |reason: &str| CallFailure::Trap { plugin: label.to_owned(), reason: reason.to_owned() };
+    let produced = crate::record::DecodedBatch::new(o.records.index, o.records.timestamps, o.records.data)
+        .map_err(|e| bad(&e.to_string()))?;
+    let mut results: Vec<Option<Result<Option<Vec<u8>>, Error>>> = vec![None; n];
+    for e in o.errors {
+        if let Some(slot) = results.get_mut(e.index as usize) {
+            *slot = Some(Err((e.code, e.message)));
+        }
+    }
+    if o.origins.len() != produced.len() || o.origins.iter().any(|&x| x as usize >= n) {
+        return Err(bad("returned aggregates that do not match its input"));
+    }
+    for (j, &origin) in o.origins.iter().enumerate() {
+        results[origin as usize] = Some(Ok(produced.value(j).map(|v| v.to_vec())));
+    }
+    results.into_iter().map(|r| r.ok_or_else(|| bad("returned no aggregate and no error for a record"))).collect()
+}
+
+fn single(r: Result<EntryResults, CallFailure>) -> Result<Vec<u8>, Error> {
+    match r {
+        Ok(mut v) => match v.pop() {
+            Some(Ok(Some(agg))) => Ok(agg),
+            Some(Ok(None)) => Err(("merge".into(), "the merger returned no aggregate".into())),
+            Some(Err(e)) => Err(e),
+            None => Err(("merge".into(), "the merger returned nothing".into())),
+        },
+        Err(e) => Err(("trap".into(), e.to_string())),
+    }
+}
+
+impl Operator for Aggregate {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        let mut out = Emitted::default();
+        let mut failed = BTreeSet::new();
+        let mut chunk = Chunk::default();
+        let per_key_split = matches!(self.window, Some(WindowSpec::Session { .. } | WindowSpec::Sliding { .. }));
+        let mut late = Vec::new();
+        for (i, r) in input.iter().enumerate() {
+            // Kafka Streams ignores records with a null key or value in aggregations.
+            let (Some(group), Some(_)) = (&r.key, &r.value) else {
+                tracing::debug!(step = %self.node, offset = r.origin.offset, "record with a null key or value skipped");
+                continue;
+            };
+            let topic = self.topics.get(r.origin.topic as usize).map_or("", String::as_str);
+            let Some((upstream, position)) = upstream_of(r, topic) else { continue };
+            let position = self.seq.next(&upstream, position);
+            if !self.store.first_time(&upstream, position) {
+                continue;
+            }
+            let stream_time = self.store.advance_stream_time(r.timestamp);
+            if per_key_split && chunk.groups.contains(group) {
+                self.run_chunk(std::mem::take(&mut chunk), &input, &mut out, &mut failed);
+            }
+            let group = group.clone();
+            let accepted = match self.window {
+                None => {
+                    let key = [&[DATA][..], &group].concat();
+                    match self.read(&key) {
+                        Ok(current) => {
+                            let current = if chunk.slot_of.contains_key(&key) { None } else { current };
+                            self.fold_into(&mut chunk, key, &group, None, current, r, i);
+                        }
+                        Err(e) => {
+                            failed.insert(i);
+                            out.failures.push(self.fail(r.clone(), "state", e));
+                        }
+                    }
+                    true
+                }
+                Some(WindowSpec::Time { size, advance, grace }) => {
+                    let close = stream_time - grace;
+                    let mut any = false;
+                    for w in time_windows(r.timestamp, size, advance) {
+                        if w.end <= close {
+                            continue;
+                        }
+                        any = true;
+                        let key = window_key(&group, w);
+                        let current = if chunk.slot_of.contains_key(&key) {
+                            None
+                        } else {
+                            match self.read(&key) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    failed.insert(i);
+                                    out.failures.push(self.fail(r.clone(), "state", e));
+                                    break;
+                                }
+                            }
+                        };
+                        self.fold_into(&mut chunk, key, &group, Some(w), current, r, i);
+                    }
+                    any
+                }
+                Some(WindowSpec::Session { gap, grace }) => {
+                    self.session(&mut chunk, r, i, &group, gap, stream_time - grace, &mut out, &mut failed)
+                }
+                Some(WindowSpec::Sliding { difference, grace }) => {
+                    self.sliding(&mut chunk, r, i, &group, difference, stream_time - grace, &mut out, &mut failed)
+                }
+            };
+            if !accepted {
+                late.push(i);
+            }
+        }
+        self.run_chunk(chunk, &input, &mut out, &mut failed);
+        if let (Some(spec), Some(st)) = (self.window, self.store.stream_time())
+            && let Err(e) = self.close_windows(st - spec.grace(), &mut out)
+        {
+            tracing::error!(step = %self.node, error = %e, "closing windows failed; they close at the next batch");
+        }
+        if !late.is_empty() {
+            tracing::debug!(step = %self.node, records = late.len(), "late records dropped: their windows had closed");
+            out.late = late.len() as u64;
+            if let Some(topic) = &self.late_topic {
+                out.to_topics.push((topic.clone(), late.into_iter().map(|i| input[i].clone()).collect()));
+            }
+        }
+        out
+    }
+
+    fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
+        f(&mut self.store);
+    }
+
+    fn rerunnable(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,202 @@
+//! `process`: a custom processor plugin (Kafka Streams' Processor API). It gets each batch,
+//! forwards what it likes down the pipeline or to its named children (topics), keeps state in
+//! the stores its step names (through the WIT `state` interface), and is called back by
+//! timers: on stream time after each batch, on wall-clock time whenever the loop ticks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::{ConstructError, Emitted, Failure, Operator, PluginStep};
+use crate::record::{DecodedBatch, Record};
+use crate::state::{Sequencer, Store, upstream_of};
+use crate::wasm::bindings::processor::{Clock, Forwarded};
+use crate::wasm::host::state::SharedStores;
+
+/// The most times one timer fires for one advance of stream time (a jump of days in event
+/// time must not stall the task in callbacks).
+pub const MAX_FIRES_PER_ADVANCE: u32 = 1_000;
+
+struct Timer {
+    name: String,
+    interval: i64,
+    clock: Clock,
+    next: Option<i64>,
+}
+
+pub struct Processor {
+    step: PluginStep,
+    stores: SharedStores,
+    /// Child name → topic.
+    children: BTreeMap<String, String>,
+    topics: Vec<String>,
+    seq: Sequencer,
+    timers: Vec<Timer>,
+    /// Stream time, when the processor has no store to keep it in.
+    stream_time: Option<i64>,
+}
+
+impl Processor {
+    pub fn new(
+        mut step: PluginStep,
+        stores: BTreeMap<String, Store>,
+        children: BTreeMap<String, String>,
+        topics: Vec<String>,
+    ) -> Result<Self, ConstructError> {
+        let stores: SharedStores = Arc::new(Mutex::new(stores));
+        step.attach_stores(stores.clone());
+        let timers = step
+            .call_plain(|i, f| i.processor_init(f))
+            .map_err(|e| ConstructError::Initializer { plugin: step.label().to_owned(), reason: e.to_string() })?;
+        let timers = timers
+            .into_iter()
+            .map(|t| Timer { name: t.name, interval: t.interval_ms.max(1) as i64, clock: t.clock, next: None })
+            .collect();
+        Ok(Self { step, stores, children, topics, seq: Sequencer::default(), timers, stream_time: None })
+    }
+
+    /// Turns what the plugin forwarded into records for the next step and the children.
+    fn route(&self, forwarded: Forwarded, input: &[Record], origin: crate::record::Origin, out: &mut Emitted) {
+        for e in forwarded.errors {
+            if let Some(r) = input.get(e.index as usize) {
+                out.failures.push(self.step.failure(r.clone(), e.code, e.message));
+            }
+        }
+        let produced =
+            match DecodedBatch::new(forwarded.records.index, forwarded.records.timestamps, forwarded.records.data) {
+                Ok(p) if p.len() == forwarded.children.len() => p,
+                _ => {
+                    let reason = "forwarded a malformed batch".to_owned();
+                    let e = crate::wasm::CallFailure::Trap { plugin: self.step.label().to_owned(), reason };
+                    out.failures.extend(self.step.fail_all(input.to_vec(), &e));
+                    return;
+                }
+            };
+        for (i, child) in forwarded.children.iter().enumerate() {
+            let r = Record {
+                key: produced.key(i),
+                value: produced.value(i),
+                timestamp: produced.timestamp(i),
+                headers: Vec::new(),
+                origin,
+            };
+            if child.is_empty() {
+                out.all.push(r);
+            } else if let Some(topic) = self.children.get(child) {
+                match out.to_topics.last_mut() {
+                    Some((t, records)) if t == topic => records.push(r),
+                    _ => out.to_topics.push((topic.clone(), vec![r])),
+                }
+            } else {
+                let known: Vec<&String> = self.children.keys().collect();
+                out.failures.push(Failure {
+                    record: r,
+                    code: "unknown-child".to_owned(),
+                    message: format!("forwarded to child `{child}`; the step's children are {known:?}"),
+                    plugin: self.step.label().to_owned(),
+                });
+            }
+        }
+    }
+
+    fn fire(&mut self, index: usize, time: i64, origin: crate::record::Origin, out: &mut Emitted) {
+        let name = self.timers[index].name.clone();
+        match self.step.call_plain(|i, f| i.punctuate(f, &name, time)) {
+            Ok(forwarded) => self.route(forwarded, &[], origin, out),
+            Err(e) => {
+                tracing::error!(plugin = %self.step.label(), timer = %name, error = %e, "a timer callback failed")
+            }
+        }
+    }
+}
+
+impl Operator for Processor {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        let mut out = Emitted::default();
+        let Some(last_origin) = input.last().map(|r| r.origin) else { return out };
+        // Records applied before (read again after a crash) are skipped, as in aggregations.
+        let mut fresh = Vec::with_capacity(input.len());
+        let mut stream_time = self.stream_time;
+        if let Ok(mut stores) = self.stores.lock() {
+            for r in input {
+                let topic = self.topics.get(r.origin.topic as usize).map_or("", String::as_str);
+                let new = match (upstream_of(&r, topic), stores.values_mut().next()) {
+                    (Some((upstream, p)), Some(first)) => {
+                        let p = self.seq.next(&upstream, p);
+                        first.first_time(&upstream, p)
+                    }
+                    _ => true,
+                };
+                if new {
+                    stream_time = Some(stream_time.map_or(r.timestamp, |t| t.max(r.timestamp)));
+                    for s in stores.values_mut() {
+                        s.advance_stream_time(r.timestamp);
+                    }
+                    fresh.push(r);
+                }
+            }
+            if let Some(first) = stores.values().next() {
+                stream_time = first.stream_time().or(stream_time);
+            }
+        } else {
+            fresh = input;
+        }
+        self.stream_time = stream_time;
+        if !fresh.is_empty() {
+            match self.step.call(&fresh, |i, f, b| i.process(f, b)) {
+                Ok(forwarded) => self.route(forwarded, &fresh, last_origin, &mut out),
+                Err(e) => out.failures.extend(self.step.fail_all(fresh, &e)),
+            }
+        }
+        // Stream-time timers fire as stream time passes them; the first fires at once, as in
+        // Kafka Streams.
+        if let Some(now) = self.stream_time {
+            for i in 0..self.timers.len() {
+                if !matches!(self.timers[i].clock, Clock::StreamTime) {
+                    continue;
+                }
+                let mut fires = 0;
+                let mut next = self.timers[i].next.unwrap_or(now);
+                while next <= now && fires < MAX_FIRES_PER_ADVANCE {
+                    self.fire(i, next, last_origin, &mut out);
+                    next += self.timers[i].interval;
+                    fires += 1;
+                }
+                if next <= now {
+                    next = now + self.timers[i].interval;
+                }
+                self.timers[i].next = Some(next);
+            }
+        }
+        out
+    }
+
+    fn tick(&mut self, now_ms: i64) -> Emitted {
+        let mut out = Emitted::default();
+        for i in 0..self.timers.len() {
+            if !matches!(self.timers[i].clock, Clock::WallClock) {
+                continue;
+            }
+            match self.timers[i].next {
+                None => self.timers[i].next = Some(now_ms + self.timers[i].interval),
+                Some(next) if now_ms >= next => {
+                    self.fire(i, now_ms, Default::default(), &mut out);
+                    self.timers[i].next = Some(now_ms + self.timers[i].interval);
+                }
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
+    fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
+        if let Ok(mut stores) = self.stores.lock() {
+            for s in stores.values_mut() {
+                f(s);
+            }
+        }
+    }
+
+    fn rerunnable(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,181 @@
+//! Window definitions and their arithmetic, as Kafka Streams defines them, and the layout of
+//! window and session keys in a store and in output topics.
+//!
+//! Store keys: `0x00 | key-len u32 BE | key | window` where the window is `start` for time
+//! windows and `end | start` for sessions (so a key's sessions sort by end). Times are
+//! encoded big-endian with the sign bit flipped, so they sort as numbers. Index entries
+//! (prefix `0x01` for windows waiting to be emitted final, `0x02` for windows waiting to
+//! expire) are `prefix | time | data key`.
+//!
+//! Output keys: `<key>@<start>/<end>` (milliseconds since the epoch; `end` exclusive for time
+//! windows, inclusive for sessions and sliding windows, as in Kafka Streams), and the
+//! headers `wasp.window.start` / `wasp.window.end` carry the same numbers.
+
+/// Which windows a record falls into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// Fixed-size windows aligned to the epoch, advancing by `advance` (tumbling when
+    /// `advance == size`).
+    Time { size: i64, advance: i64, grace: i64 },
+    /// Windows of `difference` around records (Kafka Streams' `SlidingWindows`).
+    Sliding { difference: i64, grace: i64 },
+    /// Activity separated by gaps longer than `gap`.
+    Session { gap: i64, grace: i64 },
+}
+
+impl WindowSpec {
+    pub fn grace(&self) -> i64 {
+        match *self {
+            Self::Time { grace, .. } | Self::Sliding { grace, .. } | Self::Session { grace, .. } => grace,
+        }
+    }
+
+    /// How long after a window's end its state is kept (for later records to find), beyond
+    /// the grace period. A time window takes no record once closed. A sliding window is the
+    /// left neighbour of records up to `difference` later. A session can be joined by a record
+    /// within `gap` of its end that also touches a session still open, so two gaps (Kafka
+    /// Streams keeps `gap + grace`, rounded up to whole store segments).
+    pub fn retention_after_end(&self) -> i64 {
+        match *self {
+            Self::Time { .. } => 0,
+            Self::Sliding { difference, .. } => difference + 1,
+            Self::Session { gap, .. } => 2 * gap,
+        }
+    }
+}
+
+/// A window: `[start, end)` for time windows, `[start, end]` for sliding and session ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The time windows containing `t` (Kafka Streams' `TimeWindows.windowsFor`).
+pub fn time_windows(t: i64, size: i64, advance: i64) -> Vec<Window> {
+    let mut start = (t - size + advance).max(0) / advance * advance;
+    let mut out = Vec::new();
+    while start <= t {
+        out.push(Window { start, end: start + size });
+        start += advance;
+    }
+    out
+}
+
+pub const DATA: u8 = 0;
+pub const EMIT_INDEX: u8 = 1;
+pub const EXPIRE_INDEX: u8 = 2;
+
+pub fn time_bytes(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn time_from(b: &[u8]) -> Option<i64> {
+    let a: [u8; 8] = b.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(a) ^ (1 << 63)) as i64)
+}
+
+/// The data-key prefix of every window of `key`.
+pub fn key_prefix(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + key.len() + 16);
+    k.push(DATA);
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The data key of a time or sliding window.
+pub fn window_key(key: &[u8], w: Window) -> Vec<u8> {
+    let mut k = key_prefix(key);
+    k.extend_from_slice(&time_bytes(w.start));
+    k
+}
+
+/// The data key of a session.
+pub fn session_key(key: &[u8], w: Window) -> Vec<u8> {
+    let mut k = key_prefix(key);
+    k.extend_from_slice(&time_bytes(w.end));
+    k.extend_from_slice(&time_bytes(w.start));
+    k
+}
+
+/// An index entry's key.
+pub fn index_key(prefix: u8, time: i64, data_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + data_key.len());
+    k.push(prefix);
+    k.extend_from_slice(&time_bytes(time));
+    k.extend_from_slice(data_key);
+    k
+}
+
+/// The user key and window of a data key (`session` says which layout).
+pub fn decode_data_key(k: &[u8], session: bool) -> Option<(&[u8], Window)> {
+    let len = u32::from_be_bytes(k.get(1..5)?.try_into().ok()?) as usize;
+    let key = k.get(5..5 + len)?;
+    let rest = k.get(5 + len..)?;
+    if session {
+        Some((key, Window { end: time_from(rest)?, start: time_from(rest.get(8..)?)? }))
+    } else {
+        Some((key, Window { start: time_from(rest)?, end: 0 }))
+    }
+}
+
+/// The key written to output topics for a windowed aggregate.
+pub fn output_key(key: &[u8], w: Window) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 24);
+    out.extend_from_slice(key);
+    out.extend_from_slice(format!("@{}/{}", w.start, w.end).as_bytes());
+    out
+}
+
+/// A duration in the manifest: `"500ms"`, `"5s"`, `"30m"`, `"1h"`, `"1d"`, or an integer
+/// number of milliseconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n.parse().map_err(|_| format!("`{text}` is not a duration such as `500ms`, `5s`, `30m` or `1h`"))?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("unknown unit `{other}` in `{text}`: use ms, s, m, h or d")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hopping_windows_are_aligned_to_the_epoch() {
+        let w = time_windows(7_500, 5_000, 1_000);
+        let starts: Vec<i64> = w.iter().map(|w| w.start).collect();
+        assert_eq!(starts, [3_000, 4_000, 5_000, 6_000, 7_000]);
+        assert!(w.iter().all(|w| w.end - w.start == 5_000 && w.start <= 7_500 && 7_500 < w.end));
+        assert_eq!(time_windows(4_999, 5_000, 5_000), [Window { start: 0, end: 5_000 }]);
+        assert_eq!(time_windows(5_000, 5_000, 5_000), [Window { start: 5_000, end: 10_000 }]);
+    }
+
+    #[test]
+    fn times_sort_as_numbers() {
+        let mut v = [-5i64, 3, -1, 0, 1 << 40];
+        let mut enc: Vec<[u8; 8]> = v.iter().map(|&t| time_bytes(t)).collect();
+        enc.sort();
+        v.sort();
+        assert_eq!(enc.iter().map(|b| time_from(b).unwrap_or(i64::MIN)).collect::<Vec<_>>(), v);
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let w = Window { start: 10, end: 20 };
+        assert_eq!(decode_data_key(&session_key(b"k", w), true), Some((&b"k"[..], w)));
+        assert_eq!(decode_data_key(&window_key(b"k", w), false), Some((&b"k"[..], Window { start: 10, end: 0 })));
+        assert_eq!(parse_duration("5s"), Ok(5_000));
+        assert_eq!(parse_duration("250"), Ok(250));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

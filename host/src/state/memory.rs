@@ -1,0 +1,52 @@
+//! The in-memory backend: a sorted map. Its contents live as long as the task; a restart
+//! restores them from the changelog.
+
+use std::collections::BTreeMap;
+
+use super::{Backend, Entries, Progress};
+
+#[derive(Default)]
+pub struct MemoryBackend {
+    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    progress: Option<Progress>,
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.entries.get(key).cloned())
+    }
+
+    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String> {
+        let upper = match to {
+            Some(t) => std::ops::Bound::Excluded(t.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(self
+            .entries
+            .range((std::ops::Bound::Included(from.to_vec()), upper))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn write(&mut self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, progress: &Progress) -> Result<(), String> {
+        for (k, v) in writes {
+            match v {
+                Some(v) => self.entries.insert(k.clone(), v.clone()),
+                None => self.entries.remove(k),
+            };
+        }
+        self.progress = Some(progress.clone());
+        Ok(())
+    }
+
+    fn progress(&self) -> Result<Option<Progress>, String> {
+        Ok(self.progress.clone())
+    }
+
+    fn clear(&mut self) -> Result<(), String> {
+        self.entries.clear();
+        self.progress = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! State stores: what aggregations, windows and (later) processors remember between records.
+//!
+//! A [`Store`] is one store of one task. It keeps the writes of the current commit interval in
+//! memory (the write cache: repeated writes to one key become one), and at a commit it turns
+//! them into changelog records, followed by a *marker* that carries the store's input
+//! positions and stream time. Only after the changelog is acknowledged does it write the same
+//! entries to its [`Backend`] (RocksDB or memory) in one atomic batch. Restoring replays the
+//! changelog up to its last marker, so a store never holds half a commit.
+//!
+//! The positions make updates idempotent: each store remembers, per upstream partition, the
+//! last record (offset and sequence number) it applied, and skips records at or before it. A
+//! record read twice after a crash, or written twice into a repartition topic by a restarted
+//! upstream task, is applied once. Kafka Streams needs transactions for this; wasp keeps the
+//! guarantee with the at-least-once brokers it can be tested against here.
+
+mod memory;
+mod rocks;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryBackend;
+pub use rocks::RocksBackend;
+
+use crate::record::{Header, Record};
+
+/// The header that marks a changelog record as a commit marker rather than an entry.
+pub const MARKER_HEADER: &str = "wasp.marker";
+/// The header a repartitioned record carries: where its upstream record was read
+/// (`<topic>/<partition>/<offset>/<seq>`), so the downstream store can skip duplicates.
+pub const POSITION_HEADER: &str = "wasp.position";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("store `{store}`: {message}")]
+    Backend { store: String, message: String },
+    #[error("store `{store}`: a changelog marker is malformed: {message}")]
+    Marker { store: String, message: String },
+}
+
+/// What a store holds, which decides the layout of its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    KeyValue,
+    Window,
+    Session,
+}
+
+/// A store's settings, from `[stores.*]` or the defaults of an implicit store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// Stable across restarts: the changelog topic is `<application-id>-<name>-changelog`.
+    pub name: String,
+    pub kind: StoreKind,
+    /// RocksDB on disk, or memory (restored from the changelog alone).
+    pub persistent: bool,
+    pub changelog: bool,
+    /// Entries not updated for this long (in stream time) read as absent.
+    pub ttl_ms: Option<i64>,
+    /// The RocksDB block cache, in bytes.
+    pub cache_bytes: usize,
+}
+
+/// Where an upstream record was: the unit of idempotence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub offset: i64,
+    pub seq: u32,
+}
+
+/// What a commit marker (and the backend's metadata) records besides the entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The last applied position per upstream `topic/partition`.
+    pub positions: BTreeMap<String, Position>,
+    /// The largest timestamp the store's operator has seen.
+    pub stream_time: Option<i64>,
+    /// The changelog offset to restore from next time (the backend's copy only).
+    #[serde(default)]
+    pub checkpoint: Option<i64>,
+}
+
+/// Key-value pairs, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Durable key-value storage under a [`Store`]. Keys sort bytewise.
+pub trait Backend: Send {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// Entries with `from <= key < to` (no upper bound when `to` is `None`), in key order, at
+    /// most `limit` of them.
+    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String>;
+    /// Applies the writes (`None` deletes) and the progress atomically.
+    fn write(&mut self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, progress: &Progress) -> Result<(), String>;
+    /// The progress of the last write, if any.
+    fn progress(&self) -> Result<Option<Progress>, String>;
+    /// Removes every entry and the progress.
+    fn clear(&mut self) -> Result<(), String>;
+}
+
+/// One store of one task.
+pub struct Store {
+    pub spec: StoreSpec,
+    backend: Box<dyn Backend>,
+    /// Writes since the last commit; `None` deletes.
+    dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    progress: Progress,
+    /// The topic and partition of the changelog, when it has one.
+    changelog: Option<(String, i32)>,
+    /// Changelog records queued by `prepare_commit`, waiting for `commit`.
+    committing: bool,
+}
+
+/// The directory of a task's store: `<state.dir>/<application-id>/<task>/<store>`.
+pub fn store_dir(state_dir: &Path, application_id: &str, task: &str, store: &str) -> PathBuf {
+    state_dir.join(application_id).join(task).join(store)
+}
+
+impl Store {
+    /// Opens (or creates) the store. `changelog` is the changelog partition, when changelogs
+    /// are on and there is a broker to write them to.
+    pub fn open(spec: StoreSpec, dir: Option<&Path>, changelog: Option<(String, i32)>) -> Result<Self, StateError> {
+        let name = spec.name.clone();
+        let backend: Box<dyn Backend> = match (spec.persistent, dir) {
+            (true, Some(dir)) => Box::new(
+                RocksBackend::open(dir, spec.cache_bytes)
+                    .map_err(|message| StateError::Backend { store: name.clone(), message })?,
+            ),
+            _ => Box::new(MemoryBackend::default()),
+        };
+        let progress =
+            backend.progress().map_err(|message| StateError::Backend { store: name, message })?.unwrap_or_default();
+        let changelog = if spec.changelog { changelog } else { None };
+        Ok(Self { spec, backend, dirty: BTreeMap::new(), progress, changelog, committing: false })
+    }
+
+    fn err(&self, message: String) -> StateError {
+        StateError::Backend { store: self.spec.name.clone(), message }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The changelog partition this store writes, if any.
+    pub fn changelog(&self) -> Option<&(String, i32)> {
+        self.changelog.as_ref()
+    }
+
+    /// The changelog offset to restore from: after the last locally committed marker.
+    pub fn checkpoint(&self) -> Option<i64> {
+        self.progress.checkpoint
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(v) = self.dirty.get(key) {
+            return Ok(v.clone());
+        }
+        self.backend.get(key).map_err(|e| self.err(e))
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.dirty.insert(key, Some(value));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.dirty.insert(key, None);
+    }
+
+    /// Entries with `from <= key < to`, the pending writes included, at most `limit`.
+    pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, StateError> {
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        // Deleted pending keys may hide stored ones, so read enough to still fill `limit`.
+        let deletes = self.dirty.values().filter(|v| v.is_none()).count();
+        for (k, v) in self.backend.range(from, to, limit.saturating_add(deletes)).map_err(|e| self.err(e))? {
+            merged.insert(k, Some(v));
+        }
+        let upper = match to {
+            Some(t) => std::ops::Bound::Excluded(t.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        for (k, v) in self.dirty.range((std::ops::Bound::Included(from.to_vec()), upper)) {
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
+    }
+
+    /// Entries whose key starts with `prefix`.
+    pub fn prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.range(prefix, prefix_end(prefix).as_deref(), limit)
+    }
+
+    /// Whether the record at `position` of `upstream` was applied already; if not, it is
+    /// recorded as applied (in the pending commit).
+    pub fn first_time(&mut self, upstream: &str, position: Position) -> bool {
+        match self.progress.positions.get_mut(upstream) {
+            Some(p) if *p >= position => false,
+            Some(p) => {
+                *p = position;
+                true
+            }
+            None => {
+                self.progress.positions.insert(upstream.to_owned(), position);
+                true
+            }
+        }
+    }
+
+    pub fn stream_time(&self) -> Option<i64> {
+        self.progress.stream_time
+    }
+
+    pub fn advance_stream_time(&mut self, t: i64) -> i64 {
+        let st = self.progress.stream_time.map_or(t, |s| s.max(t));
+        self.progress.stream_time = Some(st);
+        st
+    }
+
+    /// Bytes held by the pending writes (for the commit-on-size rule).
+    pub fn pending_bytes(&self) -> usize {
+        self.dirty.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum()
+    }
+
+    /// The changelog records of the pending writes, ending with a marker. Empty when the
+    /// store has no changelog.
+    pub fn prepare_commit(&mut self) -> Vec<Record> {
+        self.committing = true;
+        if self.changelog.is_none() {
+            return Vec::new();
+        }
+        let mut out: Vec<Record> = self
+            .dirty
+            .iter()
+            .map(|(k, v)| Record {
+                key: Some(Bytes::copy_from_slice(k)),
+                value: v.as_ref().map(|v| Bytes::copy_from_slice(v)),
+                ..Default::default()
+            })
+            .collect();
+        let marker = Progress { checkpoint: None, ..self.progress.clone() };
+        let body = serde_json::to_vec(&marker).unwrap_or_default();
+        out.push(Record {
+            key: Some(Bytes::from_static(b"")),
+            value: Some(Bytes::from(body)),
+            headers: vec![Header { name: MARKER_HEADER.to_owned(), value: None }],
+            ..Default::default()
+        });
+        out
+    }
+
+    /// After the changelog is acknowledged: the pending writes go to the backend, with the
+    /// changelog offset of the marker (`acked`), so the next restore reads only what follows.
+    pub fn commit(&mut self, acked: Option<i64>) -> Result<(), StateError> {
+        if !self.committing {
+            return Ok(());
+        }
+        if let Some(offset) = acked {
+            self.progress.checkpoint = Some(offset + 1);
+        }
+        self.backend.write(&self.dirty, &self.progress).map_err(|e| self.err(e))?;
+        self.dirty.clear();
+        self.committing = false;
+        Ok(())
+    }
+
+    /// Starts restoring from changelog records read from the checkpoint on (see
+    /// [`Restore`]).
+    pub fn begin_restore(&mut self) -> Restore<'_> {
+        Restore { store: self, pending: BTreeMap::new(), applied: 0 }
+    }
+
+    /// Forgets everything (the local files are gone or stale): the restore starts from the
+    /// changelog's beginning.
+    pub fn wipe(&mut self) -> Result<(), StateError> {
+        self.backend.clear().map_err(|e| self.err(e))?;
+        self.progress = Progress::default();
+        self.dirty.clear();
+        Ok(())
+    }
+}
+
+/// A restore in progress. Entries are applied a commit at a time, when its marker arrives;
+/// entries after the last marker belong to a commit that did not finish and are dropped.
+pub struct Restore<'a> {
+    store: &'a mut Store,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    applied: u64,
+}
+
+impl Restore<'_> {
+    pub fn apply(&mut self, offset: i64, r: Record) -> Result<(), StateError> {
+        if r.headers.iter().any(|h| h.name == MARKER_HEADER) {
+            let mut progress: Progress = serde_json::from_slice(r.value.as_deref().unwrap_or_default())
+                .map_err(|e| StateError::Marker { store: self.store.spec.name.clone(), message: e.to_string() })?;
+            progress.checkpoint = Some(offset + 1);
+            self.applied += self.pending.len() as u64;
+            self.store.backend.write(&self.pending, &progress).map_err(|e| self.store.err(e))?;
+            self.store.progress = progress;
+            self.pending.clear();
+        } else if let Some(k) = r.key {
+            self.pending.insert(k.to_vec(), r.value.map(|v| v.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// How many entries were applied.
+    pub fn finish(self) -> Result<u64, StateError> {
+        if !self.pending.is_empty() {
+            tracing::info!(
+                store = %self.store.spec.name,
+                entries = self.pending.len(),
+                "dropped the changelog entries of an unfinished commit"
+            );
+        }
+        Ok(self.applied)
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no such key).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A record's upstream and position: its repartition header when it has one, otherwise
+/// where it was read (`topic/partition`, offset, and `seq` among records of that offset).
+pub fn upstream_of(r: &Record, input_topic: &str) -> Option<(String, Position)> {
+    if let Some(h) = r.headers.iter().find(|h| h.name == POSITION_HEADER) {
+        let text = std::str::from_utf8(h.value.as_deref()?).ok()?;
+        let mut parts = text.rsplitn(3, '/');
+        let seq = parts.next()?.parse().ok()?;
+        let offset = parts.next()?.parse().ok()?;
+        let upstream = parts.next()?.to_owned();
+        return Some((upstream, Position { offset, seq }));
+    }
+    Some((format!("{input_topic}/{}", r.origin.partition), Position { offset: r.origin.offset, seq: 0 }))
+}
+
+/// Numbers records that share an upstream position (a flatMap's outputs) 0, 1, 2…, so
+/// each has a position of its own.
+#[derive(Default)]
+pub struct Sequencer {
+    last: HashMap<String, Position>,
+}
+
+impl Sequencer {
+    pub fn next(&mut self, upstream: &str, mut p: Position) -> Position {
+        if let Some(last) = self.last.get_mut(upstream) {
+            if last.offset == p.offset && p.seq <= last.seq {
+                p.seq = last.seq + 1;
+            }
+            *last = p;
+        } else {
+            self.last.insert(upstream.to_owned(), p);
+        }
+        p
+    }
+}

@@ -1,0 +1,86 @@
+//! The persistent backend: one RocksDB database per store and task, with the entries in the
+//! default column family and the progress in `wasp-meta`, written together in one
+//! `WriteBatch`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
+
+use super::{Backend, Entries, Progress};
+
+const META: &str = "wasp-meta";
+const PROGRESS_KEY: &[u8] = b"progress";
+
+pub struct RocksBackend {
+    db: DB,
+}
+
+impl RocksBackend {
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(cache_bytes.max(1 << 20)));
+        opts.set_block_based_table_factory(&table);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(META, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        Ok(Self { db })
+    }
+}
+
+impl Backend for RocksBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.db.get(key).map_err(|e| e.to_string())
+    }
+
+    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(from, Direction::Forward)) {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            if to.is_some_and(|t| &*k >= t) || out.len() >= limit {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, progress: &Progress) -> Result<(), String> {
+        let meta = self.db.cf_handle(META).ok_or("the wasp-meta column family is missing")?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        let body = serde_json::to_vec(progress).map_err(|e| e.to_string())?;
+        batch.put_cf(&meta, PROGRESS_KEY, body);
+        self.db.write(batch).map_err(|e| e.to_string())
+    }
+
+    fn progress(&self) -> Result<Option<Progress>, String> {
+        let meta = self.db.cf_handle(META).ok_or("the wasp-meta column family is missing")?;
+        match self.db.get_cf(&meta, PROGRESS_KEY).map_err(|e| e.to_string())? {
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| format!("reading the progress: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    fn clear(&mut self) -> Result<(), String> {
+        let meta = self.db.cf_handle(META).ok_or("the wasp-meta column family is missing")?;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| e.to_string())?;
+            batch.delete(k);
+        }
+        batch.delete_cf(&meta, PROGRESS_KEY);
+        self.db.write(batch).map_err(|e| e.to_string())
+    }
+}

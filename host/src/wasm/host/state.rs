@@ -1,0 +1,266 @@
+//! `wasp:plugin/state`: the stores of a custom processor, as resources. A handle names one of
+//! the stores the processor's step owns; the stores themselves stay with the task (they are
+//! committed, changelogged and restored with it), shared with the instance through
+//! [`SharedStores`]. Every scan is capped at [`MAX_SCAN`] entries.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::Resource;
+
+use super::HostState;
+use crate::operators::windows::{
+    DATA, EMIT_INDEX, Window, decode_data_key, index_key, key_prefix, session_key, time_bytes, window_key,
+};
+use crate::state::{Store, StoreKind, prefix_end};
+use crate::wasm::bindings::state::{
+    Entry, Host, HostKeyValueStore, HostSessionStore, HostWindowStore, SessionEntry, StateError, WindowedEntry,
+};
+
+/// The most entries one scan returns, whatever `limit` the guest asks for.
+pub const MAX_SCAN: u32 = 10_000;
+
+/// A processor's stores, by name, shared by the task (which commits them) and the instance
+/// (whose host calls read and write them).
+pub type SharedStores = Arc<Mutex<BTreeMap<String, Store>>>;
+
+/// What a store resource stands for: the name of one of the step's stores.
+pub struct StoreHandle {
+    name: String,
+}
+
+pub type KvHandle = StoreHandle;
+pub type WindowHandle = StoreHandle;
+pub type SessionHandle = StoreHandle;
+
+impl HostState {
+    fn open(&mut self, name: String, kind: StoreKind) -> Result<Resource<StoreHandle>, StateError> {
+        let Some(stores) = &self.stores else {
+            return Err(StateError::NoSuchStore(format!("{name}: this step has no stores")));
+        };
+        let stores = stores.lock().map_err(|_| StateError::Failed("the stores are poisoned".into()))?;
+        match stores.get(&name) {
+            None => {
+                let names: Vec<&String> = stores.keys().collect();
+                return Err(StateError::NoSuchStore(format!("{name}: the step's stores are {names:?}")));
+            }
+            Some(s) if s.spec.kind != kind => {
+                return Err(StateError::WrongKind(format!("{name} is a {:?} store, not {kind:?}", s.spec.kind)));
+            }
+            Some(_) => {}
+        }
+        drop(stores);
+        self.table.push(StoreHandle { name }).map_err(|e| StateError::Failed(e.to_string()))
+    }
+
+    /// Runs `f` on the store behind `handle`.
+    fn with_store<T>(
+        &mut self,
+        handle: &Resource<StoreHandle>,
+        f: impl FnOnce(&mut Store) -> Result<T, crate::state::StateError>,
+    ) -> Result<T, StateError> {
+        let name = self.table.get(handle).map_err(|e| StateError::Failed(e.to_string()))?.name.clone();
+        let stores = self.stores.as_ref().ok_or_else(|| StateError::NoSuchStore(name.clone()))?;
+        let mut stores = stores.lock().map_err(|_| StateError::Failed("the stores are poisoned".into()))?;
+        let store = stores.get_mut(&name).ok_or(StateError::NoSuchStore(name))?;
+        f(store).map_err(|e| StateError::Failed(e.to_string()))
+    }
+}
+
+fn data_key(key: &[u8]) -> Vec<u8> {
+    [&[DATA][..], key].concat()
+}
+
+fn cap(limit: u32) -> usize {
+    limit.min(MAX_SCAN) as usize
+}
+
+impl Host for HostState {}
+
+impl HostKeyValueStore for HostState {
+    fn open(&mut self, name: String) -> Result<Resource<KvHandle>, StateError> {
+        HostState::open(self, name, StoreKind::KeyValue)
+    }
+
+    fn get(&mut self, h: Resource<KvHandle>, key: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
+        self.with_store(&h, |s| s.get(&data_key(&key)))
+    }
+
+    fn put(&mut self, h: Resource<KvHandle>, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.with_store(&h, |s| {
+            s.put(data_key(&key), value);
+            Ok(())
+        })
+    }
+
+    fn delete(&mut self, h: Resource<KvHandle>, key: Vec<u8>) -> Result<(), StateError> {
+        self.with_store(&h, |s| {
+            s.delete(data_key(&key));
+            Ok(())
+        })
+    }
+
+    fn range(
+        &mut self,
+        h: Resource<KvHandle>,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StateError> {
+        self.with_store(&h, |s| {
+            let to = match to {
+                Some(t) => Some(data_key(&t)),
+                None => prefix_end(&[DATA]),
+            };
+            let found = s.range(&data_key(&from), to.as_deref(), cap(limit))?;
+            Ok(found.into_iter().map(|(k, value)| Entry { key: k[1..].to_vec(), value }).collect())
+        })
+    }
+
+    fn prefix_scan(&mut self, h: Resource<KvHandle>, prefix: Vec<u8>, limit: u32) -> Result<Vec<Entry>, StateError> {
+        self.with_store(&h, |s| {
+            let found = s.prefix(&data_key(&prefix), cap(limit))?;
+            Ok(found.into_iter().map(|(k, value)| Entry { key: k[1..].to_vec(), value }).collect())
+        })
+    }
+
+    fn drop(&mut self, h: Resource<KvHandle>) -> wasmtime::Result<()> {
+        self.table.delete(h)?;
+        Ok(())
+    }
+}
+
+impl HostWindowStore for HostState {
+    fn open(&mut self, name: String) -> Result<Resource<WindowHandle>, StateError> {
+        HostState::open(self, name, StoreKind::Window)
+    }
+
+    fn put(&mut self, h: Resource<WindowHandle>, key: Vec<u8>, start: i64, value: Vec<u8>) -> Result<(), StateError> {
+        self.with_store(&h, |s| {
+            let k = window_key(&key, Window { start, end: 0 });
+            s.put(index_key(EMIT_INDEX, start, &k), Vec::new());
+            s.put(k, value);
+            Ok(())
+        })
+    }
+
+    fn delete(&mut self, h: Resource<WindowHandle>, key: Vec<u8>, start: i64) -> Result<(), StateError> {
+        self.with_store(&h, |s| {
+            let k = window_key(&key, Window { start, end: 0 });
+            s.delete(index_key(EMIT_INDEX, start, &k));
+            s.delete(k);
+            Ok(())
+        })
+    }
+
+    fn fetch(
+        &mut self,
+        h: Resource<WindowHandle>,
+        key: Vec<u8>,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<WindowedEntry>, StateError> {
+        self.with_store(&h, |s| {
+            let lo = window_key(&key, Window { start: from, end: 0 });
+            let hi = match to.checked_add(1) {
+                Some(t) => window_key(&key, Window { start: t, end: 0 }),
+                None => prefix_end(&key_prefix(&key)).unwrap_or_default(),
+            };
+            let found = s.range(&lo, Some(&hi), cap(limit))?;
+            Ok(found
+                .into_iter()
+                .filter_map(|(k, value)| {
+                    let (_, w) = decode_data_key(&k, false)?;
+                    Some(WindowedEntry { key: key.clone(), start: w.start, value })
+                })
+                .collect())
+        })
+    }
+
+    fn fetch_until(
+        &mut self,
+        h: Resource<WindowHandle>,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<WindowedEntry>, StateError> {
+        self.with_store(&h, |s| {
+            let hi = match to.checked_add(1) {
+                Some(t) => [&[EMIT_INDEX][..], &time_bytes(t)].concat(),
+                None => vec![EMIT_INDEX + 1],
+            };
+            let index = s.range(&[EMIT_INDEX], Some(&hi), cap(limit))?;
+            let mut out = Vec::with_capacity(index.len());
+            for (k, _) in index {
+                let data = &k[9..];
+                let (Some((key, w)), Some(value)) = (decode_data_key(data, false), s.get(data)?) else { continue };
+                out.push(WindowedEntry { key: key.to_vec(), start: w.start, value });
+            }
+            Ok(out)
+        })
+    }
+
+    fn drop(&mut self, h: Resource<WindowHandle>) -> wasmtime::Result<()> {
+        self.table.delete(h)?;
+        Ok(())
+    }
+}
+
+impl HostSessionStore for HostState {
+    fn open(&mut self, name: String) -> Result<Resource<SessionHandle>, StateError> {
+        HostState::open(self, name, StoreKind::Session)
+    }
+
+    fn put(
+        &mut self,
+        h: Resource<SessionHandle>,
+        key: Vec<u8>,
+        start: i64,
+        end: i64,
+        value: Vec<u8>,
+    ) -> Result<(), StateError> {
+        self.with_store(&h, |s| {
+            s.put(session_key(&key, Window { start, end }), value);
+            Ok(())
+        })
+    }
+
+    fn remove(&mut self, h: Resource<SessionHandle>, key: Vec<u8>, start: i64, end: i64) -> Result<(), StateError> {
+        self.with_store(&h, |s| {
+            s.delete(session_key(&key, Window { start, end }));
+            Ok(())
+        })
+    }
+
+    fn find(
+        &mut self,
+        h: Resource<SessionHandle>,
+        key: Vec<u8>,
+        earliest_end: i64,
+        latest_start: i64,
+        limit: u32,
+    ) -> Result<Vec<SessionEntry>, StateError> {
+        self.with_store(&h, |s| {
+            let prefix = key_prefix(&key);
+            let from = [&prefix[..], &time_bytes(earliest_end)].concat();
+            let found = s.range(&from, prefix_end(&prefix).as_deref(), cap(limit))?;
+            Ok(found
+                .into_iter()
+                .filter_map(|(k, value)| {
+                    let (_, w) = decode_data_key(&k, true)?;
+                    (w.start <= latest_start).then(|| SessionEntry {
+                        key: key.clone(),
+                        start: w.start,
+                        end: w.end,
+                        value,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn drop(&mut self, h: Resource<SessionHandle>) -> wasmtime::Result<()> {
+        self.table.delete(h)?;
+        Ok(())
+    }
+}

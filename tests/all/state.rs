@@ -1,0 +1,254 @@
+//! Aggregations and windows, with the semantics Kafka Streams documents: each test fixes its
+//! inputs, timestamps and expected outputs. Real plugins, real RocksDB, local mode.
+
+use crate::common::{Scratch, header, input_at, kvs, run_local, run_local_full};
+
+fn s(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+/// A pipeline `in` → steps → `out`.
+fn pipeline(steps: &str) -> String {
+    header("") + &format!("[pipelines.p]\nfrom = \"in\"\nto = \"out\"\nsteps = [\n{steps}\n]\n")
+}
+
+const TUMBLING_10: &str = r#"{ op = "windowed_by", window = { type = "tumbling", size = 10 } },"#;
+
+#[test]
+fn count_emits_every_update_of_each_key() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 1), ("b", "x", 2), ("a", "x", 3), ("a", "x", 4), ("b", "x", 5)]);
+    let out =
+        run_local(&sc, &pipeline(r#"{ op = "group_by_key" }, { op = "count" }, { op = "to_stream" },"#), &["out"])
+            .unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "1"), s("b", "1"), s("a", "2"), s("a", "3"), s("b", "2")]);
+    let ts: Vec<_> = out["out"].iter().map(|o| o.timestamp).collect();
+    assert_eq!(ts, vec![Some(1), Some(2), Some(3), Some(4), Some(5)], "an update carries the newest timestamp");
+}
+
+#[test]
+fn reduce_folds_values_in_order_starting_from_the_first() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "1", 1), ("b", "2", 2), ("a", "3", 3), ("a", "4", 4)]);
+    let out =
+        run_local(&sc, &pipeline(r#"{ op = "group_by_key" }, { op = "reduce", plugin = "kit" },"#), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "1"), s("b", "2"), s("a", "1+3"), s("a", "1+3+4")]);
+}
+
+#[test]
+fn aggregate_starts_from_the_initializer_and_skips_null_keys() {
+    let sc = Scratch::new();
+    sc.write(
+        "in.jsonl",
+        "{\"key\":\"a\",\"value\":\"5\",\"timestamp\":1}\n{\"key\":null,\"value\":\"7\",\"timestamp\":2}\n{\"key\":\"a\",\"value\":\"6\",\"timestamp\":3}\n",
+    );
+    let out = run_local(&sc, &pipeline(r#"{ op = "group_by_key" }, { op = "aggregate", plugin = "kit" },"#), &["out"])
+        .unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "5"), s("a", "11")]);
+}
+
+#[test]
+fn an_aggregator_error_fails_only_its_record_and_keeps_the_aggregate() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "5", 1), ("a", "oops", 2), ("a", "6", 3)]);
+    let manifest = pipeline(r#"{ op = "group_by_key" }, { op = "aggregate", plugin = "kit" },"#)
+        .replace("[pipelines.p]\n", "[pipelines.p]\non_error = \"dead-letter\"\n");
+    let out = run_local(&sc, &manifest, &["out", "t-dlq"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "5"), s("a", "11")]);
+    assert_eq!(kvs(&out, "t-dlq"), vec![s("a", "oops")]);
+}
+
+#[test]
+fn group_by_repartitions_by_the_new_key() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("k1", "apple", 1), ("k2", "banana", 2), ("k3", "avocado", 3)]);
+    let steps = r#"{ op = "group_by", plugin = "kit" }, { op = "count" },"#;
+    let manifest = pipeline(steps);
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "1"), s("b", "1"), s("a", "2")]);
+    let (_, topology) = wasp::app::plan(&sc.path("pipeline.toml")).unwrap();
+    assert_eq!(topology.repartition_topics(), vec!["t-p-0-group_by-repartition"]);
+    assert_eq!(topology.subtopologies.len(), 2, "the repartition splits the topology");
+}
+
+#[test]
+fn group_by_key_after_a_key_change_repartitions() {
+    let sc = Scratch::new();
+    sc.write(
+        "p.toml",
+        &pipeline(r#"{ op = "select_key", plugin = "kit" }, { op = "group_by_key" }, { op = "count" },"#),
+    );
+    let (_, topology) = wasp::app::plan(&sc.path("p.toml")).unwrap();
+    assert_eq!(topology.repartition_topics(), vec!["t-p-1-group_by_key-repartition"]);
+    sc.write("q.toml", &pipeline(r#"{ op = "group_by_key" }, { op = "count" },"#));
+    let (_, topology) = wasp::app::plan(&sc.path("q.toml")).unwrap();
+    assert!(topology.repartition_topics().is_empty(), "no key change, no repartition");
+}
+
+#[test]
+fn tumbling_windows_start_at_multiples_of_the_size_and_end_exclusive() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 0), ("a", "x", 9), ("a", "x", 10), ("b", "x", 19)]);
+    let steps = format!(r#"{{ op = "group_by_key" }}, {TUMBLING_10} {{ op = "count" }},"#);
+    let out = run_local(&sc, &pipeline(&steps), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a@0/10", "1"), s("a@0/10", "2"), s("a@10/20", "1"), s("b@10/20", "1")]);
+    let h = &out["out"][2].headers;
+    assert_eq!((h["wasp.window.start"].as_str(), h["wasp.window.end"].as_str()), (Some("10"), Some("20")));
+}
+
+#[test]
+fn hopping_windows_overlap_and_a_record_updates_each_of_its_windows() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 7), ("a", "x", 12)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "hopping", size = 10, advance = 5 } }, { op = "count" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![s("a@0/10", "1"), s("a@5/15", "1"), s("a@5/15", "2"), s("a@10/20", "1")],
+        "t=7 is in [0,10) and [5,15); t=12 in [5,15) and [10,20)"
+    );
+}
+
+#[test]
+fn sliding_windows_follow_the_records() {
+    let sc = Scratch::new();
+    // Kafka Streams' SlidingWindows (time difference 10): a window ends at each record, and
+    // one starts just after each record while a later record is within the difference.
+    input_at(&sc, &[("a", "x", 100), ("a", "x", 105), ("a", "x", 103)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "sliding", difference = 10, grace = 100 } }, { op = "count" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![
+            s("a@90/100", "1"),
+            s("a@101/111", "1"),
+            s("a@95/105", "2"),
+            s("a@95/105", "3"),
+            s("a@101/111", "2"),
+            s("a@93/103", "2"),
+            s("a@104/114", "1"),
+        ]
+    );
+}
+
+#[test]
+fn session_merge_emits_the_old_sessions_tombstones_then_the_merged_session() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 0), ("a", "x", 5), ("a", "x", 22), ("a", "x", 13)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "session", gap = 10 } }, { op = "count" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    let got: Vec<(String, String)> = kvs(&out, "out");
+    assert_eq!(
+        got,
+        vec![
+            s("a@0/0", "1"),
+            s("a@0/0", "null"),
+            s("a@0/5", "2"),
+            s("a@22/22", "1"),
+            // 13 is within the gap of both sessions: they merge into one.
+            s("a@0/5", "null"),
+            s("a@22/22", "null"),
+            s("a@0/22", "4"),
+        ]
+    );
+}
+
+#[test]
+fn session_windows_merge_aggregates_with_the_plugins_merger() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "1", 0), ("a", "2", 5), ("a", "10", 22), ("a", "100", 13)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "session", gap = 10 } }, { op = "aggregate", plugin = "kit" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    let got = kvs(&out, "out");
+    assert_eq!(got.last(), Some(&s("a@0/22", "113")), "[0,5] (3) and [22,22] (10) merge, then 100 is added: {got:?}");
+}
+
+#[test]
+fn grace_accepts_records_until_the_window_closes_then_drops_and_routes_them() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 0), ("a", "x", 14), ("a", "x", 3), ("a", "x", 16), ("a", "x", 4)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "tumbling", size = 10, grace = 5 } }, { op = "count", late_topic = "late" },"#;
+    let run = run_local_full(&sc, &pipeline(steps), &["out", "late"]).unwrap();
+    assert_eq!(
+        kvs(&run.out, "out"),
+        vec![s("a@0/10", "1"), s("a@10/20", "1"), s("a@0/10", "2"), s("a@10/20", "2")],
+        "t=3 arrives at stream time 14: [0,10) closes at 10+5, so it counts; t=4 arrives at 16: too late"
+    );
+    assert_eq!(kvs(&run.out, "late"), vec![s("a", "x")]);
+    assert_eq!(run.stats.late_records, 1);
+}
+
+#[test]
+fn emit_final_emits_each_window_once_when_it_closes_in_end_then_key_order() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("b", "x", 1), ("a", "x", 2), ("a", "x", 5), ("b", "x", 12), ("a", "x", 25)]);
+    let steps = format!(
+        r#"{{ op = "group_by_key" }}, {TUMBLING_10} {{ op = "count" }}, {{ op = "suppress", until = "window_closes" }}, {{ op = "to_stream" }},"#
+    );
+    let out = run_local(&sc, &pipeline(&steps), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![s("a@0/10", "2"), s("b@0/10", "1"), s("b@10/20", "1")],
+        "[20,30) never closes, so it is never emitted"
+    );
+}
+
+#[test]
+fn a_timestamp_extractor_sets_event_time_for_windows() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "3 first", 100), ("a", "12 second", 0), ("a", "nope", 5)]);
+    let steps = format!(
+        r#"{{ op = "with_timestamp", plugin = "kit" }}, {{ op = "group_by_key" }}, {TUMBLING_10} {{ op = "count" }},"#
+    );
+    let manifest = pipeline(&steps).replace("[pipelines.p]\n", "[pipelines.p]\non_error = \"skip\"\n");
+    let run = run_local_full(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(kvs(&run.out, "out"), vec![s("a@0/10", "1"), s("a@10/20", "1")]);
+    assert_eq!(run.stats.failed_records, 1, "a value without a timestamp follows the error policy");
+}
+
+#[test]
+fn local_state_survives_runs_and_records_read_again_are_applied_once() {
+    let sc = Scratch::new();
+    let manifest = pipeline(r#"{ op = "group_by", plugin = "kit" }, { op = "count" },"#);
+    input_at(&sc, &[("1", "apple", 1), ("2", "avocado", 2)]);
+    let first = run_local(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(kvs(&first, "out"), vec![s("a", "1"), s("a", "2")]);
+    // The same file again: every record was applied already.
+    let again = run_local(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(kvs(&again, "out"), vec![]);
+    // One more line: counting goes on from the stored count.
+    input_at(&sc, &[("1", "apple", 1), ("2", "avocado", 2), ("3", "apricot", 3)]);
+    let more = run_local(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(kvs(&more, "out"), vec![s("a", "3")]);
+}
+
+#[test]
+fn stateful_manifest_mistakes_are_named() {
+    let sc = Scratch::new();
+    let cases = [
+        (r#"{ op = "count" },"#, "`count` needs grouped records"),
+        (r#"{ op = "group_by_key" }, { op = "map_values", plugin = "kit" },"#, "cannot follow a grouping"),
+        (
+            r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "tumbled", size = 5 } }, { op = "count" },"#,
+            "did you mean `tumbling`?",
+        ),
+        (
+            r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "hopping", size = 5 } }, { op = "count" },"#,
+            "a hopping window needs `advance`",
+        ),
+        (
+            r#"{ op = "group_by_key" }, { op = "count" }, { op = "suppress", until = "window_closes" },"#,
+            "needs a windowed aggregate",
+        ),
+        (r#"{ op = "group_by_key" }, { op = "count", late_topic = "x" },"#, "`late_topic` needs windows"),
+    ];
+    for (steps, message) in cases {
+        let path = sc.write("bad.toml", &pipeline(steps));
+        let e = match wasp::app::plan(&path) {
+            Ok(_) => panic!("accepted: {steps}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains(message), "{steps}: {e}");
+        assert!(e.contains("bad.toml:"), "names the file and line: {e}");
+    }
+}
