@@ -38,6 +38,8 @@ mod naive {
 }
 
 const RECORDS: usize = 1_000_000;
+/// Lines for the word-count figures (8 words each).
+const LINES: usize = 125_000;
 const BATCH: usize = 1024;
 const ROUNDS: usize = 5;
 /// The size of each JSON value.
@@ -305,6 +307,9 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
     }
 }
 
+#[path = "bench_state.rs"]
+mod bench_state;
+
 fn main() -> Result<()> {
     let records = env_usize("WASP_BENCH_RECORDS", RECORDS)?;
     let rounds = env_usize("WASP_BENCH_ROUNDS", ROUNDS)?.max(1);
@@ -511,7 +516,7 @@ fn main() -> Result<()> {
         println!("identity outputs: DIFFER from the input for {}", differ.join(", "));
     }
     println!("timed part: {:.1} s", took.as_secs_f64());
-    Ok(())
+    bench_state::run(env_usize("WASP_BENCH_LINES", LINES)?)
 }
 
 /// The identity filter, called on each batch once it is encoded: the call alone is timed.

@@ -18,10 +18,18 @@ use crate::manifest::FileFormat;
 use crate::record::Record;
 use crate::topology::Topology;
 
-/// Topics held in memory between a pipeline that writes them and one that reads them.
+/// Topics held in memory between a pipeline that writes them and the one source that reads
+/// them. Records leave memory once read, so a long `--follow` run does not grow.
 #[derive(Default)]
 pub struct MemoryTopics {
-    topics: HashMap<String, Vec<Record>>,
+    topics: HashMap<String, MemoryTopic>,
+}
+
+#[derive(Default)]
+struct MemoryTopic {
+    /// The offset of `records[0]`.
+    base: i64,
+    records: std::collections::VecDeque<Record>,
 }
 
 pub type SharedTopics = Arc<Mutex<MemoryTopics>>;
@@ -38,8 +46,8 @@ struct FileInput {
 
 pub struct LocalSource {
     files: Vec<FileInput>,
-    /// Topics read from memory, with the next offset to read.
-    memory: Vec<(String, usize)>,
+    /// Topics read from memory.
+    memory: Vec<String>,
     shared: SharedTopics,
     follow: bool,
     next: usize,
@@ -69,7 +77,7 @@ impl LocalSource {
                         pending: String::new(),
                     });
                 }
-                None => memory.push((topic.clone(), 0)),
+                None => memory.push(topic.clone()),
             }
         }
         Ok(Self { files, memory, shared, follow, next: 0 })
@@ -105,27 +113,28 @@ impl LocalSource {
 
 impl RecordSource for LocalSource {
     fn poll(&mut self, max: usize) -> anyhow::Result<Poll> {
-        let inputs = self.files.len() + self.memory.len();
-        for _ in 0..inputs {
-            let i = self.next % inputs.max(1);
-            self.next = self.next.wrapping_add(1);
-            if i < self.files.len() {
-                let f = &mut self.files[i];
-                let records = Self::read_file(f, max, self.follow)?;
-                if !records.is_empty() {
-                    return Ok(Poll::Batch(InputBatch { topic: f.topic.clone(), partition: 0, records }));
-                }
-            } else {
-                let (topic, next) = &mut self.memory[i - self.files.len()];
-                let shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
-                if let Some(log) = shared.topics.get(topic.as_str())
-                    && *next < log.len()
+        // In-memory topics first: what pipelines wrote is processed before more input is
+        // read, so memory holds about one batch's outputs, not the whole input's.
+        {
+            let mut shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
+            for topic in &self.memory {
+                if let Some(log) = shared.topics.get_mut(topic.as_str())
+                    && !log.records.is_empty()
                 {
-                    let end = (*next + max).min(log.len());
-                    let records = log[*next..end].to_vec();
-                    *next = end;
+                    let n = max.min(log.records.len());
+                    let records: Vec<Record> = log.records.drain(..n).collect();
+                    log.base += n as i64;
                     return Ok(Poll::Batch(InputBatch { topic: topic.clone(), partition: 0, records }));
                 }
+            }
+        }
+        for _ in 0..self.files.len() {
+            let i = self.next % self.files.len();
+            self.next = self.next.wrapping_add(1);
+            let f = &mut self.files[i];
+            let records = Self::read_file(f, max, self.follow)?;
+            if !records.is_empty() {
+                return Ok(Poll::Batch(InputBatch { topic: f.topic.clone(), partition: 0, records }));
             }
         }
         if self.follow {
@@ -188,8 +197,8 @@ impl RecordSink for LocalSink {
             let log = shared.topics.entry(topic.to_owned()).or_default();
             for record in records {
                 let mut r = record.clone();
-                r.origin.offset = log.len() as i64;
-                log.push(r);
+                r.origin.offset = log.base + log.records.len() as i64;
+                log.records.push_back(r);
             }
         }
         match self.out(topic)? {

@@ -21,7 +21,7 @@ use super::windows::{
 };
 use super::{Emitted, Failure, Operator, PluginStep};
 use crate::record::{EncodedBatch, Header, Record};
-use crate::state::{Sequencer, Store, prefix_end, upstream_of};
+use crate::state::{DirectUpstream, Sequencer, Store, prefix_end, upstream_of};
 use crate::wasm::CallFailure;
 
 /// Sessions or windows of one key a record can touch are few; the cap guards a runaway key.
@@ -164,7 +164,16 @@ impl Aggregate {
                 s
             }
         };
-        chunk.entries.push(record.clone());
+        // The fold needs the key, value and time; a built-in count needs only the time.
+        chunk.entries.push(match self.fold {
+            Fold::Count => Record { timestamp: record.timestamp, ..Default::default() },
+            _ => Record {
+                key: record.key.clone(),
+                value: record.value.clone(),
+                timestamp: record.timestamp,
+                ..Default::default()
+            },
+        });
         chunk.entry_slot.push(slot);
         chunk.entry_input.push(input);
         chunk.groups.insert(group.clone());
@@ -603,16 +612,17 @@ impl Operator for Aggregate {
         let mut chunk = Chunk::default();
         let per_key_split = matches!(self.window, Some(WindowSpec::Session { .. } | WindowSpec::Sliding { .. }));
         let mut late = Vec::new();
+        let mut direct = DirectUpstream::default();
         for (i, r) in input.iter().enumerate() {
             // Kafka Streams ignores records with a null key or value in aggregations.
             let (Some(group), Some(_)) = (&r.key, &r.value) else {
                 tracing::debug!(step = %self.node, offset = r.origin.offset, "record with a null key or value skipped");
                 continue;
             };
-            let topic = self.topics.get(r.origin.topic as usize).map_or("", String::as_str);
-            let Some((upstream, position)) = upstream_of(r, topic) else { continue };
-            let position = self.seq.next(&upstream, position);
-            if !self.store.first_time(&upstream, position) {
+            let direct = direct.name(&self.topics, r);
+            let Some((upstream, position)) = upstream_of(r, direct) else { continue };
+            let position = self.seq.next(upstream, position);
+            if !self.store.first_time(upstream, position) {
                 continue;
             }
             let stream_time = self.store.advance_stream_time(r.timestamp);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{ConstructError, Emitted, Failure, Operator, PluginStep};
 use crate::record::{DecodedBatch, Record};
-use crate::state::{Sequencer, Store, upstream_of};
+use crate::state::{DirectUpstream, Sequencer, Store, upstream_of};
 use crate::wasm::bindings::processor::{Clock, Forwarded};
 use crate::wasm::host::state::SharedStores;
 
@@ -116,13 +116,14 @@ impl Operator for Processor {
         // Records applied before (read again after a crash) are skipped, as in aggregations.
         let mut fresh = Vec::with_capacity(input.len());
         let mut stream_time = self.stream_time;
+        let mut direct = DirectUpstream::default();
         if let Ok(mut stores) = self.stores.lock() {
             for r in input {
-                let topic = self.topics.get(r.origin.topic as usize).map_or("", String::as_str);
-                let new = match (upstream_of(&r, topic), stores.values_mut().next()) {
+                let name = direct.name(&self.topics, &r);
+                let new = match (upstream_of(&r, name), stores.values_mut().next()) {
                     (Some((upstream, p)), Some(first)) => {
-                        let p = self.seq.next(&upstream, p);
-                        first.first_time(&upstream, p)
+                        let p = self.seq.next(upstream, p);
+                        first.first_time(upstream, p)
                     }
                     _ => true,
                 };

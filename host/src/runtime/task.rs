@@ -172,10 +172,10 @@ impl Task {
     /// Every record written to a repartition topic carries where its input was read, so the
     /// store that reads it back applies it once even if it is written twice.
     fn stamp_positions(&mut self, batch: &mut [Record]) {
+        let mut direct = crate::state::DirectUpstream::default();
         for r in batch {
-            let topic = self.topics.get(r.origin.topic as usize).map_or("", String::as_str);
-            let upstream = format!("{topic}/{}", r.origin.partition);
-            let p = self.sequencer.next(&upstream, Position { offset: r.origin.offset, seq: 0 });
+            let upstream = direct.name(&self.topics, r);
+            let p = self.sequencer.next(upstream, Position { offset: r.origin.offset, seq: 0 });
             let value = Bytes::from(format!("{upstream}/{}/{}", p.offset, p.seq));
             match r.headers.iter_mut().find(|h| h.name == POSITION_HEADER) {
                 Some(h) => h.value = Some(value),

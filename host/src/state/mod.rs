@@ -333,16 +333,34 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// A record's upstream and position: its repartition header when it has one, otherwise
 /// where it was read (`topic/partition`, offset, and `seq` among records of that offset).
-pub fn upstream_of(r: &Record, input_topic: &str) -> Option<(String, Position)> {
+/// `direct` names the upstream of records read directly (the caller builds it once per batch).
+pub fn upstream_of<'a>(r: &'a Record, direct: &'a str) -> Option<(&'a str, Position)> {
     if let Some(h) = r.headers.iter().find(|h| h.name == POSITION_HEADER) {
         let text = std::str::from_utf8(h.value.as_deref()?).ok()?;
         let mut parts = text.rsplitn(3, '/');
         let seq = parts.next()?.parse().ok()?;
         let offset = parts.next()?.parse().ok()?;
-        let upstream = parts.next()?.to_owned();
+        let upstream = parts.next()?;
         return Some((upstream, Position { offset, seq }));
     }
-    Some((format!("{input_topic}/{}", r.origin.partition), Position { offset: r.origin.offset, seq: 0 }))
+    Some((direct, Position { offset: r.origin.offset, seq: 0 }))
+}
+
+/// The upstream name of records read directly from `topic[partition]`, cached for a batch.
+#[derive(Default)]
+pub struct DirectUpstream {
+    last: Option<(u32, i32, String)>,
+}
+
+impl DirectUpstream {
+    pub fn name(&mut self, topics: &[String], r: &Record) -> &str {
+        let (t, p) = (r.origin.topic, r.origin.partition);
+        if !matches!(&self.last, Some((lt, lp, _)) if *lt == t && *lp == p) {
+            let topic = topics.get(t as usize).map_or("", String::as_str);
+            self.last = Some((t, p, format!("{topic}/{p}")));
+        }
+        self.last.as_ref().map_or("", |(_, _, s)| s.as_str())
+    }
 }
 
 /// Numbers records that share an upstream position (a flatMap's outputs) 0, 1, 2…, so
