@@ -252,3 +252,17 @@ fn stateful_manifest_mistakes_are_named() {
         assert!(e.contains("bad.toml:"), "names the file and line: {e}");
     }
 }
+
+#[test]
+fn a_store_ttl_forgets_keys_not_updated_within_it_in_stream_time() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 0), ("a", "x", 5), ("b", "x", 100), ("a", "x", 101)]);
+    let manifest =
+        pipeline(r#"{ op = "group_by_key" }, { op = "count", store = "counts" },"#) + "[stores.counts]\nttl = 50\n";
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![s("a", "1"), s("a", "2"), s("b", "1"), s("a", "1")],
+        "a was last updated at 5, more than 50 ms of stream time before 101"
+    );
+}

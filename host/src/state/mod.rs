@@ -50,6 +50,16 @@ pub enum StoreKind {
     Session,
 }
 
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::KeyValue => "key_value",
+            Self::Window => "window",
+            Self::Session => "session",
+        })
+    }
+}
+
 /// A store's settings, from `[stores.*]` or the defaults of an implicit store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSpec {

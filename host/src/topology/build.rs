@@ -743,7 +743,7 @@ impl Builder<'_> {
             return Err(self.err(
                 declared.span(),
                 format!("stores.{name}.kind"),
-                format!("the step that uses store `{name}` needs a {kind:?} store, not {:?}", declared.get_ref()),
+                format!("the step that uses store `{name}` needs a {kind} store, not {}", declared.get_ref()),
             ));
         }
         let ttl_ms = match def.and_then(|d| d.ttl.as_ref()) {

@@ -45,7 +45,7 @@ impl HostState {
                 return Err(StateError::NoSuchStore(format!("{name}: the step's stores are {names:?}")));
             }
             Some(s) if s.spec.kind != kind => {
-                return Err(StateError::WrongKind(format!("{name} is a {:?} store, not {kind:?}", s.spec.kind)));
+                return Err(StateError::WrongKind(format!("{name} is a {} store, not {kind}", s.spec.kind)));
             }
             Some(_) => {}
         }
