@@ -84,4 +84,6 @@ fn fraud_detection_alerts_on_velocity_with_a_processor_and_its_stores() {
     assert_eq!(sorted_lines(&stdout), sorted_lines(&expected("fraud-detection")), "{stderr}");
     let alerts = stdout.lines().filter(|l| l.starts_with("fraud-alerts")).count();
     assert_eq!(alerts, 2, "{stdout}");
+    // The stream-time timer fired and its clean-up removed transactions from the window store.
+    assert!(stdout.lines().any(|l| l.starts_with("fraud-maintenance\tclean-up\t{\"older_than\"")), "{stdout}");
 }

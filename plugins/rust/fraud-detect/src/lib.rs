@@ -70,11 +70,17 @@ fn check(ctx: &mut Context, card: &str, Json(txn): Json<Transaction>) -> Result<
     Ok(())
 }
 
-/// Drops transactions older than `KEEP_MS`, so the window store stays small.
-fn clean_up(_ctx: &mut Context, _timer: &str, now: i64) -> Result<(), String> {
+/// Drops transactions older than `KEEP_MS`, so the window store stays small, and reports
+/// what it removed to the `maintenance` child.
+fn clean_up(ctx: &mut Context, timer: &str, now: i64) -> Result<(), String> {
     let recent = WindowStore::open("recent").map_err(|e| e.to_string())?;
-    for old in recent.fetch_until(now - KEEP_MS, 10_000).map_err(|e| e.to_string())? {
-        recent.delete(&old.key, old.start).map_err(|e| e.to_string())?;
+    let old = recent.fetch_until(now - KEEP_MS, 10_000).map_err(|e| e.to_string())?;
+    for o in &old {
+        recent.delete(&o.key, o.start).map_err(|e| e.to_string())?;
+    }
+    if !old.is_empty() {
+        let report = serde_json::json!({ "removed": old.len(), "older_than": now - KEEP_MS });
+        ctx.forward_to("maintenance", timer, Json(report)).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
