@@ -142,6 +142,7 @@ impl Prepared {
             commit_interval: std::time::Duration::from_millis(interval),
             state_dir: self.state_dir(local),
             changelogs: !self.is_local(),
+            metrics: self.runtime.metrics().clone(),
         }
     }
 

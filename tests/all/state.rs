@@ -176,6 +176,8 @@ fn grace_accepts_records_until_the_window_closes_then_drops_and_routes_them() {
     );
     assert_eq!(kvs(&run.out, "late"), vec![s("a", "x")]);
     assert_eq!(run.stats.late_records, 1);
+    let metrics = run.prepared.runtime.metrics().encode();
+    assert!(metrics.contains("wasp_late_records_total{step=\"p-2-count\"} 1"), "{metrics}");
 }
 
 #[test]

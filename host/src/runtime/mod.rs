@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Whether stores write changelogs (off in local mode: there is no broker to keep them).
     pub changelogs: bool,
+    /// Where built-in metrics (late records) are counted.
+    pub metrics: crate::wasm::MetricsRegistry,
 }
 
 /// Runs the topology until the source is exhausted or `stop` is set. In-flight batches finish
@@ -114,7 +116,10 @@ pub fn run(
         stats.records_in += n;
         stats.batches += 1;
         stats.failed_records += output.failed;
-        stats.late_records += output.late;
+        for (step, n) in &output.late {
+            stats.late_records += n;
+            options.metrics.late_records(step, *n);
+        }
         for (topic, records) in &output.records {
             sink.send(topic, records)?;
             stats.records_out += records.len() as u64;

@@ -15,8 +15,8 @@ pub struct TaskOutput {
     pub records: Vec<(String, Vec<Record>)>,
     /// Records that failed and were skipped or dead-lettered.
     pub failed: u64,
-    /// Records dropped because their windows had closed.
-    pub late: u64,
+    /// Records dropped because their windows had closed, per step.
+    pub late: Vec<(String, u64)>,
 }
 
 /// A batch the task could not finish.
@@ -150,7 +150,9 @@ impl Task {
         for f in emitted.failures {
             self.apply_policy(id, f, out)?;
         }
-        out.late += emitted.late;
+        if emitted.late > 0 {
+            out.late.push((self.topology.node(id).name.clone(), emitted.late));
+        }
         out.records.extend(emitted.to_topics);
         let children = &self.topology.node(id).children;
         for (target, recs) in emitted.routed.into_iter().rev() {

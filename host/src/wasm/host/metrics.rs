@@ -41,6 +41,7 @@ struct Inner {
     metrics: HashMap<String, Metric>,
     per_plugin: HashMap<String, usize>,
     rejected: Counter,
+    late: Family<Labels, Counter>,
 }
 
 /// The process-wide registry.
@@ -58,12 +59,19 @@ impl Default for MetricsRegistry {
             "Plugin metric calls ignored because they passed a cap",
             rejected.clone(),
         );
+        let late = Family::<Labels, Counter>::default();
+        registry.register(
+            "wasp_late_records",
+            "Records dropped by a windowed step because every window they belong to had closed",
+            late.clone(),
+        );
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 registry,
                 metrics: HashMap::new(),
                 per_plugin: HashMap::new(),
                 rejected,
+                late,
             })),
         }
     }
@@ -76,7 +84,20 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
+impl std::fmt::Debug for MetricsRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRegistry")
+    }
+}
+
 impl MetricsRegistry {
+    /// Counts records a windowed step dropped as late (`wasp_late_records_total{step}`).
+    pub fn late_records(&self, step: &str, n: u64) {
+        if let Ok(inner) = self.inner.lock() {
+            inner.late.get_or_create(&vec![("step".to_owned(), step.to_owned())]).inc_by(n);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
