@@ -268,3 +268,42 @@ fn a_store_ttl_forgets_keys_not_updated_within_it_in_stream_time() {
         "a was last updated at 5, more than 50 ms of stream time before 101"
     );
 }
+
+#[test]
+fn processor_timers_fire_on_stream_time_and_on_wall_clock_time() {
+    use std::sync::Arc;
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 5)]);
+    let path = sc.write("p.toml", &pipeline(r#"{ op = "process", plugin = "kit" },"#));
+    let prepared = wasp::app::prepare(&path, Some(crate::common::cache_dir())).unwrap();
+    let lookup = |name: &str| prepared.plugins.get(name).cloned();
+    let mut no_stores = |spec: &wasp::state::StoreSpec| {
+        Err(wasp::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
+    };
+    let topology = Arc::clone(&prepared.topology);
+    let mut task = wasp::runtime::Task::new(topology, 0, 0, &lookup, &mut no_stores).unwrap();
+    let record = |t: i64| wasp::record::Record::new(Some(b"a"), Some(b"x"), t);
+    let values = |out: wasp::runtime::TaskOutput| -> Vec<(String, String)> {
+        out.records
+            .into_iter()
+            .flat_map(|(_, rs)| rs)
+            .map(|r| {
+                let s =
+                    |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
+                (s(r.key), s(r.value))
+            })
+            .collect()
+    };
+    // Stream time: the first timer fires with the first record, then every 10 ms of event time.
+    assert_eq!(values(task.process("in", vec![record(5)]).unwrap()), vec![s("a", "x"), s("stream", "5")]);
+    assert_eq!(values(task.process("in", vec![record(9)]).unwrap()), vec![s("a", "x")]);
+    assert_eq!(
+        values(task.process("in", vec![record(27)]).unwrap()),
+        vec![s("a", "x"), s("stream", "15"), s("stream", "25")]
+    );
+    // Wall clock: scheduled at the first tick, fired once 10 ms later.
+    assert_eq!(values(task.tick(1_000).unwrap()), vec![]);
+    assert_eq!(values(task.tick(1_005).unwrap()), vec![]);
+    assert_eq!(values(task.tick(1_012).unwrap()), vec![s("wall", "1012")]);
+    assert_eq!(values(task.tick(1_015).unwrap()), vec![]);
+}

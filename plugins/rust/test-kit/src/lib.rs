@@ -72,3 +72,17 @@ fn leading_millis(value: &str) -> Result<i64, String> {
     let first = value.split_whitespace().next().unwrap_or_default();
     first.parse().map_err(|_| format!("`{first}` is not a timestamp"))
 }
+
+fn every_ten() -> Vec<wasp::Timer> {
+    vec![wasp::Timer::wall_clock("wall", 10), wasp::Timer::stream_time("stream", 10)]
+}
+
+/// Forwards each record unchanged; its timers forward `(timer name, time)`.
+#[wasp::processor(init = every_ten, punctuate = fired)]
+fn pass(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), wasp::RecordError> {
+    ctx.forward(key.unwrap_or_default(), value)
+}
+
+fn fired(ctx: &mut wasp::Context, timer: &str, time: i64) -> Result<(), wasp::RecordError> {
+    ctx.forward(timer, time.to_string())
+}
