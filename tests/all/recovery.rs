@@ -115,14 +115,16 @@ fn diff(got: &BTreeMap<String, u64>, want: &BTreeMap<String, u64>) -> Vec<String
 
 #[test]
 fn word_counts_survive_sigkill() {
-    const FIRST: usize = 4000;
-    const TOTAL: usize = 5000;
+    // Large enough that processing takes seconds, so the kill lands after some commits
+    // (every 100 ms) and well before the end.
+    const FIRST: usize = 20_000;
+    const TOTAL: usize = 24_000;
     let (broker, _dir, manifest, mut reader) = setup();
     produce(&broker, 0..FIRST);
     let mut wasp = start("wasp-1", &manifest);
     let some = reader.read_until(START_TIMEOUT, |r| {
         wasp.assert_running();
-        r.len() >= 400
+        r.len() >= 2_000
     });
     assert!(some, "too little output within {START_TIMEOUT:?}");
     wasp.kill();
