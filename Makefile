@@ -6,7 +6,7 @@ CARGO ?= cargo
 WASM_TOOLS_VERSION := 1.263.0
 NISSHI_VERSION := 0.8.1
 COMPONENTIZE_PY_VERSION := 0.25.1
-RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect
+RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap
 BUILD := plugins/build
 WASM_OUT := plugins/target/wasm32-unknown-unknown/release
 PY_PLUGIN_SRC := $(wildcard plugins/python/*/*.py) $(wildcard plugins/python/sdk/*.py)
@@ -29,12 +29,13 @@ test: setup plugins
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
 	  target/test-output.log
 
-## What the commands need: wasm targets, wasm-tools, componentize-py, libclang, the test broker.
+## What the commands need: wasm targets, wasm-tools, componentize-py, libclang (bindgen's libclang.so,
+## not libclang-cpp, which some images ship alone), the test broker.
 setup: .setup-done
 .setup-done: Makefile
 	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
 	rustup target add wasm32-unknown-unknown wasm32-wasip2
-	@if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
+	@if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libclang-dev; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq libclang-dev; fi; fi
 	@if [ "$$(wasm-tools --version 2>/dev/null | cut -d' ' -f2)" != "$(WASM_TOOLS_VERSION)" ]; then \

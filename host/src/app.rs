@@ -12,7 +12,7 @@ use crate::io::local::{LocalSink, LocalSource, SharedTopics};
 use crate::manifest::{self, FileFormat, Loaded};
 use crate::runtime::{self, RunOptions, RunStats};
 use crate::topology::{self, PluginKind, Topology};
-use crate::wasm::{LoadedPlugin, MetricsRegistry, Runtime};
+use crate::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSpec, Runtime};
 
 /// Records per plugin call when the manifest does not say.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
@@ -21,7 +21,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 1024;
 pub struct Prepared {
     pub loaded: Loaded,
     pub topology: Arc<Topology>,
-    pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// Every plugin's slot: the version that runs, swapped by reloads.
+    pub plugins: Arc<PluginDirectory>,
     pub runtime: Runtime,
 }
 
@@ -36,23 +37,28 @@ pub fn plan(path: &Path) -> anyhow::Result<(Loaded, Topology)> {
 /// export the kinds its steps need, and know the functions they name.
 pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepared> {
     let (loaded, topology) = plan(path)?;
-    let runtime = Runtime::new(cache_dir, MetricsRegistry::default())?;
-    let mut needs: BTreeMap<&str, Vec<PluginKind>> = BTreeMap::new();
+    let app = &loaded.manifest.application;
+    let max_instances = app.max_instances.as_ref().map_or(crate::wasm::DEFAULT_MAX_INSTANCES, |m| *m.get_ref());
+    let options = EngineOptions::for_limits(loaded.manifest.plugins.values().map(|d| &d.limits), max_instances);
+    let runtime = Runtime::with_options(cache_dir, MetricsRegistry::default(), options)?;
+    let mut uses: BTreeMap<&str, Vec<(PluginKind, String)>> = BTreeMap::new();
     for (_, r) in topology.plugin_uses() {
-        let kinds = needs.entry(r.plugin.as_str()).or_default();
-        if !kinds.contains(&r.kind) {
-            kinds.push(r.kind);
+        let u = uses.entry(r.plugin.as_str()).or_default();
+        if !u.contains(&(r.kind, r.function.clone())) {
+            u.push((r.kind, r.function.clone()));
         }
     }
-    let mut plugins = BTreeMap::new();
+    let mut plugins = PluginDirectory::new(runtime.clone());
     for (name, def) in &loaded.manifest.plugins {
-        let Some(kinds) = needs.get(name.get_ref().as_str()) else {
+        let Some(uses) = uses.get(name.get_ref().as_str()) else {
             tracing::warn!(plugin = %name.get_ref(), "plugin declared but used by no step");
             continue;
         };
+        let mut kinds: Vec<PluginKind> = uses.iter().map(|(k, _)| *k).collect();
+        kinds.dedup();
         let path = loaded.resolve(def.path.get_ref());
         let plugin = runtime
-            .load(name.get_ref(), &path, &def.config, &def.grants, &def.limits, kinds)
+            .load(name.get_ref(), &path, &def.config, &def.grants, &def.limits, &kinds)
             .map_err(anyhow::Error::new)
             .with_context(|| {
                 let (line, col) = loaded.source.line_col(def.path.span().start);
@@ -65,15 +71,28 @@ pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepar
             ms = plugin.load_time.as_millis() as u64,
             "plugin loaded"
         );
-        plugins.insert(name.get_ref().clone(), Arc::new(plugin));
+        let spec = PluginSpec {
+            path,
+            config: def.config.clone(),
+            grants: def.grants.clone(),
+            limits: def.limits,
+            uses: uses.clone(),
+        };
+        plugins.insert(Arc::new(plugin), spec);
     }
     // A trial instance of every step checks the named functions before anything runs.
     for (node, r) in topology.plugin_uses() {
-        let plugin = plugins.get(&r.plugin).context("plugin not loaded")?;
-        crate::operators::PluginStep::new(plugin.clone(), r)
+        let slot = plugins.get(&r.plugin).context("plugin not loaded")?;
+        crate::operators::PluginStep::new(slot, r)
             .with_context(|| format!("step `{}` of pipeline `{}`", node.name, node.pipeline))?;
     }
-    Ok(Prepared { loaded, topology: Arc::new(topology), plugins, runtime })
+    Ok(Prepared { loaded, topology: Arc::new(topology), plugins: Arc::new(plugins), runtime })
+}
+
+/// What runs beside the batch loop; dropping it stops them.
+pub struct Services {
+    pub admin: Option<crate::admin::AdminServer>,
+    pub watcher: Option<crate::wasm::watch::PluginWatcher>,
 }
 
 /// Local-mode options from the command line.
@@ -87,6 +106,10 @@ pub struct LocalOptions {
     pub follow: bool,
     /// `--state-dir`: overrides the manifest's `state_dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--watch` / `--no-watch`: overrides the manifest's `watch_plugins`.
+    pub watch: Option<bool>,
+    /// `--admin ADDR`: serves the admin endpoint there (overrides the manifest's address).
+    pub admin: Option<String>,
 }
 
 /// The default commit interval.
@@ -129,7 +152,44 @@ impl Prepared {
         Ok(())
     }
 
-    fn run_options(&self, local: &LocalOptions) -> RunOptions {
+    /// Whether plugin files are watched: `--watch`/`--no-watch`, else the manifest, else on
+    /// in local mode with `--follow` (a run that ends with its input has nothing to swap) and
+    /// off on Kafka.
+    pub fn watches(&self, local: &LocalOptions) -> bool {
+        local.watch.or(self.loaded.manifest.application.watch_plugins).unwrap_or(self.is_local() && local.follow)
+    }
+
+    /// The admin token: the manifest's, else `$WASP_ADMIN_TOKEN`.
+    pub fn admin_token(&self) -> Option<String> {
+        let configured = self.loaded.manifest.application.admin.as_ref().and_then(|a| a.token.clone());
+        configured.or_else(|| std::env::var("WASP_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty())
+    }
+
+    /// Starts what runs beside the batch loop: the admin endpoint (when the manifest or
+    /// `--admin` asks for it) and the plugin file watcher (see [`Self::watches`]).
+    pub fn start_services(&self, local: &LocalOptions, ready: Arc<AtomicBool>) -> anyhow::Result<Services> {
+        let admin_def = self.loaded.manifest.application.admin.as_ref();
+        let bind = local.admin.clone().or_else(|| {
+            admin_def.map(|a| a.bind.as_ref().map_or(crate::admin::DEFAULT_BIND.to_owned(), |b| b.get_ref().clone()))
+        });
+        let admin = match bind {
+            Some(bind) => Some(crate::admin::start(
+                &bind,
+                crate::admin::AdminState {
+                    metrics: self.runtime.metrics().clone(),
+                    plugins: self.plugins.clone(),
+                    ready,
+                    token: self.admin_token(),
+                },
+            )?),
+            None => None,
+        };
+        let watcher =
+            if self.watches(local) { Some(crate::wasm::watch::watch(self.plugins.clone())?) } else { None };
+        Ok(Services { admin, watcher })
+    }
+
+    fn run_options(&self, local: &LocalOptions, ready: Arc<AtomicBool>) -> RunOptions {
         let interval = self
             .loaded
             .manifest
@@ -143,6 +203,7 @@ impl Prepared {
             state_dir: self.state_dir(local),
             changelogs: !self.is_local(),
             metrics: self.runtime.metrics().clone(),
+            ready,
         }
     }
 
@@ -150,8 +211,11 @@ impl Prepared {
         self.loaded.manifest.application.kafka.is_none()
     }
 
-    /// Runs until the input is exhausted (local mode) or `stop` is set.
+    /// Runs until the input is exhausted (local mode) or `stop` is set, with the admin
+    /// endpoint and the plugin file watcher beside it.
     pub fn run(&self, local: &LocalOptions, stop: &AtomicBool) -> anyhow::Result<RunStats> {
+        let ready = Arc::new(AtomicBool::new(false));
+        let _services = self.start_services(local, ready.clone())?;
         match &self.loaded.manifest.application.kafka {
             None => {
                 let mut inputs = BTreeMap::new();
@@ -172,7 +236,7 @@ impl Prepared {
                 let shared = SharedTopics::default();
                 let mut source = LocalSource::new(&self.topology, &inputs, shared.clone(), local.follow)?;
                 let mut sink = LocalSink::new(self.topology.clone(), local.outputs.clone(), shared);
-                let options = self.run_options(local);
+                let options = self.run_options(local, ready);
                 runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, None, &options, stop)
             }
             Some(kafka) => {
@@ -182,7 +246,7 @@ impl Prepared {
                 let mut source = KafkaSource::new(&config, &self.topology.application_id, &topics)?;
                 let mut sink = KafkaSink::new(&config)?;
                 let mut restorer = KafkaChangelogReader::new(&config, &self.topology.application_id)?;
-                let options = self.run_options(local);
+                let options = self.run_options(local, ready);
                 runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, Some(&mut restorer), &options, stop)
             }
         }

@@ -27,7 +27,7 @@ use wasp::manifest::{Grants, Limits};
 use wasp::operators::{Operator, construct_stateless};
 use wasp::record::{DecodedBatch, EncodedBatch, Record};
 use wasp::topology::{NodeOp, PluginKind, PluginRef};
-use wasp::wasm::{LoadedPlugin, MetricsRegistry, PluginInstance, Runtime};
+use wasp::wasm::{LoadedPlugin, MetricsRegistry, PluginInstance, PluginSlot, Runtime};
 
 /// Host bindings for the naive world.
 mod naive {
@@ -307,6 +307,8 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
     }
 }
 
+#[path = "bench_sandbox.rs"]
+mod bench_sandbox;
 #[path = "bench_state.rs"]
 mod bench_state;
 
@@ -336,7 +338,8 @@ fn main() -> Result<()> {
         load("bench-map", &[PluginKind::ValueMapper])?,
         load("bench-identity", &[PluginKind::Filter, PluginKind::ValueMapper])?,
     ];
-    let lookup = |name: &str| plugins.iter().find(|p| &*p.name == name).cloned();
+    let slots: Vec<Arc<PluginSlot>> = plugins.iter().map(|p| PluginSlot::fixed(p.clone())).collect();
+    let lookup = |name: &str| slots.iter().find(|s| s.name() == name).cloned();
     let op = |node: NodeOp| -> Result<Stage<'_>> { Ok(operator_stage(construct_stateless(&node, &lookup)?)) };
     let filter_node = |plugin: &str| NodeOp::Filter { plugin: plugin_ref(plugin, PluginKind::Filter), negate: false };
     let map_node = |plugin: &str| NodeOp::MapValues { plugin: plugin_ref(plugin, PluginKind::ValueMapper) };
@@ -516,6 +519,7 @@ fn main() -> Result<()> {
         println!("identity outputs: DIFFER from the input for {}", differ.join(", "));
     }
     println!("timed part: {:.1} s", took.as_secs_f64());
+    bench_sandbox::run(input)?;
     bench_state::run(env_usize("WASP_BENCH_LINES", LINES)?)
 }
 

@@ -3,8 +3,10 @@
 //!
 //! The folders say where a change goes: [`manifest`] parses, [`topology`] builds the graph,
 //! [`operators`] run steps on batches, [`wasm`] loads and calls plugins, [`runtime`] drives
-//! tasks, and [`io`] is the seam to local files and Kafka.
+//! tasks, [`io`] is the seam to local files and Kafka, and [`admin`] serves health, metrics,
+//! plugin versions and reloads over HTTP.
 
+pub mod admin;
 pub mod app;
 pub mod io;
 pub mod manifest;

@@ -41,6 +41,34 @@ enum Command {
         /// so the input is processed from scratch.
         #[arg(long)]
         reset: bool,
+        /// Serve the admin endpoint (health, metrics, plugins, reloads) at ADDR, e.g.
+        /// 127.0.0.1:9464 (default: the manifest's `[application.admin]`, else none).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Reload a plugin when its file changes (default: on in local mode with --follow,
+        /// off on Kafka, unless the manifest's `watch_plugins` says otherwise).
+        #[arg(long, overrides_with = "no_watch")]
+        watch: bool,
+        /// Never reload plugins on file changes.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Asks a running wasp to replace a plugin (through its admin endpoint). The new version
+    /// is validated first; if it is refused, the old one keeps running.
+    Reload {
+        /// The manifest the running wasp was started with (for the admin address and token).
+        manifest: PathBuf,
+        /// The plugin's name in the manifest.
+        plugin: String,
+        /// The new component (default: the path in the manifest, read again).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The admin endpoint, e.g. http://127.0.0.1:9464 (default: from the manifest).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// The admin token (default: the manifest's, else $WASP_ADMIN_TOKEN).
+        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Checks the manifest and its plugins without running anything.
     Validate { manifest: PathBuf },
@@ -112,7 +140,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        Command::Run { manifest, inputs, outputs, follow, state_dir, reset } => {
+        Command::Reload { manifest, plugin, path, admin, token } => reload(&manifest, &plugin, path, admin, token),
+        Command::Run { manifest, inputs, outputs, follow, state_dir, reset, admin, watch, no_watch } => {
             let p = app::prepare(&manifest, cache)?;
             if !p.is_local() && (!inputs.is_empty() || !outputs.is_empty() || follow) {
                 anyhow::bail!("--input, --output and --follow are for local mode; this manifest names Kafka servers");
@@ -131,6 +160,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outputs: outputs.into_iter().collect(),
                 follow,
                 state_dir,
+                watch: if no_watch { Some(false) } else { watch.then_some(true) },
+                admin,
             };
             if reset {
                 p.reset_local_state(&local)?;
@@ -147,4 +178,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `wasp reload`: a POST to the running instance's admin endpoint.
+fn reload(
+    manifest: &std::path::Path,
+    plugin: &str,
+    path: Option<PathBuf>,
+    admin: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let (loaded, _) = app::plan(manifest)?;
+    let def = loaded.manifest.application.admin.as_ref();
+    let base = match admin {
+        Some(a) => a,
+        None => {
+            let bind = def.and_then(|a| a.bind.as_ref()).map_or(wasp::admin::DEFAULT_BIND, |b| b.get_ref().as_str());
+            format!("http://{bind}")
+        }
+    };
+    let token = def.and_then(|a| a.token.clone()).or(token).context(
+        "no admin token: set [application.admin] token in the manifest, WASP_ADMIN_TOKEN, or --token",
+    )?;
+    let path = match path {
+        Some(p) => Some(std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?),
+        None => None,
+    };
+    let url = format!("{}/plugins/{plugin}/reload", base.trim_end_matches('/'));
+    let body = serde_json::json!({ "path": path });
+    let response = ureq::post(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(&body)
+        .with_context(|| format!("reaching the admin endpoint at {base}"))?;
+    let status = response.status();
+    let text = response.into_body().read_to_string().unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if !status.is_success() {
+        let message = json.get("error").and_then(|e| e.as_str()).map_or_else(|| json.to_string(), str::to_owned);
+        anyhow::bail!("reload of `{plugin}` refused ({status}): {message}");
+    }
+    let digest = json.get("digest").and_then(|d| d.as_str()).unwrap_or("?");
+    match json.get("result").and_then(|r| r.as_str()) {
+        Some("unchanged") => println!("{plugin}: unchanged (already running {})", &digest[..12.min(digest.len())]),
+        _ => println!(
+            "{plugin}: {} validated; tasks switch at their next batch (see /plugins)",
+            &digest[..12.min(digest.len())]
+        ),
+    }
+    Ok(())
 }

@@ -175,16 +175,47 @@ impl Broker {
 
     /// Produces `records` (key, value) to `topic` and waits until all are acknowledged.
     pub fn produce<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, topic: &str, records: &[(Option<K>, V)]) {
-        let producer: BaseProducer<Deliveries> = self
-            .config()
+        let records: Vec<(Option<i32>, Option<&[u8]>, &[u8])> =
+            records.iter().map(|(k, v)| (None, k.as_ref().map(AsRef::as_ref), v.as_ref())).collect();
+        self.produce_to(topic, &records);
+    }
+
+    /// Produces `(partition, key, value)` records (no partition: by the key) to `topic`, and
+    /// waits until all are acknowledged.
+    pub fn produce_to(&self, topic: &str, records: &[(Option<i32>, Option<&[u8]>, &[u8])]) {
+        produce_to(self.config(), topic, records);
+    }
+
+    /// A handle that produces to this broker from another thread.
+    pub fn producer(&self) -> RemoteProducer {
+        RemoteProducer(self.bootstrap())
+    }
+}
+
+/// Produces to a broker without owning it (for producer threads).
+pub struct RemoteProducer(String);
+
+impl RemoteProducer {
+    pub fn produce_to(&self, topic: &str, records: &[(Option<i32>, Option<&[u8]>, &[u8])]) {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.0);
+        produce_to(c, topic, records);
+    }
+}
+
+fn produce_to(mut config: ClientConfig, topic: &str, records: &[(Option<i32>, Option<&[u8]>, &[u8])]) {
+        let producer: BaseProducer<Deliveries> = config
             .set("linger.ms", "5")
             .set("enable.idempotence", "true")
             .create_with_context(Deliveries::default())
             .expect("creating a producer");
-        for (key, value) in records {
-            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value.as_ref());
+        for &(partition, key, value) in records {
+            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
             if let Some(k) = key {
-                r = r.key(k.as_ref());
+                r = r.key(k);
+            }
+            if let Some(p) = partition {
+                r = r.partition(p);
             }
             loop {
                 match producer.send(r) {
@@ -203,8 +234,9 @@ impl Broker {
         producer.flush(ADMIN_TIMEOUT).unwrap_or_else(|e| panic!("flushing the records for `{topic}`: {e}"));
         let failures = std::mem::take(&mut *producer.context().failures.lock().expect("the failures lock"));
         assert!(failures.is_empty(), "{} record(s) for `{topic}` failed: {}", failures.len(), failures.join("; "));
-    }
+}
 
+impl Broker {
     /// Every record of `topics`, read until there are `expected` of them or `timeout` passes.
     pub fn consume(&self, topics: &[&str], expected: usize, timeout: Duration) -> Vec<Received> {
         let mut reader = self.reader(topics);

@@ -209,3 +209,102 @@ fn grants_open_exactly_what_they_name() {
     assert!(got[3].starts_with("socket: denied"), "no grant opens the network: {got:?}");
     assert_eq!(got[4], "clock: real", "{got:?}");
 }
+
+#[test]
+fn a_panic_loop_memory_bomb_and_stack_overflow_reach_the_dead_letter_topic_with_headers() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "boom"), (Some("2"), "loop"), (Some("3"), "grow"), (Some("4"), "deep"), (Some("5"), "e")]);
+    let manifest = trap_pipeline("dead-letter")
+        .replace("[plugins.trap]\npath", "[plugins.trap]\nlimits = { deadline_ms = 200, memory_mib = 32 }\npath");
+    let out = run_local(&sc, &manifest, &["out", "dlq"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("5", "e")]);
+    let dlq = &out["dlq"];
+    assert_eq!(dlq.iter().map(|o| o.kv().1).collect::<Vec<_>>(), ["boom", "loop", "grow", "deep"], "{dlq:?}");
+    for (i, o) in dlq.iter().enumerate() {
+        let h = &o.headers;
+        assert_eq!(h["wasp.error.code"], "trap", "{h:?}");
+        assert_eq!(h["wasp.error.step"], "p-0-map_values", "{h:?}");
+        assert!(h["wasp.error.plugin"].as_str().unwrap().starts_with("trap@"), "{h:?}");
+        assert_eq!(h["wasp.source.topic"], "in", "{h:?}");
+        assert_eq!(h["wasp.source.partition"], "0", "{h:?}");
+        assert_eq!(h["wasp.source.offset"], i.to_string(), "{h:?}");
+    }
+    let message = |i: usize| dlq[i].headers["wasp.error.message"].as_str().unwrap_or_default().to_owned();
+    assert!(message(0).contains("unreachable") || message(0).contains("trapped"), "{}", message(0));
+    assert!(message(1).contains("deadline"), "{}", message(1));
+    assert!(message(2).contains("memory") || message(2).contains("trapped"), "{}", message(2));
+    assert!(message(3).contains("stack"), "{}", message(3));
+}
+
+#[test]
+fn fuel_stops_an_endless_loop_when_the_deadline_is_off() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "loop"), (Some("3"), "c")]);
+    let manifest = trap_pipeline("dead-letter").replace(
+        "[plugins.trap]\npath",
+        "[plugins.trap]\nlimits = { deadline_ms = 0, fuel = 50_000_000 }\npath",
+    );
+    let out = run_local(&sc, &manifest, &["out", "dlq"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("1", "a"), s("3", "c")]);
+    let dlq = &out["dlq"];
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert!(dlq[0].headers["wasp.error.message"].as_str().unwrap().contains("fuel"), "{dlq:?}");
+}
+
+fn retry_pipeline(then: &str) -> String {
+    trap_pipeline("retry") + &format!("[pipelines.p.retry]\nattempts = 3\nbackoff_ms = 1\nthen = \"{then}\"\n")
+}
+
+#[test]
+fn retry_runs_a_failed_record_again_until_it_passes() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "flaky"), (Some("3"), "c")]);
+    let run = crate::common::run_local_full(&sc, &retry_pipeline("stop"), &["out", "dlq"]).unwrap();
+    let mut got = kvs(&run.out, "out");
+    got.sort();
+    assert_eq!(got, vec![s("1", "a"), s("2", "flaky"), s("3", "c")]);
+    assert_eq!(run.stats.failed_records, 0);
+    let metrics = run.prepared.runtime.metrics().encode();
+    assert!(metrics.contains(r#"wasp_step_retries_total{pipeline="p",step="p-0-map_values"} 2"#), "{metrics}");
+}
+
+#[test]
+fn retry_then_dead_letters_what_still_fails_after_the_last_attempt() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "oops"), (Some("3"), "c")]);
+    let run = crate::common::run_local_full(&sc, &retry_pipeline("dead-letter"), &["out", "dlq"]).unwrap();
+    assert_eq!(kvs(&run.out, "out"), vec![s("1", "a"), s("3", "c")]);
+    assert_eq!(kvs(&run.out, "dlq"), vec![s("2", "oops")]);
+    let metrics = run.prepared.runtime.metrics().encode();
+    assert!(metrics.contains(r#"wasp_step_retries_total{pipeline="p",step="p-0-map_values"} 3"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"wasp_step_errors_total{pipeline="p",step="p-0-map_values",policy="dead-letter"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn retry_then_stop_stops_after_the_last_attempt() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "oops")]);
+    let e = run_local(&sc, &retry_pipeline("stop"), &["out"]).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("stopped at step `p-0-map_values`") && e.contains("oops"), "{e}");
+}
+
+#[test]
+fn input_that_does_not_deserialize_follows_the_policy_and_never_reaches_a_plugin() {
+    let sc = Scratch::new();
+    let lines = [r#"{"key": "1", "value": {"n": 1}}"#, r#"{"key": "2", "value": "{not json"}"#, r#"{"key": "3", "value": [3]}"#];
+    sc.write("in.jsonl", &(lines.join("\n") + "\n"));
+    let manifest = header("").replace("[streams.in]\n", "[streams.in]\nvalue = \"json\"\n")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"dead-letter\"\ndead_letter_topic = \"dlq\"\n[[pipelines.p.steps]]\nop = \"peek\"\n";
+    let run = crate::common::run_local_full(&sc, &manifest, &["out", "dlq"]).unwrap();
+    assert_eq!(run.out["out"].iter().map(|o| o.key.clone()).collect::<Vec<_>>(), ["1", "3"]);
+    let dlq = &run.out["dlq"];
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].headers["wasp.error.code"], "deserialization");
+    assert!(dlq[0].headers["wasp.error.message"].as_str().unwrap().contains("not JSON"), "{dlq:?}");
+    assert!(!dlq[0].headers.contains_key("wasp.error.plugin"), "no plugin saw it: {dlq:?}");
+    assert_eq!(dlq[0].headers["wasp.source.offset"], "1");
+}

@@ -1,5 +1,6 @@
 //! wasp's integration tests, in one binary to save link time. One module per area.
 
+mod admin;
 mod broker;
 mod cli;
 mod common;
@@ -10,3 +11,5 @@ mod kafka;
 mod operators;
 mod recovery;
 mod state;
+mod swap;
+mod swap_kafka;

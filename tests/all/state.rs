@@ -276,12 +276,13 @@ fn processor_timers_fire_on_stream_time_and_on_wall_clock_time() {
     input_at(&sc, &[("a", "x", 5)]);
     let path = sc.write("p.toml", &pipeline(r#"{ op = "process", plugin = "kit" },"#));
     let prepared = wasp::app::prepare(&path, Some(crate::common::cache_dir())).unwrap();
-    let lookup = |name: &str| prepared.plugins.get(name).cloned();
+    let lookup = |name: &str| prepared.plugins.get(name);
     let mut no_stores = |spec: &wasp::state::StoreSpec| {
         Err(wasp::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
     };
     let topology = Arc::clone(&prepared.topology);
-    let mut task = wasp::runtime::Task::new(topology, 0, 0, &lookup, &mut no_stores).unwrap();
+    let mut task =
+        wasp::runtime::Task::new(topology, 0, 0, &lookup, &mut no_stores, prepared.runtime.metrics()).unwrap();
     let record = |t: i64| wasp::record::Record::new(Some(b"a"), Some(b"x"), t);
     let values = |out: wasp::runtime::TaskOutput| -> Vec<(String, String)> {
         out.records

@@ -117,9 +117,26 @@ struct GroupContext {
     revoked: Mutex<Vec<(String, i32)>>,
     /// Revoked partitions whose buffered records the source has not dropped yet.
     unbuffer: Mutex<Vec<(String, i32)>>,
+    /// Each assigned partition's consumer lag, from librdkafka's last statistics.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lags = BTreeMap::new();
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                // -1 is librdkafka's "unknown", and partition -1 its internal UA partition.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lags.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
+        if let Ok(mut l) = self.lag.lock() {
+            *l = lags;
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -157,6 +174,10 @@ impl KafkaSource {
         c.set("group.id", application_id).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         if c.get("auto.offset.reset").is_none() {
             c.set("auto.offset.reset", "earliest");
+        }
+        // Statistics carry each partition's consumer lag (`wasp_consumer_lag`).
+        if c.get("statistics.interval.ms").is_none() {
+            c.set("statistics.interval.ms", "1000");
         }
         let consumer: BaseConsumer<GroupContext> =
             c.create_with_context(GroupContext::default()).context("creating the Kafka consumer")?;
@@ -249,6 +270,12 @@ impl RecordSource for KafkaSource {
             }
             Err(e) => Err(e).with_context(|| format!("committing {topic}[{partition}]@{next_offset}")),
         }
+    }
+
+    fn lag(&self) -> Vec<(String, i32, i64)> {
+        // From librdkafka's statistics (every second): no round trip to the broker.
+        let lag = self.consumer.context().lag.lock().map(|l| l.clone()).unwrap_or_default();
+        lag.into_iter().map(|((t, p), l)| (t, p, l)).collect()
     }
 
     fn take_revoked(&mut self) -> Vec<(String, i32)> {

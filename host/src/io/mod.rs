@@ -33,6 +33,11 @@ pub trait RecordSource {
     fn take_revoked(&mut self) -> Vec<(String, i32)> {
         Vec::new()
     }
+    /// Records not yet read, per assigned partition, as far as the source knows without a
+    /// round trip (`(topic, partition, lag)`).
+    fn lag(&self) -> Vec<(String, i32, i64)> {
+        Vec::new()
+    }
     /// Commits what is pending and leaves the group.
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())

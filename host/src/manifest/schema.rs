@@ -42,6 +42,24 @@ pub struct Application {
     pub state_dir: Option<Spanned<String>>,
     /// How often outputs are flushed, state committed and input offsets committed (default 1000).
     pub commit_interval_ms: Option<Spanned<u64>>,
+    /// Replace a plugin when its file changes (default: on in local mode, off on Kafka).
+    pub watch_plugins: Option<bool>,
+    /// Plugin instances the process may hold at once (the pooling allocator's size; default
+    /// 256). Each task holds one per plugin step, and a swap briefly holds two.
+    pub max_instances: Option<Spanned<u32>>,
+    /// The admin HTTP endpoint (`/health`, `/ready`, `/metrics`, `/plugins`, reloads).
+    pub admin: Option<AdminDef>,
+}
+
+/// The admin HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminDef {
+    /// The address to listen on (default `127.0.0.1:9464`; `127.0.0.1:0` picks a free port).
+    pub bind: Option<Spanned<String>>,
+    /// The token reload requests must carry (`Authorization: Bearer …`). Without it (here or
+    /// in `$WASP_ADMIN_TOKEN`) the endpoint refuses every reload.
+    pub token: Option<String>,
 }
 
 /// A state store's settings.
@@ -185,13 +203,20 @@ pub struct DirGrant {
 pub struct Limits {
     /// Linear memory cap, in MiB.
     pub memory_mib: u64,
-    /// Wall time one batch call may take, in milliseconds.
+    /// Wall time one batch call may take, in milliseconds; 0 turns the deadline off (for
+    /// trusted plugins).
     pub deadline_ms: u64,
+    /// Table elements the instance may hold (function references).
+    pub table_elements: u32,
+    /// WebAssembly instructions (roughly) one batch call may run; no fuel metering when unset.
+    /// Any plugin with fuel turns metering on for the whole engine (it costs every plugin
+    /// some speed); the others then run with unlimited fuel.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_mib: 256, deadline_ms: 10_000 }
+        Self { memory_mib: 256, deadline_ms: 10_000, table_elements: 100_000, fuel: None }
     }
 }
 
@@ -223,6 +248,39 @@ pub enum OnError {
     Skip,
     /// Write the record to the dead-letter topic with headers naming the error.
     DeadLetter,
+    /// Run the record through the step again, `[pipelines.NAME.retry]` times with backoff;
+    /// then apply the retry's `then` policy.
+    Retry,
+}
+
+impl OnError {
+    /// The name in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Skip => "skip",
+            Self::DeadLetter => "dead-letter",
+            Self::Retry => "retry",
+        }
+    }
+}
+
+/// `on_error = "retry"`: how often, how long between, and what then.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryDef {
+    /// Runs after the first failure (default 3).
+    pub attempts: u32,
+    /// The wait before the first retry, doubled for each one after (default 100).
+    pub backoff_ms: u64,
+    /// The policy for records that still fail: `stop` (default), `skip` or `dead-letter`.
+    pub then: OnError,
+}
+
+impl Default for RetryDef {
+    fn default() -> Self {
+        Self { attempts: 3, backoff_ms: 100, then: OnError::Stop }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +294,8 @@ pub struct PipelineDef {
     pub to: Option<Spanned<String>>,
     #[serde(default)]
     pub on_error: OnError,
+    /// `on_error = "retry"`: attempts, backoff and the policy after the last attempt.
+    pub retry: Option<Spanned<RetryDef>>,
     /// The dead-letter topic (default `<application-id>-dlq`).
     pub dead_letter_topic: Option<Spanned<String>>,
 }

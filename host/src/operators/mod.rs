@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::record::{EncodedBatch, Record};
 use crate::state::{Store, StoreSpec};
 use crate::topology::{FoldOp, NodeId, NodeOp, PluginKind, PluginRef};
-use crate::wasm::{CallFailure, LoadedPlugin, PluginError, PluginInstance};
+use crate::wasm::{CallFailure, LoadedPlugin, PluginError, PluginInstance, PluginSlot};
 
 /// A record a step could not handle, with why. The task applies the step's error policy.
 #[derive(Debug, Clone)]
@@ -78,10 +78,16 @@ impl Operator for PassThrough {
     }
 }
 
-/// A node's use of a plugin: the instance, rebuilt after a trap.
+/// A node's use of a plugin: the instance, rebuilt after a trap, and switched to a new version
+/// at a batch boundary when the plugin's [`PluginSlot`] publishes one (see [`crate::wasm::swap`]).
 pub struct PluginStep {
+    slot: Arc<PluginSlot>,
+    /// The slot generation `instance` belongs to.
+    generation: u64,
     loaded: Arc<LoadedPlugin>,
     instance: PluginInstance,
+    /// The version before a swap, kept until the new one has run its first batch.
+    previous: Option<Previous>,
     pub function: String,
     pub kind: PluginKind,
     /// Reused between batches.
@@ -91,8 +97,19 @@ pub struct PluginStep {
     stores: Option<crate::wasm::host::state::SharedStores>,
 }
 
+struct Previous {
+    loaded: Arc<LoadedPlugin>,
+    instance: PluginInstance,
+    label: String,
+}
+
+fn label_of(loaded: &LoadedPlugin) -> String {
+    format!("{}@{}", loaded.name, &loaded.digest[..12.min(loaded.digest.len())])
+}
+
 impl PluginStep {
-    pub fn new(loaded: Arc<LoadedPlugin>, r: &PluginRef) -> Result<Self, PluginError> {
+    pub fn new(slot: Arc<PluginSlot>, r: &PluginRef) -> Result<Self, PluginError> {
+        let (loaded, generation, _) = slot.current();
         let mut instance = loaded.instantiate()?;
         instance.probe(r.kind, &r.function).map_err(|e| PluginError::Instantiate {
             plugin: r.plugin.clone(),
@@ -104,10 +121,13 @@ impl PluginStep {
                 CallFailure::Trap { reason, .. } => format!("trapped on an empty batch: {reason}"),
             },
         })?;
-        let label = format!("{}@{}", loaded.name, &loaded.digest[..12.min(loaded.digest.len())]);
+        let label = label_of(&loaded);
         Ok(Self {
+            slot,
+            generation,
             loaded,
             instance,
+            previous: None,
             function: r.function.clone(),
             kind: r.kind,
             encoded: EncodedBatch::default(),
@@ -116,7 +136,7 @@ impl PluginStep {
         })
     }
 
-    /// Gives the instance (and every instance after a trap) the step's stores.
+    /// Gives the instance (and every instance after a trap or a swap) the step's stores.
     pub fn attach_stores(&mut self, stores: crate::wasm::host::state::SharedStores) {
         self.instance.attach_stores(stores.clone());
         self.stores = Some(stores);
@@ -135,28 +155,76 @@ impl PluginStep {
         &self.label
     }
 
+    /// At a batch boundary: moves to the slot's version if it changed. The old instance is
+    /// kept while the new version is on probation; if the new one cannot even be instantiated
+    /// here, the step stays on the old one and the slot rolls back.
+    fn follow_slot(&mut self) {
+        if self.slot.generation() == self.generation {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let (loaded, generation, on_probation) = self.slot.current();
+        let mut instance = match loaded.instantiate() {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(plugin = %self.label, error = %e, "cannot instantiate the new plugin version");
+                if self.slot.roll_back(generation, &e.to_string()) {
+                    self.generation = self.slot.generation();
+                }
+                return;
+            }
+        };
+        if let Some(stores) = &self.stores {
+            instance.attach_stores(stores.clone());
+        }
+        let label = label_of(&loaded);
+        let old_loaded = std::mem::replace(&mut self.loaded, loaded);
+        let old_instance = std::mem::replace(&mut self.instance, instance);
+        let old_label = std::mem::replace(&mut self.label, label);
+        self.previous =
+            on_probation.then_some(Previous { loaded: old_loaded, instance: old_instance, label: old_label });
+        self.generation = generation;
+        let pause = started.elapsed();
+        self.slot.record_pause(pause);
+        tracing::debug!(plugin = %self.label, pause_us = pause.as_micros() as u64, "step switched to a new plugin version");
+    }
+
     /// Encodes `records` and calls `f` on the instance. A trap throws the instance away; the
-    /// call is retried once on a fresh one, as the design asks.
+    /// call is retried once on a fresh one, as the design asks. A trap on the first batch of a
+    /// newly swapped-in version instead rolls the swap back, and the old version runs the batch.
     pub fn call<T>(
         &mut self,
         records: &[Record],
         mut f: impl FnMut(&mut PluginInstance, &str, &mut EncodedBatch) -> Result<T, CallFailure>,
     ) -> Result<T, CallFailure> {
+        self.follow_slot();
         self.encoded.encode(records.iter());
-        match f(&mut self.instance, &self.function, &mut self.encoded) {
-            Err(CallFailure::Trap { plugin, reason }) => {
-                tracing::warn!(plugin, reason, "plugin trapped; retrying the batch once on a fresh instance");
-                self.instance = self.loaded.instantiate().map_err(|e| CallFailure::Trap {
-                    plugin: plugin.clone(),
-                    reason: format!("{reason}; and then {e}"),
-                })?;
-                if let Some(stores) = &self.stores {
-                    self.instance.attach_stores(stores.clone());
-                }
-                f(&mut self.instance, &self.function, &mut self.encoded)
+        let mut result = f(&mut self.instance, &self.function, &mut self.encoded);
+        if let Some(previous) = self.previous.take() {
+            let Err(CallFailure::Trap { reason, .. }) = &result else {
+                self.slot.confirm(self.generation);
+                return result;
+            };
+            // Another task may have confirmed the version already: then it stays, and this
+            // trap is handled as any other.
+            if self.slot.roll_back(self.generation, reason) {
+                self.generation = self.slot.generation();
+                self.loaded = previous.loaded;
+                self.instance = previous.instance;
+                self.label = previous.label;
+                result = f(&mut self.instance, &self.function, &mut self.encoded);
             }
-            other => other,
         }
+        let Err(CallFailure::Trap { plugin, reason }) = result else { return result };
+        tracing::warn!(plugin, reason, "plugin trapped; retrying the batch once on a fresh instance");
+        self.instance = self.loaded.instantiate().map_err(|e| CallFailure::Trap {
+            plugin: plugin.clone(),
+            reason: format!("{reason}; and then {e}"),
+        })?;
+        if let Some(stores) = &self.stores {
+            self.instance.attach_stores(stores.clone());
+        }
+        f(&mut self.instance, &self.function, &mut self.encoded)
     }
 
     /// The aggregator's initial aggregate.
@@ -182,15 +250,15 @@ impl PluginStep {
     }
 }
 
-/// Finds the loaded plugin a step names.
-pub type PluginLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<LoadedPlugin>>;
+/// Finds the slot of the plugin a step names.
+pub type PluginLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<PluginSlot>>;
 
 fn step(lookup: PluginLookup<'_>, r: &PluginRef) -> Result<PluginStep, PluginError> {
-    let loaded = lookup(&r.plugin).ok_or_else(|| PluginError::Instantiate {
+    let slot = lookup(&r.plugin).ok_or_else(|| PluginError::Instantiate {
         plugin: r.plugin.clone(),
         reason: "the plugin was not loaded".to_owned(),
     })?;
-    PluginStep::new(loaded, r)
+    PluginStep::new(slot, r)
 }
 
 /// Why a node's operator could not be built.
@@ -222,7 +290,7 @@ pub fn construct_stateless(op: &NodeOp, lookup: PluginLookup<'_>) -> Result<Box<
         children: Vec::new(),
         parents: Vec::new(),
         pipeline: String::new(),
-        policy: crate::topology::ErrorPolicy { on_error: Default::default(), dead_letter_topic: String::new() },
+        policy: crate::topology::ErrorPolicy::default(),
     };
     let mut no_stores = |spec: &StoreSpec| {
         Err(crate::state::StateError::Backend { store: spec.name.clone(), message: "no stores here".to_owned() })

@@ -23,7 +23,7 @@ pub use task::{Stopped, Task, TaskError, TaskOutput};
 use crate::io::{ChangelogReader, Poll, RecordSink, RecordSource};
 use crate::state::{Store, StoreSpec, store_dir};
 use crate::topology::Topology;
-use crate::wasm::LoadedPlugin;
+use crate::wasm::PluginDirectory;
 
 /// What a finished run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,15 +48,17 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Whether stores write changelogs (off in local mode: there is no broker to keep them).
     pub changelogs: bool,
-    /// Where built-in metrics (late records) are counted.
+    /// Where built-in metrics (late records, steps, lag) are counted.
     pub metrics: crate::wasm::MetricsRegistry,
+    /// Set once the loop runs (the admin endpoint's `/ready`).
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Runs the topology until the source is exhausted or `stop` is set. In-flight batches finish
 /// and are committed before it returns.
 pub fn run(
     topology: &Arc<Topology>,
-    plugins: &BTreeMap<String, Arc<LoadedPlugin>>,
+    plugins: &PluginDirectory,
     source: &mut dyn RecordSource,
     sink: &mut dyn RecordSink,
     mut restorer: Option<&mut dyn ChangelogReader>,
@@ -67,7 +69,8 @@ pub fn run(
     let mut stats = RunStats::default();
     let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
-    let lookup = |name: &str| plugins.get(name).cloned();
+    let lookup = |name: &str| plugins.get(name);
+    options.ready.store(true, Ordering::Relaxed);
     while !stop.load(Ordering::Relaxed) {
         for (topic, partition) in source.take_revoked() {
             if let Some(sub) = topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic))
@@ -86,6 +89,7 @@ pub fn run(
                 if !offsets.is_empty() {
                     commit(&mut tasks, source, sink, &mut offsets, &mut stats)?;
                     last_commit = Instant::now();
+                    report_lag(source, &options.metrics);
                 }
                 continue;
             }
@@ -104,7 +108,7 @@ pub fn run(
                 let mut open = |spec: &StoreSpec| {
                     open_store(topology, spec, &name, batch.partition, options, restorer.as_deref_mut(), &mut stats)
                 };
-                let task = Task::new(topology.clone(), sub.id, batch.partition, &lookup, &mut open)
+                let task = Task::new(topology.clone(), sub.id, batch.partition, &lookup, &mut open, &options.metrics)
                     .with_context(|| format!("starting task {name}"))?;
                 tracing::debug!(task = %name, "task started");
                 e.insert(task)
@@ -135,11 +139,19 @@ pub fn run(
         if last_commit.elapsed() >= options.commit_interval || cache_full {
             commit(&mut tasks, source, sink, &mut offsets, &mut stats)?;
             last_commit = Instant::now();
+            report_lag(source, &options.metrics);
         }
     }
     commit(&mut tasks, source, sink, &mut offsets, &mut stats)?;
     source.close()?;
     Ok(stats)
+}
+
+/// Sets `wasp_consumer_lag` from what the source knows without asking the broker.
+fn report_lag(source: &dyn RecordSource, metrics: &crate::wasm::MetricsRegistry) {
+    for (topic, partition, lag) in source.lag() {
+        metrics.consumer_lag(&topic, partition, lag);
+    }
 }
 
 /// Lets the tasks' wall-clock timers fire, and sends what they emit.

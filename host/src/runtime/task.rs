@@ -2,11 +2,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::manifest::OnError;
+use std::time::{Duration, Instant};
+
+use crate::manifest::{Format, OnError, RetryDef};
 use crate::operators::{ConstructError, Emitted, Failure, Operator, PluginLookup, TaskContext, construct};
 use crate::record::{Header, Record};
 use crate::state::{POSITION_HEADER, Position, Sequencer, StateError, Store, StoreSpec};
 use crate::topology::{NodeId, NodeOp, Topology};
+use crate::wasm::MetricsRegistry;
+use crate::wasm::host::metrics::StepMetrics;
 
 /// What a batch produced: runs of records for output topics (sinks and dead letters), in
 /// order. Records of one sink stay together, so the topic is named once per run, not per record.
@@ -51,6 +55,8 @@ pub struct Task {
     pub partition: i32,
     /// Numbers the records written to repartition topics that share an input position.
     sequencer: Sequencer,
+    /// Each node's built-in metrics (sinks and repartitions have none).
+    metrics: Vec<Option<StepMetrics>>,
 }
 
 impl Task {
@@ -62,15 +68,21 @@ impl Task {
         partition: i32,
         lookup: PluginLookup<'_>,
         open_store: &mut dyn FnMut(&StoreSpec) -> Result<Store, StateError>,
+        metrics: &MetricsRegistry,
     ) -> Result<Self, ConstructError> {
         let mut operators: Vec<Option<Box<dyn Operator>>> = (0..topology.nodes.len()).map(|_| None).collect();
+        let mut step_metrics: Vec<Option<StepMetrics>> = (0..topology.nodes.len()).map(|_| None).collect();
         let s = &topology.subtopologies[sub];
         let topics = s.source_topics.clone();
         let mut ctx = TaskContext { lookup, topics: &topics, open_store };
         for &id in &s.nodes {
-            operators[id] = Some(construct(topology.node(id), &topology.stores, &mut ctx)?);
+            let node = topology.node(id);
+            operators[id] = Some(construct(node, &topology.stores, &mut ctx)?);
+            if !matches!(node.op, NodeOp::Sink { .. } | NodeOp::Repartition { .. }) {
+                step_metrics[id] = Some(metrics.step(&node.pipeline, &node.name));
+            }
         }
-        Ok(Self { topology, operators, topics, partition, sequencer: Sequencer::default() })
+        Ok(Self { topology, operators, topics, partition, sequencer: Sequencer::default(), metrics: step_metrics })
     }
 
     /// Calls `f` on each of the task's state stores.
@@ -96,6 +108,7 @@ impl Task {
         let Some(&source) = self.topology.sources.get(topic) else {
             return Ok(out);
         };
+        let records = self.deserialize(source, topic, records, &mut out)?;
         // Depth-first, so a batch's records reach the sinks in order.
         self.drive(vec![(source, records)], &mut out)?;
         Ok(out)
@@ -132,10 +145,61 @@ impl Task {
                 continue;
             }
             let Some(op) = self.operators[id].as_mut() else { continue };
-            let emitted = isolate(op.as_mut(), batch);
+            let started = Instant::now();
+            let n = batch.len() as u64;
+            let mut emitted = isolate(op.as_mut(), batch);
+            let policy = &self.topology.node(id).policy;
+            if policy.on_error == OnError::Retry && !emitted.failures.is_empty() && op.rerunnable() {
+                retry(op.as_mut(), &policy.retry, &mut emitted, self.metrics[id].as_ref());
+            }
+            if let Some(m) = &self.metrics[id] {
+                m.records_in.inc_by(n);
+                let routed: usize = emitted.routed.iter().map(|(_, r)| r.len()).sum();
+                m.records_out.inc_by((emitted.all.len() + routed) as u64);
+                m.batch_seconds.observe(started.elapsed().as_secs_f64());
+            }
             self.route(id, emitted, &mut work, out)?;
         }
         Ok(())
+    }
+
+    /// Checks keys and values of a topic declared `json` (Kafka Streams' deserialization
+    /// step): a record that does not parse follows the error policy of the pipeline reading it,
+    /// with the code `deserialization`, and never reaches a plugin.
+    fn deserialize(
+        &self,
+        source: NodeId,
+        topic: &str,
+        records: Vec<Record>,
+        out: &mut TaskOutput,
+    ) -> Result<Vec<Record>, TaskError> {
+        let formats = self.topology.formats(topic);
+        let (key, value) = (formats.key == Format::Json, formats.value == Format::Json);
+        if !key && !value {
+            return Ok(records);
+        }
+        let check = |field: &str, b: Option<&Bytes>| -> Result<(), String> {
+            match b {
+                Some(b) => serde_json::from_slice::<serde::de::IgnoredAny>(b)
+                    .map(drop)
+                    .map_err(|e| format!("the {field} is not JSON: {e}")),
+                None => Ok(()),
+            }
+        };
+        let mut good = Vec::with_capacity(records.len());
+        for r in records {
+            let verdict = if key { check("key", r.key.as_ref()) } else { Ok(()) }
+                .and_then(|()| if value { check("value", r.value.as_ref()) } else { Ok(()) });
+            match verdict {
+                Ok(()) => good.push(r),
+                Err(message) => {
+                    let f =
+                        Failure { record: r, code: "deserialization".to_owned(), message, plugin: String::new() };
+                    self.apply_policy(source, f, out)?;
+                }
+            }
+        }
+        Ok(good)
     }
 
     /// Applies the error policy to what failed at `id`, and queues what it emitted for its
@@ -204,8 +268,12 @@ impl Task {
 
     fn apply_policy(&self, node: NodeId, f: Failure, out: &mut TaskOutput) -> Result<(), TaskError> {
         let n = self.topology.node(node);
-        match n.policy.on_error {
-            OnError::Stop => Err(self.stopped(node, &f)),
+        let policy = n.policy.final_policy();
+        if let Some(m) = &self.metrics[node] {
+            m.failed(policy.name(), 1);
+        }
+        match policy {
+            OnError::Stop | OnError::Retry => Err(self.stopped(node, &f)),
             OnError::Skip => {
                 tracing::warn!(
                     step = %n.name, plugin = %f.plugin, code = %f.code, error = %f.message,
@@ -222,7 +290,11 @@ impl Task {
                     h("wasp.error.code", f.code),
                     h("wasp.error.message", f.message),
                     h("wasp.error.step", n.name.clone()),
-                    h("wasp.error.plugin", f.plugin),
+                ]);
+                if !f.plugin.is_empty() {
+                    r.headers.push(h("wasp.error.plugin", f.plugin));
+                }
+                r.headers.extend([
                     h("wasp.source.topic", topic),
                     h("wasp.source.partition", r.origin.partition.to_string()),
                     h("wasp.source.offset", r.origin.offset.to_string()),
@@ -232,6 +304,34 @@ impl Task {
                 Ok(())
             }
         }
+    }
+}
+
+/// The longest wait between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// `on_error = "retry"`: runs the records that failed through `op` again, up to
+/// `retry.attempts` times, waiting `backoff_ms`, doubled each time, before each run. What
+/// passes joins the output; what still fails is left in `emitted.failures` for the policy
+/// after the retries.
+fn retry(op: &mut dyn Operator, retry: &RetryDef, emitted: &mut Emitted, metrics: Option<&StepMetrics>) {
+    for attempt in 0..retry.attempts {
+        if emitted.failures.is_empty() {
+            return;
+        }
+        let wait = Duration::from_millis(retry.backoff_ms.saturating_mul(1 << attempt.min(20))).min(MAX_BACKOFF);
+        std::thread::sleep(wait);
+        let records: Vec<Record> = std::mem::take(&mut emitted.failures).into_iter().map(|f| f.record).collect();
+        if let Some(m) = metrics {
+            m.retries.inc_by(records.len() as u64);
+        }
+        tracing::info!(records = records.len(), attempt = attempt + 1, of = retry.attempts, "retrying failed records");
+        let again = isolate(op, records);
+        emitted.all.extend(again.all);
+        emitted.routed.extend(again.routed);
+        emitted.to_topics.extend(again.to_topics);
+        emitted.late += again.late;
+        emitted.failures = again.failures;
     }
 }
 

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
 use super::{ErrorPolicy, FoldOp, Node, NodeId, NodeOp, PluginKind, PluginRef, SubTopology, TopicFormats, Topology};
-use crate::manifest::{Duration, Loaded, WindowDef};
+use crate::manifest::{Duration, Loaded, OnError, WindowDef};
 use crate::manifest::{ManifestError, StepDef, closest};
 use crate::operators::windows::{WindowSpec, parse_duration};
 use crate::state::{StoreKind, StoreSpec};
@@ -15,8 +15,18 @@ pub fn build(loaded: &Loaded) -> Result<Topology, ManifestError> {
     for (name, pipeline) in &m.pipelines {
         let name_str = name.get_ref().as_str();
         let key = format!("pipelines.{name_str}");
+        let retry = match (&pipeline.retry, pipeline.on_error) {
+            (Some(r), _) if r.get_ref().then == OnError::Retry => {
+                return Err(b.err(r.span(), format!("{key}.retry.then"), "`then` is what happens after the last retry: `stop`, `skip` or `dead-letter`"));
+            }
+            (Some(r), on_error) if on_error != OnError::Retry => {
+                return Err(b.err(r.span(), format!("{key}.retry"), "`retry` applies only with `on_error = \"retry\"`"));
+            }
+            (r, _) => r.as_ref().map(|r| *r.get_ref()).unwrap_or_default(),
+        };
         let policy = ErrorPolicy {
             on_error: pipeline.on_error,
+            retry,
             dead_letter_topic: pipeline
                 .dead_letter_topic
                 .as_ref()
@@ -202,7 +212,7 @@ impl Builder<'_> {
             children: Vec::new(),
             parents: Vec::new(),
             pipeline: String::new(),
-            policy: ErrorPolicy { on_error: Default::default(), dead_letter_topic: String::new() },
+            policy: ErrorPolicy::default(),
         });
         self.sources.insert(topic, id);
         Ok(id)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 pub use build::build;
 pub use describe::{describe, describe_dot, describe_mermaid};
 
-use crate::manifest::{Format, OnError};
+use crate::manifest::{Format, OnError, RetryDef};
 use crate::operators::windows::WindowSpec;
 use crate::state::StoreSpec;
 
@@ -192,10 +192,23 @@ impl FoldOp {
 }
 
 /// What a pipeline does with records its plugins fail on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ErrorPolicy {
     pub on_error: OnError,
+    /// With `on_error = Retry`: how often, and what then.
+    pub retry: RetryDef,
     pub dead_letter_topic: String,
+}
+
+impl ErrorPolicy {
+    /// The policy for a record that failed for good: after its retries, or at once when it
+    /// cannot be retried (input that does not deserialize).
+    pub fn final_policy(&self) -> OnError {
+        match self.on_error {
+            OnError::Retry => self.retry.then,
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -43,7 +43,10 @@ pub struct PluginInstance {
     store: Store<HostState>,
     exports: Exports,
     name: String,
-    deadline_ticks: u64,
+    /// Epoch ticks one call may run (`None`: the engine has no epoch deadlines).
+    deadline_ticks: Option<u64>,
+    /// Fuel one call may burn (`None`: the engine does not meter fuel).
+    fuel: Option<u64>,
 }
 
 /// Clocks that read zero, for plugins not granted the real ones.
@@ -70,6 +73,7 @@ impl HostMonotonicClock for FrozenClock {
 fn trap(plugin: &str, e: &wasmtime::Error) -> CallFailure {
     let reason = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "it ran past its deadline".to_owned(),
+        Some(wasmtime::Trap::OutOfFuel) => "it ran out of fuel".to_owned(),
         Some(t) => format!("{t}"),
         None => format!("{e:#}"),
     };
@@ -112,8 +116,9 @@ impl LoadedPlugin {
         }
         let limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(self.limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
-            .table_elements(1_000_000)
+            .table_elements(self.limits.table_elements as usize)
             .instances(64)
+            .trap_on_grow_failure(true)
             .build();
         let state = HostState {
             plugin: self.name.clone(),
@@ -126,8 +131,17 @@ impl LoadedPlugin {
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        let deadline_ticks = (self.limits.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(deadline_ticks);
+        let deadline_ticks = match self.limits.deadline_ms {
+            0 => u64::MAX,
+            ms => (ms / EPOCH_TICK.as_millis() as u64).max(1),
+        };
+        let fuel = self.runtime.options.fuel.then(|| self.limits.fuel.unwrap_or(u64::MAX));
+        if self.runtime.options.epoch_deadlines {
+            store.set_epoch_deadline(deadline_ticks);
+        }
+        if let Some(f) = fuel {
+            store.set_fuel(f).map_err(fail)?;
+        }
         let instance = self.pre.instantiate(&mut store).map_err(fail)?;
         // Only the kinds the component exports are looked up; the others stay `None`.
         macro_rules! export {
@@ -155,7 +169,13 @@ impl LoadedPlugin {
             timestamp_extractor: export!(PluginKind::TimestampExtractor, timestamp_extractor),
             processor: export!(PluginKind::Processor, processor),
         };
-        Ok(PluginInstance { store, exports, name: self.name.to_string(), deadline_ticks })
+        Ok(PluginInstance {
+            store,
+            exports,
+            name: self.name.to_string(),
+            deadline_ticks: self.runtime.options.epoch_deadlines.then_some(deadline_ticks),
+            fuel,
+        })
     }
 }
 
@@ -187,8 +207,16 @@ impl PluginInstance {
         &self.name
     }
 
+    /// Before each call: a fresh deadline, and a fresh fuel budget (per call, so a loop within
+    /// one call always runs out).
     fn arm(&mut self) {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        if let Some(ticks) = self.deadline_ticks {
+            self.store.set_epoch_deadline(ticks);
+        }
+        if let Some(fuel) = self.fuel {
+            // Cannot fail: the engine meters fuel whenever `fuel` is set.
+            let _ = self.store.set_fuel(fuel);
+        }
     }
 
     /// Runs a filter over the batch.

@@ -40,6 +40,8 @@ pub struct LoadedPlugin {
     pub digest: String,
     pub from_cache: bool,
     pub load_time: std::time::Duration,
+    /// When it was loaded, in milliseconds since the Unix epoch.
+    pub loaded_at_ms: u64,
     pub(super) pre: InstancePre<HostState>,
     pub(super) config: Arc<Vec<(String, String)>>,
     pub(super) grants: Grants,
@@ -120,6 +122,9 @@ impl Runtime {
             digest,
             from_cache,
             load_time: started.elapsed(),
+            loaded_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             pre,
             config,
             grants: grants.clone(),

@@ -11,6 +11,8 @@ mod cache;
 pub mod host;
 mod instance;
 mod loader;
+pub mod swap;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +23,9 @@ pub use host::HostState;
 pub use host::metrics::MetricsRegistry;
 pub use instance::{CallFailure, PluginInstance};
 pub use loader::{LoadedPlugin, PluginError};
+pub use swap::{PluginDirectory, PluginSlot, PluginSpec, SwapError, SwapEvent, SwapResult};
 
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch ticker advances; per-call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -35,15 +38,106 @@ pub struct Runtime {
     cache: cache::ComponentCache,
     metrics: MetricsRegistry,
     ticker_stop: Arc<AtomicBool>,
+    options: EngineOptions,
+}
+
+/// Engine-wide sandbox settings. Per-plugin limits (memory, tables, deadline, fuel) are set
+/// per instance within these.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Instances come from a pre-reserved pool (fast instantiation, and a hard cap on how many
+    /// exist at once) instead of fresh allocations.
+    pub pooling: bool,
+    /// Plugin instances the pool holds at once (`[application] max_instances`).
+    pub max_instances: u32,
+    /// The largest linear memory of any plugin, in MiB (the pool's slot size).
+    pub max_memory_mib: u64,
+    /// The largest table of any plugin, in elements.
+    pub max_table_elements: u32,
+    /// Epoch interruption, for per-call deadlines. Off only when every plugin turns its
+    /// deadline off.
+    pub epoch_deadlines: bool,
+    /// Fuel metering, when some plugin sets `fuel`.
+    pub fuel: bool,
+}
+
+/// Plugin instances the pool holds when the manifest does not say.
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_memory_mib: crate::manifest::Limits::default().memory_mib,
+            max_table_elements: crate::manifest::Limits::default().table_elements,
+            epoch_deadlines: true,
+            fuel: false,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// The options that fit every plugin's limits.
+    pub fn for_limits<'a>(limits: impl IntoIterator<Item = &'a crate::manifest::Limits>, max_instances: u32) -> Self {
+        let mut o = Self { max_instances, epoch_deadlines: false, ..Self::default() };
+        let mut any = false;
+        for l in limits {
+            any = true;
+            o.max_memory_mib = o.max_memory_mib.max(l.memory_mib);
+            o.max_table_elements = o.max_table_elements.max(l.table_elements);
+            o.epoch_deadlines |= l.deadline_ms > 0;
+            o.fuel |= l.fuel.is_some();
+        }
+        if !any {
+            o.epoch_deadlines = true;
+        }
+        o
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(self.epoch_deadlines);
+        config.consume_fuel(self.fuel);
+        if self.pooling {
+            let n = self.max_instances.max(1);
+            let mut pool = PoolingAllocationConfig::default();
+            // A component may hold several core instances, memories and tables (a Python
+            // component holds a dozen modules); the totals bound them all.
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(16))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(16))
+                .max_core_instances_per_component(64)
+                .max_memories_per_component(8)
+                .max_tables_per_component(32)
+                .max_tables_per_module(4)
+                .max_memories_per_module(2)
+                .max_core_instance_size(8 << 20)
+                .max_component_instance_size(8 << 20)
+                .table_elements(self.max_table_elements as usize)
+                .max_memory_size(usize::try_from(self.max_memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        config
+    }
 }
 
 impl Runtime {
-    /// A runtime whose compiled artifacts live under `cache_dir` (none: no disk cache).
+    /// A runtime whose compiled artifacts live under `cache_dir` (none: no disk cache), with
+    /// the default engine options.
     pub fn new(cache_dir: Option<std::path::PathBuf>, metrics: MetricsRegistry) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config)?;
+        Self::with_options(cache_dir, metrics, EngineOptions::default())
+    }
+
+    /// A runtime with explicit engine options.
+    pub fn with_options(
+        cache_dir: Option<std::path::PathBuf>,
+        metrics: MetricsRegistry,
+        options: EngineOptions,
+    ) -> anyhow::Result<Self> {
+        let engine = Engine::new(&options.config())?;
         let linker = Arc::new(host::linker(&engine)?);
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), ticker_stop.clone());
@@ -54,7 +148,7 @@ impl Runtime {
             }
         })?;
         let cache = cache::ComponentCache::new(cache_dir, &engine);
-        Ok(Self { engine, linker, cache, metrics, ticker_stop })
+        Ok(Self { engine, linker, cache, metrics, ticker_stop, options })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -63,6 +157,10 @@ impl Runtime {
 
     pub fn metrics(&self) -> &MetricsRegistry {
         &self.metrics
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
     }
 }
 

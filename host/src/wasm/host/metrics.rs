@@ -42,6 +42,91 @@ struct Inner {
     per_plugin: HashMap<String, usize>,
     rejected: Counter,
     late: Family<Labels, Counter>,
+    builtin: Builtin,
+}
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// The metrics wasp keeps of itself, beside the plugins' own.
+struct Builtin {
+    records_in: Family<Labels, Counter>,
+    records_out: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    retries: Family<Labels, Counter>,
+    batch_seconds: HistogramFamily,
+    swaps: Family<Labels, Counter>,
+    swap_pause: HistogramFamily,
+    lag: Family<Labels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs to about 2.6 s.
+    Histogram::new(exponential_buckets(1e-5, 4.0, 10))
+}
+
+fn pause_histogram() -> Histogram {
+    // 10 µs to about 0.33 s.
+    Histogram::new(exponential_buckets(1e-5, 2.0, 16))
+}
+
+impl Builtin {
+    fn register(registry: &mut Registry) -> Self {
+        let b = Self {
+            records_in: Family::default(),
+            records_out: Family::default(),
+            errors: Family::default(),
+            retries: Family::default(),
+            batch_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            swaps: Family::default(),
+            swap_pause: Family::new_with_constructor(pause_histogram as fn() -> Histogram),
+            lag: Family::default(),
+        };
+        registry.register("wasp_step_records_in", "Records that reached a step", b.records_in.clone());
+        registry.register("wasp_step_records_out", "Records a step passed on", b.records_out.clone());
+        registry.register(
+            "wasp_step_errors",
+            "Records a step failed on (after retries), by the policy applied",
+            b.errors.clone(),
+        );
+        registry.register("wasp_step_retries", "Records run again by on_error = \"retry\"", b.retries.clone());
+        registry.register("wasp_step_batch_seconds", "Time a step took per batch", b.batch_seconds.clone());
+        registry.register("wasp_plugin_swaps", "Plugin reloads, by result", b.swaps.clone());
+        registry.register(
+            "wasp_plugin_swap_pause_seconds",
+            "How long a task paused at a batch boundary to switch to a new plugin version",
+            b.swap_pause.clone(),
+        );
+        registry.register(
+            "wasp_consumer_lag",
+            "Records in a partition not yet read (high watermark minus position)",
+            b.lag.clone(),
+        );
+        b
+    }
+}
+
+/// A step's built-in metric handles, resolved once per task so the hot path only adds.
+#[derive(Clone)]
+pub struct StepMetrics {
+    pub records_in: Counter,
+    pub records_out: Counter,
+    pub batch_seconds: Histogram,
+    pub retries: Counter,
+    errors: Family<Labels, Counter>,
+    labels: Labels,
+}
+
+impl StepMetrics {
+    /// Counts `n` records failed at the step, by the policy that was applied.
+    pub fn failed(&self, policy: &str, n: u64) {
+        let mut l = self.labels.clone();
+        l.push(("policy".to_owned(), policy.to_owned()));
+        self.errors.get_or_create(&l).inc_by(n);
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 /// The process-wide registry.
@@ -65,6 +150,7 @@ impl Default for MetricsRegistry {
             "Records dropped by a windowed step because every window they belong to had closed",
             late.clone(),
         );
+        let builtin = Builtin::register(&mut registry);
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 registry,
@@ -72,6 +158,7 @@ impl Default for MetricsRegistry {
                 per_plugin: HashMap::new(),
                 rejected,
                 late,
+                builtin,
             })),
         }
     }
@@ -96,6 +183,40 @@ impl MetricsRegistry {
         if let Ok(inner) = self.inner.lock() {
             inner.late.get_or_create(&vec![("step".to_owned(), step.to_owned())]).inc_by(n);
         }
+    }
+
+    fn builtin<T>(&self, f: impl FnOnce(&Builtin) -> T) -> T {
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&inner.builtin)
+    }
+
+    /// The handles of one step's metrics (`{pipeline, step}`).
+    pub fn step(&self, pipeline: &str, step: &str) -> StepMetrics {
+        let l = labels(&[("pipeline", pipeline), ("step", step)]);
+        self.builtin(|b| StepMetrics {
+            records_in: b.records_in.get_or_create(&l).clone(),
+            records_out: b.records_out.get_or_create(&l).clone(),
+            batch_seconds: b.batch_seconds.get_or_create(&l).clone(),
+            retries: b.retries.get_or_create(&l).clone(),
+            errors: b.errors.clone(),
+            labels: l,
+        })
+    }
+
+    /// The counter of a plugin's swaps that ended with `result`.
+    pub fn swaps(&self, plugin: &str, result: &str) -> Counter {
+        self.builtin(|b| b.swaps.get_or_create(&labels(&[("plugin", plugin), ("result", result)])).clone())
+    }
+
+    /// The histogram of a plugin's swap pauses.
+    pub fn swap_pause(&self, plugin: &str) -> Histogram {
+        self.builtin(|b| b.swap_pause.get_or_create(&labels(&[("plugin", plugin)])).clone())
+    }
+
+    /// Sets the consumer lag of a partition.
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        let p = partition.to_string();
+        self.builtin(|b| b.lag.get_or_create(&labels(&[("topic", topic), ("partition", &p)])).set(lag));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,13 +1,20 @@
 //! Misbehaves on purpose, for the host's containment tests. By value: `boom` panics (a trap),
 //! `oops` returns a per-record error, `loop` never returns (the deadline stops it), `grow`
 //! allocates without bound (the memory cap stops it), `deep` recurses until the stack
-//! overflows. Anything else is returned unchanged.
+//! overflows, `flaky` fails the first two times it is seen by an instance and then passes
+//! (for retries). Anything else is returned unchanged.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// How often this instance has seen `flaky`.
+static FLAKY_SEEN: AtomicU32 = AtomicU32::new(0);
 
 #[wasp::map_values]
 fn explode(value: &str) -> Result<String, String> {
     match value {
         "boom" => panic!("the value was boom"),
         "oops" => Err("the value was oops".to_owned()),
+        "flaky" if FLAKY_SEEN.fetch_add(1, Ordering::Relaxed) < 2 => Err("flaky: not yet".to_owned()),
         "loop" => {
             let mut n: u64 = 0;
             loop {

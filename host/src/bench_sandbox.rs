@@ -1,0 +1,248 @@
+//! `make bench`, the sandbox figures:
+//! - the cost of the limits: the filter+map plugins run with the limits on (pooling allocator,
+//!   epoch deadlines, memory and table caps: the default), with fuel metering on top, and with
+//!   everything off, on the same batches; ratios against "off";
+//! - the swap pause: four tasks (four operators on one plugin slot) run batches in a loop while
+//!   a side thread reloads the plugin back and forth between two versions; each task's pause
+//!   at the batch boundary where it switches is recorded (p50, p99, max), with the new versions
+//!   precompiled (the on-disk cache holds them) and uncompiled (compiled during the reload,
+//!   beside the running tasks), along with the batch times the tasks saw meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use wasp::manifest::{Grants, Limits};
+use wasp::operators::{Operator, construct_stateless};
+use wasp::record::Record;
+use wasp::topology::{NodeOp, PluginKind, PluginRef};
+use wasp::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSlot, PluginSpec, Runtime, SwapResult};
+
+/// Swaps per mode.
+const SWAPS: usize = 20;
+/// Tasks that each switch on every swap.
+const TASKS: usize = 4;
+
+fn plugin(name: &str) -> Result<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build").join(format!("{name}.wasm"));
+    p.canonicalize().with_context(|| format!("{} is missing: run `make plugins`", p.display()))
+}
+
+fn reference(plugin: &str, kind: PluginKind) -> PluginRef {
+    PluginRef { plugin: plugin.to_owned(), function: String::new(), kind }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs every batch through a filter then a map on a runtime with `options`; ns per record.
+fn filter_map(options: EngineOptions, limits: &Limits, input: &[Vec<Record>]) -> Result<f64> {
+    let runtime = Runtime::with_options(None, MetricsRegistry::default(), options)?;
+    let load = |name: &str, kind: PluginKind| -> Result<Arc<PluginSlot>> {
+        let loaded = runtime.load(name, &plugin(name)?, &toml::Table::new(), &Grants::default(), limits, &[kind])?;
+        Ok(PluginSlot::fixed(Arc::new(loaded)))
+    };
+    let slots = [load("bench-filter", PluginKind::Filter)?, load("bench-map", PluginKind::ValueMapper)?];
+    let lookup = |name: &str| slots.iter().find(|s| s.name() == name).cloned();
+    let mut filter = construct_stateless(
+        &NodeOp::Filter { plugin: reference("bench-filter", PluginKind::Filter), negate: false },
+        &lookup,
+    )?;
+    let mut map =
+        construct_stateless(&NodeOp::MapValues { plugin: reference("bench-map", PluginKind::ValueMapper) }, &lookup)?;
+    let records: usize = input.iter().map(Vec::len).sum();
+    let mut elapsed = Duration::ZERO;
+    for batch in input {
+        let batch = batch.clone();
+        let started = Instant::now();
+        let kept = filter.process(batch).all;
+        let out = map.process(kept);
+        elapsed += started.elapsed();
+        anyhow::ensure!(out.failures.is_empty(), "the bench plugins failed: {}", out.failures[0].message);
+    }
+    Ok(elapsed.as_nanos() as f64 / records as f64)
+}
+
+/// A copy of `src` with a custom section appended: the same component, another digest.
+fn variant(src: &Path, dir: &Path, tag: &str) -> Result<PathBuf> {
+    let mut bytes = std::fs::read(src)?;
+    let payload = tag.as_bytes();
+    let name = b"wasp-bench";
+    let body_len = 1 + name.len() + payload.len();
+    anyhow::ensure!(body_len < 128, "the tag is too long");
+    bytes.extend_from_slice(&[0, body_len as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let dest = dir.join(format!("bench-map-{tag}.wasm"));
+    std::fs::write(&dest, bytes)?;
+    Ok(dest)
+}
+
+struct SwapFigures {
+    pauses_us: Vec<f64>,
+    steady_batch_us: Vec<f64>,
+    swapping_batch_us: Vec<f64>,
+}
+
+/// Four tasks run batches while a side thread swaps the plugin `SWAPS` times between
+/// `versions`, waiting for each swap to become active.
+fn swaps(cache: Option<PathBuf>, versions: &[PathBuf], input: &[Vec<Record>]) -> Result<SwapFigures> {
+    let runtime = Runtime::new(cache, MetricsRegistry::default())?;
+    let limits = Limits::default();
+    let first = runtime.load("m", &versions[0], &toml::Table::new(), &Grants::default(), &limits, &[
+        PluginKind::ValueMapper,
+    ])?;
+    let mut directory = PluginDirectory::new(runtime.clone());
+    directory.insert(Arc::new(first), PluginSpec {
+        path: versions[0].clone(),
+        config: toml::Table::new(),
+        grants: Grants::default(),
+        limits,
+        uses: vec![(PluginKind::ValueMapper, String::new())],
+    });
+    let directory = Arc::new(directory);
+    let lookup = |name: &str| directory.get(name);
+    let node = NodeOp::MapValues { plugin: reference("m", PluginKind::ValueMapper) };
+    let mut tasks: Vec<Box<dyn Operator>> =
+        (0..TASKS).map(|_| construct_stateless(&node, &lookup)).collect::<Result<_, _>>()?;
+    let swapping = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let side = {
+        let (directory, swapping, finished) = (directory.clone(), swapping.clone(), finished.clone());
+        let versions = versions.to_vec();
+        std::thread::spawn(move || -> Result<()> {
+            for i in 0..SWAPS {
+                std::thread::sleep(Duration::from_millis(30));
+                swapping.store(true, Ordering::SeqCst);
+                let path = &versions[(i + 1) % versions.len()];
+                let event = directory.reload("m", Some(path)).map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::ensure!(event.result == SwapResult::Pending, "swap {i}: {:?}", event.result);
+                let slot = directory.get("m").context("the slot")?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while directory.report()[0].last_swap.as_ref().map(|s| &s.result) != Some(&SwapResult::Active) {
+                    anyhow::ensure!(Instant::now() < deadline, "swap {i} did not become active");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let _ = slot;
+                swapping.store(false, Ordering::SeqCst);
+            }
+            finished.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+    };
+    let mut steady = Vec::new();
+    let mut during = Vec::new();
+    let mut next = 0usize;
+    while !finished.load(Ordering::SeqCst) {
+        for task in &mut tasks {
+            let batch = input[next % input.len()].clone();
+            next += 1;
+            let in_swap = swapping.load(Ordering::SeqCst);
+            let started = Instant::now();
+            let out = task.process(batch);
+            let us = started.elapsed().as_secs_f64() * 1e6;
+            anyhow::ensure!(out.failures.is_empty(), "the plugin failed: {}", out.failures[0].message);
+            if in_swap { during.push(us) } else { steady.push(us) }
+        }
+        if side.is_finished() && !finished.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    side.join().map_err(|_| anyhow::anyhow!("the swap thread panicked"))??;
+    let slot = directory.get("m").context("the slot")?;
+    let mut pauses_us: Vec<f64> = slot.pauses().iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    pauses_us.sort_by(f64::total_cmp);
+    steady.sort_by(f64::total_cmp);
+    during.sort_by(f64::total_cmp);
+    Ok(SwapFigures { pauses_us, steady_batch_us: steady, swapping_batch_us: during })
+}
+
+/// Prints both sets of figures. `input` is the main benchmark's batches.
+pub fn run(input: &[Vec<Record>]) -> Result<()> {
+    println!();
+    println!("sandbox limits: filter+map plugins through the operators, same batches");
+    let limits = Limits::default();
+    let fueled = Limits { fuel: Some(u64::MAX / 2), ..Limits::default() };
+    let off = EngineOptions { pooling: false, epoch_deadlines: false, fuel: false, ..EngineOptions::default() };
+    let on = EngineOptions::default();
+    let with_fuel = EngineOptions { fuel: true, ..EngineOptions::default() };
+    // Interleaved rounds, the median of each.
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    for _ in 0..3 {
+        samples[0].push(filter_map(off, &limits, input)?);
+        samples[1].push(filter_map(on, &limits, input)?);
+        samples[2].push(filter_map(with_fuel, &fueled, input)?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [mut a, mut b, mut c] = samples;
+    let (off_ns, on_ns, fuel_ns) = (median(&mut a), median(&mut b), median(&mut c));
+    println!("  {:<58} {:>9} {:>9}", "", "ns/record", "×off");
+    println!("  {:<58} {:>9.1} {:>8.2}×", "limits off (no pool, no epoch deadline, no fuel)", off_ns, 1.0);
+    println!(
+        "  {:<58} {:>9.1} {:>8.2}×",
+        "limits on: pool, epoch deadline, memory + table caps",
+        on_ns,
+        on_ns / off_ns
+    );
+    println!("  {:<58} {:>9.1} {:>8.2}×", "limits on + fuel metering", fuel_ns, fuel_ns / off_ns);
+    let cost = 100.0 * (on_ns / off_ns - 1.0);
+    println!(
+        "  target: epoch + memory limits cost ≤ 10%: {cost:.1}%: {}",
+        if cost <= 10.0 { "met" } else { "NOT met" }
+    );
+
+    println!();
+    println!("swap pause: {TASKS} tasks running batches of the map plugin, {SWAPS} swaps, each task switching once per swap");
+    let dir = std::env::temp_dir().join(format!("wasp-bench-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let base = plugin("bench-map")?;
+    let versions = vec![variant(&base, &dir, "a")?, variant(&base, &dir, "b")?];
+    let cache = dir.join("cache");
+    // Warm the cache with both versions: "precompiled".
+    {
+        let warm = Runtime::new(Some(cache.clone()), MetricsRegistry::default())?;
+        for v in &versions {
+            warm.load("m", v, &toml::Table::new(), &Grants::default(), &limits, &[PluginKind::ValueMapper])?;
+        }
+    }
+    println!(
+        "  {:<24} {:>8} {:>8} {:>8} {:>7} {:>18} {:>18}",
+        "", "p50 µs", "p99 µs", "max µs", "pauses", "batch p99 steady", "batch p99 swapping"
+    );
+    for (label, cache) in [("precompiled (cached)", Some(cache.clone())), ("uncompiled", None)] {
+        let f = swaps(cache, &versions, input)?;
+        println!(
+            "  {:<24} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>15.0} µs {:>15.0} µs",
+            label,
+            percentile(&f.pauses_us, 0.5),
+            percentile(&f.pauses_us, 0.99),
+            f.pauses_us.last().copied().unwrap_or(f64::NAN),
+            f.pauses_us.len(),
+            percentile(&f.steady_batch_us, 0.99),
+            percentile(&f.swapping_batch_us, 0.99),
+        );
+        if label == "precompiled (cached)" {
+            let p99 = percentile(&f.pauses_us, 0.99);
+            println!(
+                "  target: swap pause p99 ≤ 10 ms: {:.2} ms: {}",
+                p99 / 1e3,
+                if p99 <= 10_000.0 { "met" } else { "NOT met" }
+            );
+        }
+    }
+    println!("  pause: the time a task spends at the batch boundary instantiating the new version (the");
+    println!("  compile and validation run on the reloading thread, off the hot path); batch p99: batch times");
+    println!("  of the tasks while no reload runs, and while one compiles, validates and switches.");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The admin endpoint of a running `wasp` (the binary, in local mode with `--follow`): health,
+//! readiness, metrics (built-in and plugin-defined), plugin versions, and reloads guarded by the
+//! token.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::broker::Process;
+use crate::common::{Scratch, cache_dir, plugin};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where a running wasp's admin endpoint listens, from its log.
+pub fn admin_address(p: &mut Process) -> String {
+    let marker = "admin endpoint listening on http://";
+    p.wait_logged(marker, TIMEOUT);
+    let line = p.log_lines().into_iter().find(|l| l.contains(marker)).expect("logged");
+    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
+    rest.split_whitespace().next().expect("an address").trim_end_matches(['"', ',']).to_owned()
+}
+
+/// `(status, body)` of a request; errors are statuses, not failures.
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let response = match method {
+        "GET" => agent.get(url).call(),
+        _ => {
+            let mut r = agent.post(url).header("Content-Type", "application/json");
+            if let Some(t) = token {
+                r = r.header("Authorization", &format!("Bearer {t}"));
+            }
+            r.send(body.unwrap_or(""))
+        }
+    };
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Waits until `GET url` answers 200 with a body for which `ok` holds.
+pub fn wait_http(url: &str, what: &str, mut ok: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (status, body) = http("GET", url, None, None);
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}: last answer {status}: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn manifest(token: Option<&str>) -> String {
+    let token = token.map(|t| format!("token = \"{t}\"\n")).unwrap_or_default();
+    format!(
+        r#"version = 1
+[application]
+id = "admin"
+batch_size = 2
+commit_interval_ms = 50
+[application.admin]
+bind = "127.0.0.1:0"
+{token}
+[streams.in]
+file = "in.jsonl"
+file_format = "jsonl"
+[plugins.kit]
+path = "{kit}"
+[pipelines.p]
+from = "in"
+to = "out"
+[[pipelines.p.steps]]
+op = "peek"
+plugin = "kit"
+[[pipelines.p.steps]]
+op = "map_values"
+plugin = "kit"
+"#,
+        kit = plugin("test-kit")
+    )
+}
+
+fn start(sc: &Scratch, manifest: &str) -> (Process, String, std::path::PathBuf) {
+    let lines: Vec<String> =
+        (0..3).map(|i| serde_json::json!({"key": i.to_string(), "value": format!("v{i}")}).to_string()).collect();
+    sc.write("in.jsonl", &(lines.join("\n") + "\n"));
+    let path = sc.write("admin.toml", manifest);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    c.arg("run")
+        .arg(&path)
+        .arg("--follow")
+        .arg("--output")
+        .arg(format!("out={}", sc.path("out.jsonl").display()))
+        .arg("--state-dir")
+        .arg(sc.path("state"))
+        .env("WASP_CACHE_DIR", cache_dir())
+        .env_remove("WASP_ADMIN_TOKEN");
+    let mut p = Process::spawn("wasp-admin", c);
+    let addr = admin_address(&mut p);
+    (p, format!("http://{addr}"), path)
+}
+
+fn wasp_reload(manifest: &Path, base: &str, plugin_name: &str, new: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["reload"])
+        .arg(manifest)
+        .arg(plugin_name)
+        .arg("--path")
+        .arg(new)
+        .arg("--admin")
+        .arg(base)
+        .env_remove("WASP_ADMIN_TOKEN")
+        .output()
+        .expect("running wasp reload")
+}
+
+#[test]
+fn the_admin_endpoint_serves_health_metrics_plugins_and_guards_reloads_with_the_token() {
+    let sc = Scratch::new();
+    let (mut p, base, manifest) = start(&sc, &manifest(Some("t0ken")));
+    assert_eq!(http("GET", &format!("{base}/health"), None, None).0, 200);
+    wait_http(&format!("{base}/ready"), "ready", |_| true);
+    // The peek step's plugin counts what it sees in a counter it defines, from inside Wasm.
+    let metrics = wait_http(&format!("{base}/metrics"), "the plugin's counter", |m| {
+        m.contains(r#"wasp_plugin_seen_total{plugin="kit",source="test-kit"} 3"#)
+    });
+    assert!(metrics.contains(r#"wasp_step_records_in_total{pipeline="p",step="p-1-map_values"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"wasp_step_batch_seconds_count{pipeline="p",step="p-1-map_values"}"#), "{metrics}");
+    let (status, plugins) = http("GET", &format!("{base}/plugins"), None, None);
+    assert_eq!(status, 200);
+    let plugins: serde_json::Value = serde_json::from_str(&plugins).expect("JSON");
+    assert_eq!(plugins[0]["name"], "kit");
+    assert_eq!(plugins[0]["digest"].as_str().map(str::len), Some(64), "{plugins}");
+    assert!(plugins[0]["loaded_at_ms"].as_u64().is_some_and(|t| t > 0), "{plugins}");
+
+    let reload = format!("{base}/plugins/kit/reload");
+    let (status, body) = http("POST", &reload, None, None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http("POST", &reload, Some("guess"), None);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http("POST", &reload, Some("t0ken"), Some("{}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"unchanged\""), "the same file: {body}");
+    let (status, body) = http("POST", &format!("{base}/plugins/nope/reload"), Some("t0ken"), None);
+    assert_eq!(status, 404, "{body}");
+
+    // `wasp reload` takes the token from the manifest. bot-filter lacks the kinds kit is used
+    // as: refused, and the command says why.
+    let out = wasp_reload(&manifest, &base, "kit", &plugin("bot-filter"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused") && stderr.contains("for-each"), "{stderr}");
+    let (_, plugins) = http("GET", &format!("{base}/plugins"), None, None);
+    assert!(plugins.contains("\"rejected\""), "{plugins}");
+
+    p.terminate();
+    assert!(p.wait_exit(TIMEOUT).success());
+}
+
+#[test]
+fn without_a_token_the_endpoint_refuses_every_reload() {
+    let sc = Scratch::new();
+    let (mut p, base, manifest) = start(&sc, &manifest(None));
+    let (status, body) = http("POST", &format!("{base}/plugins/kit/reload"), Some("anything"), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("reloads are disabled"), "{body}");
+    let out = wasp_reload(&manifest, &base, "kit", &plugin("test-kit"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no admin token"));
+    p.terminate();
+    assert!(p.wait_exit(TIMEOUT).success());
+}

@@ -1,0 +1,328 @@
+//! Hot swap in local mode, in process: a run tails its input (`--follow`) while the test
+//! replaces the plugin through the directory (as the watcher and the admin endpoint do), and
+//! checks what comes out. Broken new versions are refused and the old version keeps running.
+//! The real-broker swap under load is in `swap_kafka.rs`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasp::app::{self, LocalOptions};
+use wasp::wasm::{SwapError, SwapResult};
+
+use crate::common::{Scratch, cache_dir, plugin};
+
+/// Generous failure bounds for a busy machine; nothing asserts speed.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A local run with `--follow` on a thread; dropping it stops the run.
+pub struct Following {
+    pub plugins: Arc<wasp::wasm::PluginDirectory>,
+    pub metrics: wasp::wasm::MetricsRegistry,
+    input: std::fs::File,
+    output: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<wasp::runtime::RunStats>>>,
+    next_key: usize,
+}
+
+impl Following {
+    /// Starts `manifest` (reading `in.jsonl`, writing topic `out`) with the file watcher as
+    /// `watch` says.
+    pub fn start(sc: &Scratch, manifest: &str, watch: bool) -> Self {
+        let input = sc.write("in.jsonl", "");
+        let path = sc.write("pipeline.toml", manifest);
+        let prepared = app::prepare(&path, Some(cache_dir())).expect("the manifest prepares");
+        let plugins = prepared.plugins.clone();
+        let metrics = prepared.runtime.metrics().clone();
+        let output = sc.path("out.jsonl");
+        let options = LocalOptions {
+            outputs: [("out".to_owned(), output.clone())].into_iter().collect(),
+            state_dir: Some(sc.path("state")),
+            follow: true,
+            watch: Some(watch),
+            ..Default::default()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || prepared.run(&options, &s));
+        let input = std::fs::OpenOptions::new().append(true).open(input).expect("open the input");
+        Self { plugins, metrics, input, output, stop, thread: Some(thread), next_key: 0 }
+    }
+
+    /// Appends records with these values (keys count up from 0).
+    pub fn send(&mut self, values: &[&str]) {
+        for v in values {
+            let line = serde_json::json!({"key": self.next_key.to_string(), "value": v, "timestamp": 0});
+            writeln!(self.input, "{line}").expect("append to the input");
+            self.next_key += 1;
+        }
+        self.input.flush().expect("flush the input");
+    }
+
+    /// What `out` has received so far, as (key, value).
+    pub fn output(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<crate::common::Out>(l).ok())
+            .map(|o| o.kv())
+            .collect()
+    }
+
+    /// Waits until `out` holds `n` records.
+    pub fn wait_for(&self, n: usize) -> Vec<(String, String)> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let out = self.output();
+            if out.len() >= n {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "only {} of {n} outputs within {TIMEOUT:?}: {out:?}", out.len());
+            assert!(!self.thread.as_ref().is_some_and(|t| t.is_finished()), "the run ended early: {out:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the run and returns its result.
+    pub fn finish(mut self) -> wasp::runtime::RunStats {
+        self.stop.store(true, Ordering::SeqCst);
+        let t = self.thread.take().expect("running");
+        t.join().expect("the run does not panic").expect("the run succeeds")
+    }
+
+    /// The plugin's report, by name.
+    pub fn report(&self, name: &str) -> wasp::wasm::swap::PluginReport {
+        self.plugins.report().into_iter().find(|r| r.name == name).expect("the plugin is in the report")
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A copy of a built plugin at `dir/name.wasm`, so a test can replace the file.
+pub fn copy_plugin(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let dest = dir.join(format!("{to}.wasm"));
+    replace_file(&dest, Path::new(&plugin(from)));
+    dest
+}
+
+/// Replaces `dest` with a copy of `src` in one rename, as a build tool would.
+pub fn replace_file(dest: &Path, src: &Path) {
+    let tmp = dest.with_extension("wasm.tmp");
+    std::fs::copy(src, &tmp).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+    std::fs::rename(&tmp, dest).expect("rename over the plugin");
+}
+
+/// One pipeline: `in` → map_values with plugin `m` (at `m_path`) → `out`.
+fn manifest(m_path: &Path, policy: &str) -> String {
+    format!(
+        r#"version = 1
+[application]
+id = "swap"
+batch_size = 4
+commit_interval_ms = 50
+[streams.in]
+file = "in.jsonl"
+file_format = "jsonl"
+[plugins.m]
+path = "{}"
+[pipelines.p]
+from = "in"
+to = "out"
+on_error = "{policy}"
+dead_letter_topic = "dlq"
+[[pipelines.p.steps]]
+op = "map_values"
+plugin = "m"
+"#,
+        m_path.display()
+    )
+}
+
+fn values(out: &[(String, String)]) -> Vec<&str> {
+    out.iter().map(|(_, v)| v.as_str()).collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_reload_switches_at_a_batch_boundary_and_the_output_changes_there() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let mut run = Following::start(&sc, &manifest(&m, "stop"), false);
+    let before = run.report("m");
+    run.send(&["a", "b", "c"]);
+    assert_eq!(values(&run.wait_for(3)), ["A", "B", "C"]);
+    // The trap plugin's map_values returns ordinary values unchanged.
+    let event = run.plugins.reload("m", Some(Path::new(&plugin("trap")))).expect("the new version is valid");
+    assert_eq!(event.result, SwapResult::Pending);
+    run.send(&["d", "e"]);
+    assert_eq!(values(&run.wait_for(5)), ["A", "B", "C", "d", "e"]);
+    let after = run.report("m");
+    assert_ne!(after.digest, before.digest);
+    assert_eq!(after.swaps, 1);
+    assert_eq!(after.last_swap.as_ref().map(|s| &s.result), Some(&SwapResult::Active), "{after:?}");
+    // A reload of the same content changes nothing.
+    let again = run.plugins.reload("m", Some(Path::new(&plugin("trap")))).expect("reloads");
+    assert_eq!(again.result, SwapResult::Unchanged);
+    let metrics = run.metrics.encode();
+    assert!(metrics.contains(r#"wasp_plugin_swaps_total{plugin="m",result="swapped"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"wasp_plugin_swap_pause_seconds_count{plugin="m"} 1"#), "{metrics}");
+    let stats = run.finish();
+    assert_eq!((stats.records_in, stats.records_out), (5, 5));
+}
+
+#[test]
+fn broken_new_versions_are_refused_and_the_old_version_keeps_running() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let mut run = Following::start(&sc, &manifest(&m, "stop"), false);
+    let digest = run.report("m").digest;
+    run.send(&["a"]);
+    run.wait_for(1);
+
+    // Wrong exports: bot-filter has no value-mapper.
+    let e = run.plugins.reload("m", Some(Path::new(&plugin("bot-filter")))).unwrap_err();
+    assert!(matches!(e, SwapError::Rejected { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("value-mapper") && text.contains("0.1.0"), "names the kind and WIT version: {text}");
+    // A trap at start: its constructor aborts on the trial call.
+    let e = run.plugins.reload("m", Some(Path::new(&plugin("start-trap")))).unwrap_err().to_string();
+    assert!(e.contains("rejected") && e.contains("trap"), "{e}");
+    // Not a component at all.
+    let junk = sc.write("junk.wasm", "not wasm");
+    let e = run.plugins.reload("m", Some(&junk)).unwrap_err().to_string();
+    assert!(e.contains("not a valid WebAssembly component"), "{e}");
+    let report = run.report("m");
+    assert_eq!(report.digest, digest, "the old version still runs");
+    assert_eq!(report.last_swap.as_ref().map(|s| &s.result), Some(&SwapResult::Rejected));
+    assert!(report.last_swap.as_ref().and_then(|s| s.reason.as_deref()).is_some_and(|r| r.contains("component")));
+
+    // A trap on the first batch: the new version (trap) panics on `boom`; the batch is run
+    // again by the old version, and the swap is rolled back for good.
+    run.plugins.reload("m", Some(Path::new(&plugin("trap")))).expect("trap passes validation");
+    run.send(&["boom", "b"]);
+    assert_eq!(values(&run.wait_for(3)), ["A", "BOOM", "B"]);
+    let report = run.report("m");
+    assert_eq!(report.digest, digest, "rolled back to the old version");
+    assert_eq!(report.last_swap.as_ref().map(|s| &s.result), Some(&SwapResult::RolledBack), "{report:?}");
+    run.send(&["c"]);
+    assert_eq!(values(&run.wait_for(4)), ["A", "BOOM", "B", "C"]);
+    let metrics = run.metrics.encode();
+    assert!(metrics.contains(r#"wasp_plugin_swaps_total{plugin="m",result="rejected"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"wasp_plugin_swaps_total{plugin="m",result="rolled_back"} 1"#), "{metrics}");
+    let stats = run.finish();
+    assert_eq!((stats.records_in, stats.records_out, stats.failed_records), (4, 4, 0));
+}
+
+#[test]
+fn the_file_watcher_swaps_a_plugin_whose_file_changes() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let mut run = Following::start(&sc, &manifest(&m, "stop"), true);
+    run.send(&["a"]);
+    run.wait_for(1);
+    let before = run.report("m").digest;
+    replace_file(&m, Path::new(&plugin("trap")));
+    wait_until("the watcher's reload", || run.report("m").digest != before);
+    run.send(&["b"]);
+    assert_eq!(values(&run.wait_for(2)), ["A", "b"]);
+    // A broken file is refused; the running version stays.
+    let running = run.report("m").digest;
+    replace_file(&m, Path::new(&plugin("bot-filter")));
+    wait_until("the watcher's rejection", || {
+        run.report("m").last_swap.is_some_and(|s| s.result == SwapResult::Rejected)
+    });
+    run.send(&["c"]);
+    assert_eq!(values(&run.wait_for(3)), ["A", "b", "c"]);
+    assert_eq!(run.report("m").digest, running);
+    run.finish();
+}
+
+#[test]
+fn state_in_host_stores_survives_a_swap() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let text = format!(
+        r#"version = 1
+[application]
+id = "swap-state"
+batch_size = 4
+commit_interval_ms = 50
+[streams.in]
+file = "in.jsonl"
+file_format = "jsonl"
+[plugins.m]
+path = "{}"
+[pipelines.p]
+from = "in"
+to = "out"
+steps = [{{ op = "group_by_key" }}, {{ op = "reduce", plugin = "m" }}, {{ op = "to_stream" }}]
+"#,
+        m.display()
+    );
+    let mut run = Following::start(&sc, &text, false);
+    run.input_for_key("a", "x");
+    run.input_for_key("b", "y");
+    assert_eq!(values(&run.wait_for(2)), ["x", "y"]);
+    // A new version of the same reducer: test-kit with a custom section appended (the
+    // component means the same, its digest differs).
+    let v2 = sc.dir.path().join("kit-v2.wasm");
+    let mut bytes = std::fs::read(plugin("test-kit")).expect("read test-kit");
+    bytes.extend_from_slice(&custom_section("wasp-test", b"v2"));
+    std::fs::write(&v2, &bytes).expect("write v2");
+    let event = run.plugins.reload("m", Some(&v2)).expect("v2 is valid");
+    assert_eq!(event.result, SwapResult::Pending);
+    run.input_for_key("a", "z");
+    let out = run.wait_for(3);
+    assert_eq!(out[2], ("a".to_owned(), "x+z".to_owned()), "the aggregate from before the swap is kept: {out:?}");
+    assert_eq!(run.report("m").last_swap.map(|s| s.result), Some(SwapResult::Active));
+    run.finish();
+}
+
+/// A WebAssembly custom section (id 0) named `name`: appending one to a component changes its
+/// bytes, not its meaning.
+fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut section = vec![0u8];
+    leb(body.len(), &mut section);
+    section.extend(body);
+    section
+}
+
+impl Following {
+    /// Appends one record with an explicit key.
+    fn input_for_key(&mut self, key: &str, value: &str) {
+        let line = serde_json::json!({"key": key, "value": value, "timestamp": 0});
+        writeln!(self.input, "{line}").expect("append to the input");
+        self.input.flush().expect("flush the input");
+    }
+}
