@@ -184,8 +184,7 @@ impl Prepared {
             )?),
             None => None,
         };
-        let watcher =
-            if self.watches(local) { Some(crate::wasm::watch::watch(self.plugins.clone())?) } else { None };
+        let watcher = if self.watches(local) { Some(crate::wasm::watch::watch(self.plugins.clone())?) } else { None };
         Ok(Services { admin, watcher })
     }
 

@@ -96,17 +96,25 @@ struct SwapFigures {
 fn swaps(cache: Option<PathBuf>, versions: &[PathBuf], input: &[Vec<Record>]) -> Result<SwapFigures> {
     let runtime = Runtime::new(cache, MetricsRegistry::default())?;
     let limits = Limits::default();
-    let first = runtime.load("m", &versions[0], &toml::Table::new(), &Grants::default(), &limits, &[
-        PluginKind::ValueMapper,
-    ])?;
+    let first = runtime.load(
+        "m",
+        &versions[0],
+        &toml::Table::new(),
+        &Grants::default(),
+        &limits,
+        &[PluginKind::ValueMapper],
+    )?;
     let mut directory = PluginDirectory::new(runtime.clone());
-    directory.insert(Arc::new(first), PluginSpec {
-        path: versions[0].clone(),
-        config: toml::Table::new(),
-        grants: Grants::default(),
-        limits,
-        uses: vec![(PluginKind::ValueMapper, String::new())],
-    });
+    directory.insert(
+        Arc::new(first),
+        PluginSpec {
+            path: versions[0].clone(),
+            config: toml::Table::new(),
+            grants: Grants::default(),
+            limits,
+            uses: vec![(PluginKind::ValueMapper, String::new())],
+        },
+    );
     let directory = Arc::new(directory);
     let lookup = |name: &str| directory.get(name);
     let node = NodeOp::MapValues { plugin: reference("m", PluginKind::ValueMapper) };
@@ -202,7 +210,9 @@ pub fn run(input: &[Vec<Record>]) -> Result<()> {
     );
 
     println!();
-    println!("swap pause: {TASKS} tasks running batches of the map plugin, {SWAPS} swaps, each task switching once per swap");
+    println!(
+        "swap pause: {TASKS} tasks running batches of the map plugin, {SWAPS} swaps, each task switching once per swap"
+    );
     let dir = std::env::temp_dir().join(format!("wasp-bench-swap-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let base = plugin("bench-map")?;

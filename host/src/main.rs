@@ -197,9 +197,10 @@ fn reload(
             format!("http://{bind}")
         }
     };
-    let token = def.and_then(|a| a.token.clone()).or(token).context(
-        "no admin token: set [application.admin] token in the manifest, WASP_ADMIN_TOKEN, or --token",
-    )?;
+    let token = def
+        .and_then(|a| a.token.clone())
+        .or(token)
+        .context("no admin token: set [application.admin] token in the manifest, WASP_ADMIN_TOKEN, or --token")?;
     let path = match path {
         Some(p) => Some(std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?),
         None => None,

@@ -146,11 +146,11 @@ fn the_admin_endpoint_serves_health_metrics_plugins_and_guards_reloads_with_the_
     assert_eq!(status, 404, "{body}");
 
     // `wasp reload` takes the token from the manifest. bot-filter lacks the kinds kit is used
-    // as: refused, and the command says why.
+    // as (value-mapper, for-each): refused, and the command says why.
     let out = wasp_reload(&manifest, &base, "kit", &plugin("bot-filter"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refused") && stderr.contains("for-each"), "{stderr}");
+    assert!(stderr.contains("refused") && stderr.contains("does not export the `value-mapper` kind"), "{stderr}");
     let (_, plugins) = http("GET", &format!("{base}/plugins"), None, None);
     assert!(plugins.contains("\"rejected\""), "{plugins}");
 

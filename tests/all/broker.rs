@@ -175,14 +175,14 @@ impl Broker {
 
     /// Produces `records` (key, value) to `topic` and waits until all are acknowledged.
     pub fn produce<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, topic: &str, records: &[(Option<K>, V)]) {
-        let records: Vec<(Option<i32>, Option<&[u8]>, &[u8])> =
+        let records: Vec<Produced<'_>> =
             records.iter().map(|(k, v)| (None, k.as_ref().map(AsRef::as_ref), v.as_ref())).collect();
         self.produce_to(topic, &records);
     }
 
     /// Produces `(partition, key, value)` records (no partition: by the key) to `topic`, and
     /// waits until all are acknowledged.
-    pub fn produce_to(&self, topic: &str, records: &[(Option<i32>, Option<&[u8]>, &[u8])]) {
+    pub fn produce_to(&self, topic: &str, records: &[Produced<'_>]) {
         produce_to(self.config(), topic, records);
     }
 
@@ -192,48 +192,51 @@ impl Broker {
     }
 }
 
+/// A record to produce: the partition (none: by the key), the key and the value.
+pub type Produced<'a> = (Option<i32>, Option<&'a [u8]>, &'a [u8]);
+
 /// Produces to a broker without owning it (for producer threads).
 pub struct RemoteProducer(String);
 
 impl RemoteProducer {
-    pub fn produce_to(&self, topic: &str, records: &[(Option<i32>, Option<&[u8]>, &[u8])]) {
+    pub fn produce_to(&self, topic: &str, records: &[Produced<'_>]) {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.0);
         produce_to(c, topic, records);
     }
 }
 
-fn produce_to(mut config: ClientConfig, topic: &str, records: &[(Option<i32>, Option<&[u8]>, &[u8])]) {
-        let producer: BaseProducer<Deliveries> = config
-            .set("linger.ms", "5")
-            .set("enable.idempotence", "true")
-            .create_with_context(Deliveries::default())
-            .expect("creating a producer");
-        for &(partition, key, value) in records {
-            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
-            if let Some(k) = key {
-                r = r.key(k);
-            }
-            if let Some(p) = partition {
-                r = r.partition(p);
-            }
-            loop {
-                match producer.send(r) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        back,
-                    )) => {
-                        producer.poll(Duration::from_millis(10));
-                        r = back;
-                    }
-                    Err((e, _)) => panic!("producing to `{topic}`: {e}"),
+fn produce_to(mut config: ClientConfig, topic: &str, records: &[Produced<'_>]) {
+    let producer: BaseProducer<Deliveries> = config
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create_with_context(Deliveries::default())
+        .expect("creating a producer");
+    for &(partition, key, value) in records {
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        if let Some(p) = partition {
+            r = r.partition(p);
+        }
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    producer.poll(Duration::from_millis(10));
+                    r = back;
                 }
+                Err((e, _)) => panic!("producing to `{topic}`: {e}"),
             }
         }
-        producer.flush(ADMIN_TIMEOUT).unwrap_or_else(|e| panic!("flushing the records for `{topic}`: {e}"));
-        let failures = std::mem::take(&mut *producer.context().failures.lock().expect("the failures lock"));
-        assert!(failures.is_empty(), "{} record(s) for `{topic}` failed: {}", failures.len(), failures.join("; "));
+    }
+    producer.flush(ADMIN_TIMEOUT).unwrap_or_else(|e| panic!("flushing the records for `{topic}`: {e}"));
+    let failures = std::mem::take(&mut *producer.context().failures.lock().expect("the failures lock"));
+    assert!(failures.is_empty(), "{} record(s) for `{topic}` failed: {}", failures.len(), failures.join("; "));
 }
 
 impl Broker {

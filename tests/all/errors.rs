@@ -233,17 +233,16 @@ fn a_panic_loop_memory_bomb_and_stack_overflow_reach_the_dead_letter_topic_with_
     assert!(message(0).contains("unreachable") || message(0).contains("trapped"), "{}", message(0));
     assert!(message(1).contains("deadline"), "{}", message(1));
     assert!(message(2).contains("memory") || message(2).contains("trapped"), "{}", message(2));
-    assert!(message(3).contains("stack"), "{}", message(3));
+    // The shadow stack in linear memory runs out before the native one: out of bounds.
+    assert!(message(3).contains("stack") || message(3).contains("out of bounds"), "{}", message(3));
 }
 
 #[test]
 fn fuel_stops_an_endless_loop_when_the_deadline_is_off() {
     let sc = Scratch::new();
     input(&sc, &[(Some("1"), "a"), (Some("2"), "loop"), (Some("3"), "c")]);
-    let manifest = trap_pipeline("dead-letter").replace(
-        "[plugins.trap]\npath",
-        "[plugins.trap]\nlimits = { deadline_ms = 0, fuel = 50_000_000 }\npath",
-    );
+    let manifest = trap_pipeline("dead-letter")
+        .replace("[plugins.trap]\npath", "[plugins.trap]\nlimits = { deadline_ms = 0, fuel = 50_000_000 }\npath");
     let out = run_local(&sc, &manifest, &["out", "dlq"]).unwrap();
     assert_eq!(kvs(&out, "out"), vec![s("1", "a"), s("3", "c")]);
     let dlq = &out["dlq"];
@@ -295,7 +294,11 @@ fn retry_then_stop_stops_after_the_last_attempt() {
 #[test]
 fn input_that_does_not_deserialize_follows_the_policy_and_never_reaches_a_plugin() {
     let sc = Scratch::new();
-    let lines = [r#"{"key": "1", "value": {"n": 1}}"#, r#"{"key": "2", "value": "{not json"}"#, r#"{"key": "3", "value": [3]}"#];
+    let lines = [
+        r#"{"key": "1", "value": {"n": 1}}"#,
+        r#"{"key": "2", "value": "{not json"}"#,
+        r#"{"key": "3", "value": [3]}"#,
+    ];
     sc.write("in.jsonl", &(lines.join("\n") + "\n"));
     let manifest = header("").replace("[streams.in]\n", "[streams.in]\nvalue = \"json\"\n")
         + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"dead-letter\"\ndead_letter_topic = \"dlq\"\n[[pipelines.p.steps]]\nop = \"peek\"\n";

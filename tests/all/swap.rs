@@ -65,10 +65,7 @@ impl Following {
     /// What `out` has received so far, as (key, value).
     pub fn output(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(&self.output).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<crate::common::Out>(l).ok())
-            .map(|o| o.kv())
-            .collect()
+        text.lines().filter_map(|l| serde_json::from_str::<crate::common::Out>(l).ok()).map(|o| o.kv()).collect()
     }
 
     /// Waits until `out` holds `n` records.

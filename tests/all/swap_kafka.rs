@@ -98,10 +98,12 @@ plugin = "m"
             let mut n = 0;
             while n < TOTAL {
                 let chunk: Vec<(String, String)> = (n..n + CHUNK).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
-                let records: Vec<(Option<i32>, Option<&[u8]>, &[u8])> = chunk
+                let records: Vec<crate::broker::Produced<'_>> = chunk
                     .iter()
                     .enumerate()
-                    .map(|(j, (k, v))| (Some(((n as usize + j) % PARTITIONS as usize) as i32), Some(k.as_bytes()), v.as_bytes()))
+                    .map(|(j, (k, v))| {
+                        (Some(((n as usize + j) % PARTITIONS as usize) as i32), Some(k.as_bytes()), v.as_bytes())
+                    })
                     .collect();
                 remote.produce_to("in", &records);
                 n += CHUNK;
@@ -124,7 +126,9 @@ plugin = "m"
         .and_then(|a| a.iter().find(|p| p["name"] == "m").map(|p| p["digest"].clone()))
         .expect("m in /plugins");
     replace_file(&m, Path::new(&plugin("trap")));
-    wait_http(&format!("{base}/plugins"), "the watcher's swap", |b| b.contains("\"active\"") && !b.contains(first.as_str().unwrap_or("?")));
+    wait_http(&format!("{base}/plugins"), "the watcher's swap", |b| {
+        b.contains("\"active\"") && !b.contains(first.as_str().unwrap_or("?"))
+    });
     assert!(produced.load(Ordering::SeqCst) < TOTAL, "the swap happened under load");
 
     // Swap 2, the admin endpoint: back to test-kit.
@@ -135,7 +139,9 @@ plugin = "m"
     let (status, answer) = http("POST", &reload, Some("t0ken"), Some(&body));
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("\"pending\""), "{answer}");
-    wait_http(&format!("{base}/plugins"), "the admin swap", |b| b.contains(first.as_str().unwrap_or("?")) && b.contains("\"active\""));
+    wait_http(&format!("{base}/plugins"), "the admin swap", |b| {
+        b.contains(first.as_str().unwrap_or("?")) && b.contains("\"active\"")
+    });
     assert!(produced.load(Ordering::SeqCst) < TOTAL, "the second swap happened under load");
 
     producer.join().expect("the producer");
@@ -161,7 +167,10 @@ plugin = "m"
     }
     let metrics = http("GET", &format!("{base}/metrics"), None, None).1;
     assert!(metrics.contains(r#"wasp_plugin_swaps_total{plugin="m",result="swapped"} 2"#), "{metrics}");
-    assert!(metrics.contains(&format!(r#"wasp_plugin_seen_total{{plugin="kit",source="test-kit"}} {TOTAL}"#)), "{metrics}");
+    assert!(
+        metrics.contains(&format!(r#"wasp_plugin_seen_total{{plugin="kit",source="test-kit"}} {TOTAL}"#)),
+        "{metrics}"
+    );
     assert!(metrics.contains("wasp_consumer_lag{"), "{metrics}");
     let started = Instant::now();
     wasp.terminate();

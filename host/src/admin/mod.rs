@@ -117,10 +117,7 @@ async fn ready(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        s.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
         .into_response()
 }
 
@@ -158,10 +155,8 @@ async fn reload(
             "reloads are disabled: set [application.admin] token in the manifest or WASP_ADMIN_TOKEN",
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         None => return error(StatusCode::UNAUTHORIZED, "this request needs `Authorization: Bearer <token>`"),
         Some(t) if !same_token(t, expected) => return error(StatusCode::FORBIDDEN, "wrong admin token"),

@@ -217,10 +217,10 @@ impl PluginStep {
         }
         let Err(CallFailure::Trap { plugin, reason }) = result else { return result };
         tracing::warn!(plugin, reason, "plugin trapped; retrying the batch once on a fresh instance");
-        self.instance = self.loaded.instantiate().map_err(|e| CallFailure::Trap {
-            plugin: plugin.clone(),
-            reason: format!("{reason}; and then {e}"),
-        })?;
+        self.instance = self
+            .loaded
+            .instantiate()
+            .map_err(|e| CallFailure::Trap { plugin: plugin.clone(), reason: format!("{reason}; and then {e}") })?;
         if let Some(stores) = &self.stores {
             self.instance.attach_stores(stores.clone());
         }

@@ -193,8 +193,7 @@ impl Task {
             match verdict {
                 Ok(()) => good.push(r),
                 Err(message) => {
-                    let f =
-                        Failure { record: r, code: "deserialization".to_owned(), message, plugin: String::new() };
+                    let f = Failure { record: r, code: "deserialization".to_owned(), message, plugin: String::new() };
                     self.apply_policy(source, f, out)?;
                 }
             }

@@ -17,10 +17,18 @@ pub fn build(loaded: &Loaded) -> Result<Topology, ManifestError> {
         let key = format!("pipelines.{name_str}");
         let retry = match (&pipeline.retry, pipeline.on_error) {
             (Some(r), _) if r.get_ref().then == OnError::Retry => {
-                return Err(b.err(r.span(), format!("{key}.retry.then"), "`then` is what happens after the last retry: `stop`, `skip` or `dead-letter`"));
+                return Err(b.err(
+                    r.span(),
+                    format!("{key}.retry.then"),
+                    "`then` is what happens after the last retry: `stop`, `skip` or `dead-letter`",
+                ));
             }
             (Some(r), on_error) if on_error != OnError::Retry => {
-                return Err(b.err(r.span(), format!("{key}.retry"), "`retry` applies only with `on_error = \"retry\"`"));
+                return Err(b.err(
+                    r.span(),
+                    format!("{key}.retry"),
+                    "`retry` applies only with `on_error = \"retry\"`",
+                ));
             }
             (r, _) => r.as_ref().map(|r| *r.get_ref()).unwrap_or_default(),
         };
@@ -59,6 +67,15 @@ pub fn build(loaded: &Loaded) -> Result<Topology, ManifestError> {
     }
     if m.pipelines.is_empty() {
         return Err(loaded.source.error(0..0, "pipelines", "the manifest defines no pipeline"));
+    }
+    // A source shared by pipelines takes the error policy of the first that reads it: it
+    // applies to records that do not deserialize.
+    for id in 0..b.nodes.len() {
+        if let (NodeOp::Source { .. }, Some(&first)) = (&b.nodes[id].op, b.nodes[id].children.first()) {
+            let (pipeline, policy) = (b.nodes[first].pipeline.clone(), b.nodes[first].policy.clone());
+            b.nodes[id].pipeline = pipeline;
+            b.nodes[id].policy = policy;
+        }
     }
     let subtopologies = b.subtopologies();
     let formats = m

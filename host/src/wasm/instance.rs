@@ -132,7 +132,8 @@ impl LoadedPlugin {
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
         let deadline_ticks = match self.limits.deadline_ms {
-            0 => u64::MAX,
+            // No deadline; wasmtime adds this to the current epoch, so not u64::MAX.
+            0 => u64::MAX / 2,
             ms => (ms / EPOCH_TICK.as_millis() as u64).max(1),
         };
         let fuel = self.runtime.options.fuel.then(|| self.limits.fuel.unwrap_or(u64::MAX));

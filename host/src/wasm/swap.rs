@@ -299,8 +299,13 @@ impl PluginSlot {
                 return Err(self.reject(loaded.digest.clone(), &path, e.to_string()));
             }
         }
-        let event =
-            SwapEvent { result: SwapResult::Pending, digest: loaded.digest.clone(), path, at_ms: now_ms(), reason: None };
+        let event = SwapEvent {
+            result: SwapResult::Pending,
+            digest: loaded.digest.clone(),
+            path,
+            at_ms: now_ms(),
+            reason: None,
+        };
         {
             let mut c = lock(&self.current);
             let old = std::mem::replace(&mut c.loaded, loaded);
