@@ -173,6 +173,26 @@ impl BatchBuilder {
         self.data.truncate(bytes);
     }
 
+    /// Before the output is returned: leaves out what the host can infer, so less crosses
+    /// back. `origins` is dropped when the outputs are the inputs one for one, in order, and
+    /// `timestamps` when every output has its input's timestamp (see `output` in the WIT).
+    pub fn compact(&mut self, input_timestamps: &[i64]) {
+        let in_order = self.errors.is_empty()
+            && self.origins.len() == input_timestamps.len()
+            && self.origins.iter().enumerate().all(|(i, &o)| o as usize == i);
+        let inherited = self
+            .origins
+            .iter()
+            .zip(&self.timestamps)
+            .all(|(&o, t)| input_timestamps.get(o as usize) == Some(t));
+        if inherited {
+            self.timestamps = Vec::new();
+        }
+        if in_order {
+            self.origins = Vec::new();
+        }
+    }
+
     /// Records that the input at `origin` failed.
     pub fn fail(&mut self, origin: u32, error: crate::RecordError) {
         self.errors.push((origin, error.code, error.message));
@@ -211,6 +231,30 @@ mod tests {
         let r1 = view.get(1);
         assert_eq!((r1.key, r1.value, r1.timestamp), (None, None, 8));
         assert_eq!(b.origins, vec![0, 1]);
+    }
+
+    #[test]
+    fn compact_leaves_out_origins_and_timestamps_the_host_can_infer() {
+        let value = |v: &mut Vec<u8>| {
+            v.push(1);
+            Ok(true)
+        };
+        let mut b = BatchBuilder::default();
+        b.push(0, 5, |_| Ok(false), value).unwrap();
+        b.push(1, 6, |_| Ok(false), value).unwrap();
+        b.compact(&[5, 6]);
+        assert!(b.origins.is_empty() && b.timestamps.is_empty() && b.index.len() == 2 * INDEX_STRIDE);
+        // Two outputs of the first input (a flatMap): origins stay, timestamps are inherited.
+        let mut b = BatchBuilder::default();
+        b.push(0, 5, |_| Ok(false), value).unwrap();
+        b.push(0, 5, |_| Ok(false), value).unwrap();
+        b.compact(&[5, 6]);
+        assert_eq!((b.origins.as_slice(), b.timestamps.len()), (&[0, 0][..], 0));
+        // A changed timestamp keeps the list.
+        let mut b = BatchBuilder::default();
+        b.push(0, 9, |_| Ok(false), value).unwrap();
+        b.compact(&[5]);
+        assert_eq!((b.origins.len(), b.timestamps.as_slice()), (0, &[9][..]));
     }
 
     #[test]

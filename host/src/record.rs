@@ -119,15 +119,18 @@ pub struct MalformedBatch(pub String);
 /// A decoded output batch: fields slice one shared buffer, so decoding copies nothing.
 pub struct DecodedBatch {
     index: Vec<u32>,
+    /// Empty when every record keeps its input's timestamp (an output may leave them out).
     timestamps: Vec<i64>,
     data: Bytes,
+    len: usize,
 }
 
 impl DecodedBatch {
     pub fn new(index: Vec<u32>, timestamps: Vec<i64>, data: Vec<u8>) -> Result<Self, MalformedBatch> {
-        if index.len() != timestamps.len() * INDEX_STRIDE {
+        let len = index.len() / INDEX_STRIDE;
+        if index.len() % INDEX_STRIDE != 0 || !(timestamps.is_empty() || timestamps.len() == len) {
             return Err(MalformedBatch(format!(
-                "{} index entries for {} records (want {} per record)",
+                "{} index entries for {} timestamps (want {} per record, and a timestamp per record or none)",
                 index.len(),
                 timestamps.len(),
                 INDEX_STRIDE
@@ -141,15 +144,15 @@ impl DecodedBatch {
                 }
             }
         }
-        Ok(Self { index, timestamps, data })
+        Ok(Self { index, timestamps, data, len })
     }
 
     pub fn len(&self) -> usize {
-        self.timestamps.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.timestamps.is_empty()
+        self.len == 0
     }
 
     fn field(&self, off: u32, len: u32) -> Option<Bytes> {
@@ -164,8 +167,10 @@ impl DecodedBatch {
         self.field(self.index[i * INDEX_STRIDE + 2], self.index[i * INDEX_STRIDE + 3])
     }
 
-    pub fn timestamp(&self, i: usize) -> i64 {
-        self.timestamps[i]
+    /// The record's timestamp; `None` when the batch left timestamps out (each record keeps
+    /// its input's).
+    pub fn timestamp(&self, i: usize) -> Option<i64> {
+        self.timestamps.get(i).copied()
     }
 }
 
@@ -184,7 +189,7 @@ mod tests {
         assert_eq!((dec.key(0).as_deref(), dec.value(0).as_deref()), (Some(&b"k"[..]), Some(&b"v"[..])));
         assert_eq!((dec.key(1).as_deref(), dec.value(1).as_deref()), (None, Some(&b""[..])));
         assert_eq!((dec.key(2).as_deref(), dec.value(2).as_deref()), (Some(&b""[..]), None));
-        assert_eq!(dec.timestamp(2), 7);
+        assert_eq!(dec.timestamp(2), Some(7));
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub fn each_record(sig: &Signature, emit: TokenStream) -> TokenStream {
                 out.fail(origin, e);
             }
         }
+        out.compact(&input.timestamps);
         #finish
     }
 }

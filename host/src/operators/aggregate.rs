@@ -584,10 +584,11 @@ fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<E
             *slot = Some(Err((e.code, e.message)));
         }
     }
-    if o.origins.len() != produced.len() || o.origins.iter().any(|&x| x as usize >= n) {
+    let origins = if o.origins.is_empty() && produced.len() == n { (0..n as u32).collect() } else { o.origins };
+    if origins.len() != produced.len() || origins.iter().any(|&x| x as usize >= n) {
         return Err(bad("returned aggregates that do not match its input"));
     }
-    for (j, &origin) in o.origins.iter().enumerate() {
+    for (j, &origin) in origins.iter().enumerate() {
         results[origin as usize] = Some(Ok(produced.value(j).map(|v| v.to_vec())));
     }
     results.into_iter().map(|r| r.ok_or_else(|| bad("returned no aggregate and no error for a record"))).collect()

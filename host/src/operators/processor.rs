@@ -75,7 +75,7 @@ impl Processor {
             let r = Record {
                 key: produced.key(i),
                 value: produced.value(i),
-                timestamp: produced.timestamp(i),
+                timestamp: produced.timestamp(i).unwrap_or_else(|| input.first().map_or(0, |r| r.timestamp)),
                 headers: Vec::new(),
                 origin,
             };

@@ -43,9 +43,15 @@ impl Operator for Transform {
             Ok(p) => p,
             Err(e) => return malformed(e.to_string(), input, &self.step),
         };
-        if output.origins.len() != produced.len()
-            || output.origins.iter().any(|&o| o as usize >= input.len())
-            || output.origins.windows(2).any(|w| w[0] > w[1])
+        // No origins: one output per input, in order (see `output` in the WIT).
+        let origins = if output.origins.is_empty() && produced.len() == input.len() {
+            (0..input.len() as u32).collect()
+        } else {
+            output.origins
+        };
+        if origins.len() != produced.len()
+            || origins.iter().any(|&o| o as usize >= input.len())
+            || origins.windows(2).any(|w| w[0] > w[1])
         {
             return malformed("returned origins that do not match its input".to_owned(), input, &self.step);
         }
@@ -60,11 +66,13 @@ impl Operator for Transform {
         // produced and cloned only for the ones before it (flatMap). Cloning a record fresh
         // from the consumer costs an allocation per key and value.
         let mut slots: Vec<Option<Record>> = input.into_iter().map(Some).collect();
-        for (j, &origin) in output.origins.iter().enumerate() {
+        for (j, &origin) in origins.iter().enumerate() {
             let o = origin as usize;
-            let last = output.origins.get(j + 1) != Some(&origin) && failed[o].is_none();
+            let last = origins.get(j + 1) != Some(&origin) && failed[o].is_none();
             let Some(mut r) = (if last { slots[o].take() } else { slots[o].clone() }) else { continue };
-            r.timestamp = produced.timestamp(j);
+            if let Some(t) = produced.timestamp(j) {
+                r.timestamp = t;
+            }
             match self.shape {
                 Shape::Value => r.value = produced.value(j),
                 Shape::KeyValue => {
