@@ -180,11 +180,8 @@ impl BatchBuilder {
         let in_order = self.errors.is_empty()
             && self.origins.len() == input_timestamps.len()
             && self.origins.iter().enumerate().all(|(i, &o)| o as usize == i);
-        let inherited = self
-            .origins
-            .iter()
-            .zip(&self.timestamps)
-            .all(|(&o, t)| input_timestamps.get(o as usize) == Some(t));
+        let inherited =
+            self.origins.iter().zip(&self.timestamps).all(|(&o, t)| input_timestamps.get(o as usize) == Some(t));
         if inherited {
             self.timestamps = Vec::new();
         }
