@@ -3,6 +3,8 @@
 
 /// The length that marks an absent key or value.
 pub(crate) const ABSENT: u32 = u32::MAX;
+/// In an output, the length that marks a field as the input record's, unchanged.
+pub(crate) const UNCHANGED: u32 = u32::MAX - 1;
 /// `u32`s per record in `batch.index`.
 pub(crate) const INDEX_STRIDE: usize = 6;
 
@@ -155,6 +157,30 @@ impl BatchBuilder {
         let v_present = value(&mut self.data).inspect_err(|_| self.data.truncate(rollback))?;
         let v_len = if v_present { self.data.len() as u32 - v_off } else { ABSENT };
         self.index.extend_from_slice(&[k_off, k_len, v_off, v_len, 0, 0]);
+        self.timestamps.push(timestamp);
+        self.origins.push(origin);
+        Ok(())
+    }
+
+    /// Appends one record of a value mapper: its value is `produced`. When that is the input
+    /// value itself (the same bytes, borrowed), the index marks it unchanged instead of
+    /// copying it back.
+    pub fn push_value(
+        &mut self,
+        origin: u32,
+        timestamp: i64,
+        input: Option<&[u8]>,
+        produced: impl crate::IntoBytes,
+    ) -> Result<(), crate::RecordError> {
+        let same = match (produced.borrowed(), input) {
+            (Some(Some(p)), Some(i)) => core::ptr::eq(p, i),
+            (Some(None), None) => true,
+            _ => false,
+        };
+        if !same {
+            return self.push(origin, timestamp, |_| Ok(false), |b| produced.write_to(b));
+        }
+        self.index.extend_from_slice(&[0, ABSENT, 0, UNCHANGED, 0, 0]);
         self.timestamps.push(timestamp);
         self.origins.push(origin);
         Ok(())

@@ -15,6 +15,14 @@ pub trait FromBytes<'a>: Sized {
 /// A result type written as a key or value. Returns whether the field is present.
 pub trait IntoBytes {
     fn write_to(self, out: &mut Vec<u8>) -> Result<bool, RecordError>;
+
+    /// The bytes when they are borrowed, not produced (`&[u8]`, `&str`, and `Option`s of
+    /// them; `Some(None)` is an absent field). A value mapper that returns its input's value
+    /// then tells the host "unchanged" instead of copying the value back.
+    #[doc(hidden)]
+    fn borrowed(&self) -> Option<Option<&[u8]>> {
+        None
+    }
 }
 
 fn absent() -> RecordError {
@@ -72,6 +80,10 @@ impl IntoBytes for &[u8] {
         out.extend_from_slice(self);
         Ok(true)
     }
+
+    fn borrowed(&self) -> Option<Option<&[u8]>> {
+        Some(Some(self))
+    }
 }
 
 impl IntoBytes for String {
@@ -85,6 +97,10 @@ impl IntoBytes for &str {
     fn write_to(self, out: &mut Vec<u8>) -> Result<bool, RecordError> {
         out.extend_from_slice(self.as_bytes());
         Ok(true)
+    }
+
+    fn borrowed(&self) -> Option<Option<&[u8]>> {
+        Some(Some(self.as_bytes()))
     }
 }
 
@@ -101,6 +117,13 @@ impl<T: IntoBytes> IntoBytes for Option<T> {
         match self {
             Some(v) => v.write_to(out),
             None => Ok(false),
+        }
+    }
+
+    fn borrowed(&self) -> Option<Option<&[u8]>> {
+        match self {
+            Some(v) => v.borrowed(),
+            None => Some(None),
         }
     }
 }

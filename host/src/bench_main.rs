@@ -560,9 +560,10 @@ fn batch_map(instance: &mut PluginInstance, input: &[Vec<Record>], check: bool) 
         elapsed += started.elapsed();
         if let Some(d) = &mut digest {
             let r = output.records;
-            let view = DecodedBatch::new(r.index, r.timestamps, r.data)?;
+            let view = DecodedBatch::output(r.index, r.timestamps, r.data)?;
             for i in 0..view.len() {
-                d.add(view.value(i).as_deref(), view.timestamp(i).unwrap_or(batch[i].timestamp));
+                let value = if view.value_unchanged(i) { batch[i].value.clone() } else { view.value(i) };
+                d.add(value.as_deref(), view.timestamp(i).unwrap_or(batch[i].timestamp));
             }
         }
     }

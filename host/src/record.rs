@@ -125,10 +125,23 @@ pub struct DecodedBatch {
     len: usize,
 }
 
+/// In a transform's output, the value length that means "the input's value, unchanged".
+pub const UNCHANGED: u32 = u32::MAX - 1;
+
 impl DecodedBatch {
+    /// A batch whose every field is in `data` (or absent).
     pub fn new(index: Vec<u32>, timestamps: Vec<i64>, data: Vec<u8>) -> Result<Self, MalformedBatch> {
+        Self::decode(index, timestamps, data, false)
+    }
+
+    /// A transform's output: values may also be [`UNCHANGED`] (see [`Self::value_unchanged`]).
+    pub fn output(index: Vec<u32>, timestamps: Vec<i64>, data: Vec<u8>) -> Result<Self, MalformedBatch> {
+        Self::decode(index, timestamps, data, true)
+    }
+
+    fn decode(index: Vec<u32>, timestamps: Vec<i64>, data: Vec<u8>, unchanged: bool) -> Result<Self, MalformedBatch> {
         let len = index.len() / INDEX_STRIDE;
-        if index.len() % INDEX_STRIDE != 0 || !(timestamps.is_empty() || timestamps.len() == len) {
+        if !index.len().is_multiple_of(INDEX_STRIDE) || !(timestamps.is_empty() || timestamps.len() == len) {
             return Err(MalformedBatch(format!(
                 "{} index entries for {} timestamps (want {} per record, and a timestamp per record or none)",
                 index.len(),
@@ -138,7 +151,10 @@ impl DecodedBatch {
         }
         let data = Bytes::from(data);
         for (i, h) in index.chunks_exact(INDEX_STRIDE).enumerate() {
-            for (off, len) in [(h[0], h[1]), (h[2], h[3])] {
+            for (field, (off, len)) in [(h[0], h[1]), (h[2], h[3])].into_iter().enumerate() {
+                if unchanged && field == 1 && len == UNCHANGED {
+                    continue;
+                }
                 if len != ABSENT && (off as usize).checked_add(len as usize).is_none_or(|end| end > data.len()) {
                     return Err(MalformedBatch(format!("record {i} points past the end of the data")));
                 }
@@ -161,6 +177,11 @@ impl DecodedBatch {
 
     pub fn key(&self, i: usize) -> Option<Bytes> {
         self.field(self.index[i * INDEX_STRIDE], self.index[i * INDEX_STRIDE + 1])
+    }
+
+    /// Whether record `i`'s value is its input's, unchanged (only in [`Self::output`] batches).
+    pub fn value_unchanged(&self, i: usize) -> bool {
+        self.index[i * INDEX_STRIDE + 3] == UNCHANGED
     }
 
     pub fn value(&self, i: usize) -> Option<Bytes> {

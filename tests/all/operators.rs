@@ -40,6 +40,33 @@ fn map_values_replaces_the_value_and_keeps_key_and_timestamp() {
 }
 
 #[test]
+fn a_value_mapper_that_returns_its_input_leaves_values_unchanged_without_copying_them_back() {
+    // bench-identity's map_values returns the borrowed input value: the SDK marks it
+    // "unchanged" (see `output` in the WIT), and the host keeps the input's bytes, a
+    // tombstone included.
+    let sc = Scratch::new();
+    let lines = [
+        r#"{"key": "a", "value": "x", "timestamp": 7}"#,
+        r#"{"key": "b", "value": null, "timestamp": 8}"#,
+        r#"{"key": "c", "value": "z", "timestamp": 9}"#,
+    ];
+    sc.write("in.jsonl", &(lines.join("\n") + "\n"));
+    let manifest = header(&format!("[plugins.same]\npath = \"{}\"\n", crate::common::plugin("bench-identity")))
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\n[[pipelines.p.steps]]\nop = \"map_values\"\nplugin = \"same\"\n";
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    let got: Vec<(String, String, Option<i64>)> =
+        out["out"].iter().map(|o| (o.kv().0, o.kv().1, o.timestamp)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_owned(), "x".to_owned(), Some(7)),
+            ("b".to_owned(), "null".to_owned(), Some(8)),
+            ("c".to_owned(), "z".to_owned(), Some(9))
+        ]
+    );
+}
+
+#[test]
 fn map_replaces_key_and_value() {
     let sc = Scratch::new();
     input(&sc, &[(Some("k1"), "v1"), (Some("k2"), "v2")]);

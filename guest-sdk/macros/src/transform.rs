@@ -66,10 +66,7 @@ pub fn each_record(sig: &Signature, emit: TokenStream) -> TokenStream {
 
 fn map_values(sig: &Signature) -> TokenStream {
     let select = select(sig);
-    let each = each_record(
-        sig,
-        quote! { out.push(origin, rec.timestamp, |_| Ok(false), |b| ::wasp::IntoBytes::write_to(produced, b))?; },
-    );
+    let each = each_record(sig, quote! { out.push_value(origin, rec.timestamp, rec.value, produced)?; });
     quote! {
         fn map_values(function: String, input: Batch) -> Result<Output, CallError> {
             #select

@@ -39,7 +39,8 @@ impl Operator for Transform {
             let e = CallFailure::Trap { plugin: step.label().to_owned(), reason };
             Emitted { failures: step.fail_all(input, &e), ..Default::default() }
         };
-        let produced = match DecodedBatch::new(output.records.index, output.records.timestamps, output.records.data) {
+        let produced = match DecodedBatch::output(output.records.index, output.records.timestamps, output.records.data)
+        {
             Ok(p) => p,
             Err(e) => return malformed(e.to_string(), input, &self.step),
         };
@@ -74,10 +75,13 @@ impl Operator for Transform {
                 r.timestamp = t;
             }
             match self.shape {
+                Shape::Value if produced.value_unchanged(j) => {}
                 Shape::Value => r.value = produced.value(j),
                 Shape::KeyValue => {
                     r.key = produced.key(j);
-                    r.value = produced.value(j);
+                    if !produced.value_unchanged(j) {
+                        r.value = produced.value(j);
+                    }
                 }
                 Shape::Key => r.key = produced.key(j),
             }
