@@ -561,9 +561,9 @@ fn batch_map(instance: &mut PluginInstance, input: &[Vec<Record>], check: bool) 
         if let Some(d) = &mut digest {
             let r = output.records;
             let view = DecodedBatch::output(r.index, r.timestamps, r.data)?;
-            for i in 0..view.len() {
-                let value = if view.value_unchanged(i) { batch[i].value.clone() } else { view.value(i) };
-                d.add(value.as_deref(), view.timestamp(i).unwrap_or(batch[i].timestamp));
+            for (i, record) in batch.iter().enumerate().take(view.len()) {
+                let value = if view.value_unchanged(i) { record.value.clone() } else { view.value(i) };
+                d.add(value.as_deref(), view.timestamp(i).unwrap_or(record.timestamp));
             }
         }
     }
