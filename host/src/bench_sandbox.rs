@@ -179,30 +179,39 @@ pub fn run(input: &[Vec<Record>]) -> Result<()> {
     let limits = Limits::default();
     let fueled = Limits { fuel: Some(u64::MAX / 2), ..Limits::default() };
     let off = EngineOptions { pooling: false, epoch_deadlines: false, fuel: false, ..EngineOptions::default() };
+    let pool_only = EngineOptions { epoch_deadlines: false, ..off };
+    let pool_only = EngineOptions { pooling: true, ..pool_only };
+    let epoch_only = EngineOptions { epoch_deadlines: true, ..off };
     let on = EngineOptions::default();
     let with_fuel = EngineOptions { fuel: true, ..EngineOptions::default() };
+    let rounds = crate::env_usize("WASP_BENCH_ROUNDS", 5)?.max(1);
     // Interleaved rounds, the median of each.
-    let mut samples: [Vec<f64>; 3] = Default::default();
-    for _ in 0..3 {
-        samples[0].push(filter_map(off, &limits, input)?);
-        samples[1].push(filter_map(on, &limits, input)?);
-        samples[2].push(filter_map(with_fuel, &fueled, input)?);
+    let configs: [(&str, EngineOptions, &Limits); 5] = [
+        ("limits off (no pool, no epoch deadline, no fuel)", off, &limits),
+        ("pooling allocator only", pool_only, &limits),
+        ("epoch deadline only", epoch_only, &limits),
+        ("limits on: pool, epoch deadline, memory + table caps", on, &limits),
+        ("limits on + fuel metering", with_fuel, &fueled),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for _ in 0..rounds {
+        for (i, (_, options, l)) in configs.iter().enumerate() {
+            samples[i].push(filter_map(*options, l, input)?);
+        }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let [mut a, mut b, mut c] = samples;
-    let (off_ns, on_ns, fuel_ns) = (median(&mut a), median(&mut b), median(&mut c));
+    let medians: Vec<f64> = samples
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    let off_ns = medians[0];
+    let on_ns = medians[3];
     println!("  {:<58} {:>9} {:>9}", "", "ns/record", "×off");
-    println!("  {:<58} {:>9.1} {:>8.2}×", "limits off (no pool, no epoch deadline, no fuel)", off_ns, 1.0);
-    println!(
-        "  {:<58} {:>9.1} {:>8.2}×",
-        "limits on: pool, epoch deadline, memory + table caps",
-        on_ns,
-        on_ns / off_ns
-    );
-    println!("  {:<58} {:>9.1} {:>8.2}×", "limits on + fuel metering", fuel_ns, fuel_ns / off_ns);
+    for ((label, _, _), ns) in configs.iter().zip(&medians) {
+        println!("  {:<58} {:>9.1} {:>8.2}×", label, ns, ns / off_ns);
+    }
     let cost = 100.0 * (on_ns / off_ns - 1.0);
     println!(
         "  target: epoch + memory limits cost ≤ 10%: {cost:.1}%: {}",
