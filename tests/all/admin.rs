@@ -154,6 +154,23 @@ fn the_admin_endpoint_serves_health_metrics_plugins_and_guards_reloads_with_the_
     let (_, plugins) = http("GET", &format!("{base}/plugins"), None, None);
     assert!(plugins.contains("\"rejected\""), "{plugins}");
 
+    // A new version of kit (the same component with a custom section: another digest).
+    let v2 = sc.path("kit-v2.wasm");
+    let mut bytes = std::fs::read(plugin("test-kit")).expect("read test-kit");
+    bytes.extend_from_slice(&crate::swap::custom_section("wasp-test", b"v2"));
+    std::fs::write(&v2, bytes).expect("write v2");
+    let out = wasp_reload(&manifest, &base, "kit", &v2.display().to_string());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("validated"), "{stdout}");
+    // It becomes active with the next batch.
+    let line = serde_json::json!({"key": "9", "value": "v9"}).to_string();
+    let mut input = std::fs::OpenOptions::new().append(true).open(sc.path("in.jsonl")).expect("open the input");
+    std::io::Write::write_all(&mut input, format!("{line}\n").as_bytes()).expect("append");
+    wait_http(&format!("{base}/plugins"), "the swap to v2", |b| {
+        serde_json::from_str::<serde_json::Value>(b).is_ok_and(|v| v[0]["last_swap"]["result"] == "active")
+    });
+
     p.terminate();
     assert!(p.wait_exit(TIMEOUT).success());
 }

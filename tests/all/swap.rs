@@ -293,7 +293,7 @@ steps = [{{ op = "group_by_key" }}, {{ op = "reduce", plugin = "m" }}, {{ op = "
 
 /// A WebAssembly custom section (id 0) named `name`: appending one to a component changes its
 /// bytes, not its meaning.
-fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
+pub fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
