@@ -208,7 +208,10 @@ impl PluginStep {
             // Another task may have confirmed the version already: then it stays, and this
             // trap is handled as any other.
             if self.slot.roll_back(self.generation, reason) {
-                self.generation = self.slot.generation();
+                // The old instance runs this batch. If it is not the version rolled back to
+                // (two reloads came within one batch), the next batch switches to that one.
+                let (target, generation, _) = self.slot.current();
+                self.generation = if target.digest == previous.loaded.digest { generation } else { u64::MAX };
                 self.loaded = previous.loaded;
                 self.instance = previous.instance;
                 self.label = previous.label;
