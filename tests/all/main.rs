@@ -4,6 +4,7 @@ mod admin;
 mod broker;
 mod cli;
 mod common;
+mod containment_kafka;
 mod errors;
 mod examples;
 mod golden;
