@@ -1,7 +1,8 @@
-//! Misbehaving plugins on the real broker: a panic, an endless loop, a memory bomb and a stack
-//! overflow are each stopped by the sandbox, and their records reach the dead-letter topic with
-//! headers naming the error, the step, the plugin version and where the record was read, while
-//! the records around them flow on.
+//! Misbehaving plugins on the real broker: one plugin each for a panic, an endless loop, a
+//! memory bomb and a stack overflow, chained as four steps. Each is stopped by the sandbox, its
+//! instance rebuilt, and the record that set it off reaches the dead-letter topic with headers
+//! naming the error, the step, the plugin version and where the record was read, while the
+//! records around it flow on through every step.
 
 use std::process::Command;
 use std::time::Duration;
@@ -27,20 +28,33 @@ batch_size = 8
 commit_interval_ms = 200
 [application.kafka]
 bootstrap_servers = "{bootstrap}"
-[plugins.trap]
-path = "{trap}"
-limits = {{ deadline_ms = 200, memory_mib = 32 }}
+[plugins.panics]
+path = "{panics}"
+[plugins.loop-forever]
+path = "{spin}"
+limits = {{ deadline_ms = 200 }}
+[plugins.memory-bomb]
+path = "{bomb}"
+limits = {{ memory_mib = 32 }}
+[plugins.stack-overflow]
+path = "{deep}"
 [pipelines.p]
 from = "in"
 to = "out"
 on_error = "dead-letter"
 dead_letter_topic = "dlq"
-[[pipelines.p.steps]]
-op = "map_values"
-plugin = "trap"
+steps = [
+  {{ op = "map_values", plugin = "panics" }},
+  {{ op = "map_values", plugin = "loop-forever" }},
+  {{ op = "map_values", plugin = "memory-bomb" }},
+  {{ op = "map_values", plugin = "stack-overflow" }},
+]
 "#,
             bootstrap = broker.bootstrap(),
-            trap = plugin("trap"),
+            panics = plugin("panics"),
+            spin = plugin("loop-forever"),
+            bomb = plugin("memory-bomb"),
+            deep = plugin("stack-overflow"),
         ),
     )
     .expect("write the manifest");
@@ -63,11 +77,13 @@ plugin = "trap"
     assert_eq!(out, ["a", "b", "c", "d", "e"], "the well-behaved records flow on, in order");
     let dlq: Vec<_> = reader.records.iter().filter(|r| r.topic == "dlq").collect();
     assert_eq!(dlq.iter().map(|r| r.value_str()).collect::<Vec<_>>(), ["boom", "loop", "grow", "deep"]);
-    for r in &dlq {
+    let steps = ["p-0-map_values", "p-1-map_values", "p-2-map_values", "p-3-map_values"];
+    let plugins = ["panics@", "loop-forever@", "memory-bomb@", "stack-overflow@"];
+    for (i, r) in dlq.iter().enumerate() {
         let n: usize = r.key_str().trim_start_matches('k').parse().expect("a numbered key");
         assert_eq!(r.header("wasp.error.code"), Some("trap"), "{r:?}");
-        assert_eq!(r.header("wasp.error.step"), Some("p-0-map_values"), "{r:?}");
-        assert!(r.header("wasp.error.plugin").is_some_and(|p| p.starts_with("trap@")), "{r:?}");
+        assert_eq!(r.header("wasp.error.step"), Some(steps[i]), "{r:?}");
+        assert!(r.header("wasp.error.plugin").is_some_and(|p| p.starts_with(plugins[i])), "{r:?}");
         assert_eq!(r.header("wasp.source.topic"), Some("in"), "{r:?}");
         assert_eq!(r.header("wasp.source.partition"), Some("0"), "{r:?}");
         assert_eq!(r.header("wasp.source.offset"), Some(n.to_string().as_str()), "{r:?}");
