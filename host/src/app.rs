@@ -54,11 +54,15 @@ pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepar
             tracing::warn!(plugin = %name.get_ref(), "plugin declared but used by no step");
             continue;
         };
-        let mut kinds: Vec<PluginKind> = uses.iter().map(|(k, _)| *k).collect();
-        kinds.dedup();
-        let path = loaded.resolve(def.path.get_ref());
+        let spec = PluginSpec {
+            path: loaded.resolve(def.path.get_ref()),
+            config: def.config.clone(),
+            grants: def.grants.clone(),
+            limits: def.limits,
+            uses: uses.clone(),
+        };
         let plugin = runtime
-            .load(name.get_ref(), &path, &def.config, &def.grants, &def.limits, &kinds)
+            .load(name.get_ref(), &spec.path, &def.config, &def.grants, &def.limits, &spec.kinds())
             .map_err(anyhow::Error::new)
             .with_context(|| {
                 let (line, col) = loaded.source.line_col(def.path.span().start);
@@ -66,18 +70,11 @@ pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepar
             })?;
         tracing::info!(
             plugin = %plugin.name,
-            digest = &plugin.digest[..12],
+            digest = crate::wasm::short_digest(&plugin.digest),
             cached = plugin.from_cache,
             ms = plugin.load_time.as_millis() as u64,
             "plugin loaded"
         );
-        let spec = PluginSpec {
-            path,
-            config: def.config.clone(),
-            grants: def.grants.clone(),
-            limits: def.limits,
-            uses: uses.clone(),
-        };
         plugins.insert(Arc::new(plugin), spec);
     }
     // A trial instance of every step checks the named functions before anything runs.

@@ -223,10 +223,10 @@ fn reload(
     }
     let digest = json.get("digest").and_then(|d| d.as_str()).unwrap_or("?");
     match json.get("result").and_then(|r| r.as_str()) {
-        Some("unchanged") => println!("{plugin}: unchanged (already running {})", &digest[..12.min(digest.len())]),
+        Some("unchanged") => println!("{plugin}: unchanged (already running {})", wasp::wasm::short_digest(digest)),
         _ => println!(
             "{plugin}: {} validated; tasks switch at their next batch (see /plugins)",
-            &digest[..12.min(digest.len())]
+            wasp::wasm::short_digest(digest)
         ),
     }
     Ok(())

@@ -103,25 +103,11 @@ struct Previous {
     label: String,
 }
 
-fn label_of(loaded: &LoadedPlugin) -> String {
-    format!("{}@{}", loaded.name, &loaded.digest[..12.min(loaded.digest.len())])
-}
-
 impl PluginStep {
     pub fn new(slot: Arc<PluginSlot>, r: &PluginRef) -> Result<Self, PluginError> {
         let (loaded, generation, _) = slot.current();
-        let mut instance = loaded.instantiate()?;
-        instance.probe(r.kind, &r.function).map_err(|e| PluginError::Instantiate {
-            plugin: r.plugin.clone(),
-            reason: match e {
-                CallFailure::Refused { reason, .. } => {
-                    let f = if r.function.is_empty() { "(default)" } else { &r.function };
-                    format!("function {f} of kind {}: {reason}", r.kind.interface())
-                }
-                CallFailure::Trap { reason, .. } => format!("trapped on an empty batch: {reason}"),
-            },
-        })?;
-        let label = label_of(&loaded);
+        let instance = loaded.trial(r.kind, &r.function)?;
+        let label = loaded.label();
         Ok(Self {
             slot,
             generation,
@@ -177,7 +163,7 @@ impl PluginStep {
         if let Some(stores) = &self.stores {
             instance.attach_stores(stores.clone());
         }
-        let label = label_of(&loaded);
+        let label = loaded.label();
         let old_loaded = std::mem::replace(&mut self.loaded, loaded);
         let old_instance = std::mem::replace(&mut self.instance, instance);
         let old_label = std::mem::replace(&mut self.label, label);

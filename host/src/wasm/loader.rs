@@ -51,6 +51,36 @@ pub struct LoadedPlugin {
     pub kinds: Vec<PluginKind>,
 }
 
+/// The first 12 hex digits of a digest: enough to tell versions apart in logs and headers.
+pub fn short_digest(digest: &str) -> &str {
+    &digest[..12.min(digest.len())]
+}
+
+impl LoadedPlugin {
+    /// `name@digest-prefix`: the plugin and its version, for logs and dead-letter headers.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, short_digest(&self.digest))
+    }
+
+    /// A trial instance for one use: it must instantiate with the plugin's config and know
+    /// `function` of `kind` (an empty batch costs nothing and answers `unknown-function` if
+    /// it does not). Used when a manifest is prepared and when a new version is validated.
+    pub fn trial(&self, kind: PluginKind, function: &str) -> Result<super::PluginInstance, PluginError> {
+        let mut instance = self.instantiate()?;
+        instance.probe(kind, function).map_err(|e| PluginError::Instantiate {
+            plugin: self.name.to_string(),
+            reason: match e {
+                super::CallFailure::Refused { reason, .. } => {
+                    let f = if function.is_empty() { "(default)" } else { function };
+                    format!("function {f} of kind {}: {reason}", kind.interface())
+                }
+                super::CallFailure::Trap { reason, .. } => format!("trapped on an empty batch: {reason}"),
+            },
+        })?;
+        Ok(instance)
+    }
+}
+
 /// The kind's export name, e.g. `wasp:plugin/filter@0.1.0`.
 pub fn export_name(kind: PluginKind) -> String {
     format!("{WIT_PACKAGE}/{}@{WIT_VERSION}", kind.interface())

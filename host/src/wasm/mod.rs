@@ -22,7 +22,7 @@ pub use bindings::{CallError, Verdicts, WasmOutput};
 pub use host::HostState;
 pub use host::metrics::MetricsRegistry;
 pub use instance::{CallFailure, PluginInstance};
-pub use loader::{LoadedPlugin, PluginError};
+pub use loader::{LoadedPlugin, PluginError, short_digest};
 pub use swap::{PluginDirectory, PluginSlot, PluginSpec, SwapError, SwapEvent, SwapResult};
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};

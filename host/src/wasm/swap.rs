@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{LoadedPlugin, PluginError, Runtime};
+use super::{LoadedPlugin, Runtime, short_digest};
 use crate::manifest::{Grants, Limits};
 use crate::topology::PluginKind;
 
@@ -35,6 +35,16 @@ pub struct PluginSpec {
     pub limits: Limits,
     /// Every (kind, function) the manifest's steps use.
     pub uses: Vec<(PluginKind, String)>,
+}
+
+impl PluginSpec {
+    /// The kinds the uses need, each once: what a component must export.
+    pub fn kinds(&self) -> Vec<PluginKind> {
+        let mut k: Vec<PluginKind> = self.uses.iter().map(|(k, _)| *k).collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    }
 }
 
 /// The version tasks should run.
@@ -110,7 +120,6 @@ pub struct PluginSlot {
     spec: PluginSpec,
     current: Mutex<Current>,
     last: Mutex<Option<SwapEvent>>,
-    swaps: Mutex<u64>,
     /// Serialises reloads of this plugin.
     reloading: Mutex<()>,
     /// The most recent switch pauses of tasks, at most [`PAUSE_SAMPLES`].
@@ -151,7 +160,6 @@ impl PluginSlot {
             spec,
             current: Mutex::new(Current { loaded, generation: 0, on_probation: false, previous: None }),
             last: Mutex::new(None),
-            swaps: Mutex::new(0),
             reloading: Mutex::new(()),
             pauses: Mutex::new(std::collections::VecDeque::new()),
             metrics,
@@ -214,9 +222,8 @@ impl PluginSlot {
         if let Some(e) = last.as_mut().filter(|e| e.digest == digest && e.result == SwapResult::Pending) {
             e.result = SwapResult::Active;
         }
-        *lock(&self.swaps) += 1;
         self.metrics.swapped.inc();
-        tracing::info!(plugin = %self.name, digest = &digest[..12.min(digest.len())], "plugin swap active: the new version ran its first batch");
+        tracing::info!(plugin = %self.name, digest = short_digest(&digest), "plugin swap active: the new version ran its first batch");
     }
 
     /// A task's first batch on `generation` trapped: every task goes back to the version
@@ -233,7 +240,7 @@ impl PluginSlot {
         c.on_probation = false;
         drop(c);
         tracing::error!(
-            plugin = %self.name, digest = &failed.digest[..12.min(failed.digest.len())], reason,
+            plugin = %self.name, digest = short_digest(&failed.digest), reason,
             "the new plugin version trapped on its first batch; rolled back to the previous version"
         );
         *lock(&self.last) = Some(SwapEvent {
@@ -264,12 +271,7 @@ impl PluginSlot {
     fn reload(&self, runtime: &Runtime, path: Option<&Path>) -> Result<SwapEvent, SwapError> {
         let _one_at_a_time = lock(&self.reloading);
         let path = path.map_or_else(|| self.spec.path.clone(), Path::to_path_buf);
-        let kinds: Vec<PluginKind> = {
-            let mut k: Vec<PluginKind> = self.spec.uses.iter().map(|(k, _)| *k).collect();
-            k.sort_unstable();
-            k.dedup();
-            k
-        };
+        let kinds = self.spec.kinds();
         let loaded =
             match runtime.load(&self.name, &path, &self.spec.config, &self.spec.grants, &self.spec.limits, &kinds) {
                 Ok(l) => l,
@@ -289,13 +291,7 @@ impl PluginSlot {
         // know each function the manifest names.
         let loaded = Arc::new(loaded);
         for (kind, function) in &self.spec.uses {
-            let trial = loaded.instantiate().and_then(|mut i| {
-                i.probe(*kind, function).map_err(|e| PluginError::Instantiate {
-                    plugin: self.name.clone(),
-                    reason: format!("function `{function}` of kind {}: {e}", kind.interface()),
-                })
-            });
-            if let Err(e) = trial {
+            if let Err(e) = loaded.trial(*kind, function) {
                 return Err(self.reject(loaded.digest.clone(), &path, e.to_string()));
             }
         }
@@ -315,7 +311,7 @@ impl PluginSlot {
         }
         *lock(&self.last) = Some(event.clone());
         tracing::info!(
-            plugin = %self.name, digest = &event.digest[..12], path = %event.path.display(),
+            plugin = %self.name, digest = short_digest(&event.digest), path = %event.path.display(),
             "new plugin version validated; tasks switch at their next batch boundary"
         );
         Ok(event)
@@ -330,7 +326,7 @@ impl PluginSlot {
             loaded_at_ms: c.loaded.loaded_at_ms,
             generation: c.generation,
             kinds: c.loaded.kinds.iter().map(|k| k.interface()).collect(),
-            swaps: *lock(&self.swaps),
+            swaps: self.metrics.swapped.get(),
             last_pause_us: lock(&self.pauses).back().map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             last_swap: lock(&self.last).clone(),
         }
