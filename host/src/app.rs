@@ -86,6 +86,27 @@ pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepar
     Ok(Prepared { loaded, topology: Arc::new(topology), plugins: Arc::new(plugins), runtime })
 }
 
+/// Where the manifest's admin endpoint listens, and where that was said (`file:line:col:
+/// key`, for errors); `None` when the manifest has no `[application.admin]`.
+pub fn admin_bind(loaded: &Loaded) -> Option<(String, String)> {
+    let def = loaded.manifest.application.admin.as_ref()?;
+    Some(match &def.bind {
+        Some(b) => {
+            let (line, col) = loaded.source.line_col(b.span().start);
+            (b.get_ref().clone(), format!("{}:{line}:{col}: `application.admin.bind`", loaded.source.path.display()))
+        }
+        None => {
+            (crate::admin::DEFAULT_BIND.to_owned(), format!("{}: [application.admin]", loaded.source.path.display()))
+        }
+    })
+}
+
+/// The admin token: the manifest's, else `$WASP_ADMIN_TOKEN`.
+pub fn admin_token(loaded: &Loaded) -> Option<String> {
+    let configured = loaded.manifest.application.admin.as_ref().and_then(|a| a.token.clone());
+    configured.or_else(|| std::env::var("WASP_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty())
+}
+
 /// What runs beside the batch loop; dropping it stops them.
 pub struct Services {
     pub admin: Option<crate::admin::AdminServer>,
@@ -156,29 +177,26 @@ impl Prepared {
         local.watch.or(self.loaded.manifest.application.watch_plugins).unwrap_or(self.is_local() && local.follow)
     }
 
-    /// The admin token: the manifest's, else `$WASP_ADMIN_TOKEN`.
-    pub fn admin_token(&self) -> Option<String> {
-        let configured = self.loaded.manifest.application.admin.as_ref().and_then(|a| a.token.clone());
-        configured.or_else(|| std::env::var("WASP_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty())
-    }
-
     /// Starts what runs beside the batch loop: the admin endpoint (when the manifest or
     /// `--admin` asks for it) and the plugin file watcher (see [`Self::watches`]).
     pub fn start_services(&self, local: &LocalOptions, ready: Arc<AtomicBool>) -> anyhow::Result<Services> {
-        let admin_def = self.loaded.manifest.application.admin.as_ref();
-        let bind = local.admin.clone().or_else(|| {
-            admin_def.map(|a| a.bind.as_ref().map_or(crate::admin::DEFAULT_BIND.to_owned(), |b| b.get_ref().clone()))
-        });
+        let bind = match &local.admin {
+            Some(addr) => Some((addr.clone(), "--admin".to_owned())),
+            None => admin_bind(&self.loaded),
+        };
         let admin = match bind {
-            Some(bind) => Some(crate::admin::start(
-                &bind,
-                crate::admin::AdminState {
-                    metrics: self.runtime.metrics().clone(),
-                    plugins: self.plugins.clone(),
-                    ready,
-                    token: self.admin_token(),
-                },
-            )?),
+            Some((addr, set_by)) => Some(
+                crate::admin::start(
+                    &addr,
+                    crate::admin::AdminState {
+                        metrics: self.runtime.metrics().clone(),
+                        plugins: self.plugins.clone(),
+                        ready,
+                        token: admin_token(&self.loaded),
+                    },
+                )
+                .with_context(|| format!("{set_by}: the admin endpoint cannot listen on `{addr}`"))?,
+            ),
             None => None,
         };
         let watcher = if self.watches(local) { Some(crate::wasm::watch::watch(self.plugins.clone())?) } else { None };

@@ -67,7 +67,7 @@ enum Command {
         #[arg(long, value_name = "URL")]
         admin: Option<String>,
         /// The admin token (default: the manifest's, else $WASP_ADMIN_TOKEN).
-        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
+        #[arg(long)]
         token: Option<String>,
     },
     /// Checks the manifest and its plugins without running anything.
@@ -189,17 +189,12 @@ fn reload(
     token: Option<String>,
 ) -> anyhow::Result<()> {
     let (loaded, _) = app::plan(manifest)?;
-    let def = loaded.manifest.application.admin.as_ref();
-    let base = match admin {
-        Some(a) => a,
-        None => {
-            let bind = def.and_then(|a| a.bind.as_ref()).map_or(wasp::admin::DEFAULT_BIND, |b| b.get_ref().as_str());
-            format!("http://{bind}")
-        }
-    };
-    let token = def
-        .and_then(|a| a.token.clone())
-        .or(token)
+    let base = admin.unwrap_or_else(|| {
+        let bind = app::admin_bind(&loaded).map_or_else(|| wasp::admin::DEFAULT_BIND.to_owned(), |(addr, _)| addr);
+        format!("http://{bind}")
+    });
+    let token = token
+        .or_else(|| app::admin_token(&loaded))
         .context("no admin token: set [application.admin] token in the manifest, WASP_ADMIN_TOKEN, or --token")?;
     let path = match path {
         Some(p) => Some(std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?),
