@@ -194,7 +194,7 @@ fn an_admin_address_that_cannot_be_bound_names_the_file_line_and_key() {
     let sc = Scratch::new();
     sc.write("in.jsonl", "{\"key\": \"1\", \"value\": \"v\"}\n");
     let text = manifest(Some("t0ken")).replace("bind = \"127.0.0.1:0\"", "bind = \"not-an-address\"");
-    let e = crate::common::run_local(&sc, &text, &["out"]).err().expect("the run fails");
+    let e = crate::common::run_local(&sc, &text, &["out"]).expect_err("the run fails");
     let e = format!("{e:#}");
     assert!(e.contains("pipeline.toml:7:8: `application.admin.bind`"), "{e}");
     assert!(e.contains("cannot listen on `not-an-address`"), "{e}");
