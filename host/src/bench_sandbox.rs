@@ -132,13 +132,11 @@ fn swaps(cache: Option<PathBuf>, versions: &[PathBuf], input: &[Vec<Record>]) ->
                 let path = &versions[(i + 1) % versions.len()];
                 let event = directory.reload("m", Some(path)).map_err(|e| anyhow::anyhow!("{e}"))?;
                 anyhow::ensure!(event.result == SwapResult::Pending, "swap {i}: {:?}", event.result);
-                let slot = directory.get("m").context("the slot")?;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while directory.report()[0].last_swap.as_ref().map(|s| &s.result) != Some(&SwapResult::Active) {
                     anyhow::ensure!(Instant::now() < deadline, "swap {i} did not become active");
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                let _ = slot;
                 swapping.store(false, Ordering::SeqCst);
             }
             finished.store(true, Ordering::SeqCst);
@@ -179,8 +177,7 @@ pub fn run(input: &[Vec<Record>]) -> Result<()> {
     let limits = Limits::default();
     let fueled = Limits { fuel: Some(u64::MAX / 2), ..Limits::default() };
     let off = EngineOptions { pooling: false, epoch_deadlines: false, fuel: false, ..EngineOptions::default() };
-    let pool_only = EngineOptions { epoch_deadlines: false, ..off };
-    let pool_only = EngineOptions { pooling: true, ..pool_only };
+    let pool_only = EngineOptions { pooling: true, ..off };
     let epoch_only = EngineOptions { epoch_deadlines: true, ..off };
     let on = EngineOptions::default();
     let with_fuel = EngineOptions { fuel: true, ..EngineOptions::default() };

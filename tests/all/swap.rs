@@ -118,8 +118,8 @@ pub fn replace_file(dest: &Path, src: &Path) {
     std::fs::rename(&tmp, dest).expect("rename over the plugin");
 }
 
-/// One pipeline: `in` → map_values with plugin `m` (at `m_path`) → `out`.
-fn manifest(m_path: &Path, policy: &str) -> String {
+/// One pipeline: `in` → `steps` (TOML, using plugin `m` at `m_path`) → `out`.
+fn manifest_with(m_path: &Path, policy: &str, steps: &str) -> String {
     format!(
         r#"version = 1
 [application]
@@ -136,12 +136,15 @@ from = "in"
 to = "out"
 on_error = "{policy}"
 dead_letter_topic = "dlq"
-[[pipelines.p.steps]]
-op = "map_values"
-plugin = "m"
+steps = [{steps}]
 "#,
         m_path.display()
     )
+}
+
+/// `in` → map_values with plugin `m` → `out`.
+fn manifest(m_path: &Path, policy: &str) -> String {
+    manifest_with(m_path, policy, r#"{ op = "map_values", plugin = "m" }"#)
 }
 
 fn values(out: &[(String, String)]) -> Vec<&str> {
@@ -254,24 +257,8 @@ fn the_file_watcher_swaps_a_plugin_whose_file_changes() {
 fn state_in_host_stores_survives_a_swap() {
     let sc = Scratch::new();
     let m = copy_plugin(sc.dir.path(), "test-kit", "m");
-    let text = format!(
-        r#"version = 1
-[application]
-id = "swap-state"
-batch_size = 4
-commit_interval_ms = 50
-[streams.in]
-file = "in.jsonl"
-file_format = "jsonl"
-[plugins.m]
-path = "{}"
-[pipelines.p]
-from = "in"
-to = "out"
-steps = [{{ op = "group_by_key" }}, {{ op = "reduce", plugin = "m" }}, {{ op = "to_stream" }}]
-"#,
-        m.display()
-    );
+    let text =
+        manifest_with(&m, "stop", r#"{ op = "group_by_key" }, { op = "reduce", plugin = "m" }, { op = "to_stream" }"#);
     let mut run = Following::start(&sc, &text, false);
     run.input_for_key("a", "x");
     run.input_for_key("b", "y");
