@@ -113,7 +113,8 @@ pub struct Services {
     pub watcher: Option<crate::wasm::watch::PluginWatcher>,
 }
 
-/// Local-mode options from the command line.
+/// Options from the `wasp run` command line: local-mode inputs and outputs, state, and the
+/// services beside the loop (admin endpoint, file watcher).
 #[derive(Debug, Default, Clone)]
 pub struct LocalOptions {
     /// `--input topic=path`: overrides or adds an input file (format from the extension:

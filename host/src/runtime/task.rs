@@ -187,17 +187,21 @@ impl Task {
             }
         };
         let mut good = Vec::with_capacity(records.len());
+        let mut failed = Vec::new();
         for r in records {
             let verdict = if key { check("key", r.key.as_ref()) } else { Ok(()) }
                 .and_then(|()| if value { check("value", r.value.as_ref()) } else { Ok(()) });
             match verdict {
                 Ok(()) => good.push(r),
-                Err(message) => {
-                    let f = Failure { record: r, code: "deserialization".to_owned(), message, plugin: String::new() };
-                    self.apply_policy(source, f, out)?;
-                }
+                Err(message) => failed.push(Failure {
+                    record: r,
+                    code: "deserialization".to_owned(),
+                    message,
+                    plugin: String::new(),
+                }),
             }
         }
+        self.apply_policy(source, failed, out)?;
         Ok(good)
     }
 
@@ -210,9 +214,7 @@ impl Task {
         work: &mut Vec<(NodeId, Vec<Record>)>,
         out: &mut TaskOutput,
     ) -> Result<(), TaskError> {
-        for f in emitted.failures {
-            self.apply_policy(id, f, out)?;
-        }
+        self.apply_policy(id, emitted.failures, out)?;
         if emitted.late > 0 {
             out.late.push((self.topology.node(id).name.clone(), emitted.late));
         }
@@ -265,12 +267,25 @@ impl Task {
         }))
     }
 
-    fn apply_policy(&self, node: NodeId, f: Failure, out: &mut TaskOutput) -> Result<(), TaskError> {
-        let n = self.topology.node(node);
-        let policy = n.policy.final_policy();
-        if let Some(m) = &self.metrics[node] {
-            m.failed(policy.name(), 1);
+    /// Applies the node's error policy to what failed there in one batch; the metric is
+    /// counted once per batch, not per record.
+    fn apply_policy(&self, node: NodeId, failures: Vec<Failure>, out: &mut TaskOutput) -> Result<(), TaskError> {
+        if failures.is_empty() {
+            return Ok(());
         }
+        let policy = self.topology.node(node).policy.final_policy();
+        let applied = if matches!(policy, OnError::Stop | OnError::Retry) { 1 } else { failures.len() };
+        if let Some(m) = &self.metrics[node] {
+            m.failed(policy.name(), applied as u64);
+        }
+        for f in failures {
+            self.apply_one(node, policy, f, out)?;
+        }
+        Ok(())
+    }
+
+    fn apply_one(&self, node: NodeId, policy: OnError, f: Failure, out: &mut TaskOutput) -> Result<(), TaskError> {
+        let n = self.topology.node(node);
         match policy {
             OnError::Stop | OnError::Retry => Err(self.stopped(node, &f)),
             OnError::Skip => {
