@@ -310,3 +310,103 @@ impl Following {
         self.input.flush().expect("flush the input");
     }
 }
+
+#[test]
+fn a_new_version_brings_its_own_initial_aggregate_and_old_aggregates_are_kept() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let text = manifest_with(
+        &m,
+        "stop",
+        r#"{ op = "group_by_key" }, { op = "aggregate", plugin = "m" }, { op = "to_stream" }"#,
+    );
+    let mut run = Following::start(&sc, &text, false);
+    run.input_for_key("a", "1");
+    assert_eq!(values(&run.wait_for(1)), ["1"], "test-kit's aggregates start from 0");
+    let event = run.plugins.reload("m", Some(Path::new(&plugin("kit-v2")))).expect("kit-v2 is valid");
+    assert_eq!(event.result, SwapResult::Pending);
+    run.input_for_key("a", "2");
+    run.input_for_key("b", "5");
+    let out = run.wait_for(3);
+    assert_eq!(
+        out[1..],
+        [("a".to_owned(), "3".to_owned()), ("b".to_owned(), "105".to_owned())],
+        "a keeps its aggregate; b, new after the swap, starts from kit-v2's 100: {out:?}"
+    );
+    assert_eq!(run.report("m").last_swap.map(|s| s.result), Some(SwapResult::Active));
+    run.finish();
+}
+
+/// A task of a one-step pipeline (`in` → `step` with plugin `m` → `out`, on_error = skip),
+/// driven by hand: the test calls `process` and sees what each batch emits.
+struct HandTask {
+    prepared: app::Prepared,
+    task: wasp::runtime::Task,
+}
+
+impl HandTask {
+    fn new(sc: &Scratch, m: &Path, step: &str) -> Self {
+        let path = sc.write("pipeline.toml", &manifest_with(m, "skip", step));
+        let prepared = app::prepare(&path, Some(cache_dir())).expect("the manifest prepares");
+        let plugins = prepared.plugins.clone();
+        let lookup = |name: &str| plugins.get(name);
+        let mut no_stores = |spec: &wasp::state::StoreSpec| {
+            Err(wasp::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
+        };
+        let task = wasp::runtime::Task::new(
+            prepared.topology.clone(),
+            0,
+            0,
+            &lookup,
+            &mut no_stores,
+            prepared.runtime.metrics(),
+        )
+        .expect("the task starts");
+        Self { prepared, task }
+    }
+
+    /// One batch of records keyed `a`, at these (value, timestamp); what reached `out`, and
+    /// how many records failed.
+    fn process(&mut self, records: &[(&str, i64)]) -> (Vec<(String, String)>, u64) {
+        let batch =
+            records.iter().map(|(v, t)| wasp::record::Record::new(Some(b"a"), Some(v.as_bytes()), *t)).collect();
+        let out = self.task.process("in", batch).expect("the batch runs");
+        let text = |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
+        let records = out.records.into_iter().flat_map(|(_, rs)| rs).map(|r| (text(r.key), text(r.value))).collect();
+        (records, out.failed)
+    }
+}
+
+fn kv(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+#[test]
+fn a_processor_instance_rebuilt_after_a_trap_is_initialized_before_its_next_record() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let mut t = HandTask::new(&sc, &m, r#"{ op = "process", plugin = "m" }"#);
+    // test-kit's processor fails a record with `not-initialized` if its instance's `init`
+    // has not run.
+    assert_eq!(t.process(&[("x", 5)]), (vec![kv("a", "x"), kv("stream", "5")], 0));
+    // A trap, retried once on a rebuilt instance that traps too: skipped.
+    assert_eq!(t.process(&[("trap", 6)]), (vec![], 1));
+    // The next record goes to another rebuilt instance, initialized first; the timers go on.
+    assert_eq!(t.process(&[("y", 16)]), (vec![kv("a", "y"), kv("stream", "15")], 0));
+}
+
+#[test]
+fn a_processor_takes_the_timers_of_the_new_version_at_the_swap() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let mut t = HandTask::new(&sc, &m, r#"{ op = "process", plugin = "m" }"#);
+    assert_eq!(t.process(&[("x", 5)]).0, [kv("a", "x"), kv("stream", "5")]);
+    let event = t.prepared.plugins.reload("m", Some(Path::new(&plugin("kit-v2")))).expect("kit-v2 is valid");
+    assert_eq!(event.result, SwapResult::Pending);
+    // kit-v2 asks for `other` every 5 ms of stream time instead of test-kit's `stream` (10 ms)
+    // and `wall`; the new timer fires first at once, as a timer does after `init`.
+    assert_eq!(t.process(&[("y", 9)]).0, [kv("a", "y"), kv("other", "9")]);
+    assert_eq!(t.process(&[("z", 20)]).0, [kv("a", "z"), kv("other", "14"), kv("other", "19")]);
+    let report = t.prepared.plugins.report().into_iter().find(|r| r.name == "m").expect("m is reported");
+    assert_eq!(report.last_swap.map(|s| s.result), Some(SwapResult::Active));
+}

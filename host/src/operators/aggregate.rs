@@ -32,11 +32,9 @@ pub enum Fold {
     /// Built in: the aggregate is the number of records, as decimal text.
     Count,
     Reduce(PluginStep),
-    /// The initializer's bytes are read once, when the step starts.
-    Aggregate {
-        step: PluginStep,
-        init: Vec<u8>,
-    },
+    /// The initial aggregate comes from the instance that folds: each version (and each
+    /// rebuilt instance) answers `initialize` once, when it is set up.
+    Aggregate(PluginStep),
 }
 
 pub struct Aggregate {
@@ -100,18 +98,29 @@ fn decode_value(v: &[u8]) -> Option<(i64, &[u8])> {
 }
 
 impl Aggregate {
+    /// The aggregate a new key or window starts from, as the current instance says.
     fn initial(&self) -> Option<Vec<u8>> {
         match &self.fold {
             Fold::Count => Some(b"0".to_vec()),
             Fold::Reduce(_) => None,
-            Fold::Aggregate { init, .. } => Some(init.clone()),
+            Fold::Aggregate(step) => initial_of(step.setup()).map(<[u8]>::to_vec),
+        }
+    }
+
+    /// What a slot without a stored aggregate holds until the fold: a count's zero. An
+    /// aggregator's initial aggregate is filled in at the call, from the instance that runs
+    /// it, so a swap (or its rollback) at that batch boundary brings the right one.
+    fn seed(&self) -> Option<Vec<u8>> {
+        match &self.fold {
+            Fold::Count => Some(b"0".to_vec()),
+            Fold::Reduce(_) | Fold::Aggregate(_) => None,
         }
     }
 
     fn label(&self) -> String {
         match &self.fold {
             Fold::Count => "count (built in)".to_owned(),
-            Fold::Reduce(s) | Fold::Aggregate { step: s, .. } => s.label().to_owned(),
+            Fold::Reduce(s) | Fold::Aggregate(s) => s.label().to_owned(),
         }
     }
 
@@ -154,7 +163,7 @@ impl Aggregate {
                 }
                 let (ts, agg) = match current {
                     Some((ts, agg)) => (ts, Some(agg)),
-                    None => (i64::MIN, self.initial()),
+                    None => (i64::MIN, self.seed()),
                 };
                 chunk.slot_of.insert(data_key.clone(), s);
                 chunk.slot_key.push(data_key);
@@ -229,21 +238,19 @@ impl Aggregate {
                     })
                     .collect()
             }
-            Fold::Reduce(step) | Fold::Aggregate { step, .. } => {
-                let current: Vec<Record> = chunk
-                    .slot_current
-                    .iter()
-                    .zip(&chunk.slot_group)
-                    .map(|(agg, key)| Record {
-                        key: key.clone(),
-                        value: agg.as_deref().map(Bytes::copy_from_slice),
-                        ..Default::default()
-                    })
-                    .collect();
+            Fold::Reduce(step) | Fold::Aggregate(step) => {
                 let mut current_batch = EncodedBatch::default();
-                current_batch.encode(current.iter());
                 let slots = chunk.entry_slot.clone();
                 let called = step.call(&chunk.entries, |i, f, b| {
+                    // A slot with no aggregate yet starts from this instance's initial one
+                    // (a reducer's from its first record).
+                    let initial = if reduce { None } else { initial_of(i.setup()) };
+                    let current = chunk.slot_current.iter().zip(&chunk.slot_group).map(|(agg, key)| Record {
+                        key: key.clone(),
+                        value: agg.as_deref().or(initial).map(Bytes::copy_from_slice),
+                        ..Default::default()
+                    });
+                    current_batch.encode(current.collect::<Vec<_>>().iter());
                     if reduce {
                         i.reduce(f, b, &slots, &mut current_batch)
                     } else {
@@ -343,7 +350,7 @@ impl Aggregate {
                     let called = step.call(&entry, |i, f, b| i.reduce(f, b, &[0], &mut current_batch));
                     single(called.and_then(|o| decode_results(o, 1, step.label())))?
                 }
-                Fold::Aggregate { step, .. } => {
+                Fold::Aggregate(step) => {
                     let left = [Record { key: Some(key.clone()), value: Some(Bytes::from(acc)), ..Default::default() }];
                     let mut left_batch = EncodedBatch::default();
                     left_batch.encode(left.iter());
@@ -574,6 +581,14 @@ impl Aggregate {
 }
 
 /// The per-entry results of an aggregate or reduce call.
+/// An aggregator instance's initial aggregate.
+fn initial_of(setup: &crate::wasm::Setup) -> Option<&[u8]> {
+    match setup {
+        crate::wasm::Setup::Initial(v) => Some(v),
+        _ => None,
+    }
+}
+
 fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<EntryResults, CallFailure> {
     let bad = |reason: &str| CallFailure::Trap { plugin: label.to_owned(), reason: reason.to_owned() };
     let produced = crate::record::DecodedBatch::new(o.records.index, o.records.timestamps, o.records.data)

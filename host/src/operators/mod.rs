@@ -16,7 +16,8 @@ use std::sync::Arc;
 use crate::record::{EncodedBatch, Record};
 use crate::state::{Store, StoreSpec};
 use crate::topology::{FoldOp, NodeId, NodeOp, PluginKind, PluginRef};
-use crate::wasm::{CallFailure, LoadedPlugin, PluginError, PluginInstance, PluginSlot};
+use crate::wasm::host::state::SharedStores;
+use crate::wasm::{CallFailure, LoadedPlugin, PluginError, PluginInstance, PluginSlot, Setup};
 
 /// A record a step could not handle, with why. The task applies the step's error policy.
 #[derive(Debug, Clone)]
@@ -80,6 +81,8 @@ impl Operator for PassThrough {
 
 /// A node's use of a plugin: the instance, rebuilt after a trap, and switched to a new version
 /// at a batch boundary when the plugin's [`PluginSlot`] publishes one (see [`crate::wasm::swap`]).
+/// Every instance it uses is set up first ([`PluginInstance::set_up`]: an aggregator's initial
+/// aggregate, a processor's `init`), with the step's stores attached.
 pub struct PluginStep {
     slot: Arc<PluginSlot>,
     /// The slot generation `instance` belongs to.
@@ -94,7 +97,9 @@ pub struct PluginStep {
     pub encoded: EncodedBatch,
     label: String,
     /// A processor's stores, given to every instance (a rebuilt one too).
-    stores: Option<crate::wasm::host::state::SharedStores>,
+    stores: Option<SharedStores>,
+    /// How many times the instance was replaced (a swap, a rollback, a rebuild after a trap).
+    replaced: u64,
 }
 
 struct Previous {
@@ -104,9 +109,10 @@ struct Previous {
 }
 
 impl PluginStep {
-    pub fn new(slot: Arc<PluginSlot>, r: &PluginRef) -> Result<Self, PluginError> {
+    /// The step's first instance, set up (with `stores`, for a processor) and checked.
+    pub fn new(slot: Arc<PluginSlot>, r: &PluginRef, stores: Option<SharedStores>) -> Result<Self, PluginError> {
         let (loaded, generation, _) = slot.current();
-        let instance = loaded.trial(r.kind, &r.function)?;
+        let instance = loaded.trial(r.kind, &r.function, stores.as_ref())?;
         let label = loaded.label();
         Ok(Self {
             slot,
@@ -118,14 +124,29 @@ impl PluginStep {
             kind: r.kind,
             encoded: EncodedBatch::default(),
             label,
-            stores: None,
+            stores,
+            replaced: 0,
         })
     }
 
-    /// Gives the instance (and every instance after a trap or a swap) the step's stores.
-    pub fn attach_stores(&mut self, stores: crate::wasm::host::state::SharedStores) {
-        self.instance.attach_stores(stores.clone());
-        self.stores = Some(stores);
+    /// A new instance of `loaded` for this step: the stores attached, then set up.
+    fn fresh(&self, loaded: &LoadedPlugin) -> Result<PluginInstance, String> {
+        let mut instance = loaded.instantiate().map_err(|e| e.to_string())?;
+        if let Some(stores) = &self.stores {
+            instance.attach_stores(stores.clone());
+        }
+        instance.set_up(self.kind, &self.function).map_err(|e| e.to_string())?;
+        Ok(instance)
+    }
+
+    /// What the current instance answered when it was set up.
+    pub fn setup(&self) -> &Setup {
+        self.instance.setup()
+    }
+
+    /// Changes whenever the instance is replaced, and its [`PluginStep::setup`] with it.
+    pub fn replaced(&self) -> u64 {
+        self.replaced
     }
 
     /// Calls `f` on the instance without a batch (timers), with the same trap handling.
@@ -150,19 +171,17 @@ impl PluginStep {
         }
         let started = std::time::Instant::now();
         let (loaded, generation, on_probation) = self.slot.current();
-        let mut instance = match loaded.instantiate() {
+        let instance = match self.fresh(&loaded) {
             Ok(i) => i,
             Err(e) => {
-                tracing::error!(plugin = %self.label, error = %e, "cannot instantiate the new plugin version");
-                if self.slot.roll_back(generation, &e.to_string()) {
+                tracing::error!(plugin = %self.label, error = %e, "cannot set up the new plugin version");
+                if self.slot.roll_back(generation, &e) {
                     self.generation = self.slot.generation();
                 }
                 return;
             }
         };
-        if let Some(stores) = &self.stores {
-            instance.attach_stores(stores.clone());
-        }
+        self.replaced += 1;
         let label = loaded.label();
         let old_loaded = std::mem::replace(&mut self.loaded, loaded);
         let old_instance = std::mem::replace(&mut self.instance, instance);
@@ -201,25 +220,17 @@ impl PluginStep {
                 self.loaded = previous.loaded;
                 self.instance = previous.instance;
                 self.label = previous.label;
+                self.replaced += 1;
                 result = f(&mut self.instance, &self.function, &mut self.encoded);
             }
         }
         let Err(CallFailure::Trap { plugin, reason }) = result else { return result };
         tracing::warn!(plugin, reason, "plugin trapped; retrying the batch once on a fresh instance");
         self.instance = self
-            .loaded
-            .instantiate()
+            .fresh(&self.loaded)
             .map_err(|e| CallFailure::Trap { plugin: plugin.clone(), reason: format!("{reason}; and then {e}") })?;
-        if let Some(stores) = &self.stores {
-            self.instance.attach_stores(stores.clone());
-        }
+        self.replaced += 1;
         f(&mut self.instance, &self.function, &mut self.encoded)
-    }
-
-    /// The aggregator's initial aggregate.
-    pub fn initial(&mut self) -> Result<Vec<u8>, CallFailure> {
-        let function = self.function.clone();
-        self.instance.initialize(&function)
     }
 
     /// Every record of the batch, failed with the same error (the batch could not run).
@@ -243,11 +254,16 @@ impl PluginStep {
 pub type PluginLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<PluginSlot>>;
 
 fn step(lookup: PluginLookup<'_>, r: &PluginRef) -> Result<PluginStep, PluginError> {
+    step_with(lookup, r, None)
+}
+
+/// A step whose instances get `stores` (a processor's).
+fn step_with(lookup: PluginLookup<'_>, r: &PluginRef, stores: Option<SharedStores>) -> Result<PluginStep, PluginError> {
     let slot = lookup(&r.plugin).ok_or_else(|| PluginError::Instantiate {
         plugin: r.plugin.clone(),
         reason: "the plugin was not loaded".to_owned(),
     })?;
-    PluginStep::new(slot, r)
+    PluginStep::new(slot, r, stores)
 }
 
 /// Why a node's operator could not be built.
@@ -257,8 +273,6 @@ pub enum ConstructError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
-    #[error("plugin `{plugin}`: its initializer failed: {reason}")]
-    Initializer { plugin: String, reason: String },
 }
 
 /// What a task gives the operators it builds.
@@ -309,7 +323,9 @@ pub fn construct(
                 })?;
                 opened.insert(name.clone(), (ctx.open_store)(&spec)?);
             }
-            Box::new(processor::Processor::new(step(lookup, plugin)?, opened, children.clone(), ctx.topics.to_vec())?)
+            let opened: SharedStores = Arc::new(std::sync::Mutex::new(opened));
+            let step = step_with(lookup, plugin, Some(opened.clone()))?;
+            Box::new(processor::Processor::new(step, opened, children.clone(), ctx.topics.to_vec()))
         }
         NodeOp::Aggregate { fold, window, emit_final, store, late_topic } => {
             let spec = stores.get(store).cloned().ok_or_else(|| crate::state::StateError::Backend {
@@ -319,13 +335,7 @@ pub fn construct(
             let fold = match fold {
                 FoldOp::Count => aggregate::Fold::Count,
                 FoldOp::Reduce(p) => aggregate::Fold::Reduce(step(lookup, p)?),
-                FoldOp::Aggregate(p) => {
-                    let mut s = step(lookup, p)?;
-                    let init = s
-                        .initial()
-                        .map_err(|e| ConstructError::Initializer { plugin: p.plugin.clone(), reason: e.to_string() })?;
-                    aggregate::Fold::Aggregate { step: s, init }
-                }
+                FoldOp::Aggregate(p) => aggregate::Fold::Aggregate(step(lookup, p)?),
             };
             Box::new(aggregate::Aggregate {
                 fold,

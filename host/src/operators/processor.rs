@@ -4,11 +4,11 @@
 //! timers: on stream time after each batch, on wall-clock time whenever the loop ticks.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
-use super::{ConstructError, Emitted, Failure, Operator, PluginStep};
+use super::{Emitted, Failure, Operator, PluginStep};
 use crate::record::{DecodedBatch, Record};
 use crate::state::{DirectUpstream, Sequencer, Store, upstream_of};
+use crate::wasm::Setup;
 use crate::wasm::bindings::processor::{Clock, Forwarded};
 use crate::wasm::host::state::SharedStores;
 
@@ -33,25 +33,51 @@ pub struct Processor {
     timers: Vec<Timer>,
     /// Stream time, when the processor has no store to keep it in.
     stream_time: Option<i64>,
+    /// The step's [`PluginStep::replaced`] the timers were taken at.
+    timers_of: u64,
 }
 
 impl Processor {
+    /// `step`'s instance has been set up with `stores` (its `init` has run).
     pub fn new(
-        mut step: PluginStep,
-        stores: BTreeMap<String, Store>,
+        step: PluginStep,
+        stores: SharedStores,
         children: BTreeMap<String, String>,
         topics: Vec<String>,
-    ) -> Result<Self, ConstructError> {
-        let stores: SharedStores = Arc::new(Mutex::new(stores));
-        step.attach_stores(stores.clone());
-        let timers = step
-            .call_plain(|i, f| i.processor_init(f))
-            .map_err(|e| ConstructError::Initializer { plugin: step.label().to_owned(), reason: e.to_string() })?;
-        let timers = timers
-            .into_iter()
-            .map(|t| Timer { name: t.name, interval: t.interval_ms.max(1) as i64, clock: t.clock, next: None })
+    ) -> Self {
+        let mut p = Self {
+            step,
+            stores,
+            children,
+            topics,
+            seq: Sequencer::default(),
+            timers: Vec::new(),
+            stream_time: None,
+            timers_of: u64::MAX,
+        };
+        p.take_timers();
+        p
+    }
+
+    /// After the instance was replaced (a swap, a rollback, a rebuild after a trap), its
+    /// `init` has run again: its timers replace the old ones. A timer it kept (same name and
+    /// clock) keeps its next firing time, so a swap neither skips nor repeats a firing.
+    fn take_timers(&mut self) {
+        if self.timers_of == self.step.replaced() {
+            return;
+        }
+        self.timers_of = self.step.replaced();
+        let Setup::Timers(asked) = self.step.setup() else { return };
+        let old = std::mem::take(&mut self.timers);
+        self.timers = asked
+            .iter()
+            .map(|t| Timer {
+                name: t.name.clone(),
+                interval: t.interval_ms.max(1) as i64,
+                clock: t.clock,
+                next: old.iter().find(|o| o.name == t.name && o.clock == t.clock).and_then(|o| o.next),
+            })
             .collect();
-        Ok(Self { step, stores, children, topics, seq: Sequencer::default(), timers, stream_time: None })
     }
 
     /// Turns what the plugin forwarded into records for the next step and the children.
@@ -148,6 +174,7 @@ impl Operator for Processor {
                 Err(e) => out.failures.extend(self.step.fail_all(fresh, &e)),
             }
         }
+        self.take_timers();
         // Stream-time timers fire as stream time passes them; the first fires at once, as in
         // Kafka Streams.
         if let Some(now) = self.stream_time {
@@ -172,6 +199,9 @@ impl Operator for Processor {
     }
 
     fn tick(&mut self, now_ms: i64) -> Emitted {
+        // Timers fire by index below; a swap during a callback takes effect at the next batch
+        // or tick.
+        self.take_timers();
         let mut out = Emitted::default();
         for i in 0..self.timers.len() {
             if !matches!(self.timers[i].clock, Clock::WallClock) {

@@ -47,6 +47,22 @@ pub struct PluginInstance {
     deadline_ticks: Option<u64>,
     /// Fuel one call may burn (`None`: the engine does not meter fuel).
     fuel: Option<u64>,
+    /// What the instance answered when it was set up ([`PluginInstance::set_up`]).
+    setup: Setup,
+}
+
+/// What an instance answers when it is set up, before its first batch: an aggregator's
+/// initial aggregate, a processor's timers. Each instance keeps its own answer, so a new
+/// version (or a rebuilt instance) brings its own, and a rolled-back one keeps the old.
+#[derive(Debug, Clone, Default)]
+pub enum Setup {
+    /// The kind needs no set-up call (or the instance has not been set up).
+    #[default]
+    None,
+    /// `aggregator.initialize`: the aggregate a new key or window starts from.
+    Initial(Vec<u8>),
+    /// `processor.init`: the timers it asked for.
+    Timers(Vec<processor::Timer>),
 }
 
 /// Clocks that read zero, for plugins not granted the real ones.
@@ -176,6 +192,7 @@ impl LoadedPlugin {
             name: self.name.to_string(),
             deadline_ticks: self.runtime.options.epoch_deadlines.then_some(deadline_ticks),
             fuel,
+            setup: Setup::None,
         })
     }
 }
@@ -375,17 +392,33 @@ impl PluginInstance {
         r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
     }
 
-    /// Checks at load time that `function` names a function of `kind`: an empty batch costs
-    /// nothing and answers `unknown-function` if it does not.
+    /// Sets the instance up for one use before its first batch: an aggregator's `initialize`,
+    /// a processor's `init` (Kafka Streams calls both once per instance). Other kinds need no
+    /// call. The answer stays with the instance ([`PluginInstance::setup`]).
+    pub fn set_up(&mut self, kind: PluginKind, function: &str) -> Result<(), CallFailure> {
+        self.setup = match kind {
+            PluginKind::Aggregator => Setup::Initial(self.initialize(function)?),
+            PluginKind::Processor => Setup::Timers(self.processor_init(function)?),
+            _ => Setup::None,
+        };
+        Ok(())
+    }
+
+    /// What the instance answered when it was set up.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// Checks that `function` names a function of `kind`: the set-up call for kinds that have
+    /// one, else an empty batch, which costs nothing and answers `unknown-function` if not.
     pub fn probe(&mut self, kind: PluginKind, function: &str) -> Result<(), CallFailure> {
         let mut empty = EncodedBatch::default();
         match kind {
+            PluginKind::Aggregator | PluginKind::Processor => self.set_up(kind, function),
             PluginKind::Filter => self.filter(function, &mut empty).map(drop),
             PluginKind::ForEach => self.for_each(function, &mut empty).map(drop),
-            PluginKind::Aggregator => self.initialize(function).map(drop),
             PluginKind::Reducer => self.reduce(function, &mut empty, &[], &mut EncodedBatch::default()).map(drop),
             PluginKind::TimestampExtractor => self.extract_timestamps(function, &mut empty).map(drop),
-            PluginKind::Processor => self.processor_init(function).map(drop),
             _ => self.transform(kind, function, &mut empty).map(drop),
         }
     }

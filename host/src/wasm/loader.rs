@@ -62,11 +62,20 @@ impl LoadedPlugin {
         format!("{}@{}", self.name, short_digest(&self.digest))
     }
 
-    /// A trial instance for one use: it must instantiate with the plugin's config and know
-    /// `function` of `kind` (an empty batch costs nothing and answers `unknown-function` if
-    /// it does not). Used when a manifest is prepared and when a new version is validated.
-    pub fn trial(&self, kind: PluginKind, function: &str) -> Result<super::PluginInstance, PluginError> {
+    /// An instance for one use, set up and checked: it must instantiate with the plugin's
+    /// config and know `function` of `kind` ([`super::PluginInstance::probe`]). A processor's
+    /// instance gets its step's `stores` before its `init`. Used when a manifest is prepared,
+    /// when a step starts, and when a new version is validated.
+    pub fn trial(
+        &self,
+        kind: PluginKind,
+        function: &str,
+        stores: Option<&super::host::state::SharedStores>,
+    ) -> Result<super::PluginInstance, PluginError> {
         let mut instance = self.instantiate()?;
+        if let Some(stores) = stores {
+            instance.attach_stores(stores.clone());
+        }
         instance.probe(kind, function).map_err(|e| PluginError::Instantiate {
             plugin: self.name.to_string(),
             reason: match e {
@@ -74,7 +83,7 @@ impl LoadedPlugin {
                     let f = if function.is_empty() { "(default)" } else { function };
                     format!("function {f} of kind {}: {reason}", kind.interface())
                 }
-                super::CallFailure::Trap { reason, .. } => format!("trapped on an empty batch: {reason}"),
+                super::CallFailure::Trap { reason, .. } => format!("trapped on its first call: {reason}"),
             },
         })?;
         Ok(instance)

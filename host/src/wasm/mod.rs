@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use bindings::{CallError, Verdicts, WasmOutput};
 pub use host::HostState;
 pub use host::metrics::MetricsRegistry;
-pub use instance::{CallFailure, PluginInstance};
+pub use instance::{CallFailure, PluginInstance, Setup};
 pub use loader::{LoadedPlugin, PluginError, short_digest};
 pub use swap::{PluginDirectory, PluginSlot, PluginSpec, SwapError, SwapEvent, SwapResult};
 

@@ -291,7 +291,7 @@ impl PluginSlot {
         // know each function the manifest names.
         let loaded = Arc::new(loaded);
         for (kind, function) in &self.spec.uses {
-            if let Err(e) = loaded.trial(*kind, function) {
+            if let Err(e) = loaded.trial(*kind, function, None) {
                 return Err(self.reject(loaded.digest.clone(), &path, e.to_string()));
             }
         }

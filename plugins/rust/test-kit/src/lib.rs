@@ -1,6 +1,9 @@
 //! One component exporting every stateless kind, for the host's operator tests. Values are
 //! text.
 
+#[path = "sums.rs"]
+mod sums;
+
 /// Keeps values that contain `config.needle` (default `keep`); fails values equal to `bad`.
 #[wasp::filter]
 fn contains_needle(value: &str) -> Result<bool, String> {
@@ -49,15 +52,11 @@ fn zero() -> String {
 /// Sums decimal values; fails values that are not numbers. Sessions merge by adding.
 #[wasp::aggregate(init = zero, merge = add_sums)]
 fn sum(value: &str, aggregate: &str) -> Result<String, String> {
-    let v: i64 = value.trim().parse().map_err(|_| format!("`{value}` is not a number"))?;
-    let a: i64 = aggregate.parse().map_err(|_| format!("aggregate `{aggregate}` is not a number"))?;
-    Ok((a + v).to_string())
+    sums::add(value, aggregate)
 }
 
 fn add_sums(left: &str, right: &str) -> Result<String, String> {
-    let l: i64 = left.parse().map_err(|_| format!("`{left}` is not a number"))?;
-    let r: i64 = right.parse().map_err(|_| format!("`{right}` is not a number"))?;
-    Ok((l + r).to_string())
+    sums::merge(left, right)
 }
 
 /// Joins values with `+`, so a test sees the order they were folded in.
@@ -73,13 +72,24 @@ fn leading_millis(value: &str) -> Result<i64, String> {
     first.parse().map_err(|_| format!("`{first}` is not a timestamp"))
 }
 
+/// Set by the processor's `init`: every instance must be initialized before its first record.
+static INITIALIZED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 fn every_ten() -> Vec<wasp::Timer> {
+    INITIALIZED.store(true, core::sync::atomic::Ordering::Relaxed);
     vec![wasp::Timer::wall_clock("wall", 10), wasp::Timer::stream_time("stream", 10)]
 }
 
-/// Forwards each record unchanged; its timers forward `(timer name, time)`.
+/// Forwards each record unchanged; its timers forward `(timer name, time)`. The value `trap`
+/// traps; a record reaching an instance whose `init` has not run fails with `not-initialized`.
 #[wasp::processor(init = every_ten, punctuate = fired)]
 fn pass(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), wasp::RecordError> {
+    if value == "trap" {
+        panic!("asked to trap");
+    }
+    if !INITIALIZED.load(core::sync::atomic::Ordering::Relaxed) {
+        return Err(wasp::RecordError::new("not-initialized", "a record came before `init`"));
+    }
     ctx.forward(key.unwrap_or_default(), value)
 }
 
