@@ -341,12 +341,41 @@ fn retry(op: &mut dyn Operator, retry: &RetryDef, emitted: &mut Emitted, metrics
         }
         tracing::info!(records = records.len(), attempt = attempt + 1, of = retry.attempts, "retrying failed records");
         let again = isolate(op, records);
-        emitted.all.extend(again.all);
-        emitted.routed.extend(again.routed);
-        emitted.to_topics.extend(again.to_topics);
+        // What passes now takes its input's place among what passed before, so the batch's
+        // output keeps the input order.
+        emitted.all = in_input_order(std::mem::take(&mut emitted.all), again.all);
+        for (target, records) in again.routed {
+            match emitted.routed.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, before)) => *before = in_input_order(std::mem::take(before), records),
+                None => emitted.routed.push((target, records)),
+            }
+        }
+        for (topic, records) in again.to_topics {
+            match emitted.to_topics.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, before)) => *before = in_input_order(std::mem::take(before), records),
+                None => emitted.to_topics.push((topic, records)),
+            }
+        }
         emitted.late += again.late;
         emitted.failures = again.failures;
     }
+}
+
+/// Merges two outputs of one batch, each in input order, by the input offset they came from
+/// (a task's batch is read from one partition); on a tie `a` comes first.
+fn in_input_order(a: Vec<Record>, b: Vec<Record>) -> Vec<Record> {
+    if a.is_empty() || b.is_empty() {
+        return if a.is_empty() { b } else { a };
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if y.origin.offset < x.origin.offset { b.next() } else { a.next() };
+        out.extend(next);
+    }
+    out.extend(a);
+    out.extend(b);
+    out
 }
 
 /// Runs `op` on `batch`. When the whole batch fails with a trap (after the operator's own retry
