@@ -231,13 +231,19 @@ pub fn run(input: &[Vec<Record>]) -> Result<()> {
     let epoch_only = EngineOptions { epoch_deadlines: true, ..off };
     let on = EngineOptions::default();
     let with_fuel = EngineOptions { fuel: true, ..EngineOptions::default() };
+    // A plugin with its deadline off, in a manifest where others keep theirs: it runs in the
+    // second engine, without epoch checks.
+    let trusted = Limits { deadline_ms: 0, ..Limits::default() };
+    let split = EngineOptions { trusted_engine: true, ..EngineOptions::default() };
     // The last two: the same limits on the identity plugins, against their own "off".
-    let configs: [(&str, Work, EngineOptions, &Limits); 7] = [
+    const IDENTITY_OFF: usize = 6;
+    let configs: [(&str, Work, EngineOptions, &Limits); 8] = [
         ("limits off (no pool, no epoch deadline, no fuel)", Work::Json, off, &limits),
         ("pooling allocator only", Work::Json, pool_only, &limits),
         ("epoch deadline only", Work::Json, epoch_only, &limits),
         ("limits on: pool, epoch deadline, memory + table caps", Work::Json, on, &limits),
         ("limits on + fuel metering", Work::Json, with_fuel, &fueled),
+        ("limits on, deadline_ms = 0 beside plugins with deadlines", Work::Json, split, &trusted),
         ("identity plugins (the crossing alone), limits off", Work::Identity, off, &limits),
         ("identity plugins (the crossing alone), limits on", Work::Identity, on, &limits),
     ];
@@ -253,7 +259,7 @@ pub fn run(input: &[Vec<Record>]) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let off = &samples[if i >= 5 { 5 } else { 0 }];
+            let off = &samples[if i >= IDENTITY_OFF { IDENTITY_OFF } else { 0 }];
             median(s.iter().zip(off).map(|(x, off)| x / off).collect())
         })
         .collect();

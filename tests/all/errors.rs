@@ -293,3 +293,20 @@ fn input_that_does_not_deserialize_follows_the_policy_and_never_reaches_a_plugin
     assert!(!dlq[0].headers.contains_key("wasp.error.plugin"), "no plugin saw it: {dlq:?}");
     assert_eq!(dlq[0].headers["wasp.source.offset"], "1");
 }
+
+#[test]
+fn a_plugin_with_its_deadline_off_runs_without_epoch_checks_beside_one_that_keeps_its_deadline() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "a"), (Some("2"), "loop"), (Some("3"), "c")]);
+    let manifest = trap_pipeline("dead-letter")
+        .replace("[plugins.trap]\npath", "[plugins.trap]\nlimits = { deadline_ms = 200 }\npath")
+        .replace("[plugins.kit]\npath", "[plugins.kit]\nlimits = { deadline_ms = 0 }\npath")
+        + "[[pipelines.p.steps]]\nop = \"map_values\"\nplugin = \"kit\"\n";
+    let run = crate::common::run_local_full(&sc, &manifest, &["out", "dlq"]).unwrap();
+    assert_eq!(kvs(&run.out, "out"), vec![s("1", "A"), s("3", "C")], "the trusted plugin upper-cases");
+    assert_eq!(kvs(&run.out, "dlq"), vec![s("2", "loop")], "the other's deadline still stops its loop");
+    let report = run.prepared.plugins.report();
+    let of = |name: &str| report.iter().find(|r| r.name == name).cloned().expect("reported");
+    assert_eq!((of("trap").deadline_ms, of("trap").epoch_checks), (Some(200), true));
+    assert_eq!((of("kit").deadline_ms, of("kit").epoch_checks), (None, false), "kit runs in the second engine");
+}

@@ -62,6 +62,12 @@ impl LoadedPlugin {
         format!("{}@{}", self.name, short_digest(&self.digest))
     }
 
+    /// Each call's deadline in milliseconds, or `None` when it is off: then the plugin's engine
+    /// has no epoch checks (a trusted plugin runs in the runtime's second engine).
+    pub fn deadline_ms(&self) -> Option<u64> {
+        (self.runtime.options.epoch_deadlines && self.limits.deadline_ms > 0).then_some(self.limits.deadline_ms)
+    }
+
     /// An instance for one use, set up and checked: it must instantiate with the plugin's
     /// config and know `function` of `kind` ([`super::PluginInstance::probe`]). A processor's
     /// instance gets its step's `stores` before its `init`. Used when a manifest is prepared,
@@ -114,6 +120,10 @@ impl Runtime {
         limits: &Limits,
         needs: &[PluginKind],
     ) -> Result<LoadedPlugin, PluginError> {
+        let runtime = self.for_limits(limits);
+        if !std::ptr::eq(runtime, self) {
+            return runtime.load(name, path, config, grants, limits, needs);
+        }
         let started = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             plugin: name.to_owned(),

@@ -30,7 +30,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch ticker advances; per-call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The process-wide Wasm runtime.
+/// The process-wide Wasm runtime: an engine (with its linker, compiled-component cache and
+/// epoch ticker), and, when the manifest mixes plugins with and without a deadline, a second
+/// engine without epoch checks for the trusted ones ([`EngineOptions::trusted_engine`]).
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
@@ -39,6 +41,9 @@ pub struct Runtime {
     metrics: MetricsRegistry,
     ticker_stop: Arc<AtomicBool>,
     options: EngineOptions,
+    /// Where plugins with `deadline_ms = 0` are compiled and run, when this engine has epoch
+    /// checks.
+    trusted: Option<Arc<Runtime>>,
 }
 
 /// Engine-wide sandbox settings. Per-plugin limits (memory, tables, deadline, fuel) are set
@@ -59,6 +64,9 @@ pub struct EngineOptions {
     pub epoch_deadlines: bool,
     /// Fuel metering, when some plugin sets `fuel`.
     pub fuel: bool,
+    /// With epoch deadlines on: plugins whose deadline is off (`deadline_ms = 0`) go to a
+    /// second engine without epoch checks, so they run at full speed beside the others.
+    pub trusted_engine: bool,
 }
 
 /// Plugin instances the pool holds when the manifest does not say.
@@ -73,6 +81,7 @@ impl Default for EngineOptions {
             max_table_elements: crate::manifest::Limits::default().table_elements,
             epoch_deadlines: true,
             fuel: false,
+            trusted_engine: false,
         }
     }
 }
@@ -82,16 +91,20 @@ impl EngineOptions {
     pub fn for_limits<'a>(limits: impl IntoIterator<Item = &'a crate::manifest::Limits>, max_instances: u32) -> Self {
         let mut o = Self { max_instances, epoch_deadlines: false, ..Self::default() };
         let mut any = false;
+        let mut trusted = false;
         for l in limits {
             any = true;
             o.max_memory_mib = o.max_memory_mib.max(l.memory_mib);
             o.max_table_elements = o.max_table_elements.max(l.table_elements);
             o.epoch_deadlines |= l.deadline_ms > 0;
+            trusted |= l.deadline_ms == 0;
             o.fuel |= l.fuel.is_some();
         }
         if !any {
             o.epoch_deadlines = true;
         }
+        // Only a mix needs two engines; with every deadline off the one engine has no checks.
+        o.trusted_engine = o.epoch_deadlines && trusted;
         o
     }
 
@@ -137,18 +150,35 @@ impl Runtime {
         metrics: MetricsRegistry,
         options: EngineOptions,
     ) -> anyhow::Result<Self> {
+        let trusted = if options.epoch_deadlines && options.trusted_engine {
+            let unchecked = EngineOptions { epoch_deadlines: false, trusted_engine: false, ..options };
+            Some(Arc::new(Self::with_options(cache_dir.clone(), metrics.clone(), unchecked)?))
+        } else {
+            None
+        };
         let engine = Engine::new(&options.config())?;
         let linker = Arc::new(host::linker(&engine)?);
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (e, stop) = (engine.clone(), ticker_stop.clone());
-        std::thread::Builder::new().name("wasp-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                e.increment_epoch();
-            }
-        })?;
+        if options.epoch_deadlines {
+            let (e, stop) = (engine.clone(), ticker_stop.clone());
+            std::thread::Builder::new().name("wasp-epoch".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    e.increment_epoch();
+                }
+            })?;
+        }
         let cache = cache::ComponentCache::new(cache_dir, &engine);
-        Ok(Self { engine, linker, cache, metrics, ticker_stop, options })
+        Ok(Self { engine, linker, cache, metrics, ticker_stop, options, trusted })
+    }
+
+    /// The runtime a plugin with `limits` is compiled and run in: the trusted engine for a
+    /// plugin whose deadline is off, when there is one.
+    pub fn for_limits(&self, limits: &crate::manifest::Limits) -> &Runtime {
+        match &self.trusted {
+            Some(t) if limits.deadline_ms == 0 => t,
+            _ => self,
+        }
     }
 
     pub fn engine(&self) -> &Engine {

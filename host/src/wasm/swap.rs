@@ -98,6 +98,11 @@ pub struct PluginReport {
     pub loaded_at_ms: u64,
     pub generation: u64,
     pub kinds: Vec<&'static str>,
+    /// Each call's deadline, in milliseconds; `None` when it is off (`deadline_ms = 0`).
+    pub deadline_ms: Option<u64>,
+    /// Whether the plugin's code checks the epoch on loops and calls (what the deadline costs).
+    /// A plugin with its deadline off runs without, in a second engine when others keep theirs.
+    pub epoch_checks: bool,
     /// Swaps that became active.
     pub swaps: u64,
     /// The last pause of a task switching to a new version, in microseconds.
@@ -326,6 +331,8 @@ impl PluginSlot {
             loaded_at_ms: c.loaded.loaded_at_ms,
             generation: c.generation,
             kinds: c.loaded.kinds.iter().map(|k| k.interface()).collect(),
+            deadline_ms: c.loaded.deadline_ms(),
+            epoch_checks: c.loaded.runtime.options.epoch_deadlines,
             swaps: self.metrics.swapped.get(),
             last_pause_us: lock(&self.pauses).back().map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             last_swap: lock(&self.last).clone(),
