@@ -580,7 +580,6 @@ impl Aggregate {
     }
 }
 
-/// The per-entry results of an aggregate or reduce call.
 /// An aggregator instance's initial aggregate.
 fn initial_of(setup: &crate::wasm::Setup) -> Option<&[u8]> {
     match setup {
@@ -589,6 +588,7 @@ fn initial_of(setup: &crate::wasm::Setup) -> Option<&[u8]> {
     }
 }
 
+/// The per-entry results of an aggregate or reduce call.
 fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<EntryResults, CallFailure> {
     let bad = |reason: &str| CallFailure::Trap { plugin: label.to_owned(), reason: reason.to_owned() };
     let produced = crate::record::DecodedBatch::new(o.records.index, o.records.timestamps, o.records.data)
