@@ -24,11 +24,11 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
-use wasp::manifest::{Grants, Limits};
-use wasp::operators::{Operator, construct_stateless};
-use wasp::record::{DecodedBatch, EncodedBatch, Record};
-use wasp::topology::{NodeOp, PluginKind, PluginRef};
-use wasp::wasm::{LoadedPlugin, MetricsRegistry, PluginInstance, PluginSlot, Runtime};
+use wasp_host::manifest::{Grants, Limits};
+use wasp_host::operators::{Operator, construct_stateless};
+use wasp_host::record::{DecodedBatch, EncodedBatch, Record};
+use wasp_host::topology::{NodeOp, PluginKind, PluginRef};
+use wasp_host::wasm::{LoadedPlugin, MetricsRegistry, PluginInstance, PluginSlot, Runtime};
 
 /// Host bindings for the naive world.
 mod naive {

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use wasp::manifest::{Grants, Limits};
-use wasp::operators::{Operator, construct_stateless};
-use wasp::record::Record;
-use wasp::topology::{NodeOp, PluginKind, PluginRef};
-use wasp::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSlot, PluginSpec, Runtime, SwapResult};
+use wasp_host::manifest::{Grants, Limits};
+use wasp_host::operators::{Operator, construct_stateless};
+use wasp_host::record::Record;
+use wasp_host::topology::{NodeOp, PluginKind, PluginRef};
+use wasp_host::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSlot, PluginSpec, Runtime, SwapResult};
 
 /// Swaps per mode.
 const SWAPS: usize = 20;

@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use wasp::app::{self, LocalOptions};
-use wasp::io::ChangelogReader;
-use wasp::io::kafka::{KafkaChangelogReader, client_config};
-use wasp::state::{Store, StoreKind, StoreSpec};
+use wasp_host::app::{self, LocalOptions};
+use wasp_host::io::ChangelogReader;
+use wasp_host::io::kafka::{KafkaChangelogReader, client_config};
+use wasp_host::state::{Store, StoreKind, StoreSpec};
 
 const VOCABULARY: usize = 1000;
 const WORDS_PER_LINE: usize = 8;
@@ -93,7 +93,7 @@ steps = [ {steps} ]
 
 /// Runs a local manifest over its input; returns the seconds the run took.
 fn run_local(manifest: &Path, out: &Path) -> Result<(f64, u64)> {
-    let prepared = app::prepare(manifest, wasp::wasm::default_cache_dir())?;
+    let prepared = app::prepare(manifest, wasp_host::wasm::default_cache_dir())?;
     let options = LocalOptions {
         outputs: [("bench-out".to_owned(), out.to_path_buf())].into_iter().collect(),
         ..Default::default()
@@ -235,7 +235,7 @@ fn send(producer: &BaseProducer, mut record: BaseRecord<'_, str, str>) {
 
 fn on_broker(dir: &Path, input: &Path, lines: &[String], bootstrap: &str, words: usize) -> Result<()> {
     let config = client_config(bootstrap, &BTreeMap::new());
-    wasp::io::kafka::ensure_topics(
+    wasp_host::io::kafka::ensure_topics(
         &config,
         &[("bench-lines".to_owned(), 4, false), ("bench-out".to_owned(), 4, false)],
     )?;
@@ -247,7 +247,7 @@ fn on_broker(dir: &Path, input: &Path, lines: &[String], bootstrap: &str, words:
     producer.flush(Duration::from_secs(60))?;
 
     let manifest = wordcount_manifest(dir, input, Some(bootstrap), "count")?;
-    let prepared = app::prepare(&manifest, wasp::wasm::default_cache_dir())?;
+    let prepared = app::prepare(&manifest, wasp_host::wasm::default_cache_dir())?;
     let options = LocalOptions::default();
     prepared.reset_local_state(&options)?;
     let stop = AtomicBool::new(false);
@@ -289,10 +289,10 @@ fn on_broker(dir: &Path, input: &Path, lines: &[String], bootstrap: &str, words:
     // The restore rate: a changelog of RESTORE_ENTRIES distinct keys (a commit marker every
     // thousand, as stores write them) read back into an empty RocksDB store.
     let topic = "bench-restore-changelog";
-    wasp::io::kafka::ensure_topics(&config, &[(topic.to_owned(), 1, true)])?;
+    wasp_host::io::kafka::ensure_topics(&config, &[(topic.to_owned(), 1, true)])?;
     let marker = serde_json::json!({"positions": {}, "stream_time": null}).to_string();
     let mut headers = rdkafka::message::OwnedHeaders::new();
-    headers = headers.insert(rdkafka::message::Header { key: wasp::state::MARKER_HEADER, value: None::<&[u8]> });
+    headers = headers.insert(rdkafka::message::Header { key: wasp_host::state::MARKER_HEADER, value: None::<&[u8]> });
     for i in 0..RESTORE_ENTRIES {
         let key = format!("\0key-{i:08}");
         let value = format!("{:016}", i);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wasp::app::{self, LocalOptions};
+use wasp_host::app::{self, LocalOptions};
 
 #[derive(Parser)]
 #[command(name = "wasp", version, about = "A WebAssembly stream processor")]
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let cache = cli.cache_dir.or_else(wasp::wasm::default_cache_dir);
+    let cache = cli.cache_dir.or_else(wasp_host::wasm::default_cache_dir);
     match cli.command {
         Command::Validate { manifest } => {
             let p = app::prepare(&manifest, cache)?;
@@ -133,9 +133,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe { manifest, format } => {
             let (_, topology) = app::plan(&manifest)?;
             let text = match format {
-                DescribeFormat::Text => wasp::topology::describe(&topology),
-                DescribeFormat::Dot => wasp::topology::describe_dot(&topology),
-                DescribeFormat::Mermaid => wasp::topology::describe_mermaid(&topology),
+                DescribeFormat::Text => wasp_host::topology::describe(&topology),
+                DescribeFormat::Dot => wasp_host::topology::describe_dot(&topology),
+                DescribeFormat::Mermaid => wasp_host::topology::describe_mermaid(&topology),
             };
             print!("{text}");
             Ok(())
@@ -190,7 +190,7 @@ fn reload(
 ) -> anyhow::Result<()> {
     let (loaded, _) = app::plan(manifest)?;
     let base = admin.unwrap_or_else(|| {
-        let bind = app::admin_bind(&loaded).map_or_else(|| wasp::admin::DEFAULT_BIND.to_owned(), |(addr, _)| addr);
+        let bind = app::admin_bind(&loaded).map_or_else(|| wasp_host::admin::DEFAULT_BIND.to_owned(), |(addr, _)| addr);
         format!("http://{bind}")
     });
     let token = token
@@ -218,10 +218,12 @@ fn reload(
     }
     let digest = json.get("digest").and_then(|d| d.as_str()).unwrap_or("?");
     match json.get("result").and_then(|r| r.as_str()) {
-        Some("unchanged") => println!("{plugin}: unchanged (already running {})", wasp::wasm::short_digest(digest)),
+        Some("unchanged") => {
+            println!("{plugin}: unchanged (already running {})", wasp_host::wasm::short_digest(digest))
+        }
         _ => println!(
             "{plugin}: {} validated; tasks switch at their next batch (see /plugins)",
-            wasp::wasm::short_digest(digest)
+            wasp_host::wasm::short_digest(digest)
         ),
     }
     Ok(())

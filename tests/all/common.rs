@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use wasp::app::{self, LocalOptions};
+use wasp_host::app::{self, LocalOptions};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -70,7 +70,7 @@ impl Out {
 /// run's statistics, and what each requested topic received.
 pub struct LocalRun {
     pub prepared: app::Prepared,
-    pub stats: wasp::runtime::RunStats,
+    pub stats: wasp_host::runtime::RunStats,
     pub out: BTreeMap<String, Vec<Out>>,
 }
 

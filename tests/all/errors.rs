@@ -7,7 +7,7 @@ use crate::common::{Scratch, cache_dir, header, input, kvs, plugin, run_local};
 
 fn prepare_err(sc: &Scratch, manifest: &str) -> String {
     let path = sc.write("pipeline.toml", manifest);
-    match wasp::app::prepare(&path, Some(cache_dir())) {
+    match wasp_host::app::prepare(&path, Some(cache_dir())) {
         Ok(_) => panic!("the manifest should not load"),
         Err(e) => format!("{e:#}"),
     }

@@ -34,8 +34,8 @@ fn check(path: &Path, ext: &str, actual: &str) -> Option<String> {
 fn valid_manifests_build_the_expected_topology() {
     let mut failures = Vec::new();
     for path in cases("valid") {
-        match wasp::app::plan(&path) {
-            Ok((_, topology)) => failures.extend(check(&path, "txt", &wasp::topology::describe(&topology))),
+        match wasp_host::app::plan(&path) {
+            Ok((_, topology)) => failures.extend(check(&path, "txt", &wasp_host::topology::describe(&topology))),
             Err(e) => failures.push(format!("{}: should be valid: {e:#}", path.display())),
         }
     }
@@ -47,7 +47,7 @@ fn invalid_manifests_fail_with_the_expected_error() {
     let root = format!("{}/", repo().display());
     let mut failures = Vec::new();
     for path in cases("invalid") {
-        match wasp::app::plan(&path) {
+        match wasp_host::app::plan(&path) {
             Ok(_) => failures.push(format!("{}: should be invalid", path.display())),
             Err(e) => failures.extend(check(&path, "err", &(format!("{e:#}").replace(&root, "") + "\n"))),
         }
@@ -60,7 +60,7 @@ fn the_example_manifests_are_valid() {
     for dir in std::fs::read_dir(repo().join("pipelines")).expect("pipelines/") {
         let manifest = dir.expect("entry").path().join("pipeline.toml");
         if manifest.exists() {
-            wasp::app::plan(&manifest).unwrap_or_else(|e| panic!("{}: {e:#}", manifest.display()));
+            wasp_host::app::plan(&manifest).unwrap_or_else(|e| panic!("{}: {e:#}", manifest.display()));
         }
     }
 }

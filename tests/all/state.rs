@@ -66,7 +66,7 @@ fn group_by_repartitions_by_the_new_key() {
     let manifest = pipeline(steps);
     let out = run_local(&sc, &manifest, &["out"]).unwrap();
     assert_eq!(kvs(&out, "out"), vec![s("a", "1"), s("b", "1"), s("a", "2")]);
-    let (_, topology) = wasp::app::plan(&sc.path("pipeline.toml")).unwrap();
+    let (_, topology) = wasp_host::app::plan(&sc.path("pipeline.toml")).unwrap();
     assert_eq!(topology.repartition_topics(), vec!["t-p-0-group_by-repartition"]);
     assert_eq!(topology.subtopologies.len(), 2, "the repartition splits the topology");
 }
@@ -78,10 +78,10 @@ fn group_by_key_after_a_key_change_repartitions() {
         "p.toml",
         &pipeline(r#"{ op = "select_key", plugin = "kit" }, { op = "group_by_key" }, { op = "count" },"#),
     );
-    let (_, topology) = wasp::app::plan(&sc.path("p.toml")).unwrap();
+    let (_, topology) = wasp_host::app::plan(&sc.path("p.toml")).unwrap();
     assert_eq!(topology.repartition_topics(), vec!["t-p-1-group_by_key-repartition"]);
     sc.write("q.toml", &pipeline(r#"{ op = "group_by_key" }, { op = "count" },"#));
-    let (_, topology) = wasp::app::plan(&sc.path("q.toml")).unwrap();
+    let (_, topology) = wasp_host::app::plan(&sc.path("q.toml")).unwrap();
     assert!(topology.repartition_topics().is_empty(), "no key change, no repartition");
 }
 
@@ -246,7 +246,7 @@ fn stateful_manifest_mistakes_are_named() {
     ];
     for (steps, message) in cases {
         let path = sc.write("bad.toml", &pipeline(steps));
-        let e = match wasp::app::plan(&path) {
+        let e = match wasp_host::app::plan(&path) {
             Ok(_) => panic!("accepted: {steps}"),
             Err(e) => format!("{e:#}"),
         };
@@ -275,16 +275,16 @@ fn processor_timers_fire_on_stream_time_and_on_wall_clock_time() {
     let sc = Scratch::new();
     input_at(&sc, &[("a", "x", 5)]);
     let path = sc.write("p.toml", &pipeline(r#"{ op = "process", plugin = "kit" },"#));
-    let prepared = wasp::app::prepare(&path, Some(crate::common::cache_dir())).unwrap();
+    let prepared = wasp_host::app::prepare(&path, Some(crate::common::cache_dir())).unwrap();
     let lookup = |name: &str| prepared.plugins.get(name);
-    let mut no_stores = |spec: &wasp::state::StoreSpec| {
-        Err(wasp::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
+    let mut no_stores = |spec: &wasp_host::state::StoreSpec| {
+        Err(wasp_host::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
     };
     let topology = Arc::clone(&prepared.topology);
     let mut task =
-        wasp::runtime::Task::new(topology, 0, 0, &lookup, &mut no_stores, prepared.runtime.metrics()).unwrap();
-    let record = |t: i64| wasp::record::Record::new(Some(b"a"), Some(b"x"), t);
-    let values = |out: wasp::runtime::TaskOutput| -> Vec<(String, String)> {
+        wasp_host::runtime::Task::new(topology, 0, 0, &lookup, &mut no_stores, prepared.runtime.metrics()).unwrap();
+    let record = |t: i64| wasp_host::record::Record::new(Some(b"a"), Some(b"x"), t);
+    let values = |out: wasp_host::runtime::TaskOutput| -> Vec<(String, String)> {
         out.records
             .into_iter()
             .flat_map(|(_, rs)| rs)

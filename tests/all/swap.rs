@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wasp::app::{self, LocalOptions};
-use wasp::wasm::{SwapError, SwapResult};
+use wasp_host::app::{self, LocalOptions};
+use wasp_host::wasm::{SwapError, SwapResult};
 
 use crate::common::{Scratch, cache_dir, plugin};
 
@@ -19,12 +19,12 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A local run with `--follow` on a thread; dropping it stops the run.
 pub struct Following {
-    pub plugins: Arc<wasp::wasm::PluginDirectory>,
-    pub metrics: wasp::wasm::MetricsRegistry,
+    pub plugins: Arc<wasp_host::wasm::PluginDirectory>,
+    pub metrics: wasp_host::wasm::MetricsRegistry,
     input: std::fs::File,
     output: PathBuf,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<wasp::runtime::RunStats>>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<wasp_host::runtime::RunStats>>>,
     next_key: usize,
 }
 
@@ -83,14 +83,14 @@ impl Following {
     }
 
     /// Stops the run and returns its result.
-    pub fn finish(mut self) -> wasp::runtime::RunStats {
+    pub fn finish(mut self) -> wasp_host::runtime::RunStats {
         self.stop.store(true, Ordering::SeqCst);
         let t = self.thread.take().expect("running");
         t.join().expect("the run does not panic").expect("the run succeeds")
     }
 
     /// The plugin's report, by name.
-    pub fn report(&self, name: &str) -> wasp::wasm::swap::PluginReport {
+    pub fn report(&self, name: &str) -> wasp_host::wasm::swap::PluginReport {
         self.plugins.report().into_iter().find(|r| r.name == name).expect("the plugin is in the report")
     }
 }
@@ -341,7 +341,7 @@ fn a_new_version_brings_its_own_initial_aggregate_and_old_aggregates_are_kept() 
 /// driven by hand: the test calls `process` and sees what each batch emits.
 struct HandTask {
     prepared: app::Prepared,
-    task: wasp::runtime::Task,
+    task: wasp_host::runtime::Task,
 }
 
 impl HandTask {
@@ -350,10 +350,10 @@ impl HandTask {
         let prepared = app::prepare(&path, Some(cache_dir())).expect("the manifest prepares");
         let plugins = prepared.plugins.clone();
         let lookup = |name: &str| plugins.get(name);
-        let mut no_stores = |spec: &wasp::state::StoreSpec| {
-            Err(wasp::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
+        let mut no_stores = |spec: &wasp_host::state::StoreSpec| {
+            Err(wasp_host::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
         };
-        let task = wasp::runtime::Task::new(
+        let task = wasp_host::runtime::Task::new(
             prepared.topology.clone(),
             0,
             0,
@@ -369,7 +369,7 @@ impl HandTask {
     /// how many records failed.
     fn process(&mut self, records: &[(&str, i64)]) -> (Vec<(String, String)>, u64) {
         let batch =
-            records.iter().map(|(v, t)| wasp::record::Record::new(Some(b"a"), Some(v.as_bytes()), *t)).collect();
+            records.iter().map(|(v, t)| wasp_host::record::Record::new(Some(b"a"), Some(v.as_bytes()), *t)).collect();
         let out = self.task.process("in", batch).expect("the batch runs");
         let text = |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
         let records = out.records.into_iter().flat_map(|(_, rs)| rs).map(|r| (text(r.key), text(r.value))).collect();
