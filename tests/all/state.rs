@@ -308,3 +308,73 @@ fn processor_timers_fire_on_stream_time_and_on_wall_clock_time() {
     assert_eq!(values(task.tick(1_012).unwrap()), vec![s("wall", "1012")]);
     assert_eq!(values(task.tick(1_015).unwrap()), vec![]);
 }
+
+#[test]
+fn a_count_of_counts_through_a_second_repartition_counts_every_update() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 1), ("b", "x", 2), ("a", "x", 3), ("c", "x", 4)]);
+    // The first count emits a:1, b:1, a:2, c:1; the second counts those updates by value.
+    let steps = r#"{ op = "group_by_key" }, { op = "count" }, { op = "to_stream" },
+        { op = "group_by", plugin = "kit" }, { op = "count" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("1", "1"), s("1", "2"), s("2", "1"), s("1", "3")]);
+}
+
+#[test]
+fn aggregate_updates_from_several_partitions_reach_a_second_aggregation_through_a_repartition() {
+    use std::sync::Arc;
+    // Two upstream tasks (input partitions 0 and 3) count keys and re-key each update by its
+    // count; one downstream task counts those. Each update carries the input record it came
+    // from, so the downstream store tells the two tasks' updates apart and applies each once.
+    let sc = Scratch::new();
+    let steps = r#"{ op = "group_by_key" }, { op = "count" }, { op = "to_stream" },
+        { op = "group_by", plugin = "kit" }, { op = "count" },"#;
+    let path = sc.write("p.toml", &pipeline(steps));
+    let prepared = wasp_host::app::prepare(&path, Some(crate::common::cache_dir())).unwrap();
+    let lookup = |name: &str| prepared.plugins.get(name);
+    let mut memory = |spec: &wasp_host::state::StoreSpec| wasp_host::state::Store::open(spec.clone(), None, None);
+    let topology = Arc::clone(&prepared.topology);
+    let metrics = prepared.runtime.metrics();
+    let mut task = |sub, partition| {
+        wasp_host::runtime::Task::new(topology.clone(), sub, partition, &lookup, &mut memory, metrics).unwrap()
+    };
+    let (mut up0, mut up3, mut down) = (task(0, 0), task(0, 3), task(1, 0));
+    let batch = |keys: &[&str]| -> Vec<wasp_host::record::Record> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut r = wasp_host::record::Record::new(Some(k.as_bytes()), Some(b"x"), i as i64);
+                r.origin.offset = i as i64;
+                r
+            })
+            .collect()
+    };
+    let repartitioned = |out: wasp_host::runtime::TaskOutput| -> Vec<wasp_host::record::Record> {
+        out.records.into_iter().filter(|(t, _)| t.ends_with("-repartition")).flat_map(|(_, rs)| rs).collect()
+    };
+    let from0 = repartitioned(up0.process("in", batch(&["a", "b", "a"])).unwrap());
+    let from3 = repartitioned(up3.process("in", batch(&["c", "c", "d"])).unwrap());
+    let position = |r: &wasp_host::record::Record| {
+        let h = r.headers.iter().find(|h| h.name == "wasp.position").expect("a position header");
+        String::from_utf8_lossy(h.value.as_deref().unwrap_or_default()).into_owned()
+    };
+    assert_eq!(from3.iter().map(position).collect::<Vec<_>>(), ["in/3/0/0", "in/3/1/0", "in/3/2/0"]);
+    // Interleaved, as one repartition partition receives them.
+    let mut interleaved = Vec::new();
+    for (x, y) in from0.into_iter().zip(from3) {
+        interleaved.push(x);
+        interleaved.push(y);
+    }
+    let out = down.process(topology.repartition_topics()[0], interleaved).unwrap();
+    let counted: Vec<(String, String)> = out
+        .records
+        .into_iter()
+        .flat_map(|(_, rs)| rs)
+        .map(|r| {
+            let t = |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
+            (t(r.key), t(r.value))
+        })
+        .collect();
+    // Updates a:1 c:1 b:1 c:2 a:2 d:1, counted by their count.
+    assert_eq!(counted, vec![s("1", "1"), s("1", "2"), s("1", "3"), s("2", "1"), s("2", "2"), s("1", "4")]);
+}

@@ -20,7 +20,7 @@ use super::windows::{
     session_key, time_bytes, time_from, time_windows, window_key,
 };
 use super::{Emitted, Failure, Operator, PluginStep};
-use crate::record::{EncodedBatch, Header, Record};
+use crate::record::{EncodedBatch, Header, Origin, Record};
 use crate::state::{DirectUpstream, Sequencer, Store, prefix_end, upstream_of};
 use crate::wasm::CallFailure;
 
@@ -61,6 +61,10 @@ struct Emit {
     window: Option<Window>,
     value: EmitValue,
     timestamp: i64,
+    /// Where the record that caused the update was read: an output carries it, so a
+    /// repartition downstream stamps it with this task's partition and a position that is
+    /// the same when the input is read again.
+    origin: Origin,
 }
 
 /// A failed record's error code and message.
@@ -192,6 +196,7 @@ impl Aggregate {
                 window,
                 value: EmitValue::Entry(chunk.entries.len() - 1),
                 timestamp: record.timestamp,
+                origin: record.origin,
             });
         }
     }
@@ -311,11 +316,18 @@ impl Aggregate {
                 },
                 EmitValue::Known(v) => (e.timestamp, v),
             };
-            out.all.push(self.output(&e.key, e.window, value, ts));
+            out.all.push(self.output(&e.key, e.window, value, ts, e.origin));
         }
     }
 
-    fn output(&self, key: &[u8], window: Option<Window>, value: Option<Bytes>, timestamp: i64) -> Record {
+    fn output(
+        &self,
+        key: &[u8],
+        window: Option<Window>,
+        value: Option<Bytes>,
+        timestamp: i64,
+        origin: Origin,
+    ) -> Record {
         let (key, headers) = match window {
             Some(w) => (
                 Bytes::from(output_key(key, w)),
@@ -326,7 +338,7 @@ impl Aggregate {
             ),
             None => (Bytes::copy_from_slice(key), Vec::new()),
         };
-        Record { key: Some(key), value, timestamp, headers, ..Default::default() }
+        Record { key: Some(key), value, timestamp, headers, origin }
     }
 
     /// Merges several aggregates of one key into one (session windows).
@@ -427,6 +439,7 @@ impl Aggregate {
                     window: Some(*w),
                     value: EmitValue::Known(None),
                     timestamp: *ts,
+                    origin: r.origin,
                 });
             }
         }
@@ -524,6 +537,7 @@ impl Aggregate {
                     window: Some(w),
                     value: EmitValue::Known(Some(Bytes::from(agg))),
                     timestamp: ts,
+                    origin: r.origin,
                 });
             }
         }
@@ -547,8 +561,17 @@ impl Aggregate {
         }
     }
 
-    /// Emits (emit-final) and forgets the windows that closed by `close`.
-    fn close_windows(&mut self, close: i64, out: &mut Emitted) -> Result<(), String> {
+    /// Emits (emit-final) and forgets the windows that closed by `close`. `closes` holds, for
+    /// each record of the batch applied in order, the close time after it and where it was
+    /// read: a final result carries the origin of the record that closed its window (the
+    /// same however the input is batched), else `fallback`'s.
+    fn close_windows(
+        &mut self,
+        close: i64,
+        closes: &[(i64, Origin)],
+        fallback: Origin,
+        out: &mut Emitted,
+    ) -> Result<(), String> {
         let Some(spec) = self.window else { return Ok(()) };
         let session = matches!(spec, WindowSpec::Session { .. });
         // A time window is open while `end > close`; a session while `end >= close`.
@@ -567,7 +590,9 @@ impl Aggregate {
                     w.end = w.start + difference;
                 }
                 let group = Bytes::copy_from_slice(group);
-                out.all.push(self.output(&group, Some(w), Some(Bytes::from(agg)), ts));
+                let closer = closes.partition_point(|(c, _)| if session { *c <= w.end } else { *c < w.end });
+                let origin = closes.get(closer).map_or(fallback, |(_, o)| *o);
+                out.all.push(self.output(&group, Some(w), Some(Bytes::from(agg)), ts, origin));
             }
         }
         let to = index_key(EXPIRE_INDEX, limit, &[]);
@@ -629,6 +654,7 @@ impl Operator for Aggregate {
         let per_key_split = matches!(self.window, Some(WindowSpec::Session { .. } | WindowSpec::Sliding { .. }));
         let mut late = Vec::new();
         let mut direct = DirectUpstream::default();
+        let mut closes: Vec<(i64, Origin)> = Vec::new();
         for (i, r) in input.iter().enumerate() {
             // Kafka Streams ignores records with a null key or value in aggregations.
             let (Some(group), Some(_)) = (&r.key, &r.value) else {
@@ -642,6 +668,9 @@ impl Operator for Aggregate {
                 continue;
             }
             let stream_time = self.store.advance_stream_time(r.timestamp);
+            if let Some(spec) = self.window {
+                closes.push((stream_time - spec.grace(), r.origin));
+            }
             if per_key_split && chunk.groups.contains(group) {
                 self.run_chunk(std::mem::take(&mut chunk), &input, &mut out, &mut failed);
             }
@@ -699,7 +728,12 @@ impl Operator for Aggregate {
         }
         self.run_chunk(chunk, &input, &mut out, &mut failed);
         if let (Some(spec), Some(st)) = (self.window, self.store.stream_time())
-            && let Err(e) = self.close_windows(st - spec.grace(), &mut out)
+            && let Err(e) = self.close_windows(
+                st - spec.grace(),
+                &closes,
+                input.last().map_or_else(Origin::default, |r| r.origin),
+                &mut out,
+            )
         {
             tracing::error!(step = %self.node, error = %e, "closing windows failed; they close at the next batch");
         }
