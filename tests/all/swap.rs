@@ -410,3 +410,29 @@ fn a_processor_takes_the_timers_of_the_new_version_at_the_swap() {
     let report = t.prepared.plugins.report().into_iter().find(|r| r.name == "m").expect("m is reported");
     assert_eq!(report.last_swap.map(|s| s.result), Some(SwapResult::Active));
 }
+
+#[test]
+fn only_a_batch_ends_a_new_versions_probation_not_a_timer() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let mut t = HandTask::new(&sc, &m, r#"{ op = "process", plugin = "m" }"#);
+    assert_eq!(t.process(&[("x", 5)]).0, [kv("a", "x"), kv("stream", "5")]);
+    let ticked = |t: &mut HandTask, now: i64| t.task.tick(now).expect("the tick runs").records.len();
+    assert_eq!(ticked(&mut t, 1_000), 0, "the wall-clock timer is scheduled");
+    // The same processor with another digest, published while the task is idle.
+    let v2 = sc.dir.path().join("kit-v2-same.wasm");
+    let mut bytes = std::fs::read(plugin("test-kit")).expect("read test-kit");
+    bytes.extend_from_slice(&custom_section("wasp-test", b"v2"));
+    std::fs::write(&v2, &bytes).expect("write v2");
+    assert_eq!(t.prepared.plugins.reload("m", Some(&v2)).expect("v2 is valid").result, SwapResult::Pending);
+    // The timer is the new version's first call; it does not confirm the version.
+    assert_eq!(ticked(&mut t, 1_011), 1, "the wall-clock timer fires on the new version");
+    let last = |t: &HandTask| {
+        let report = t.prepared.plugins.report().into_iter().find(|r| r.name == "m").expect("m is reported");
+        report.last_swap.map(|s| s.result)
+    };
+    assert_eq!(last(&t), Some(SwapResult::Pending));
+    // Its first batch traps: the swap is rolled back.
+    assert_eq!(t.process(&[("trap", 6)]).1, 1);
+    assert_eq!(last(&t), Some(SwapResult::RolledBack));
+}

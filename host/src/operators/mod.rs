@@ -176,7 +176,10 @@ impl PluginStep {
             Err(e) => {
                 tracing::error!(plugin = %self.label, error = %e, "cannot set up the new plugin version");
                 if self.slot.roll_back(generation, &e) {
-                    self.generation = self.slot.generation();
+                    // This step runs the version it had; if the slot rolled back to another
+                    // (two reloads in a row), the next batch switches to that one.
+                    let (target, rolled_back, _) = self.slot.current();
+                    self.generation = if target.digest == self.loaded.digest { rolled_back } else { u64::MAX };
                 }
                 return;
             }
@@ -197,6 +200,8 @@ impl PluginStep {
     /// Encodes `records` and calls `f` on the instance. A trap throws the instance away; the
     /// call is retried once on a fresh one, as the design asks. A trap on the first batch of a
     /// newly swapped-in version instead rolls the swap back, and the old version runs the batch.
+    /// Only a batch ends the probation: a call without records (a timer) neither confirms the
+    /// new version nor rolls it back.
     pub fn call<T>(
         &mut self,
         records: &[Record],
@@ -205,7 +210,9 @@ impl PluginStep {
         self.follow_slot();
         self.encoded.encode(records.iter());
         let mut result = f(&mut self.instance, &self.function, &mut self.encoded);
-        if let Some(previous) = self.previous.take() {
+        if !records.is_empty()
+            && let Some(previous) = self.previous.take()
+        {
             let Err(CallFailure::Trap { reason, .. }) = &result else {
                 self.slot.confirm(self.generation);
                 return result;

@@ -27,8 +27,10 @@ impl Operator for Peek {
             Some(step) => match step.call(&input, |i, f, b| i.for_each(f, b)) {
                 Ok(errors) => {
                     for e in errors {
-                        if let Some(r) = input.get(e.index as usize) {
-                            failed_at.insert(e.index as usize);
+                        // One failure per record, however many errors the plugin named for it.
+                        if let Some(r) = input.get(e.index as usize)
+                            && failed_at.insert(e.index as usize)
+                        {
                             out.failures.push(step.failure(r.clone(), e.code, e.message));
                         }
                     }

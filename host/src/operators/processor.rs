@@ -16,6 +16,9 @@ use crate::wasm::host::state::SharedStores;
 /// time must not stall the task in callbacks).
 pub const MAX_FIRES_PER_ADVANCE: u32 = 1_000;
 
+/// The longest timer interval: a year. A longer one (`u64::MAX` for "never") is this.
+pub const MAX_TIMER_INTERVAL_MS: i64 = 365 * 24 * 3_600_000;
+
 struct Timer {
     name: String,
     interval: i64,
@@ -35,6 +38,9 @@ pub struct Processor {
     stream_time: Option<i64>,
     /// The step's [`PluginStep::replaced`] the timers were taken at.
     timers_of: u64,
+    /// Where the last record came from: what wall-clock timers forward carries it, so a
+    /// repartition downstream stamps this task's partition.
+    last_origin: crate::record::Origin,
 }
 
 impl Processor {
@@ -54,6 +60,7 @@ impl Processor {
             timers: Vec::new(),
             stream_time: None,
             timers_of: u64::MAX,
+            last_origin: Default::default(),
         };
         p.take_timers();
         p
@@ -73,7 +80,7 @@ impl Processor {
             .iter()
             .map(|t| Timer {
                 name: t.name.clone(),
-                interval: t.interval_ms.max(1) as i64,
+                interval: i64::try_from(t.interval_ms).unwrap_or(i64::MAX).clamp(1, MAX_TIMER_INTERVAL_MS),
                 clock: t.clock,
                 next: old.iter().find(|o| o.name == t.name && o.clock == t.clock).and_then(|o| o.next),
             })
@@ -139,6 +146,7 @@ impl Operator for Processor {
     fn process(&mut self, input: Vec<Record>) -> Emitted {
         let mut out = Emitted::default();
         let Some(last_origin) = input.last().map(|r| r.origin) else { return out };
+        self.last_origin = last_origin;
         // Records applied before (read again after a crash) are skipped, as in aggregations.
         let mut fresh = Vec::with_capacity(input.len());
         let mut stream_time = self.stream_time;
@@ -186,11 +194,11 @@ impl Operator for Processor {
                 let mut next = self.timers[i].next.unwrap_or(now);
                 while next <= now && fires < MAX_FIRES_PER_ADVANCE {
                     self.fire(i, next, last_origin, &mut out);
-                    next += self.timers[i].interval;
+                    next = next.saturating_add(self.timers[i].interval);
                     fires += 1;
                 }
                 if next <= now {
-                    next = now + self.timers[i].interval;
+                    next = now.saturating_add(self.timers[i].interval);
                 }
                 self.timers[i].next = Some(next);
             }
@@ -208,10 +216,10 @@ impl Operator for Processor {
                 continue;
             }
             match self.timers[i].next {
-                None => self.timers[i].next = Some(now_ms + self.timers[i].interval),
+                None => self.timers[i].next = Some(now_ms.saturating_add(self.timers[i].interval)),
                 Some(next) if now_ms >= next => {
-                    self.fire(i, now_ms, Default::default(), &mut out);
-                    self.timers[i].next = Some(now_ms + self.timers[i].interval);
+                    self.fire(i, now_ms, self.last_origin, &mut out);
+                    self.timers[i].next = Some(now_ms.saturating_add(self.timers[i].interval));
                 }
                 Some(_) => {}
             }

@@ -39,7 +39,8 @@ pub struct Runtime {
     linker: Arc<wasmtime::component::Linker<HostState>>,
     cache: cache::ComponentCache,
     metrics: MetricsRegistry,
-    ticker_stop: Arc<AtomicBool>,
+    /// Stops the epoch ticker thread when the last clone of the runtime is gone.
+    _ticker: Arc<TickerStop>,
     options: EngineOptions,
     /// Where plugins with `deadline_ms = 0` are compiled and run, when this engine has epoch
     /// checks.
@@ -158,9 +159,9 @@ impl Runtime {
         };
         let engine = Engine::new(&options.config())?;
         let linker = Arc::new(host::linker(&engine)?);
-        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker = Arc::new(TickerStop(Arc::new(AtomicBool::new(false))));
         if options.epoch_deadlines {
-            let (e, stop) = (engine.clone(), ticker_stop.clone());
+            let (e, stop) = (engine.clone(), ticker.0.clone());
             std::thread::Builder::new().name("wasp-epoch".into()).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
@@ -169,7 +170,7 @@ impl Runtime {
             })?;
         }
         let cache = cache::ComponentCache::new(cache_dir, &engine);
-        Ok(Self { engine, linker, cache, metrics, ticker_stop, options, trusted })
+        Ok(Self { engine, linker, cache, metrics, _ticker: ticker, options, trusted })
     }
 
     /// The runtime a plugin with `limits` is compiled and run in: the trusted engine for a
@@ -194,11 +195,12 @@ impl Runtime {
     }
 }
 
-impl Drop for Runtime {
+/// Shared by every clone of a runtime; dropped with the last, it stops the ticker thread.
+struct TickerStop(Arc<AtomicBool>);
+
+impl Drop for TickerStop {
     fn drop(&mut self) {
-        if Arc::strong_count(&self.ticker_stop) == 2 {
-            self.ticker_stop.store(true, Ordering::Relaxed);
-        }
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
