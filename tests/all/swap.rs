@@ -338,7 +338,8 @@ fn a_new_version_brings_its_own_initial_aggregate_and_old_aggregates_are_kept() 
 }
 
 /// A task of a one-step pipeline (`in` → `step` with plugin `m` → `out`, on_error = skip),
-/// driven by hand: the test calls `process` and sees what each batch emits.
+/// driven by hand: the test calls `process` and sees what each batch emits. Its stores are
+/// in memory.
 struct HandTask {
     prepared: app::Prepared,
     task: wasp_host::runtime::Task,
@@ -346,19 +347,22 @@ struct HandTask {
 
 impl HandTask {
     fn new(sc: &Scratch, m: &Path, step: &str) -> Self {
-        let path = sc.write("pipeline.toml", &manifest_with(m, "skip", step));
+        Self::with(sc, m, step, "")
+    }
+
+    /// With `more` TOML after the pipeline (stores).
+    fn with(sc: &Scratch, m: &Path, step: &str, more: &str) -> Self {
+        let path = sc.write("pipeline.toml", &(manifest_with(m, "skip", step) + more));
         let prepared = app::prepare(&path, Some(cache_dir())).expect("the manifest prepares");
         let plugins = prepared.plugins.clone();
         let lookup = |name: &str| plugins.get(name);
-        let mut no_stores = |spec: &wasp_host::state::StoreSpec| {
-            Err(wasp_host::state::StateError::Backend { store: spec.name.clone(), message: "none".into() })
-        };
+        let mut memory = |spec: &wasp_host::state::StoreSpec| wasp_host::state::Store::open(spec.clone(), None, None);
         let task = wasp_host::runtime::Task::new(
             prepared.topology.clone(),
             0,
             0,
             &lookup,
-            &mut no_stores,
+            &mut memory,
             prepared.runtime.metrics(),
         )
         .expect("the task starts");
@@ -435,4 +439,17 @@ fn only_a_batch_ends_a_new_versions_probation_not_a_timer() {
     // Its first batch traps: the swap is rolled back.
     assert_eq!(t.process(&[("trap", 6)]).1, 1);
     assert_eq!(last(&t), Some(SwapResult::RolledBack));
+}
+
+#[test]
+fn a_processor_batch_that_traps_leaves_no_writes_in_its_stores() {
+    let sc = Scratch::new();
+    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+    let step = r#"{ op = "process", plugin = "m", stores = ["counts"] }"#;
+    let mut t = HandTask::with(&sc, &m, step, "[stores.counts]\nkind = \"key_value\"\n");
+    assert_eq!(t.process(&[("count", 1)]).0, [kv("a", "1"), kv("stream", "1")]);
+    // Two counts, then a trap: the batch traps again on a fresh instance and is skipped. The
+    // counts it wrote on either run are undone, not applied twice.
+    assert_eq!(t.process(&[("count", 2), ("count", 3), ("trap", 4)]), (vec![], 3));
+    assert_eq!(t.process(&[("count", 5)]).0, [kv("a", "2")]);
 }

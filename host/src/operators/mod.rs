@@ -209,7 +209,7 @@ impl PluginStep {
     ) -> Result<T, CallFailure> {
         self.follow_slot();
         self.encoded.encode(records.iter());
-        let mut result = f(&mut self.instance, &self.function, &mut self.encoded);
+        let mut result = attempt(self.stores.as_ref(), &mut self.instance, &self.function, &mut self.encoded, &mut f);
         if !records.is_empty()
             && let Some(previous) = self.previous.take()
         {
@@ -228,7 +228,7 @@ impl PluginStep {
                 self.instance = previous.instance;
                 self.label = previous.label;
                 self.replaced += 1;
-                result = f(&mut self.instance, &self.function, &mut self.encoded);
+                result = attempt(self.stores.as_ref(), &mut self.instance, &self.function, &mut self.encoded, &mut f);
             }
         }
         let Err(CallFailure::Trap { plugin, reason }) = result else { return result };
@@ -237,7 +237,7 @@ impl PluginStep {
             .fresh(&self.loaded)
             .map_err(|e| CallFailure::Trap { plugin: plugin.clone(), reason: format!("{reason}; and then {e}") })?;
         self.replaced += 1;
-        f(&mut self.instance, &self.function, &mut self.encoded)
+        attempt(self.stores.as_ref(), &mut self.instance, &self.function, &mut self.encoded, &mut f)
     }
 
     /// Every record of the batch, failed with the same error (the batch could not run).
@@ -255,6 +255,31 @@ impl PluginStep {
     pub fn failure(&self, record: Record, code: String, message: String) -> Failure {
         Failure { record, code, message, plugin: self.label.clone() }
     }
+}
+
+/// One call of `f` on `instance`. With a processor's `stores`, what the call wrote is undone if
+/// it fails as a whole (a trap, or the batch refused): the batch runs again, or follows the
+/// error policy, from the state before it.
+fn attempt<T>(
+    stores: Option<&SharedStores>,
+    instance: &mut PluginInstance,
+    function: &str,
+    encoded: &mut EncodedBatch,
+    f: &mut impl FnMut(&mut PluginInstance, &str, &mut EncodedBatch) -> Result<T, CallFailure>,
+) -> Result<T, CallFailure> {
+    let each = |g: &mut dyn FnMut(&mut Store)| {
+        if let Some(Ok(mut stores)) = stores.map(|s| s.lock()) {
+            stores.values_mut().for_each(g);
+        }
+    };
+    each(&mut Store::savepoint);
+    let result = f(instance, function, encoded);
+    if result.is_ok() {
+        each(&mut Store::release_savepoint);
+    } else {
+        each(&mut Store::roll_back_savepoint);
+    }
+    result
 }
 
 /// Finds the slot of the plugin a step names.

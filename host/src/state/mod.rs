@@ -122,7 +122,14 @@ pub struct Store {
     changelog: Option<(String, i32)>,
     /// Changelog records queued by `prepare_commit`, waiting for `commit`.
     committing: bool,
+    /// While a savepoint is open: what each key written since held in `dirty` before, to undo
+    /// a plugin call that trapped.
+    undo: Option<BTreeMap<Vec<u8>, Pending>>,
 }
+
+/// A key's pending write before a savepoint: `None` when it had none, else the write
+/// (`Some(None)` a delete).
+type Pending = Option<Option<Vec<u8>>>;
 
 /// The directory of a task's store: `<state.dir>/<application-id>/<task>/<store>`.
 pub fn store_dir(state_dir: &Path, application_id: &str, task: &str, store: &str) -> PathBuf {
@@ -144,7 +151,7 @@ impl Store {
         let progress =
             backend.progress().map_err(|message| StateError::Backend { store: name, message })?.unwrap_or_default();
         let changelog = if spec.changelog { changelog } else { None };
-        Ok(Self { spec, backend, dirty: BTreeMap::new(), progress, changelog, committing: false })
+        Ok(Self { spec, backend, dirty: BTreeMap::new(), progress, changelog, committing: false, undo: None })
     }
 
     fn err(&self, message: String) -> StateError {
@@ -173,11 +180,40 @@ impl Store {
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.dirty.insert(key, Some(value));
+        self.write(key, Some(value));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.dirty.insert(key, None);
+        self.write(key, None);
+    }
+
+    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let before = self.dirty.insert(key.clone(), value);
+        if let Some(undo) = &mut self.undo {
+            undo.entry(key).or_insert(before);
+        }
+    }
+
+    /// Opens a savepoint: the writes from here on can be undone together
+    /// ([`Store::roll_back_savepoint`]), as when a plugin call traps halfway and its batch runs
+    /// again. A savepoint already open is kept.
+    pub fn savepoint(&mut self) {
+        self.undo.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Undoes every write since the savepoint, and closes it.
+    pub fn roll_back_savepoint(&mut self) {
+        for (key, before) in self.undo.take().unwrap_or_default() {
+            match before {
+                Some(v) => self.dirty.insert(key, v),
+                None => self.dirty.remove(&key),
+            };
+        }
+    }
+
+    /// Keeps the writes since the savepoint, and closes it.
+    pub fn release_savepoint(&mut self) {
+        self.undo = None;
     }
 
     /// Entries with `from <= key < to`, the pending writes included, at most `limit`.

@@ -81,7 +81,8 @@ fn every_ten() -> Vec<wasp::Timer> {
 }
 
 /// Forwards each record unchanged; its timers forward `(timer name, time)`. The value `trap`
-/// traps; a record reaching an instance whose `init` has not run fails with `not-initialized`.
+/// traps; `count` adds one to the key's count in the step's `counts` store and forwards the
+/// count. A record reaching an instance whose `init` has not run fails with `not-initialized`.
 #[wasp::processor(init = every_ten, punctuate = fired)]
 fn pass(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), wasp::RecordError> {
     if value == "trap" {
@@ -90,7 +91,16 @@ fn pass(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), w
     if !INITIALIZED.load(core::sync::atomic::Ordering::Relaxed) {
         return Err(wasp::RecordError::new("not-initialized", "a record came before `init`"));
     }
-    ctx.forward(key.unwrap_or_default(), value)
+    let key = key.unwrap_or_default();
+    if value == "count" {
+        let failed = |e: wasp::state::StateError| wasp::RecordError::new("state", format!("{e:?}"));
+        let counts = wasp::state::KeyValueStore::open("counts").map_err(failed)?;
+        let n = counts.get(key.as_bytes()).map_err(failed)?;
+        let n = n.and_then(|b| String::from_utf8(b).ok()?.parse::<u64>().ok()).unwrap_or(0) + 1;
+        counts.put(key.as_bytes(), n.to_string().as_bytes()).map_err(failed)?;
+        return ctx.forward(key, n.to_string());
+    }
+    ctx.forward(key, value)
 }
 
 fn fired(ctx: &mut wasp::Context, timer: &str, time: i64) -> Result<(), wasp::RecordError> {
