@@ -310,3 +310,18 @@ fn a_plugin_with_its_deadline_off_runs_without_epoch_checks_beside_one_that_keep
     assert_eq!((of("trap").deadline_ms, of("trap").epoch_checks), (Some(200), true));
     assert_eq!((of("kit").deadline_ms, of("kit").epoch_checks), (None, false), "kit runs in the second engine");
 }
+
+#[test]
+fn a_record_that_passes_on_a_retry_keeps_its_place_among_records_of_the_same_input() {
+    let sc = Scratch::new();
+    // One input record; flat_map makes three of it (one offset), and the middle one fails
+    // twice before it passes.
+    input(&sc, &[(Some("1"), "a flaky c")]);
+    let manifest = header("")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"retry\"\nsteps = [\n"
+        + "  { op = \"flat_map\", plugin = \"kit\" },\n  { op = \"map_values\", plugin = \"trap\" },\n]\n"
+        + "[pipelines.p.retry]\nattempts = 3\nbackoff_ms = 1\n";
+    let run = crate::common::run_local_full(&sc, &manifest, &["out"]).unwrap();
+    assert_eq!(kvs(&run.out, "out"), vec![s("a", "a"), s("flaky", "flaky"), s("c", "c")]);
+    assert!(run.out["out"].iter().all(|o| o.headers.is_empty()), "no internal header leaves the step: {:?}", run.out);
+}

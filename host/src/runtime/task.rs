@@ -147,10 +147,17 @@ impl Task {
             let Some(op) = self.operators[id].as_mut() else { continue };
             let started = Instant::now();
             let n = batch.len() as u64;
-            let mut emitted = isolate(op.as_mut(), batch);
             let policy = &self.topology.node(id).policy;
-            if policy.on_error == OnError::Retry && !emitted.failures.is_empty() && op.rerunnable() {
-                retry(op.as_mut(), &policy.retry, &mut emitted, self.metrics[id].as_ref());
+            let retrying = policy.on_error == OnError::Retry && op.rerunnable();
+            // A step that retries numbers its input, so what passes on a retry can take its
+            // place again (the number rides in a header the plugin never sees).
+            let batch = if retrying { numbered(batch) } else { batch };
+            let mut emitted = isolate(op.as_mut(), batch);
+            if retrying {
+                if !emitted.failures.is_empty() {
+                    retry(op.as_mut(), &policy.retry, &mut emitted, self.metrics[id].as_ref());
+                }
+                unnumber(&mut emitted);
             }
             if let Some(m) = &self.metrics[id] {
                 m.records_in.inc_by(n);
@@ -361,8 +368,39 @@ fn retry(op: &mut dyn Operator, retry: &RetryDef, emitted: &mut Emitted, metrics
     }
 }
 
-/// Merges two outputs of one batch, each in input order, by the input offset they came from
-/// (a task's batch is read from one partition); on a tie `a` comes first.
+/// The header that numbers a retrying step's input records; it never leaves the step.
+const INPUT_INDEX_HEADER: &str = "wasp.internal.input-index";
+
+/// `batch` with each record numbered in order (stateless operators keep an input record's
+/// headers on what they make of it).
+fn numbered(mut batch: Vec<Record>) -> Vec<Record> {
+    for (i, r) in batch.iter_mut().enumerate() {
+        let index = Bytes::copy_from_slice(&(i as u32).to_le_bytes());
+        r.headers.push(Header { name: INPUT_INDEX_HEADER.to_owned(), value: Some(index) });
+    }
+    batch
+}
+
+fn input_index(r: &Record) -> u32 {
+    r.headers
+        .iter()
+        .rev()
+        .find(|h| h.name == INPUT_INDEX_HEADER)
+        .and_then(|h| Some(u32::from_le_bytes(h.value.as_deref()?.try_into().ok()?)))
+        .unwrap_or(u32::MAX)
+}
+
+/// Takes the numbers off again, before anything leaves the step.
+fn unnumber(emitted: &mut Emitted) {
+    let strip = |r: &mut Record| r.headers.retain(|h| h.name != INPUT_INDEX_HEADER);
+    emitted.all.iter_mut().for_each(strip);
+    emitted.routed.iter_mut().flat_map(|(_, rs)| rs.iter_mut()).for_each(strip);
+    emitted.to_topics.iter_mut().flat_map(|(_, rs)| rs.iter_mut()).for_each(strip);
+    emitted.failures.iter_mut().for_each(|f| strip(&mut f.record));
+}
+
+/// Merges two outputs of one batch, each in input order, by the number of the input record
+/// each came from; outputs of one input record are all on one side.
 fn in_input_order(a: Vec<Record>, b: Vec<Record>) -> Vec<Record> {
     if a.is_empty() || b.is_empty() {
         return if a.is_empty() { b } else { a };
@@ -370,7 +408,7 @@ fn in_input_order(a: Vec<Record>, b: Vec<Record>) -> Vec<Record> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-        let next = if y.origin.offset < x.origin.offset { b.next() } else { a.next() };
+        let next = if input_index(y) < input_index(x) { b.next() } else { a.next() };
         out.extend(next);
     }
     out.extend(a);
