@@ -44,7 +44,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The plugins of a filter+map run: the JSON work of `make bench`, or the identity functions
 /// (the crossing alone).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Work {
     Json,
     Identity,
@@ -236,7 +236,6 @@ pub fn run(input: &[Vec<Record>]) -> Result<()> {
     let trusted = Limits { deadline_ms: 0, ..Limits::default() };
     let split = EngineOptions { trusted_engine: true, ..EngineOptions::default() };
     // The last two: the same limits on the identity plugins, against their own "off".
-    const IDENTITY_OFF: usize = 6;
     let configs: [(&str, Work, EngineOptions, &Limits); 8] = [
         ("limits off (no pool, no epoch deadline, no fuel)", Work::Json, off, &limits),
         ("pooling allocator only", Work::Json, pool_only, &limits),
@@ -259,7 +258,9 @@ pub fn run(input: &[Vec<Record>]) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let off = &samples[if i >= IDENTITY_OFF { IDENTITY_OFF } else { 0 }];
+            // "off" for each row: the first row with the same plugins.
+            let base = configs.iter().position(|c| c.1 == configs[i].1).unwrap_or(0);
+            let off = &samples[base];
             median(s.iter().zip(off).map(|(x, off)| x / off).collect())
         })
         .collect();

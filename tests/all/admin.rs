@@ -155,10 +155,7 @@ fn the_admin_endpoint_serves_health_metrics_plugins_and_guards_reloads_with_the_
     assert!(plugins.contains("\"rejected\""), "{plugins}");
 
     // A new version of kit (the same component with a custom section: another digest).
-    let v2 = sc.path("kit-v2.wasm");
-    let mut bytes = std::fs::read(plugin("test-kit")).expect("read test-kit");
-    bytes.extend_from_slice(&crate::swap::custom_section("wasp-test", b"v2"));
-    std::fs::write(&v2, bytes).expect("write v2");
+    let v2 = crate::swap::same_component(&sc.path("kit-v2.wasm"), "test-kit");
     let out = wasp_reload(&manifest, &base, "kit", &v2.display().to_string());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));

@@ -106,6 +106,12 @@ pub fn kvs(out: &BTreeMap<String, Vec<Out>>, topic: &str) -> Vec<(String, String
     out.get(topic).map(|v| v.iter().map(Out::kv).collect()).unwrap_or_default()
 }
 
+/// What a task emitted, every topic together, as (key, value) text.
+pub fn task_kvs(out: wasp_host::runtime::TaskOutput) -> Vec<(String, String)> {
+    let text = |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
+    out.records.into_iter().flat_map(|(_, rs)| rs).map(|r| (text(r.key), text(r.value))).collect()
+}
+
 /// Writes `in.jsonl` with `(key, value)` records (key `None` is a null key).
 pub fn input(scratch: &Scratch, records: &[(Option<&str>, &str)]) {
     let lines: Vec<String> = records

@@ -284,17 +284,7 @@ fn processor_timers_fire_on_stream_time_and_on_wall_clock_time() {
     let mut task =
         wasp_host::runtime::Task::new(topology, 0, 0, &lookup, &mut no_stores, prepared.runtime.metrics()).unwrap();
     let record = |t: i64| wasp_host::record::Record::new(Some(b"a"), Some(b"x"), t);
-    let values = |out: wasp_host::runtime::TaskOutput| -> Vec<(String, String)> {
-        out.records
-            .into_iter()
-            .flat_map(|(_, rs)| rs)
-            .map(|r| {
-                let s =
-                    |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
-                (s(r.key), s(r.value))
-            })
-            .collect()
-    };
+    let values = crate::common::task_kvs;
     // Stream time: the first timer fires with the first record, then every 10 ms of event time.
     assert_eq!(values(task.process("in", vec![record(5)]).unwrap()), vec![s("a", "x"), s("stream", "5")]);
     assert_eq!(values(task.process("in", vec![record(9)]).unwrap()), vec![s("a", "x")]);
@@ -366,15 +356,7 @@ fn aggregate_updates_from_several_partitions_reach_a_second_aggregation_through_
         interleaved.push(y);
     }
     let out = down.process(topology.repartition_topics()[0], interleaved).unwrap();
-    let counted: Vec<(String, String)> = out
-        .records
-        .into_iter()
-        .flat_map(|(_, rs)| rs)
-        .map(|r| {
-            let t = |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
-            (t(r.key), t(r.value))
-        })
-        .collect();
+    let counted = crate::common::task_kvs(out);
     // Updates a:1 c:1 b:1 c:2 a:2 d:1, counted by their count.
     assert_eq!(counted, vec![s("1", "1"), s("1", "2"), s("1", "3"), s("2", "1"), s("2", "2"), s("1", "4")]);
 }

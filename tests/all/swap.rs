@@ -263,12 +263,8 @@ fn state_in_host_stores_survives_a_swap() {
     run.input_for_key("a", "x");
     run.input_for_key("b", "y");
     assert_eq!(values(&run.wait_for(2)), ["x", "y"]);
-    // A new version of the same reducer: test-kit with a custom section appended (the
-    // component means the same, its digest differs).
-    let v2 = sc.dir.path().join("kit-v2.wasm");
-    let mut bytes = std::fs::read(plugin("test-kit")).expect("read test-kit");
-    bytes.extend_from_slice(&custom_section("wasp-test", b"v2"));
-    std::fs::write(&v2, &bytes).expect("write v2");
+    // A new version of the same reducer.
+    let v2 = same_component(&sc.dir.path().join("kit-v2.wasm"), "test-kit");
     let event = run.plugins.reload("m", Some(&v2)).expect("v2 is valid");
     assert_eq!(event.result, SwapResult::Pending);
     run.input_for_key("a", "z");
@@ -276,6 +272,15 @@ fn state_in_host_stores_survives_a_swap() {
     assert_eq!(out[2], ("a".to_owned(), "x+z".to_owned()), "the aggregate from before the swap is kept: {out:?}");
     assert_eq!(run.report("m").last_swap.map(|s| s.result), Some(SwapResult::Active));
     run.finish();
+}
+
+/// A copy of built plugin `from` at `dest` with a custom section appended: the component
+/// means the same, its digest differs (a new version that behaves as the old).
+pub fn same_component(dest: &Path, from: &str) -> PathBuf {
+    let mut bytes = std::fs::read(plugin(from)).unwrap_or_else(|e| panic!("reading {from}: {e}"));
+    bytes.extend_from_slice(&custom_section("wasp-test", b"v2"));
+    std::fs::write(dest, &bytes).unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
+    dest.to_owned()
 }
 
 /// A WebAssembly custom section (id 0) named `name`: appending one to a component changes its
@@ -375,9 +380,14 @@ impl HandTask {
         let batch =
             records.iter().map(|(v, t)| wasp_host::record::Record::new(Some(b"a"), Some(v.as_bytes()), *t)).collect();
         let out = self.task.process("in", batch).expect("the batch runs");
-        let text = |b: Option<bytes::Bytes>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
-        let records = out.records.into_iter().flat_map(|(_, rs)| rs).map(|r| (text(r.key), text(r.value))).collect();
-        (records, out.failed)
+        let failed = out.failed;
+        (crate::common::task_kvs(out), failed)
+    }
+
+    /// The result of the last swap of plugin `m`.
+    fn last_swap(&self) -> Option<SwapResult> {
+        let report = self.prepared.plugins.report().into_iter().find(|r| r.name == "m").expect("m is reported");
+        report.last_swap.map(|s| s.result)
     }
 }
 
@@ -411,8 +421,7 @@ fn a_processor_takes_the_timers_of_the_new_version_at_the_swap() {
     // and `wall`; the new timer fires first at once, as a timer does after `init`.
     assert_eq!(t.process(&[("y", 9)]).0, [kv("a", "y"), kv("other", "9")]);
     assert_eq!(t.process(&[("z", 20)]).0, [kv("a", "z"), kv("other", "14"), kv("other", "19")]);
-    let report = t.prepared.plugins.report().into_iter().find(|r| r.name == "m").expect("m is reported");
-    assert_eq!(report.last_swap.map(|s| s.result), Some(SwapResult::Active));
+    assert_eq!(t.last_swap(), Some(SwapResult::Active));
 }
 
 #[test]
@@ -424,21 +433,14 @@ fn only_a_batch_ends_a_new_versions_probation_not_a_timer() {
     let ticked = |t: &mut HandTask, now: i64| t.task.tick(now).expect("the tick runs").records.len();
     assert_eq!(ticked(&mut t, 1_000), 0, "the wall-clock timer is scheduled");
     // The same processor with another digest, published while the task is idle.
-    let v2 = sc.dir.path().join("kit-v2-same.wasm");
-    let mut bytes = std::fs::read(plugin("test-kit")).expect("read test-kit");
-    bytes.extend_from_slice(&custom_section("wasp-test", b"v2"));
-    std::fs::write(&v2, &bytes).expect("write v2");
+    let v2 = same_component(&sc.dir.path().join("kit-v2-same.wasm"), "test-kit");
     assert_eq!(t.prepared.plugins.reload("m", Some(&v2)).expect("v2 is valid").result, SwapResult::Pending);
     // The timer is the new version's first call; it does not confirm the version.
     assert_eq!(ticked(&mut t, 1_011), 1, "the wall-clock timer fires on the new version");
-    let last = |t: &HandTask| {
-        let report = t.prepared.plugins.report().into_iter().find(|r| r.name == "m").expect("m is reported");
-        report.last_swap.map(|s| s.result)
-    };
-    assert_eq!(last(&t), Some(SwapResult::Pending));
+    assert_eq!(t.last_swap(), Some(SwapResult::Pending));
     // Its first batch traps: the swap is rolled back.
     assert_eq!(t.process(&[("trap", 6)]).1, 1);
-    assert_eq!(last(&t), Some(SwapResult::RolledBack));
+    assert_eq!(t.last_swap(), Some(SwapResult::RolledBack));
 }
 
 #[test]
