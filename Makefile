@@ -3,12 +3,14 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
+# Build outputs live outside the clone, so a fresh clone of the same machine reuses them (CI).
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/wasp/target
 WASM_TOOLS_VERSION := 1.263.0
 NISSHI_VERSION := 0.8.1
 COMPONENTIZE_PY_VERSION := 0.25.1
 RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2
 BUILD := plugins/build
-WASM_OUT := plugins/target/wasm32-unknown-unknown/release
+WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
 PY_PLUGIN_SRC := $(wildcard plugins/python/*/*.py) $(wildcard plugins/python/sdk/*.py)
 
 .PHONY: run test setup plugins bench clean-plugins plugin new-plugin
@@ -57,7 +59,7 @@ $(BUILD)/.rust-done: $(shell find plugins/rust guest-sdk wit -type f 2>/dev/null
 	  wasm-tools component new $(WASM_OUT)/$${p//-/_}.wasm -o $(BUILD)/$$p.wasm || exit 1; \
 	done
 	cd plugins && $(CARGO) build --release -p sandbox-probe --target wasm32-wasip2
-	cp plugins/target/wasm32-wasip2/release/sandbox_probe.wasm $(BUILD)/sandbox-probe.wasm
+	cp $(CARGO_TARGET_DIR)/wasm32-wasip2/release/sandbox_probe.wasm $(BUILD)/sandbox-probe.wasm
 	touch $@
 
 $(BUILD)/enrich.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit

@@ -8,9 +8,9 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 
 use crate::io::kafka::{KafkaChangelogReader, KafkaSink, KafkaSource, client_config, ensure_topics, partition_count};
-use crate::io::local::{LocalSink, LocalSource, SharedTopics};
+use crate::io::local::{LocalFile, LocalPlan, local_io};
 use crate::manifest::{self, FileFormat, Loaded};
-use crate::runtime::{self, RunOptions, RunStats};
+use crate::runtime::{self, RunOptions, RunStats, ThreadIo};
 use crate::topology::{self, PluginKind, Topology};
 use crate::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSpec, Runtime};
 
@@ -222,6 +222,47 @@ impl Prepared {
         }
     }
 
+    /// Stream threads: the manifest's `threads`, else one per core.
+    pub fn threads(&self) -> usize {
+        self.loaded.manifest.application.threads.as_ref().map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            |t| (*t.get_ref()).max(1),
+        )
+    }
+
+    /// Local mode's plan: which thread reads which topic. A sub-topology's topics all go to
+    /// one thread (its task reads them together), sub-topologies in turn; with one partition
+    /// per topic, more threads than sub-topologies would have nothing to do.
+    fn local_plan(&self, inputs: &BTreeMap<String, (PathBuf, FileFormat)>, local: &LocalOptions) -> LocalPlan {
+        let threads = self.threads().min(self.topology.subtopologies.len()).max(1);
+        let mut plan = LocalPlan {
+            outputs: local.outputs.clone(),
+            threads,
+            follow: local.follow,
+            max_in_flight: self.batch_size().saturating_mul(64),
+            ..Default::default()
+        };
+        for (i, sub) in self.topology.subtopologies.iter().enumerate() {
+            for topic in &sub.source_topics {
+                match inputs.get(topic) {
+                    Some((path, format)) => plan.files.push(LocalFile {
+                        topic: topic.clone(),
+                        path: path.clone(),
+                        format: *format,
+                        thread: i % threads,
+                    }),
+                    None => {
+                        plan.memory.insert(topic.clone(), i % threads);
+                    }
+                }
+            }
+        }
+        for (topic, f) in &self.topology.formats {
+            plan.formats.insert(topic.clone(), (f.key, f.value));
+        }
+        plan
+    }
+
     pub fn is_local(&self) -> bool {
         self.loaded.manifest.application.kafka.is_none()
     }
@@ -248,21 +289,29 @@ impl Prepared {
                     };
                     inputs.insert(topic.clone(), (path.clone(), format));
                 }
-                let shared = SharedTopics::default();
-                let mut source = LocalSource::new(&self.topology, &inputs, shared.clone(), local.follow)?;
-                let mut sink = LocalSink::new(self.topology.clone(), local.outputs.clone(), shared);
+                let io = local_io(self.local_plan(&inputs, local))?
+                    .into_iter()
+                    .map(|(source, sink)| ThreadIo { source: Box::new(source), sink: Box::new(sink), restorer: None })
+                    .collect();
                 let options = self.run_options(local, ready);
-                runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, None, &options, stop)
+                runtime::run(&self.topology, &self.plugins, io, &options, stop)
             }
             Some(kafka) => {
                 let config = client_config(kafka.bootstrap_servers.get_ref(), &kafka.properties);
                 self.create_internal_topics(&config)?;
                 let topics: Vec<&str> = self.topology.sources.keys().map(String::as_str).collect();
-                let mut source = KafkaSource::new(&config, &self.topology.application_id, &topics)?;
-                let mut sink = KafkaSink::new(&config)?;
-                let mut restorer = KafkaChangelogReader::new(&config, &self.topology.application_id)?;
+                // One consumer (a group member), producer and changelog reader per thread.
+                let mut io = Vec::new();
+                for _ in 0..self.threads() {
+                    let id = &self.topology.application_id;
+                    io.push(ThreadIo {
+                        source: Box::new(KafkaSource::new(&config, id, &topics)?),
+                        sink: Box::new(KafkaSink::new(&config)?),
+                        restorer: Some(Box::new(KafkaChangelogReader::new(&config, id)?)),
+                    });
+                }
                 let options = self.run_options(local, ready);
-                runtime::run(&self.topology, &self.plugins, &mut source, &mut sink, Some(&mut restorer), &options, stop)
+                runtime::run(&self.topology, &self.plugins, io, &options, stop)
             }
         }
     }

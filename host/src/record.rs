@@ -1,6 +1,8 @@
 //! The host's record, and the batch encoding that carries records across the Wasm boundary
 //! (see `wit/plugin.wit`, `types.batch`).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// Where a record was read: its input topic (an index into the task's topic table),
@@ -12,11 +14,31 @@ pub struct Origin {
     pub offset: i64,
 }
 
-/// A record header.
+/// A record header. Names wasp writes itself are static; others are owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub value: Option<Bytes>,
+}
+
+/// The header that marks a changelog record as a commit marker rather than an entry.
+pub const MARKER_HEADER: &str = "wasp.marker";
+/// The header a repartitioned record carries: where its upstream record was read
+/// (`<topic>/<partition>/<offset>/<seq>`), so the downstream store can skip duplicates.
+pub const POSITION_HEADER: &str = "wasp.position";
+
+/// Header names read back from topics that wasp writes on every record: shared, so reading
+/// them allocates nothing.
+const WELL_KNOWN_HEADERS: &[&str] = &[POSITION_HEADER, MARKER_HEADER];
+
+impl Header {
+    /// A header name read from a topic: static when wasp knows it, else copied.
+    pub fn name_from(name: &str) -> Cow<'static, str> {
+        match WELL_KNOWN_HEADERS.iter().find(|k| **k == name) {
+            Some(k) => Cow::Borrowed(k),
+            None => Cow::Owned(name.to_owned()),
+        }
+    }
 }
 
 /// One record. Keys and values are bytes; a `None` key is a null key, a `None` value a

@@ -25,6 +25,7 @@ fn kafka_misbehaving_plugins_are_contained_and_dead_lettered_with_headers() {
 [application]
 id = "contain"
 batch_size = 8
+threads = 2
 commit_interval_ms = 200
 [application.kafka]
 bootstrap_servers = "{bootstrap}"

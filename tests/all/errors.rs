@@ -325,3 +325,27 @@ fn a_record_that_passes_on_a_retry_keeps_its_place_among_records_of_the_same_inp
     assert_eq!(kvs(&run.out, "out"), vec![s("a", "a"), s("flaky", "flaky"), s("c", "c")]);
     assert!(run.out["out"].iter().all(|o| o.headers.is_empty()), "no internal header leaves the step: {:?}", run.out);
 }
+
+/// A task waiting for a retry no longer stalls its thread: with one stream thread, pipeline
+/// `p` parks on a record that fails twice (backoff 1 s, then 2 s) while pipeline `q`, read by
+/// the same thread, runs through. Both write to `out`: `q`'s records come out before the
+/// retried record, which before waited with the whole thread asleep.
+#[test]
+fn a_retry_in_one_task_does_not_stall_the_other_tasks_of_its_thread() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("1"), "flaky")]);
+    let others: Vec<String> =
+        (0..5).map(|i| serde_json::json!({"key": i.to_string(), "value": format!("q{i}")}).to_string()).collect();
+    sc.write("other.jsonl", &(others.join("\n") + "\n"));
+    let manifest = header("").replace("batch_size = 3", "batch_size = 3\nthreads = 1")
+        + "[streams.other]\nfile = \"other.jsonl\"\nfile_format = \"jsonl\"\n"
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"retry\"\n"
+        + "[[pipelines.p.steps]]\nop = \"map_values\"\nplugin = \"trap\"\n"
+        + "[pipelines.p.retry]\nattempts = 3\nbackoff_ms = 1000\n"
+        + "[pipelines.q]\nfrom = \"other\"\nto = \"out\"\n"
+        + "[[pipelines.q.steps]]\nop = \"map_values\"\nplugin = \"trap\"\n";
+    let run = crate::common::run_local_full(&sc, &manifest, &["out"]).unwrap();
+    let values: Vec<String> = kvs(&run.out, "out").into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, ["q0", "q1", "q2", "q3", "q4", "flaky"], "the other task ran while the retry waited");
+    assert_eq!(run.stats.failed_records, 0);
+}

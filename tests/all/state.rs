@@ -345,8 +345,9 @@ fn aggregate_updates_from_several_partitions_reach_a_second_aggregation_through_
     let from0 = repartitioned(up0.process("in", batch(&["a", "b", "a"])).unwrap());
     let from3 = repartitioned(up3.process("in", batch(&["c", "c", "d"])).unwrap());
     let position = |r: &wasp_host::record::Record| {
-        let h = r.headers.iter().find(|h| h.name == "wasp.position").expect("a position header");
-        String::from_utf8_lossy(h.value.as_deref().unwrap_or_default()).into_owned()
+        assert!(r.headers.iter().any(|h| h.name == "wasp.position"), "a position header");
+        let (upstream, p) = wasp_host::state::upstream_of(r, "not read directly").expect("a readable position");
+        format!("{upstream}/{}/{}", p.offset, p.seq)
     };
     assert_eq!(from3.iter().map(position).collect::<Vec<_>>(), ["in/3/0/0", "in/3/1/0", "in/3/2/0"]);
     // Interleaved, as one repartition partition receives them.

@@ -125,6 +125,7 @@ fn manifest_with(m_path: &Path, policy: &str, steps: &str) -> String {
 [application]
 id = "swap"
 batch_size = 4
+threads = 2
 commit_interval_ms = 50
 [streams.in]
 file = "in.jsonl"

@@ -73,6 +73,7 @@ fn kafka_swap_under_load_loses_and_repeats_nothing_and_changes_behaviour_at_the_
 [application]
 id = "swap-under-load"
 batch_size = 20
+threads = 2
 commit_interval_ms = 200
 watch_plugins = true
 [application.admin]

@@ -42,7 +42,7 @@ pub fn parse_line(line: &str, format: FileFormat, line_no: i64) -> Result<Record
                 key: field(j.key),
                 value: field(j.value),
                 timestamp: j.timestamp.unwrap_or(line_no),
-                headers: j.headers.into_iter().map(|(name, v)| Header { name, value: field(v) }).collect(),
+                headers: j.headers.into_iter().map(|(name, v)| Header { name: name.into(), value: field(v) }).collect(),
                 ..Default::default()
             }
         }
@@ -67,7 +67,7 @@ pub fn to_json_line(r: &Record, key: Format, value: Format) -> String {
         key: show(r.key.as_ref(), key),
         value: show(r.value.as_ref(), value),
         timestamp: Some(r.timestamp),
-        headers: r.headers.iter().map(|h| (h.name.clone(), show(h.value.as_ref(), Format::String))).collect(),
+        headers: r.headers.iter().map(|h| (h.name.to_string(), show(h.value.as_ref(), Format::String))).collect(),
     };
     serde_json::to_string(&line).unwrap_or_default()
 }

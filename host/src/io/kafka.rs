@@ -117,6 +117,8 @@ struct GroupContext {
     revoked: Mutex<Vec<(String, i32)>>,
     /// Revoked partitions whose buffered records the source has not dropped yet.
     unbuffer: Mutex<Vec<(String, i32)>>,
+    /// Whether `unbuffer` has entries: checked once per polled record without a lock.
+    any_unbuffer: std::sync::atomic::AtomicBool,
     /// Each assigned partition's consumer lag, from librdkafka's last statistics.
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
@@ -146,6 +148,7 @@ impl ConsumerContext for GroupContext {
             tracing::info!(partitions = ?parts, "partitions revoked");
             if let Ok(mut r) = self.unbuffer.lock() {
                 r.extend(parts.iter().cloned());
+                self.any_unbuffer.store(true, std::sync::atomic::Ordering::Release);
             }
             if let Ok(mut r) = self.revoked.lock() {
                 r.extend(parts);
@@ -190,7 +193,7 @@ impl KafkaSource {
         if let Some(hs) = m.headers() {
             r.headers = hs
                 .iter()
-                .map(|h| Header { name: h.key.to_owned(), value: h.value.map(bytes::Bytes::copy_from_slice) })
+                .map(|h| Header { name: Header::name_from(h.key), value: h.value.map(bytes::Bytes::copy_from_slice) })
                 .collect();
         }
         r.origin.partition = m.partition();
@@ -201,17 +204,13 @@ impl KafkaSource {
 
 /// Drops the buffered records of the partitions revoked since the last call: they will be read
 /// again from the committed offset, by whichever member owns the partition next.
-fn unbuffer_revoked(
-    context: &GroupContext,
-    pending: &mut VecDeque<InputBatch>,
-    groups: &mut BTreeMap<(String, i32), Vec<Record>>,
-) {
-    let revoked = context.unbuffer.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
-    if revoked.is_empty() {
+fn unbuffer_revoked(context: &GroupContext, pending: &mut VecDeque<InputBatch>, groups: &mut Vec<InputBatch>) {
+    if !context.any_unbuffer.swap(false, std::sync::atomic::Ordering::AcqRel) {
         return;
     }
+    let revoked = context.unbuffer.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
     pending.retain(|b| !revoked.iter().any(|(t, p)| *t == b.topic && *p == b.partition));
-    groups.retain(|(topic, partition), _| !revoked.iter().any(|(t, p)| t == topic && p == partition));
+    groups.retain(|b| !revoked.iter().any(|(t, p)| *t == b.topic && *p == b.partition));
 }
 
 impl RecordSource for KafkaSource {
@@ -219,7 +218,8 @@ impl RecordSource for KafkaSource {
         if let Some(b) = self.pending.pop_front() {
             return Ok(Poll::Batch(b));
         }
-        let mut groups: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
+        // One batch per partition; a record's topic is compared, not copied.
+        let mut groups: Vec<InputBatch> = Vec::new();
         let mut n = 0;
         let started = Instant::now();
         let mut wait = POLL_WAIT;
@@ -237,7 +237,16 @@ impl RecordSource for KafkaSource {
                     break;
                 }
                 Some(Ok(m)) => {
-                    groups.entry((m.topic().to_owned(), m.partition())).or_default().push(Self::record(&m));
+                    let (topic, partition) = (m.topic(), m.partition());
+                    let i = match groups.iter().position(|b| b.partition == partition && b.topic == topic) {
+                        Some(i) => i,
+                        None => {
+                            let records = Vec::with_capacity(max.min(1024));
+                            groups.push(InputBatch { topic: topic.to_owned(), partition, records });
+                            groups.len() - 1
+                        }
+                    };
+                    groups[i].records.push(Self::record(&m));
                     n += 1;
                 }
             }
@@ -247,9 +256,7 @@ impl RecordSource for KafkaSource {
                 break;
             }
         }
-        for ((topic, partition), records) in groups {
-            self.pending.push_back(InputBatch { topic, partition, records });
-        }
+        self.pending.extend(groups);
         Ok(self.pending.pop_front().map_or(Poll::Idle, Poll::Batch))
     }
 
@@ -278,6 +285,22 @@ impl RecordSource for KafkaSource {
         lag.into_iter().map(|((t, p), l)| (t, p, l)).collect()
     }
 
+    fn pause(&mut self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(topic, partition, error = %e, "cannot pause the partition");
+        }
+    }
+
+    fn resume(&mut self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::warn!(topic, partition, error = %e, "cannot resume the partition");
+        }
+    }
+
     fn take_revoked(&mut self) -> Vec<(String, i32)> {
         // Their buffered records are already gone (see `poll`).
         self.consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
@@ -298,21 +321,26 @@ struct DeliveryContext {
 
 impl ClientContext for DeliveryContext {}
 
+/// The delivery opaque of records whose acknowledged offsets are tracked (changelogs: a
+/// store's checkpoint); the others take no lock when they are acknowledged.
+const TRACK_ACK: usize = 1;
+
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, track: usize) {
         match result {
             Err((e, m)) => {
                 if let Ok(mut f) = self.failures.lock() {
                     f.push(format!("{}[{}]: {e}", m.topic(), m.partition()));
                 }
             }
-            Ok(m) => {
+            Ok(m) if track == TRACK_ACK => {
                 if let Ok(mut a) = self.acked.lock() {
                     let e = a.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
                     *e = (*e).max(m.offset());
                 }
             }
+            Ok(_) => {}
         }
     }
 }
@@ -513,7 +541,9 @@ impl KafkaSink {
         for h in &record.headers {
             headers = headers.insert(KafkaHeader { key: &h.name, value: h.value.as_deref() });
         }
-        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).timestamp(record.timestamp).headers(headers);
+        let track = if partition.is_some() { TRACK_ACK } else { 0 };
+        let mut r: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, track).timestamp(record.timestamp).headers(headers);
         if let Some(p) = partition {
             r = r.partition(p);
         }
@@ -585,20 +615,19 @@ mod tests {
         let context = GroupContext::default();
         let batch = |topic: &str, partition| InputBatch { topic: topic.to_owned(), partition, records: Vec::new() };
         let mut pending: VecDeque<InputBatch> = [batch("a", 0), batch("a", 1), batch("b", 0)].into_iter().collect();
-        let mut groups: BTreeMap<(String, i32), Vec<Record>> =
-            [(("a".to_owned(), 0), vec![Record::default()]), (("a".to_owned(), 2), vec![Record::default()])]
-                .into_iter()
-                .collect();
+        let mut groups: Vec<InputBatch> = vec![batch("a", 0), batch("a", 2)];
         unbuffer_revoked(&context, &mut pending, &mut groups);
         assert_eq!((pending.len(), groups.len()), (3, 2), "nothing revoked, nothing dropped");
         context.unbuffer.lock().expect("lock").push(("a".to_owned(), 0));
+        context.any_unbuffer.store(true, std::sync::atomic::Ordering::Release);
         context.revoked.lock().expect("lock").push(("a".to_owned(), 0));
         unbuffer_revoked(&context, &mut pending, &mut groups);
         let left: Vec<(&str, i32)> = pending.iter().map(|b| (b.topic.as_str(), b.partition)).collect();
         assert_eq!(left, [("a", 1), ("b", 0)]);
-        assert_eq!(groups.keys().cloned().collect::<Vec<_>>(), [("a".to_owned(), 2)]);
+        let kept: Vec<(&str, i32)> = groups.iter().map(|b| (b.topic.as_str(), b.partition)).collect();
+        assert_eq!(kept, [("a", 2)]);
         // Records of the partition fetched after it was assigned back are kept.
-        groups.entry(("a".to_owned(), 0)).or_default().push(Record::default());
+        groups.push(batch("a", 0));
         unbuffer_revoked(&context, &mut pending, &mut groups);
         assert_eq!(groups.len(), 2);
         assert_eq!(context.revoked.lock().expect("lock").len(), 1, "the runtime still closes the task");

@@ -1,12 +1,21 @@
 //! Local mode, the embedded default: input topics are read from files, topics that a pipeline
 //! writes and another reads live in memory, and the other outputs are printed or written to
 //! files. One partition per topic. Without `--follow` the run ends when every file is read and
-//! every in-memory topic is consumed; with it, files are tailed.
+//! every in-memory record is processed; with it, files are tailed.
+//!
+//! Each stream thread owns the topics it reads ([`LocalPlan`] says which): its files, and a
+//! channel that every thread's sink sends that thread's in-memory topics into, a batch at a
+//! time. Threads share two counters: the files not yet at their end, and the records in
+//! flight (read or written to memory, and not yet processed). A thread's source is exhausted
+//! when both are zero; files are not read further while too many records are in flight, so
+//! memory holds a bounded number of records however far one thread runs ahead of another.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,25 +23,103 @@ use anyhow::Context;
 
 use super::format::{parse_line, to_display_line, to_json_line};
 use super::{InputBatch, Poll, RecordSink, RecordSource};
-use crate::manifest::FileFormat;
+use crate::manifest::{FileFormat, Format};
 use crate::record::Record;
-use crate::topology::Topology;
 
-/// Topics held in memory between a pipeline that writes them and the one source that reads
-/// them. Records leave memory once read, so a long `--follow` run does not grow.
-#[derive(Default)]
-pub struct MemoryTopics {
-    topics: HashMap<String, MemoryTopic>,
+/// An input file and the stream thread that reads it.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    pub topic: String,
+    pub path: PathBuf,
+    pub format: FileFormat,
+    pub thread: usize,
 }
 
-#[derive(Default)]
-struct MemoryTopic {
-    /// The offset of `records[0]`.
-    base: i64,
-    records: std::collections::VecDeque<Record>,
+/// What local mode reads and writes, and which thread reads what.
+#[derive(Debug, Clone, Default)]
+pub struct LocalPlan {
+    pub files: Vec<LocalFile>,
+    /// Topics that pipelines write and read, held in memory, with the thread that reads each.
+    pub memory: BTreeMap<String, usize>,
+    /// `--output topic=path`: topics written to files as JSON lines instead of printed.
+    pub outputs: BTreeMap<String, PathBuf>,
+    /// Key and value formats per topic, for printing and writing.
+    pub formats: HashMap<String, (Format, Format)>,
+    pub threads: usize,
+    pub follow: bool,
+    /// Records in flight past which no thread reads more of its files.
+    pub max_in_flight: usize,
 }
 
-pub type SharedTopics = Arc<Mutex<MemoryTopics>>;
+/// What the threads of one local run share.
+struct Hub {
+    /// Each thread's inbox, for the in-memory topics it reads.
+    inboxes: Vec<Sender<InputBatch>>,
+    /// In-memory topics: the reading thread and the next offset.
+    memory: HashMap<String, (usize, AtomicI64)>,
+    /// Files not yet at their end (never zero with `--follow`).
+    open_files: AtomicUsize,
+    /// Records read or written to memory and not yet processed.
+    in_flight: AtomicI64,
+    max_in_flight: i64,
+    /// `--output` files, shared by the threads (one lock per batch written to a file).
+    outputs: HashMap<String, Mutex<std::io::BufWriter<File>>>,
+    formats: HashMap<String, (Format, Format)>,
+    follow: bool,
+}
+
+impl Hub {
+    fn done(&self) -> bool {
+        !self.follow && self.open_files.load(Ordering::Acquire) == 0 && self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    fn formats(&self, topic: &str) -> (Format, Format) {
+        self.formats.get(topic).copied().unwrap_or((Format::String, Format::String))
+    }
+}
+
+/// One source and one sink per thread of `plan`.
+pub fn local_io(plan: LocalPlan) -> anyhow::Result<Vec<(LocalSource, LocalSink)>> {
+    let threads = plan.threads.max(1);
+    let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| std::sync::mpsc::channel()).unzip();
+    let mut outputs = HashMap::new();
+    for (topic, path) in &plan.outputs {
+        let f = File::create(path)
+            .with_context(|| format!("creating the output of topic `{topic}`: {}", path.display()))?;
+        outputs.insert(topic.clone(), Mutex::new(std::io::BufWriter::new(f)));
+    }
+    let hub = Arc::new(Hub {
+        inboxes,
+        memory: plan.memory.iter().map(|(t, th)| (t.clone(), (*th % threads, AtomicI64::new(0)))).collect(),
+        open_files: AtomicUsize::new(plan.files.len()),
+        in_flight: AtomicI64::new(0),
+        max_in_flight: plan.max_in_flight.max(1) as i64,
+        outputs,
+        formats: plan.formats,
+        follow: plan.follow,
+    });
+    let mut files: Vec<Vec<FileInput>> = (0..threads).map(|_| Vec::new()).collect();
+    for f in plan.files {
+        let file = File::open(&f.path)
+            .with_context(|| format!("opening the input of topic `{}`: {}", f.topic, f.path.display()))?;
+        files[f.thread % threads].push(FileInput {
+            topic: f.topic,
+            path: f.path,
+            format: f.format,
+            reader: BufReader::new(file),
+            line_no: 0,
+            pending: String::new(),
+            at_end: false,
+        });
+    }
+    let mut out = Vec::with_capacity(threads);
+    for (files, inbox) in files.into_iter().zip(receivers) {
+        let source = LocalSource { files, inbox, hub: hub.clone(), paused: HashSet::new(), next: 0 };
+        let sink = LocalSink { hub: hub.clone(), stdout: std::io::stdout() };
+        out.push((source, sink));
+    }
+    Ok(out)
+}
 
 struct FileInput {
     topic: String,
@@ -42,187 +129,181 @@ struct FileInput {
     line_no: i64,
     /// A partial last line, kept until its newline arrives (`--follow`).
     pending: String,
+    /// Read to its end (without `--follow`).
+    at_end: bool,
 }
 
-pub struct LocalSource {
-    files: Vec<FileInput>,
-    /// Topics read from memory.
-    memory: Vec<String>,
-    shared: SharedTopics,
-    follow: bool,
-    next: usize,
-}
-
-impl LocalSource {
-    /// `inputs` maps a topic to its file; every other source topic is read from memory.
-    pub fn new(
-        topology: &Topology,
-        inputs: &BTreeMap<String, (PathBuf, FileFormat)>,
-        shared: SharedTopics,
-        follow: bool,
-    ) -> anyhow::Result<Self> {
-        let mut files = Vec::new();
-        let mut memory = Vec::new();
-        for topic in topology.sources.keys() {
-            match inputs.get(topic) {
-                Some((path, format)) => {
-                    let f = File::open(path)
-                        .with_context(|| format!("opening the input of topic `{topic}`: {}", path.display()))?;
-                    files.push(FileInput {
-                        topic: topic.clone(),
-                        path: path.clone(),
-                        format: *format,
-                        reader: BufReader::new(f),
-                        line_no: 0,
-                        pending: String::new(),
-                    });
-                }
-                None => memory.push(topic.clone()),
-            }
-        }
-        Ok(Self { files, memory, shared, follow, next: 0 })
-    }
-
-    fn read_file(f: &mut FileInput, max: usize, follow: bool) -> anyhow::Result<Vec<Record>> {
+impl FileInput {
+    fn read(&mut self, max: usize, follow: bool) -> anyhow::Result<Vec<Record>> {
         let mut out = Vec::new();
+        let mut line = String::new();
         while out.len() < max {
-            let mut line = String::new();
-            let n = f.reader.read_line(&mut line).with_context(|| format!("reading {}", f.path.display()))?;
+            line.clear();
+            let n = self.reader.read_line(&mut line).with_context(|| format!("reading {}", self.path.display()))?;
             if n == 0 {
                 break;
             }
             if !line.ends_with('\n') && follow {
-                f.pending.push_str(&line);
+                self.pending.push_str(&line);
                 break;
             }
-            let mut full = std::mem::take(&mut f.pending);
-            full.push_str(&line);
-            let text = full.trim_end_matches(['\n', '\r']);
-            let no = f.line_no;
-            f.line_no += 1;
+            let full;
+            let text = if self.pending.is_empty() {
+                line.trim_end_matches(['\n', '\r'])
+            } else {
+                full = std::mem::take(&mut self.pending) + &line;
+                full.trim_end_matches(['\n', '\r'])
+            };
+            let no = self.line_no;
+            self.line_no += 1;
             if text.trim().is_empty() {
                 continue;
             }
-            let record =
-                parse_line(text, f.format, no).map_err(|e| anyhow::anyhow!("{}:{}: {e}", f.path.display(), no + 1))?;
+            let mut record = parse_line(text, self.format, no)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", self.path.display(), no + 1))?;
+            record.origin.offset = no;
             out.push(record);
         }
         Ok(out)
     }
 }
 
+pub struct LocalSource {
+    files: Vec<FileInput>,
+    inbox: Receiver<InputBatch>,
+    hub: Arc<Hub>,
+    /// Topics not read for now (a task waits for a retry).
+    paused: HashSet<String>,
+    next: usize,
+}
+
+impl LocalSource {
+    fn next_from_inbox(&mut self, wait: Duration) -> anyhow::Result<Option<InputBatch>> {
+        let got = if wait.is_zero() {
+            match self.inbox.try_recv() {
+                Ok(b) => Some(b),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => anyhow::bail!("the in-memory topics are gone"),
+            }
+        } else {
+            match self.inbox.recv_timeout(wait) {
+                Ok(b) => Some(b),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the in-memory topics are gone"),
+            }
+        };
+        Ok(got)
+    }
+}
+
 impl RecordSource for LocalSource {
     fn poll(&mut self, max: usize) -> anyhow::Result<Poll> {
         // In-memory topics first: what pipelines wrote is processed before more input is
-        // read, so memory holds about one batch's outputs, not the whole input's.
-        {
-            let mut shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
-            for topic in &self.memory {
-                if let Some(log) = shared.topics.get_mut(topic.as_str())
-                    && !log.records.is_empty()
-                {
-                    let n = max.min(log.records.len());
-                    let records: Vec<Record> = log.records.drain(..n).collect();
-                    log.base += n as i64;
-                    return Ok(Poll::Batch(InputBatch { topic: topic.clone(), partition: 0, records }));
+        // read.
+        if let Some(b) = self.next_from_inbox(Duration::ZERO)? {
+            return Ok(Poll::Batch(b));
+        }
+        let follow = self.hub.follow;
+        if self.hub.in_flight.load(Ordering::Acquire) < self.hub.max_in_flight {
+            for _ in 0..self.files.len() {
+                let i = self.next % self.files.len();
+                self.next = self.next.wrapping_add(1);
+                let f = &mut self.files[i];
+                if f.at_end || self.paused.contains(&f.topic) {
+                    continue;
+                }
+                let records = f.read(max, follow)?;
+                if !records.is_empty() {
+                    self.hub.in_flight.fetch_add(records.len() as i64, Ordering::AcqRel);
+                    return Ok(Poll::Batch(InputBatch { topic: f.topic.clone(), partition: 0, records }));
+                }
+                if !follow {
+                    f.at_end = true;
+                    self.hub.open_files.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
-        for _ in 0..self.files.len() {
-            let i = self.next % self.files.len();
-            self.next = self.next.wrapping_add(1);
-            let f = &mut self.files[i];
-            let records = Self::read_file(f, max, self.follow)?;
-            if !records.is_empty() {
-                return Ok(Poll::Batch(InputBatch { topic: f.topic.clone(), partition: 0, records }));
-            }
+        if self.hub.done() {
+            return Ok(Poll::Exhausted);
         }
-        if self.follow {
-            std::thread::sleep(Duration::from_millis(100));
-            Ok(Poll::Idle)
-        } else {
-            Ok(Poll::Exhausted)
-        }
+        // Wait for another thread's output (or, with `--follow`, for the files to grow).
+        let wait = if follow { Duration::from_millis(100) } else { Duration::from_millis(1) };
+        Ok(self.next_from_inbox(wait)?.map_or(Poll::Idle, Poll::Batch))
     }
 
     fn commit(&mut self, _topic: &str, _partition: i32, _next_offset: i64) -> anyhow::Result<()> {
         Ok(())
     }
-}
 
-/// Where one output topic goes.
-enum Out {
-    Memory,
-    File(std::io::BufWriter<File>),
-    Print,
+    fn processed(&mut self, _topic: &str, _partition: i32, records: usize) {
+        self.hub.in_flight.fetch_sub(records as i64, Ordering::AcqRel);
+    }
+
+    fn pause(&mut self, topic: &str, _partition: i32) {
+        self.paused.insert(topic.to_owned());
+    }
+
+    fn resume(&mut self, topic: &str, _partition: i32) {
+        self.paused.remove(topic);
+    }
 }
 
 pub struct LocalSink {
-    shared: SharedTopics,
-    outs: HashMap<String, Out>,
-    topology: Arc<Topology>,
-    files: BTreeMap<String, PathBuf>,
+    hub: Arc<Hub>,
     stdout: std::io::Stdout,
 }
 
 impl LocalSink {
-    /// Topics some pipeline reads stay in memory; topics in `files` go to those files (as JSON
-    /// lines); the rest are printed.
-    pub fn new(topology: Arc<Topology>, files: BTreeMap<String, PathBuf>, shared: SharedTopics) -> Self {
-        Self { shared, outs: HashMap::new(), topology, files, stdout: std::io::stdout() }
+    /// Hands records to the thread that reads `topic` from memory, numbered in its order.
+    fn to_memory(&self, topic: &str, mut records: Vec<Record>) -> anyhow::Result<()> {
+        let Some((thread, next)) = self.hub.memory.get(topic) else { return Ok(()) };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let base = next.fetch_add(records.len() as i64, Ordering::AcqRel);
+        for (i, r) in records.iter_mut().enumerate() {
+            r.origin.offset = base + i as i64;
+        }
+        self.hub.in_flight.fetch_add(records.len() as i64, Ordering::AcqRel);
+        let batch = InputBatch { topic: topic.to_owned(), partition: 0, records };
+        self.hub.inboxes[*thread].send(batch).map_err(|_| anyhow::anyhow!("the thread reading `{topic}` is gone"))
     }
 
-    fn out(&mut self, topic: &str) -> anyhow::Result<&mut Out> {
-        if !self.outs.contains_key(topic) {
-            let out = if let Some(path) = self.files.get(topic) {
-                let f = File::create(path)
-                    .with_context(|| format!("creating the output of topic `{topic}`: {}", path.display()))?;
-                Out::File(std::io::BufWriter::new(f))
-            } else if self.topology.sources.contains_key(topic) {
-                Out::Memory
-            } else {
-                Out::Print
-            };
-            self.outs.insert(topic.to_owned(), out);
+    /// Writes records to their file, or prints them, unless the topic only lives in memory.
+    fn write_out(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()> {
+        let (key, value) = self.hub.formats(topic);
+        if let Some(w) = self.hub.outputs.get(topic) {
+            let mut w = w.lock().map_err(|_| anyhow::anyhow!("the output of `{topic}` is poisoned"))?;
+            for record in records {
+                writeln!(w, "{}", to_json_line(record, key, value))?;
+            }
+        } else if !self.hub.memory.contains_key(topic) {
+            let mut stdout = self.stdout.lock();
+            for record in records {
+                writeln!(stdout, "{}", to_display_line(topic, record, value))?;
+            }
         }
-        Ok(self.outs.get_mut(topic).expect("inserted above"))
+        Ok(())
     }
 }
 
 impl RecordSink for LocalSink {
     fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()> {
-        let formats = self.topology.formats(topic);
-        if self.topology.sources.contains_key(topic) {
-            let mut shared = self.shared.lock().map_err(|_| anyhow::anyhow!("the in-memory topics are poisoned"))?;
-            let log = shared.topics.entry(topic.to_owned()).or_default();
-            for record in records {
-                let mut r = record.clone();
-                r.origin.offset = log.base + log.records.len() as i64;
-                log.records.push_back(r);
-            }
-        }
-        match self.out(topic)? {
-            Out::Memory => {}
-            Out::File(w) => {
-                for record in records {
-                    writeln!(w, "{}", to_json_line(record, formats.key, formats.value))?;
-                }
-            }
-            Out::Print => {
-                let mut stdout = self.stdout.lock();
-                for record in records {
-                    writeln!(stdout, "{}", to_display_line(topic, record, formats.value))?;
-                }
-            }
+        self.write_out(topic, records)?;
+        if self.hub.memory.contains_key(topic) {
+            self.to_memory(topic, records.to_vec())?;
         }
         Ok(())
     }
 
+    fn send_owned(&mut self, topic: &str, records: Vec<Record>) -> anyhow::Result<()> {
+        self.write_out(topic, &records)?;
+        self.to_memory(topic, records)
+    }
+
     fn flush(&mut self) -> anyhow::Result<()> {
-        for out in self.outs.values_mut() {
-            if let Out::File(w) = out {
-                w.flush()?;
-            }
+        for w in self.hub.outputs.values() {
+            w.lock().map_err(|_| anyhow::anyhow!("an output file is poisoned"))?.flush()?;
         }
         self.stdout.flush()?;
         Ok(())

@@ -38,6 +38,19 @@ pub trait RecordSource {
     fn lag(&self) -> Vec<(String, i32, i64)> {
         Vec::new()
     }
+    /// The runtime is through with `records` records of a batch it polled from
+    /// `topic[partition]`: their outputs are sent (local mode counts what is in flight).
+    fn processed(&mut self, topic: &str, partition: i32, records: usize) {
+        let _ = (topic, partition, records);
+    }
+    /// Stops returning records of `topic[partition]` until [`Self::resume`] (a task waits for
+    /// a retry). Records already returned are the runtime's to keep.
+    fn pause(&mut self, topic: &str, partition: i32) {
+        let _ = (topic, partition);
+    }
+    fn resume(&mut self, topic: &str, partition: i32) {
+        let _ = (topic, partition);
+    }
     /// Commits what is pending and leaves the group.
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())
@@ -47,6 +60,11 @@ pub trait RecordSource {
 pub trait RecordSink {
     /// Queues records for `topic`, in order; the partition follows the key.
     fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()>;
+    /// Like [`Self::send`], taking the records: a sink that keeps them (local mode's
+    /// in-memory topics) needs no copy.
+    fn send_owned(&mut self, topic: &str, records: Vec<Record>) -> anyhow::Result<()> {
+        self.send(topic, &records)
+    }
     /// Queues records for one partition of `topic` (changelogs: a task's partition).
     fn send_to(&mut self, topic: &str, partition: i32, records: &[Record]) -> anyhow::Result<()> {
         let _ = partition;

@@ -4,11 +4,13 @@
 //! This module is pure parsing. Cross-references (a step naming a plugin, a pipeline reading a
 //! topic) are checked when the topology is built, with the same [`ManifestError`].
 
+mod duration;
 mod error;
 mod schema;
 
 use std::path::{Path, PathBuf};
 
+pub use duration::parse_duration;
 pub use error::{ManifestError, SourceText, closest};
 pub use schema::*;
 

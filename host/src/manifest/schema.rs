@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// The manifest version this wasp reads.
@@ -35,6 +35,9 @@ pub struct Application {
     pub id: Spanned<String>,
     /// Records per plugin call (default 1024).
     pub batch_size: Option<Spanned<usize>>,
+    /// Stream threads in this process (Kafka Streams' `num.stream.threads`; default: the
+    /// number of cores). Each owns its tasks, its consumer (one group member) and producer.
+    pub threads: Option<Spanned<usize>>,
     /// Kafka client settings. Without them wasp runs in local mode.
     pub kafka: Option<KafkaDef>,
     /// Where persistent stores keep their files (`<state_dir>/<application-id>/<task>/<store>`;
@@ -68,7 +71,7 @@ pub struct AdminDef {
 pub struct StoreDef {
     /// For processors: `key_value` (default), `window` or `session`. Aggregations decide
     /// the kind themselves; a declared kind must match.
-    pub kind: Option<Spanned<crate::state::StoreKind>>,
+    pub kind: Option<Spanned<StoreKind>>,
     /// RocksDB on disk (default), or memory (restored from the changelog at start).
     #[serde(default = "yes")]
     pub persistent: bool,
@@ -341,4 +344,23 @@ pub struct BranchDef {
     #[serde(default)]
     pub steps: Vec<Spanned<StepDef>>,
     pub to: Option<Spanned<String>>,
+}
+
+/// What a store holds, which decides the layout of its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    KeyValue,
+    Window,
+    Session,
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::KeyValue => "key_value",
+            Self::Window => "window",
+            Self::Session => "session",
+        })
+    }
 }

@@ -15,13 +15,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 
-use super::windows::{
-    DATA, EMIT_INDEX, EXPIRE_INDEX, Window, WindowSpec, decode_data_key, index_key, key_prefix, output_key,
-    session_key, time_bytes, time_from, time_windows, window_key,
-};
 use super::{Emitted, Failure, Operator, PluginStep};
 use crate::record::{EncodedBatch, Header, Origin, Record};
+use crate::state::windows::{
+    DATA, EMIT_INDEX, EXPIRE_INDEX, Window, decode_data_key, index_key, key_prefix, output_key, session_key,
+    time_bytes, time_from, time_windows, window_key,
+};
 use crate::state::{DirectUpstream, Sequencer, Store, prefix_end, upstream_of};
+use crate::topology::WindowSpec;
 use crate::wasm::CallFailure;
 
 /// Sessions or windows of one key a record can touch are few; the cap guards a runaway key.
@@ -129,7 +130,7 @@ impl Aggregate {
     }
 
     fn fail(&self, record: Record, code: &str, message: String) -> Failure {
-        Failure { record, code: code.to_owned(), message, plugin: self.label() }
+        Failure { record, code: code.to_owned().into(), message, plugin: self.label() }
     }
 
     /// A store read, or a failure of the record that needed it.
@@ -155,6 +156,7 @@ impl Aggregate {
         current: Option<(i64, Vec<u8>)>,
         record: &Record,
         input: usize,
+        track_groups: bool,
     ) {
         let slot = match chunk.slot_of.get(&data_key) {
             Some(&s) => s,
@@ -189,7 +191,9 @@ impl Aggregate {
         });
         chunk.entry_slot.push(slot);
         chunk.entry_input.push(input);
-        chunk.groups.insert(group.clone());
+        if track_groups {
+            chunk.groups.insert(group.clone());
+        }
         if !self.emit_final {
             chunk.emits.push(Emit {
                 key: group.clone(),
@@ -275,7 +279,9 @@ impl Aggregate {
             }
         };
         // Fold the results into the slots, in order.
-        let mut slot_agg: Vec<Option<Vec<u8>>> = chunk.slot_current.clone();
+        // Bytes, so the aggregate after each entry is shared with its output, not copied.
+        let mut slot_agg: Vec<Option<Bytes>> =
+            chunk.slot_current.iter().map(|c| c.as_deref().map(Bytes::copy_from_slice)).collect();
         let mut slot_ts = chunk.slot_ts.clone();
         let mut slot_touched = vec![false; chunk.slot_key.len()];
         let mut after: Vec<Option<(i64, Option<Bytes>)>> = Vec::with_capacity(n);
@@ -284,9 +290,9 @@ impl Aggregate {
             match r {
                 Ok(agg) => {
                     slot_ts[s] = slot_ts[s].max(chunk.entries[i].timestamp);
-                    slot_agg[s] = agg;
+                    slot_agg[s] = agg.map(Bytes::from);
                     slot_touched[s] = true;
-                    after.push(Some((slot_ts[s], slot_agg[s].as_deref().map(Bytes::copy_from_slice))));
+                    after.push(Some((slot_ts[s], slot_agg[s].clone())));
                 }
                 Err((code, message)) => {
                     let origin = chunk.entry_input[i];
@@ -322,7 +328,7 @@ impl Aggregate {
 
     fn output(
         &self,
-        key: &[u8],
+        key: &Bytes,
         window: Option<Window>,
         value: Option<Bytes>,
         timestamp: i64,
@@ -332,11 +338,11 @@ impl Aggregate {
             Some(w) => (
                 Bytes::from(output_key(key, w)),
                 vec![
-                    Header { name: "wasp.window.start".to_owned(), value: Some(Bytes::from(w.start.to_string())) },
-                    Header { name: "wasp.window.end".to_owned(), value: Some(Bytes::from(w.end.to_string())) },
+                    Header { name: "wasp.window.start".into(), value: Some(Bytes::from(w.start.to_string())) },
+                    Header { name: "wasp.window.end".into(), value: Some(Bytes::from(w.end.to_string())) },
                 ],
             ),
-            None => (Bytes::copy_from_slice(key), Vec::new()),
+            None => (key.clone(), Vec::new()),
         };
         Record { key: Some(key), value, timestamp, headers, origin }
     }
@@ -447,7 +453,7 @@ impl Aggregate {
         if !sessions.is_empty() {
             self.index_new_window(&data_key, merged);
         }
-        self.fold_into(chunk, data_key, group, Some(merged), current, r, input);
+        self.fold_into(chunk, data_key, group, Some(merged), current, r, input, true);
         true
     }
 
@@ -557,7 +563,7 @@ impl Aggregate {
         close: i64,
     ) {
         if w.end > close {
-            self.fold_into(chunk, key, group, Some(w), current, r, input);
+            self.fold_into(chunk, key, group, Some(w), current, r, input, true);
         }
     }
 
@@ -678,10 +684,11 @@ impl Operator for Aggregate {
             let accepted = match self.window {
                 None => {
                     let key = [&[DATA][..], &group].concat();
-                    match self.read(&key) {
+                    // A key already in the chunk folds on from its slot: no store read.
+                    let current = if chunk.slot_of.contains_key(&key) { Ok(None) } else { self.read(&key) };
+                    match current {
                         Ok(current) => {
-                            let current = if chunk.slot_of.contains_key(&key) { None } else { current };
-                            self.fold_into(&mut chunk, key, &group, None, current, r, i);
+                            self.fold_into(&mut chunk, key, &group, None, current, r, i, per_key_split);
                         }
                         Err(e) => {
                             failed.insert(i);
@@ -711,7 +718,7 @@ impl Operator for Aggregate {
                                 }
                             }
                         };
-                        self.fold_into(&mut chunk, key, &group, Some(w), current, r, i);
+                        self.fold_into(&mut chunk, key, &group, Some(w), current, r, i, per_key_split);
                     }
                     any
                 }

@@ -7,9 +7,9 @@ mod branch;
 mod filter;
 mod peek;
 mod processor;
+mod sink;
 mod timestamp;
 mod transform;
-pub mod windows;
 
 use std::sync::Arc;
 
@@ -19,11 +19,57 @@ use crate::topology::{FoldOp, NodeId, NodeOp, PluginKind, PluginRef};
 use crate::wasm::host::state::SharedStores;
 use crate::wasm::{CallFailure, LoadedPlugin, PluginError, PluginInstance, PluginSlot, Setup};
 
+/// Why a record failed at a step: the classes the host tells apart, or the code a plugin gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureCode {
+    /// The plugin trapped (a panic, a deadline, out of memory) on the record's batch.
+    Trap,
+    /// The plugin refused the batch as a whole (a malformed answer).
+    Refused,
+    /// The record's key or value does not parse as its topic's format.
+    Deserialization,
+    /// A processor forwarded to a child it does not have.
+    UnknownChild,
+    /// The plugin's own code for a per-record error.
+    Plugin(String),
+}
+
+impl FailureCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Trap => "trap",
+            Self::Refused => "refused",
+            Self::Deserialization => "deserialization",
+            Self::UnknownChild => "unknown-child",
+            Self::Plugin(code) => code,
+        }
+    }
+}
+
+impl std::fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for FailureCode {
+    /// The host's own codes by name, anything else as the plugin's.
+    fn from(code: String) -> Self {
+        match code.as_str() {
+            "trap" => Self::Trap,
+            "refused" => Self::Refused,
+            "deserialization" => Self::Deserialization,
+            "unknown-child" => Self::UnknownChild,
+            _ => Self::Plugin(code),
+        }
+    }
+}
+
 /// A record a step could not handle, with why. The task applies the step's error policy.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub record: Record,
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
     /// `name@digest-prefix`, for dead-letter headers.
     pub plugin: String,
@@ -243,17 +289,17 @@ impl PluginStep {
     /// Every record of the batch, failed with the same error (the batch could not run).
     pub fn fail_all(&self, records: Vec<Record>, e: &CallFailure) -> Vec<Failure> {
         let code = match e {
-            CallFailure::Trap { .. } => "trap",
-            CallFailure::Refused { .. } => "refused",
+            CallFailure::Trap { .. } => FailureCode::Trap,
+            CallFailure::Refused { .. } => FailureCode::Refused,
         };
         records
             .into_iter()
-            .map(|record| Failure { record, code: code.to_owned(), message: e.to_string(), plugin: self.label.clone() })
+            .map(|record| Failure { record, code: code.clone(), message: e.to_string(), plugin: self.label.clone() })
             .collect()
     }
 
     pub fn failure(&self, record: Record, code: String, message: String) -> Failure {
-        Failure { record, code, message, plugin: self.label.clone() }
+        Failure { record, code: code.into(), message, plugin: self.label.clone() }
     }
 }
 
@@ -342,9 +388,14 @@ pub fn construct(
 ) -> Result<Box<dyn Operator>, ConstructError> {
     let lookup = ctx.lookup;
     Ok(match &node.op {
-        NodeOp::Source { .. } | NodeOp::Merge | NodeOp::Sink { .. } | NodeOp::Repartition { .. } => {
-            Box::new(PassThrough)
-        }
+        NodeOp::Source { .. } | NodeOp::Merge => Box::new(PassThrough),
+        NodeOp::Sink { topic } => Box::new(sink::Sink { topic: topic.clone() }),
+        NodeOp::Repartition { topic } => Box::new(sink::Repartition {
+            topic: topic.clone(),
+            topics: ctx.topics.to_vec(),
+            sequencer: Default::default(),
+            buffer: Default::default(),
+        }),
         NodeOp::WithTimestamp { plugin } => Box::new(timestamp::WithTimestamp { step: step(lookup, plugin)? }),
         NodeOp::Process { plugin, stores: names, children } => {
             let mut opened = std::collections::BTreeMap::new();

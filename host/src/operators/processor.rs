@@ -123,7 +123,7 @@ impl Processor {
                 let known: Vec<&String> = self.children.keys().collect();
                 out.failures.push(Failure {
                     record: r,
-                    code: "unknown-child".to_owned(),
+                    code: super::FailureCode::UnknownChild,
                     message: format!("forwarded to child `{child}`; the step's children are {known:?}"),
                     plugin: self.step.label().to_owned(),
                 });

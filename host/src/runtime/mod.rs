@@ -1,27 +1,29 @@
-//! Tasks and the loop that feeds them. A task runs one sub-topology for one partition: it owns
-//! its operators (and so its plugin instances and state stores) and turns an input batch into
-//! output records. The loop is the same for local files and for Kafka: it polls a
-//! [`RecordSource`], runs the task, and hands the outputs to a [`RecordSink`].
+//! The runtime: stream threads that run tasks. A task runs one sub-topology for one partition:
+//! it owns its operators (and so its plugin instances and state stores) and turns an input
+//! batch into output records. Each stream thread ([`thread`]) owns its tasks, its source and
+//! sink (on Kafka: a consumer that is one group member, and a producer), and its commits;
+//! threads share nothing on the batch path. The error policy (retry, bisection, dead letters)
+//! is in [`policy`]; the commit order in [`commit`].
 //!
-//! Every commit interval (and at the end) the loop commits: the stores' pending writes go to
+//! Every commit interval (and at the end) a thread commits: the stores' pending writes go to
 //! their changelogs, the sink is flushed, then the stores write locally and the input offsets
 //! are committed, in that order (at-least-once; the stores' positions make state updates
 //! apply once, see [`crate::state`]).
 
+mod commit;
+mod policy;
 mod task;
+mod thread;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
+pub use policy::{Stopped, TaskError};
+pub use task::{Task, TaskOutput};
 
-pub use task::{Stopped, Task, TaskError, TaskOutput};
-
-use crate::io::{ChangelogReader, Poll, RecordSink, RecordSource};
-use crate::state::{Store, StoreSpec, store_dir};
+use crate::io::{ChangelogReader, RecordSink, RecordSource};
 use crate::topology::Topology;
 use crate::wasm::PluginDirectory;
 
@@ -39,6 +41,18 @@ pub struct RunStats {
     pub restored_entries: u64,
 }
 
+impl RunStats {
+    fn add(&mut self, o: &RunStats) {
+        self.records_in += o.records_in;
+        self.records_out += o.records_out;
+        self.batches += o.batches;
+        self.failed_records += o.failed_records;
+        self.late_records += o.late_records;
+        self.commits += o.commits;
+        self.restored_entries += o.restored_entries;
+    }
+}
+
 /// How the loop runs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -54,193 +68,62 @@ pub struct RunOptions {
     pub ready: Arc<AtomicBool>,
 }
 
-/// Runs the topology until the source is exhausted or `stop` is set. In-flight batches finish
-/// and are committed before it returns.
+/// What one stream thread reads from and writes to.
+pub struct ThreadIo {
+    pub source: Box<dyn RecordSource + Send>,
+    pub sink: Box<dyn RecordSink + Send>,
+    /// Restores stores from their changelogs (on Kafka).
+    pub restorer: Option<Box<dyn ChangelogReader + Send>>,
+}
+
+/// Runs the topology on one stream thread per entry of `threads`, until every source is
+/// exhausted or `stop` is set. In-flight batches finish and are committed before it returns.
+/// When one thread fails, the others stop (and commit) too, and the first error is returned.
 pub fn run(
     topology: &Arc<Topology>,
     plugins: &PluginDirectory,
-    source: &mut dyn RecordSource,
-    sink: &mut dyn RecordSink,
-    mut restorer: Option<&mut dyn ChangelogReader>,
+    threads: Vec<ThreadIo>,
     options: &RunOptions,
     stop: &AtomicBool,
 ) -> anyhow::Result<RunStats> {
-    let mut tasks: BTreeMap<(usize, i32), Task> = BTreeMap::new();
-    let mut stats = RunStats::default();
-    let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut last_commit = Instant::now();
-    let lookup = |name: &str| plugins.get(name);
+    let failed = AtomicBool::new(false);
+    let flags = thread::StopFlags { user: stop, failed: &failed };
     options.ready.store(true, Ordering::Relaxed);
-    while !stop.load(Ordering::Relaxed) {
-        for (topic, partition) in source.take_revoked() {
-            if let Some(sub) = topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic))
-                && tasks.remove(&(sub.id, partition)).is_some()
-            {
-                // What the task did since the last commit is not committed: the partition's
-                // new owner reads it again, and its stores skip what they applied.
-                offsets.retain(|(t, p), _| !(sub.source_topics.contains(t) && *p == partition));
-                tracing::info!(task = %Task::name(sub.id, partition), "task closed: partition revoked");
+    let results: Vec<anyhow::Result<RunStats>> = std::thread::scope(|s| {
+        let handles: Vec<_> = threads
+            .into_iter()
+            .enumerate()
+            .map(|(i, io)| {
+                let flags = &flags;
+                std::thread::Builder::new().name(format!("wasp-stream-{i}")).spawn_scoped(s, move || {
+                    let r = thread::run(topology, plugins, io, options, flags);
+                    if r.is_err() {
+                        flags.failed.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a stream thread panicked"))),
+                Err(e) => Err(anyhow::Error::new(e).context("starting a stream thread")),
+            })
+            .collect()
+    });
+    let mut stats = RunStats::default();
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(s) => stats.add(&s),
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
-        let batch = match source.poll(options.batch_size)? {
-            Poll::Batch(b) => b,
-            Poll::Idle => {
-                tick(&mut tasks, sink, &mut stats)?;
-                if !offsets.is_empty() {
-                    commit(&mut tasks, source, sink, &mut offsets, &mut stats)?;
-                    last_commit = Instant::now();
-                    report_lag(source, &options.metrics);
-                }
-                continue;
-            }
-            Poll::Exhausted => break,
-        };
-        let sub = topology
-            .subtopologies
-            .iter()
-            .find(|s| s.source_topics.contains(&batch.topic))
-            .with_context(|| format!("no sub-topology reads topic `{}`", batch.topic))?;
-        let key = (sub.id, batch.partition);
-        let task = match tasks.entry(key) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let name = Task::name(sub.id, batch.partition);
-                let mut open = |spec: &StoreSpec| {
-                    open_store(topology, spec, &name, batch.partition, options, restorer.as_deref_mut(), &mut stats)
-                };
-                let task = Task::new(topology.clone(), sub.id, batch.partition, &lookup, &mut open, &options.metrics)
-                    .with_context(|| format!("starting task {name}"))?;
-                tracing::debug!(task = %name, "task started");
-                e.insert(task)
-            }
-        };
-        let n = batch.records.len() as u64;
-        let last_offset = batch.records.last().map(|r| r.origin.offset);
-        let output = task.process(&batch.topic, batch.records)?;
-        stats.records_in += n;
-        stats.batches += 1;
-        stats.failed_records += output.failed;
-        for (step, n) in &output.late {
-            stats.late_records += n;
-            options.metrics.late_records(step, *n);
-        }
-        for (topic, records) in &output.records {
-            sink.send(topic, records)?;
-            stats.records_out += records.len() as u64;
-        }
-        if let Some(offset) = last_offset {
-            offsets.insert((batch.topic.clone(), batch.partition), offset + 1);
-        }
-        let mut cache_full = false;
-        for t in tasks.values_mut() {
-            t.with_stores(&mut |s| cache_full |= s.pending_bytes() > s.spec.cache_bytes);
-        }
-        tick(&mut tasks, sink, &mut stats)?;
-        if last_commit.elapsed() >= options.commit_interval || cache_full {
-            commit(&mut tasks, source, sink, &mut offsets, &mut stats)?;
-            last_commit = Instant::now();
-            report_lag(source, &options.metrics);
-        }
     }
-    commit(&mut tasks, source, sink, &mut offsets, &mut stats)?;
-    source.close()?;
-    Ok(stats)
-}
-
-/// Sets `wasp_consumer_lag` from what the source knows without asking the broker.
-fn report_lag(source: &dyn RecordSource, metrics: &crate::wasm::MetricsRegistry) {
-    for (topic, partition, lag) in source.lag() {
-        metrics.consumer_lag(&topic, partition, lag);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(stats),
     }
-}
-
-/// Lets the tasks' wall-clock timers fire, and sends what they emit.
-fn tick(
-    tasks: &mut BTreeMap<(usize, i32), Task>,
-    sink: &mut dyn RecordSink,
-    stats: &mut RunStats,
-) -> anyhow::Result<()> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    for task in tasks.values_mut() {
-        let output = task.tick(now_ms)?;
-        stats.failed_records += output.failed;
-        for (topic, records) in &output.records {
-            sink.send(topic, records)?;
-            stats.records_out += records.len() as u64;
-        }
-    }
-    Ok(())
-}
-
-/// Changelogs, flush, local state, input offsets: in this order, so that nothing is
-/// committed before what it depends on is acknowledged.
-fn commit(
-    tasks: &mut BTreeMap<(usize, i32), Task>,
-    source: &mut dyn RecordSource,
-    sink: &mut dyn RecordSink,
-    offsets: &mut BTreeMap<(String, i32), i64>,
-    stats: &mut RunStats,
-) -> anyhow::Result<()> {
-    let mut result = Ok(());
-    for task in tasks.values_mut() {
-        task.with_stores(&mut |store| {
-            let records = store.prepare_commit();
-            if let (Some((topic, partition)), Ok(())) = (store.changelog(), &result) {
-                result = sink.send_to(topic, *partition, &records);
-            }
-        });
-    }
-    result?;
-    sink.flush().context("waiting for the outputs to be acknowledged")?;
-    let mut result = Ok(());
-    for task in tasks.values_mut() {
-        task.with_stores(&mut |store| {
-            let acked = store.changelog().and_then(|(t, p)| sink.acked_offset(t, *p));
-            if result.is_ok() {
-                result = store.commit(acked).with_context(|| format!("committing store `{}`", store.name()));
-            }
-        });
-    }
-    result?;
-    for ((topic, partition), offset) in std::mem::take(offsets) {
-        source.commit(&topic, partition, offset)?;
-    }
-    stats.commits += 1;
-    Ok(())
-}
-
-/// Opens a store of a task and brings it up to date: local files, then the changelog tail.
-fn open_store<'d>(
-    topology: &Topology,
-    spec: &StoreSpec,
-    task: &str,
-    partition: i32,
-    options: &RunOptions,
-    restorer: Option<&mut (dyn ChangelogReader + 'd)>,
-    stats: &mut RunStats,
-) -> Result<Store, crate::state::StateError> {
-    let dir = store_dir(&options.state_dir, &topology.application_id, task, &spec.name);
-    let changelog = options.changelogs.then(|| (topology.changelog_topic(&spec.name), partition));
-    let mut store = Store::open(spec.clone(), Some(&dir), changelog)?;
-    if let (Some(reader), Some((topic, partition))) = (restorer, store.changelog().cloned()) {
-        let from = store.checkpoint().unwrap_or(0);
-        let started = Instant::now();
-        let mut restore = store.begin_restore();
-        reader
-            .read(&topic, partition, from, &mut |offset, record| restore.apply(offset, record))
-            .map_err(|e| crate::state::StateError::Backend { store: spec.name.clone(), message: format!("{e:#}") })?;
-        let applied = restore.finish()?;
-        stats.restored_entries += applied;
-        if applied > 0 {
-            let secs = started.elapsed().as_secs_f64();
-            tracing::info!(
-                store = %spec.name, task, entries = applied, from_offset = from,
-                rate = format!("{:.0}/s", applied as f64 / secs.max(1e-9)),
-                "store restored from its changelog"
-            );
-        }
-    }
-    Ok(store)
 }

@@ -15,6 +15,7 @@
 
 mod memory;
 mod rocks;
+pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,11 +28,7 @@ pub use rocks::RocksBackend;
 
 use crate::record::{Header, Record};
 
-/// The header that marks a changelog record as a commit marker rather than an entry.
-pub const MARKER_HEADER: &str = "wasp.marker";
-/// The header a repartitioned record carries: where its upstream record was read
-/// (`<topic>/<partition>/<offset>/<seq>`), so the downstream store can skip duplicates.
-pub const POSITION_HEADER: &str = "wasp.position";
+pub use crate::record::{MARKER_HEADER, POSITION_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -39,26 +36,12 @@ pub enum StateError {
     Backend { store: String, message: String },
     #[error("store `{store}`: a changelog marker is malformed: {message}")]
     Marker { store: String, message: String },
+    /// The store's files are held by another task of this process, which has not closed yet.
+    #[error("store `{store}`: {message}")]
+    Locked { store: String, message: String },
 }
 
-/// What a store holds, which decides the layout of its keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    KeyValue,
-    Window,
-    Session,
-}
-
-impl std::fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::KeyValue => "key_value",
-            Self::Window => "window",
-            Self::Session => "session",
-        })
-    }
-}
+pub use crate::manifest::StoreKind;
 
 /// A store's settings, from `[stores.*]` or the defaults of an implicit store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +100,9 @@ pub struct Store {
     backend: Box<dyn Backend>,
     /// Writes since the last commit; `None` deletes.
     dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The bytes `dirty` holds, kept as it changes (the commit-on-size check reads it after
+    /// every batch).
+    dirty_bytes: usize,
     progress: Progress,
     /// The topic and partition of the changelog, when it has one.
     changelog: Option<(String, i32)>,
@@ -131,6 +117,11 @@ pub struct Store {
 /// (`Some(None)` a delete).
 type Pending = Option<Option<Vec<u8>>>;
 
+/// What a pending write of a key of `key_len` bytes holds.
+fn entry_bytes(key_len: usize, value: &Option<Vec<u8>>) -> usize {
+    key_len + value.as_ref().map_or(0, Vec::len)
+}
+
 /// The directory of a task's store: `<state.dir>/<application-id>/<task>/<store>`.
 pub fn store_dir(state_dir: &Path, application_id: &str, task: &str, store: &str) -> PathBuf {
     state_dir.join(application_id).join(task).join(store)
@@ -142,16 +133,25 @@ impl Store {
     pub fn open(spec: StoreSpec, dir: Option<&Path>, changelog: Option<(String, i32)>) -> Result<Self, StateError> {
         let name = spec.name.clone();
         let backend: Box<dyn Backend> = match (spec.persistent, dir) {
-            (true, Some(dir)) => Box::new(
-                RocksBackend::open(dir, spec.cache_bytes)
-                    .map_err(|message| StateError::Backend { store: name.clone(), message })?,
-            ),
+            (true, Some(dir)) => Box::new(RocksBackend::open(dir, spec.cache_bytes).map_err(|e| match e {
+                rocks::OpenFailure::Locked(message) => StateError::Locked { store: name.clone(), message },
+                rocks::OpenFailure::Other(message) => StateError::Backend { store: name.clone(), message },
+            })?),
             _ => Box::new(MemoryBackend::default()),
         };
         let progress =
             backend.progress().map_err(|message| StateError::Backend { store: name, message })?.unwrap_or_default();
         let changelog = if spec.changelog { changelog } else { None };
-        Ok(Self { spec, backend, dirty: BTreeMap::new(), progress, changelog, committing: false, undo: None })
+        Ok(Self {
+            spec,
+            backend,
+            dirty: BTreeMap::new(),
+            dirty_bytes: 0,
+            progress,
+            changelog,
+            committing: false,
+            undo: None,
+        })
     }
 
     fn err(&self, message: String) -> StateError {
@@ -188,9 +188,21 @@ impl Store {
     }
 
     fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let before = self.dirty.insert(key.clone(), value);
-        if let Some(undo) = &mut self.undo {
-            undo.entry(key).or_insert(before);
+        let k = key.len();
+        self.dirty_bytes += entry_bytes(k, &value);
+        match &mut self.undo {
+            Some(undo) => {
+                let before = self.dirty.insert(key.clone(), value);
+                if let Some(b) = &before {
+                    self.dirty_bytes -= entry_bytes(k, b);
+                }
+                undo.entry(key).or_insert(before);
+            }
+            None => {
+                if let Some(b) = self.dirty.insert(key, value) {
+                    self.dirty_bytes -= entry_bytes(k, &b);
+                }
+            }
         }
     }
 
@@ -204,10 +216,17 @@ impl Store {
     /// Undoes every write since the savepoint, and closes it.
     pub fn roll_back_savepoint(&mut self) {
         for (key, before) in self.undo.take().unwrap_or_default() {
-            match before {
-                Some(v) => self.dirty.insert(key, v),
+            let k = key.len();
+            let undone = match before {
+                Some(v) => {
+                    self.dirty_bytes += entry_bytes(k, &v);
+                    self.dirty.insert(key, v)
+                }
                 None => self.dirty.remove(&key),
             };
+            if let Some(u) = &undone {
+                self.dirty_bytes -= entry_bytes(k, u);
+            }
         }
     }
 
@@ -267,7 +286,7 @@ impl Store {
 
     /// Bytes held by the pending writes (for the commit-on-size rule).
     pub fn pending_bytes(&self) -> usize {
-        self.dirty.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum()
+        self.dirty_bytes
     }
 
     /// The changelog records of the pending writes, ending with a marker. Empty when the
@@ -291,7 +310,7 @@ impl Store {
         out.push(Record {
             key: Some(Bytes::from_static(b"")),
             value: Some(Bytes::from(body)),
-            headers: vec![Header { name: MARKER_HEADER.to_owned(), value: None }],
+            headers: vec![Header { name: MARKER_HEADER.into(), value: None }],
             ..Default::default()
         });
         out
@@ -308,6 +327,7 @@ impl Store {
         }
         self.backend.write(&self.dirty, &self.progress).map_err(|e| self.err(e))?;
         self.dirty.clear();
+        self.dirty_bytes = 0;
         self.committing = false;
         Ok(())
     }
@@ -324,6 +344,7 @@ impl Store {
         self.backend.clear().map_err(|e| self.err(e))?;
         self.progress = Progress::default();
         self.dirty.clear();
+        self.dirty_bytes = 0;
         Ok(())
     }
 }
@@ -382,14 +403,37 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// `direct` names the upstream of records read directly (the caller builds it once per batch).
 pub fn upstream_of<'a>(r: &'a Record, direct: &'a str) -> Option<(&'a str, Position)> {
     if let Some(h) = r.headers.iter().find(|h| h.name == POSITION_HEADER) {
-        let text = std::str::from_utf8(h.value.as_deref()?).ok()?;
-        let mut parts = text.rsplitn(3, '/');
-        let seq = parts.next()?.parse().ok()?;
-        let offset = parts.next()?.parse().ok()?;
-        let upstream = parts.next()?;
-        return Some((upstream, Position { offset, seq }));
+        return decode_position(h.value.as_deref()?);
     }
     Some((direct, Position { offset: r.origin.offset, seq: 0 }))
+}
+
+/// The length of a position header after its upstream name: a zero byte, the offset (`i64`)
+/// and the sequence number (`u32`), big-endian.
+pub const POSITION_TAIL: usize = 13;
+
+/// Writes the position header's value: `<topic>/<partition>`, then [`POSITION_TAIL`] bytes.
+/// (Headers written before 2026-12 are text, `<topic>/<partition>/<offset>/<seq>`; both read.)
+pub fn encode_position(out: &mut bytes::BytesMut, upstream: &str, p: Position) {
+    out.extend_from_slice(upstream.as_bytes());
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(&p.offset.to_be_bytes());
+    out.extend_from_slice(&p.seq.to_be_bytes());
+}
+
+fn decode_position(v: &[u8]) -> Option<(&str, Position)> {
+    if let Some(split) = v.len().checked_sub(POSITION_TAIL).filter(|&i| v[i] == 0) {
+        let upstream = std::str::from_utf8(&v[..split]).ok()?;
+        let offset = i64::from_be_bytes(v[split + 1..split + 9].try_into().ok()?);
+        let seq = u32::from_be_bytes(v[split + 9..].try_into().ok()?);
+        return Some((upstream, Position { offset, seq }));
+    }
+    let text = std::str::from_utf8(v).ok()?;
+    let mut parts = text.rsplitn(3, '/');
+    let seq = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    let upstream = parts.next()?;
+    Some((upstream, Position { offset, seq }))
 }
 
 /// The upstream name of records read directly from `topic[partition]`, cached for a batch.
@@ -427,5 +471,44 @@ impl Sequencer {
             self.last.insert(upstream.to_owned(), p);
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_read_back_in_binary_and_in_the_old_text() {
+        let mut buf = bytes::BytesMut::new();
+        encode_position(&mut buf, "in/3", Position { offset: 42, seq: 7 });
+        assert_eq!(decode_position(&buf), Some(("in/3", Position { offset: 42, seq: 7 })));
+        assert_eq!(decode_position(b"in/3/42/7"), Some(("in/3", Position { offset: 42, seq: 7 })));
+        assert_eq!(decode_position(b"garbage"), None);
+    }
+
+    #[test]
+    fn pending_bytes_follow_writes_deletes_and_undone_savepoints() {
+        let spec = StoreSpec {
+            name: "s".to_owned(),
+            kind: StoreKind::KeyValue,
+            persistent: false,
+            changelog: false,
+            ttl_ms: None,
+            cache_bytes: 1 << 20,
+        };
+        let mut store = Store::open(spec, None, None).unwrap();
+        let recount = |s: &Store| s.dirty.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum::<usize>();
+        store.put(b"ab".to_vec(), b"123".to_vec());
+        store.put(b"ab".to_vec(), b"1".to_vec());
+        store.delete(b"c".to_vec());
+        assert_eq!((store.pending_bytes(), recount(&store)), (4, 4));
+        store.savepoint();
+        store.put(b"ab".to_vec(), b"123456".to_vec());
+        store.put(b"d".to_vec(), b"xy".to_vec());
+        store.delete(b"ab".to_vec());
+        assert_eq!(store.pending_bytes(), recount(&store));
+        store.roll_back_savepoint();
+        assert_eq!((store.pending_bytes(), recount(&store)), (4, 4));
     }
 }

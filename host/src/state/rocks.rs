@@ -16,9 +16,17 @@ pub struct RocksBackend {
     db: DB,
 }
 
+/// Why a database did not open.
+pub enum OpenFailure {
+    /// Another store of this process holds it: its task has not closed yet (it moves between
+    /// stream threads in a rebalance). Kafka Streams retries such a task later; so do we.
+    Locked(String),
+    Other(String),
+}
+
 impl RocksBackend {
-    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, OpenFailure> {
+        std::fs::create_dir_all(dir).map_err(|e| OpenFailure::Other(format!("creating {}: {e}", dir.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -29,7 +37,14 @@ impl RocksBackend {
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
             ColumnFamilyDescriptor::new(META, Options::default()),
         ];
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
+            let message = format!("opening {}: {e}", dir.display());
+            if e.kind() == rocksdb::ErrorKind::IOError && e.as_ref().contains("lock") {
+                OpenFailure::Locked(message)
+            } else {
+                OpenFailure::Other(message)
+            }
+        })?;
         Ok(Self { db })
     }
 }

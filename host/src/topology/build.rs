@@ -2,16 +2,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
+use super::WindowSpec;
 use super::{ErrorPolicy, FoldOp, Node, NodeId, NodeOp, PluginKind, PluginRef, SubTopology, TopicFormats, Topology};
+use crate::manifest::parse_duration;
 use crate::manifest::{Duration, Loaded, OnError, WindowDef};
 use crate::manifest::{ManifestError, StepDef, closest};
-use crate::operators::windows::{WindowSpec, parse_duration};
 use crate::state::{StoreKind, StoreSpec};
 
 /// Builds the topology of a parsed manifest, checking every name it references.
 pub fn build(loaded: &Loaded) -> Result<Topology, ManifestError> {
     let mut b = Builder { loaded, nodes: Vec::new(), sources: BTreeMap::new(), stores: BTreeMap::new() };
     let m = &loaded.manifest;
+    if let Some(t) = m.application.threads.as_ref().filter(|t| *t.get_ref() == 0) {
+        return Err(b.err(t.span(), "application.threads", "a process runs at least one stream thread"));
+    }
     for (name, pipeline) in &m.pipelines {
         let name_str = name.get_ref().as_str();
         let key = format!("pipelines.{name_str}");

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
+use super::WindowSpec;
 use super::{FoldOp, NodeOp, PluginRef, Topology};
-use crate::operators::windows::WindowSpec;
 
 fn window_text(w: &WindowSpec) -> String {
     match *w {

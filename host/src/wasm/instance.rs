@@ -6,6 +6,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
+use super::PluginKind;
 use super::bindings::{
     Batch, CallError, RecordError, Verdicts, WasmOutput, aggregator, filter, flat_mapper, for_each, key_selector,
     key_value_mapper, processor, reducer, timestamp_extractor, value_mapper,
@@ -13,7 +14,6 @@ use super::bindings::{
 use super::host::metrics::PluginMetrics;
 use super::{EPOCH_TICK, HostState, LoadedPlugin, PluginError};
 use crate::record::EncodedBatch;
-use crate::topology::PluginKind;
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use wasmtime::component::{Component, InstancePre, types::ComponentItem};
 
+use super::PluginKind;
 use super::{HostState, Runtime, cache};
 use crate::manifest::{Grants, Limits};
-use crate::topology::PluginKind;
 
 /// The WIT package plugins are built against.
 pub const WIT_PACKAGE: &str = "wasp:plugin";

@@ -10,7 +10,9 @@ pub(crate) mod bindings;
 mod cache;
 pub mod host;
 mod instance;
+mod kind;
 mod loader;
+pub mod metrics;
 pub mod swap;
 pub mod watch;
 
@@ -20,9 +22,10 @@ use std::time::Duration;
 
 pub use bindings::{CallError, Verdicts, WasmOutput};
 pub use host::HostState;
-pub use host::metrics::MetricsRegistry;
 pub use instance::{CallFailure, PluginInstance, Setup};
+pub use kind::PluginKind;
 pub use loader::{LoadedPlugin, PluginError, short_digest};
+pub use metrics::{MetricsRegistry, StepMetrics};
 pub use swap::{PluginDirectory, PluginSlot, PluginSpec, SwapError, SwapEvent, SwapResult};
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};

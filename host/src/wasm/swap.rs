@@ -16,15 +16,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
+use super::PluginKind;
 use super::{LoadedPlugin, Runtime, short_digest};
 use crate::manifest::{Grants, Limits};
-use crate::topology::PluginKind;
 
 /// What the manifest says of a plugin: what a reload needs to load a new version the same way.
 #[derive(Debug, Clone)]
@@ -124,6 +125,8 @@ pub struct PluginSlot {
     name: String,
     spec: PluginSpec,
     current: Mutex<Current>,
+    /// `current.generation`, for the check every batch makes without taking the lock.
+    generation: AtomicU64,
     last: Mutex<Option<SwapEvent>>,
     /// Serialises reloads of this plugin.
     reloading: Mutex<()>,
@@ -164,6 +167,7 @@ impl PluginSlot {
             name,
             spec,
             current: Mutex::new(Current { loaded, generation: 0, on_probation: false, previous: None }),
+            generation: AtomicU64::new(0),
             last: Mutex::new(None),
             reloading: Mutex::new(()),
             pauses: Mutex::new(std::collections::VecDeque::new()),
@@ -189,7 +193,7 @@ impl PluginSlot {
 
     /// The generation tasks should run; it changes with every swap and rollback.
     pub fn generation(&self) -> u64 {
-        lock(&self.current).generation
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The version to run, its generation, and whether it is still on probation.
@@ -242,6 +246,7 @@ impl PluginSlot {
         let Some(previous) = c.previous.take() else { return false };
         let failed = std::mem::replace(&mut c.loaded, previous);
         c.generation += 1;
+        self.generation.store(c.generation, Ordering::Release);
         c.on_probation = false;
         drop(c);
         tracing::error!(
@@ -313,6 +318,7 @@ impl PluginSlot {
             c.previous = Some(old);
             c.generation += 1;
             c.on_probation = true;
+            self.generation.store(c.generation, Ordering::Release);
         }
         *lock(&self.last) = Some(event.clone());
         tracing::info!(

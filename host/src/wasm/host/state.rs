@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::component::Resource;
 
 use super::HostState;
-use crate::operators::windows::{
+use crate::state::windows::{
     DATA, EMIT_INDEX, Window, decode_data_key, index_key, key_prefix, session_key, time_bytes, window_key,
 };
 use crate::state::{Store, StoreKind, prefix_end};

@@ -1,5 +1,5 @@
-//! Window definitions and their arithmetic, as Kafka Streams defines them, and the layout of
-//! window and session keys in a store and in output topics.
+//! Window arithmetic, as Kafka Streams defines it, and the layout of window and session keys
+//! in a store and in output topics. The window definitions are `crate::topology::WindowSpec`.
 //!
 //! Store keys: `0x00 | key-len u32 BE | key | window` where the window is `start` for time
 //! windows and `end | start` for sessions (so a key's sessions sort by end). Times are
@@ -10,39 +10,6 @@
 //! Output keys: `<key>@<start>/<end>` (milliseconds since the epoch; `end` exclusive for time
 //! windows, inclusive for sessions and sliding windows, as in Kafka Streams), and the
 //! headers `wasp.window.start` / `wasp.window.end` carry the same numbers.
-
-/// Which windows a record falls into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowSpec {
-    /// Fixed-size windows aligned to the epoch, advancing by `advance` (tumbling when
-    /// `advance == size`).
-    Time { size: i64, advance: i64, grace: i64 },
-    /// Windows of `difference` around records (Kafka Streams' `SlidingWindows`).
-    Sliding { difference: i64, grace: i64 },
-    /// Activity separated by gaps longer than `gap`.
-    Session { gap: i64, grace: i64 },
-}
-
-impl WindowSpec {
-    pub fn grace(&self) -> i64 {
-        match *self {
-            Self::Time { grace, .. } | Self::Sliding { grace, .. } | Self::Session { grace, .. } => grace,
-        }
-    }
-
-    /// How long after a window's end its state is kept (for later records to find), beyond
-    /// the grace period. A time window takes no record once closed. A sliding window is the
-    /// left neighbour of records up to `difference` later. A session can be joined by a record
-    /// within `gap` of its end that also touches a session still open, so two gaps (Kafka
-    /// Streams keeps `gap + grace`, rounded up to whole store segments).
-    pub fn retention_after_end(&self) -> i64 {
-        match *self {
-            Self::Time { .. } => 0,
-            Self::Sliding { difference, .. } => difference + 1,
-            Self::Session { gap, .. } => 2 * gap,
-        }
-    }
-}
 
 /// A window: `[start, end)` for time windows, `[start, end]` for sliding and session ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -128,24 +95,6 @@ pub fn output_key(key: &[u8], w: Window) -> Vec<u8> {
     out
 }
 
-/// A duration in the manifest: `"500ms"`, `"5s"`, `"30m"`, `"1h"`, `"1d"`, or an integer
-/// number of milliseconds.
-pub fn parse_duration(text: &str) -> Result<i64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: i64 = n.parse().map_err(|_| format!("`{text}` is not a duration such as `500ms`, `5s`, `30m` or `1h`"))?;
-    let scale = match unit.trim() {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => return Err(format!("unknown unit `{other}` in `{text}`: use ms, s, m, h or d")),
-    };
-    n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too long"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,8 +123,5 @@ mod tests {
         let w = Window { start: 10, end: 20 };
         assert_eq!(decode_data_key(&session_key(b"k", w), true), Some((&b"k"[..], w)));
         assert_eq!(decode_data_key(&window_key(b"k", w), false), Some((&b"k"[..], Window { start: 10, end: 0 })));
-        assert_eq!(parse_duration("5s"), Ok(5_000));
-        assert_eq!(parse_duration("250"), Ok(250));
-        assert!(parse_duration("5 parsecs").is_err());
     }
 }

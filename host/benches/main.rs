@@ -308,9 +308,11 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
     }
 }
 
-#[path = "bench_sandbox.rs"]
+#[path = "footprint.rs"]
+mod bench_footprint;
+#[path = "sandbox.rs"]
 mod bench_sandbox;
-#[path = "bench_state.rs"]
+#[path = "state.rs"]
 mod bench_state;
 
 fn main() -> Result<()> {

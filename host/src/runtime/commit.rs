@@ -1,0 +1,86 @@
+//! Committing a thread's work, and opening the stores of its tasks.
+//!
+//! A commit goes changelogs → flush → local state → input offsets, so that nothing is
+//! committed before what it depends on is acknowledged (at-least-once; the stores' positions
+//! make state updates apply once, see [`crate::state`]).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::task::Task;
+use super::{RunOptions, RunStats};
+use crate::io::{ChangelogReader, RecordSink, RecordSource};
+use crate::state::{StateError, Store, StoreSpec, store_dir};
+use crate::topology::Topology;
+
+/// Commits every task of a thread, and the input offsets of what they finished.
+pub fn commit(
+    tasks: &mut BTreeMap<(usize, i32), Task>,
+    source: &mut dyn RecordSource,
+    sink: &mut dyn RecordSink,
+    offsets: &mut BTreeMap<(String, i32), i64>,
+    stats: &mut RunStats,
+) -> anyhow::Result<()> {
+    let mut result = Ok(());
+    for task in tasks.values_mut() {
+        task.with_stores(&mut |store| {
+            let records = store.prepare_commit();
+            if let (Some((topic, partition)), Ok(())) = (store.changelog(), &result) {
+                result = sink.send_to(topic, *partition, &records);
+            }
+        });
+    }
+    result?;
+    sink.flush().context("waiting for the outputs to be acknowledged")?;
+    let mut result = Ok(());
+    for task in tasks.values_mut() {
+        task.with_stores(&mut |store| {
+            let acked = store.changelog().and_then(|(t, p)| sink.acked_offset(t, *p));
+            if result.is_ok() {
+                result = store.commit(acked).with_context(|| format!("committing store `{}`", store.name()));
+            }
+        });
+    }
+    result?;
+    for ((topic, partition), offset) in std::mem::take(offsets) {
+        source.commit(&topic, partition, offset)?;
+    }
+    stats.commits += 1;
+    Ok(())
+}
+
+/// Opens a store of a task and brings it up to date: local files, then the changelog tail.
+pub fn open_store<'d>(
+    topology: &Topology,
+    spec: &StoreSpec,
+    task: &str,
+    partition: i32,
+    options: &RunOptions,
+    restorer: Option<&mut (dyn ChangelogReader + 'd)>,
+    stats: &mut RunStats,
+) -> Result<Store, StateError> {
+    let dir = store_dir(&options.state_dir, &topology.application_id, task, &spec.name);
+    let changelog = options.changelogs.then(|| (topology.changelog_topic(&spec.name), partition));
+    let mut store = Store::open(spec.clone(), Some(&dir), changelog)?;
+    if let (Some(reader), Some((topic, partition))) = (restorer, store.changelog().cloned()) {
+        let from = store.checkpoint().unwrap_or(0);
+        let started = Instant::now();
+        let mut restore = store.begin_restore();
+        reader
+            .read(&topic, partition, from, &mut |offset, record| restore.apply(offset, record))
+            .map_err(|e| StateError::Backend { store: spec.name.clone(), message: format!("{e:#}") })?;
+        let applied = restore.finish()?;
+        stats.restored_entries += applied;
+        if applied > 0 {
+            let secs = started.elapsed().as_secs_f64();
+            tracing::info!(
+                store = %spec.name, task, entries = applied, from_offset = from,
+                rate = format!("{:.0}/s", applied as f64 / secs.max(1e-9)),
+                "store restored from its changelog"
+            );
+        }
+    }
+    Ok(store)
+}

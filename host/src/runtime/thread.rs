@@ -1,0 +1,362 @@
+//! A stream thread: it owns its source (on Kafka, a consumer that is one member of the
+//! application's group, as each Kafka Streams `StreamThread` is), its sink (a producer), its
+//! tasks and its commits. Nothing is shared with other threads on the batch path but the
+//! read-only topology, the plugin slots (read with one atomic load per batch) and the metrics.
+//!
+//! The loop: close the tasks of revoked partitions; resume tasks whose retry is due; poll a
+//! batch and run it through its task; send the outputs; let wall-clock timers fire; commit
+//! every commit interval. A task that waits for a retry is parked: its partitions are paused
+//! at the source, batches already read for it wait in its backlog, and its offsets are not
+//! committed past the batch that failed, while the thread's other tasks go on.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::commit::{commit, open_store};
+use super::task::{Task, TaskOutput};
+use super::{RunOptions, RunStats, ThreadIo};
+use crate::io::{InputBatch, Poll};
+use crate::state::{StateError, StoreSpec};
+use crate::topology::Topology;
+use crate::wasm::PluginDirectory;
+
+/// How long a task may wait for its stores, held by a task of another thread of this
+/// process that has not closed yet (a rebalance moved the partition between threads).
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// How often the loop commits while its source is idle, at most.
+const IDLE_COMMIT: Duration = Duration::from_millis(100);
+
+/// A task that cannot take batches now: parked for a retry, or not yet open because its
+/// stores are still held by another thread. Its batches wait here, in order.
+#[derive(Default)]
+struct Held {
+    /// Batches of the task that ran but whose parked step has not finished:
+    /// `(topic, partition, next offset, records)`.
+    running: Vec<(String, i32, i64, usize)>,
+    /// Batches read for the task that have not run yet.
+    backlog: VecDeque<InputBatch>,
+    /// Set while the task's stores are held elsewhere: when the wait began.
+    locked_since: Option<Instant>,
+}
+
+/// Tells the threads to stop: the user's stop (SIGTERM, Ctrl-C), or another thread failed.
+pub struct StopFlags<'a> {
+    pub user: &'a AtomicBool,
+    pub failed: &'a AtomicBool,
+}
+
+impl StopFlags<'_> {
+    fn stopped(&self) -> bool {
+        self.user.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
+}
+
+struct StreamThread<'a> {
+    topology: &'a Arc<Topology>,
+    plugins: &'a PluginDirectory,
+    options: &'a RunOptions,
+    io: ThreadIo,
+    tasks: BTreeMap<(usize, i32), Task>,
+    held: BTreeMap<(usize, i32), Held>,
+    /// The next offset to commit per input partition, for the batches that are done.
+    offsets: BTreeMap<(String, i32), i64>,
+    stats: RunStats,
+    last_commit: Instant,
+    /// Records were sent since the last flush.
+    unflushed: bool,
+}
+
+/// Runs one stream thread until its source is exhausted or `stop` says so. In-flight batches
+/// finish and are committed before it returns.
+pub fn run(
+    topology: &Arc<Topology>,
+    plugins: &PluginDirectory,
+    io: ThreadIo,
+    options: &RunOptions,
+    stop: &StopFlags<'_>,
+) -> anyhow::Result<RunStats> {
+    let mut t = StreamThread {
+        topology,
+        plugins,
+        options,
+        io,
+        tasks: BTreeMap::new(),
+        held: BTreeMap::new(),
+        offsets: BTreeMap::new(),
+        stats: RunStats::default(),
+        last_commit: Instant::now(),
+        unflushed: false,
+    };
+    // A thread that failed commits nothing more: what it did since its last commit is done
+    // again by whoever reads the partitions next.
+    t.run_loop(stop)?;
+    t.close()?;
+    Ok(t.stats)
+}
+
+impl StreamThread<'_> {
+    fn run_loop(&mut self, stop: &StopFlags<'_>) -> anyhow::Result<()> {
+        while !stop.stopped() {
+            self.close_revoked();
+            self.resume_held()?;
+            match self.io.source.poll(self.options.batch_size)? {
+                Poll::Batch(batch) => {
+                    let key = self.task_key(&batch)?;
+                    if let Some(h) = self.held.get_mut(&key) {
+                        h.backlog.push_back(batch);
+                    } else {
+                        self.run_batch(key, batch)?;
+                    }
+                    self.tick()?;
+                    if self.last_commit.elapsed() >= self.options.commit_interval || self.cache_full(key) {
+                        self.commit()?;
+                    }
+                }
+                Poll::Idle => {
+                    self.tick()?;
+                    // Caught up: what was sent leaves now (a file being tailed shows it), and
+                    // the work done is committed soon, not a whole interval later.
+                    let due = self.last_commit.elapsed() >= self.options.commit_interval.min(IDLE_COMMIT);
+                    if !self.offsets.is_empty() && due {
+                        self.commit()?;
+                    } else if self.unflushed {
+                        self.io.sink.flush().context("flushing the outputs")?;
+                        self.unflushed = false;
+                    }
+                }
+                Poll::Exhausted if self.held.is_empty() => break,
+                Poll::Exhausted => std::thread::sleep(self.until_next_resume()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The last commit, and the source closed.
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.commit()?;
+        self.io.source.close()
+    }
+
+    fn commit(&mut self) -> anyhow::Result<()> {
+        commit(&mut self.tasks, self.io.source.as_mut(), self.io.sink.as_mut(), &mut self.offsets, &mut self.stats)?;
+        self.last_commit = Instant::now();
+        self.unflushed = false;
+        for (topic, partition, lag) in self.io.source.lag() {
+            self.options.metrics.consumer_lag(&topic, partition, lag);
+        }
+        Ok(())
+    }
+
+    /// Whether the stores of the task that just ran hold more pending writes than their
+    /// cache: then the thread commits now.
+    fn cache_full(&mut self, key: (usize, i32)) -> bool {
+        let mut full = false;
+        if let Some(t) = self.tasks.get_mut(&key) {
+            t.with_stores(&mut |s| full |= s.pending_bytes() > s.spec.cache_bytes);
+        }
+        full
+    }
+
+    fn task_key(&self, batch: &InputBatch) -> anyhow::Result<(usize, i32)> {
+        let sub = self
+            .topology
+            .subtopologies
+            .iter()
+            .find(|s| s.source_topics.contains(&batch.topic))
+            .with_context(|| format!("no sub-topology reads topic `{}`", batch.topic))?;
+        Ok((sub.id, batch.partition))
+    }
+
+    /// Closes the tasks of partitions taken away. What a task did since the last commit is
+    /// not committed: the partition's new owner reads it again, and its stores skip what they
+    /// applied.
+    fn close_revoked(&mut self) {
+        for (topic, partition) in self.io.source.take_revoked() {
+            let Some(sub) = self.topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic)) else {
+                continue;
+            };
+            let key = (sub.id, partition);
+            let closed = self.tasks.remove(&key).is_some();
+            let held = self.held.remove(&key).is_some();
+            if closed || held {
+                self.offsets.retain(|(t, p), _| !(sub.source_topics.contains(t) && *p == partition));
+                tracing::info!(task = %Task::name(sub.id, partition), "task closed: partition revoked");
+            }
+        }
+    }
+
+    /// Runs a batch through its task, opening the task first if it is new.
+    fn run_batch(&mut self, key: (usize, i32), batch: InputBatch) -> anyhow::Result<()> {
+        if !self.tasks.contains_key(&key) {
+            match self.open_task(key) {
+                Ok(task) => {
+                    self.tasks.insert(key, task);
+                }
+                Err(e) if is_locked(&e) => {
+                    tracing::info!(task = %Task::name(key.0, key.1), "stores held by a closing task; waiting");
+                    let held = self.held.entry(key).or_default();
+                    held.locked_since = Some(Instant::now());
+                    held.backlog.push_back(batch);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(task) = self.tasks.get_mut(&key) else { return Ok(()) };
+        let n = batch.records.len();
+        let next_offset = batch.records.last().map(|r| r.origin.offset + 1);
+        let output = task.process(&batch.topic, batch.records)?;
+        let parked = task.parked_until().is_some();
+        self.stats.records_in += n as u64;
+        self.stats.batches += 1;
+        self.emit(output)?;
+        if parked {
+            let held = self.held.entry(key).or_default();
+            held.running.push((batch.topic, batch.partition, next_offset.unwrap_or(-1), n));
+            self.pause(key, true);
+        } else {
+            self.done(&batch.topic, batch.partition, next_offset, n);
+        }
+        Ok(())
+    }
+
+    /// A batch is through its task: its offset may be committed.
+    fn done(&mut self, topic: &str, partition: i32, next_offset: Option<i64>, n: usize) {
+        if let Some(offset) = next_offset.filter(|o| *o >= 0) {
+            self.offsets.insert((topic.to_owned(), partition), offset);
+        }
+        self.io.source.processed(topic, partition, n);
+    }
+
+    fn open_task(&mut self, (sub, partition): (usize, i32)) -> anyhow::Result<Task> {
+        let name = Task::name(sub, partition);
+        let (topology, options, stats) = (self.topology, self.options, &mut self.stats);
+        let mut restorer = self.io.restorer.as_deref_mut();
+        let mut open = |spec: &StoreSpec| {
+            let reader = restorer.as_deref_mut().map(|r| r as &mut dyn crate::io::ChangelogReader);
+            open_store(topology, spec, &name, partition, options, reader, stats)
+        };
+        let lookup = |n: &str| self.plugins.get(n);
+        let task = Task::new(topology.clone(), sub, partition, &lookup, &mut open, &options.metrics)
+            .with_context(|| format!("starting task {name}"))?;
+        tracing::debug!(task = %name, "task started");
+        Ok(task)
+    }
+
+    /// Pauses (or resumes) reading the partitions of a task's input topics.
+    fn pause(&mut self, (sub, partition): (usize, i32), pause: bool) {
+        for topic in &self.topology.subtopologies[sub].source_topics {
+            if pause {
+                self.io.source.pause(topic, partition);
+            } else {
+                self.io.source.resume(topic, partition);
+            }
+        }
+    }
+
+    /// Resumes the held tasks whose time has come: a parked step retries, a task whose stores
+    /// were held elsewhere opens; then their backlogs run, until one parks again.
+    fn resume_held(&mut self) -> anyhow::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let keys: Vec<(usize, i32)> = self.held.keys().copied().collect();
+        for key in keys {
+            if let Some(task) = self.tasks.get_mut(&key) {
+                if task.parked_until().is_some_and(|t| t > now) {
+                    continue;
+                }
+                let output = task.resume(now)?;
+                let parked = task.parked_until().is_some();
+                self.emit(output)?;
+                if parked {
+                    continue;
+                }
+                let running = self.held.get_mut(&key).map(|h| std::mem::take(&mut h.running)).unwrap_or_default();
+                for (topic, partition, next, n) in running {
+                    self.done(&topic, partition, Some(next), n);
+                }
+            } else {
+                let since = self.held.get(&key).and_then(|h| h.locked_since);
+                match self.open_task(key) {
+                    Ok(task) => {
+                        self.tasks.insert(key, task);
+                    }
+                    Err(e) if is_locked(&e) => {
+                        if since.is_some_and(|s| s.elapsed() > LOCK_WAIT) {
+                            return Err(e.context(format!("waited {LOCK_WAIT:?} for the stores")));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            // The task is free again: its backlog runs, in order, until it parks again.
+            while let Some(batch) = self.held.get_mut(&key).and_then(|h| h.backlog.pop_front()) {
+                self.run_batch(key, batch)?;
+                if self.tasks.get(&key).is_some_and(|t| t.parked_until().is_some()) {
+                    break;
+                }
+            }
+            let free = self.held.get(&key).is_some_and(|h| h.backlog.is_empty() && h.running.is_empty());
+            if free {
+                self.held.remove(&key);
+                self.pause(key, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// How long to wait for the next parked task's retry (at most 10 ms).
+    fn until_next_resume(&self) -> Duration {
+        let now = Instant::now();
+        let next = self.tasks.values().filter_map(Task::parked_until).min();
+        next.map_or(Duration::from_millis(10), |t| t.saturating_duration_since(now)).min(Duration::from_millis(10))
+    }
+
+    /// Sends what a task produced, and counts it.
+    fn emit(&mut self, output: TaskOutput) -> anyhow::Result<()> {
+        self.stats.failed_records += output.failed;
+        for (step, n) in &output.late {
+            self.stats.late_records += n;
+            self.options.metrics.late_records(step, *n);
+        }
+        for (topic, records) in output.records {
+            self.unflushed = true;
+            self.stats.records_out += records.len() as u64;
+            self.io.sink.send_owned(&topic, records)?;
+        }
+        Ok(())
+    }
+
+    /// Lets the tasks' wall-clock timers fire, and sends what they emit.
+    fn tick(&mut self) -> anyhow::Result<()> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut outputs = Vec::new();
+        for task in self.tasks.values_mut() {
+            outputs.push(task.tick(now_ms)?);
+        }
+        for output in outputs {
+            self.emit(output)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether opening a task failed only because its stores are held by another thread's task.
+fn is_locked(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<StateError>(), Some(StateError::Locked { .. }))
+            || matches!(
+                c.downcast_ref::<crate::operators::ConstructError>(),
+                Some(crate::operators::ConstructError::State(StateError::Locked { .. }))
+            )
+    })
+}
