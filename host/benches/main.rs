@@ -310,6 +310,10 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
 
 #[path = "footprint.rs"]
 mod bench_footprint;
+/// The allocator the `wasp` binary uses, so the figures are what users get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "sandbox.rs"]
 mod bench_sandbox;
 #[path = "state.rs"]

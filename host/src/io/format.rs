@@ -63,13 +63,41 @@ fn show(b: Option<&Bytes>, format: Format) -> serde_json::Value {
 
 /// A record as one JSON line (the same layout `jsonl` input reads).
 pub fn to_json_line(r: &Record, key: Format, value: Format) -> String {
-    let line = JsonLine {
-        key: show(r.key.as_ref(), key),
-        value: show(r.value.as_ref(), value),
-        timestamp: Some(r.timestamp),
-        headers: r.headers.iter().map(|h| (h.name.to_string(), show(h.value.as_ref(), Format::String))).collect(),
-    };
-    serde_json::to_string(&line).unwrap_or_default()
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_json_line(&mut out, r, key, value);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes a record as one JSON line, with its newline: text fields are written as they are
+/// (escaped), not copied into a JSON value first.
+pub fn write_json_line(w: &mut impl std::io::Write, r: &Record, key: Format, value: Format) -> std::io::Result<()> {
+    w.write_all(b"{\"key\":")?;
+    write_field(w, r.key.as_ref(), key)?;
+    w.write_all(b",\"value\":")?;
+    write_field(w, r.value.as_ref(), value)?;
+    write!(w, ",\"timestamp\":{}", r.timestamp)?;
+    if !r.headers.is_empty() {
+        w.write_all(b",\"headers\":{")?;
+        for (i, h) in r.headers.iter().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *w, &*h.name)?;
+            w.write_all(b":")?;
+            write_field(w, h.value.as_ref(), Format::String)?;
+        }
+        w.write_all(b"}")?;
+    }
+    w.write_all(b"}\n")
+}
+
+fn write_field(w: &mut impl std::io::Write, b: Option<&Bytes>, format: Format) -> std::io::Result<()> {
+    match (b, format) {
+        (None, _) => w.write_all(b"null"),
+        (Some(b), Format::String) => Ok(serde_json::to_writer(w, &*String::from_utf8_lossy(b))?),
+        (b, format) => Ok(serde_json::to_writer(w, &show(b, format))?),
+    }
 }
 
 /// A record as one human-readable line: `topic  key  value`.
@@ -86,6 +114,16 @@ pub fn to_display_line(topic: &str, r: &Record, value: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_line_reads_back_as_the_record() {
+        let mut r = parse_line(r#"{"key":"k\"1","value":{"a":[1,2]},"timestamp":9}"#, FileFormat::Jsonl, 3).unwrap();
+        r.headers.push(Header { name: "h".into(), value: Some(Bytes::from_static(b"v")) });
+        let line = to_json_line(&r, Format::String, Format::Json);
+        assert_eq!(line, "{\"key\":\"k\\\"1\",\"value\":{\"a\":[1,2]},\"timestamp\":9,\"headers\":{\"h\":\"v\"}}\n");
+        let back = parse_line(line.trim_end(), FileFormat::Jsonl, 3).unwrap();
+        assert_eq!((back.key, back.value, back.timestamp, back.headers), (r.key, r.value, r.timestamp, r.headers));
+    }
 
     #[test]
     fn jsonl_takes_strings_as_text_and_other_values_as_json() {

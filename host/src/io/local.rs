@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::format::{parse_line, to_display_line, to_json_line};
+use super::format::{parse_line, to_display_line, write_json_line};
 use super::{InputBatch, Poll, RecordSink, RecordSource};
 use crate::manifest::{FileFormat, Format};
 use crate::record::Record;
@@ -275,7 +275,7 @@ impl LocalSink {
         if let Some(w) = self.hub.outputs.get(topic) {
             let mut w = w.lock().map_err(|_| anyhow::anyhow!("the output of `{topic}` is poisoned"))?;
             for record in records {
-                writeln!(w, "{}", to_json_line(record, key, value))?;
+                write_json_line(&mut *w, record, key, value)?;
             }
         } else if !self.hub.memory.contains_key(topic) {
             let mut stdout = self.stdout.lock();

@@ -11,7 +11,7 @@
 //! Stored values are `timestamp (8 bytes) | aggregate`; the timestamp is the largest event
 //! time folded in, and becomes the output record's timestamp, as in Kafka Streams.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use bytes::Bytes;
 
@@ -71,7 +71,7 @@ struct Emit {
 /// A failed record's error code and message.
 type Error = (String, String);
 /// The aggregate after each fold entry (`None`: the aggregate was deleted), or its error.
-type EntryResults = Vec<Result<Option<Vec<u8>>, Error>>;
+type EntryResults = Vec<Result<Option<Bytes>, Error>>;
 
 /// Folds gathered for one plugin call.
 #[derive(Default)]
@@ -85,7 +85,8 @@ struct Chunk {
     slot_group: Vec<Option<Bytes>>,
     slot_current: Vec<Option<Vec<u8>>>,
     slot_ts: Vec<i64>,
-    slot_of: HashMap<Vec<u8>, u32>,
+    /// Hashed with foldhash: the keys are the batch's own, looked up once per record.
+    slot_of: foldhash::HashMap<Vec<u8>, u32>,
     /// Grouping keys with entries in this chunk (session and sliding windows split on them).
     groups: HashSet<Bytes>,
     emits: Vec<Emit>,
@@ -238,12 +239,17 @@ impl Aggregate {
                     .iter()
                     .map(|c| c.as_deref().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0))
                     .collect();
+                // Every count of the chunk is written into one buffer, and each result is a
+                // slice of it: one allocation per chunk, not one per record.
+                let mut text = bytes::BytesMut::with_capacity(chunk.entry_slot.len() * 8);
+                let mut digits = itoa::Buffer::new();
                 chunk
                     .entry_slot
                     .iter()
                     .map(|&s| {
                         state[s as usize] += 1;
-                        Ok(Some(state[s as usize].to_string().into_bytes()))
+                        text.extend_from_slice(digits.format(state[s as usize]).as_bytes());
+                        Ok(Some(text.split().freeze()))
                     })
                     .collect()
             }
@@ -290,7 +296,7 @@ impl Aggregate {
             match r {
                 Ok(agg) => {
                     slot_ts[s] = slot_ts[s].max(chunk.entries[i].timestamp);
-                    slot_agg[s] = agg.map(Bytes::from);
+                    slot_agg[s] = agg;
                     slot_touched[s] = true;
                     after.push(Some((slot_ts[s], slot_agg[s].clone())));
                 }
@@ -624,7 +630,7 @@ fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<E
     let bad = |reason: &str| CallFailure::Trap { plugin: label.to_owned(), reason: reason.to_owned() };
     let produced = crate::record::DecodedBatch::new(o.records.index, o.records.timestamps, o.records.data)
         .map_err(|e| bad(&e.to_string()))?;
-    let mut results: Vec<Option<Result<Option<Vec<u8>>, Error>>> = vec![None; n];
+    let mut results: Vec<Option<Result<Option<Bytes>, Error>>> = vec![None; n];
     for e in o.errors {
         if let Some(slot) = results.get_mut(e.index as usize) {
             *slot = Some(Err((e.code, e.message)));
@@ -635,7 +641,8 @@ fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<E
         return Err(bad("returned aggregates that do not match its input"));
     }
     for (j, &origin) in origins.iter().enumerate() {
-        results[origin as usize] = Some(Ok(produced.value(j).map(|v| v.to_vec())));
+        // Slices of the plugin's output buffer: no copy per aggregate.
+        results[origin as usize] = Some(Ok(produced.value(j)));
     }
     results.into_iter().map(|r| r.ok_or_else(|| bad("returned no aggregate and no error for a record"))).collect()
 }
@@ -643,7 +650,7 @@ fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<E
 fn single(r: Result<EntryResults, CallFailure>) -> Result<Vec<u8>, Error> {
     match r {
         Ok(mut v) => match v.pop() {
-            Some(Ok(Some(agg))) => Ok(agg),
+            Some(Ok(Some(agg))) => Ok(agg.to_vec()),
             Some(Ok(None)) => Err(("merge".into(), "the merger returned no aggregate".into())),
             Some(Err(e)) => Err(e),
             None => Err(("merge".into(), "the merger returned nothing".into())),

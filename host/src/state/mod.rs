@@ -17,7 +17,7 @@ mod memory;
 mod rocks;
 pub mod windows;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -457,7 +457,8 @@ impl DirectUpstream {
 /// each has a position of its own.
 #[derive(Default)]
 pub struct Sequencer {
-    last: HashMap<String, Position>,
+    /// Looked up once per record: foldhash, not SipHash.
+    last: foldhash::HashMap<String, Position>,
 }
 
 impl Sequencer {
