@@ -96,7 +96,11 @@ pub fn run(
             .map(|(i, io)| {
                 let flags = &flags;
                 std::thread::Builder::new().name(format!("wasp-stream-{i}")).spawn_scoped(s, move || {
-                    let r = thread::run(topology, plugins, io, options, flags);
+                    // A panic stops the other threads too: they may be waiting for its records.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        thread::run(topology, plugins, io, options, flags)
+                    }))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("stream thread {i} panicked")));
                     if r.is_err() {
                         flags.failed.store(true, Ordering::Relaxed);
                     }
@@ -108,7 +112,10 @@ pub fn run(
             .into_iter()
             .map(|h| match h {
                 Ok(h) => h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a stream thread panicked"))),
-                Err(e) => Err(anyhow::Error::new(e).context("starting a stream thread")),
+                Err(e) => {
+                    flags.failed.store(true, Ordering::Relaxed);
+                    Err(anyhow::Error::new(e).context("starting a stream thread"))
+                }
             })
             .collect()
     });
