@@ -237,14 +237,31 @@ impl PluginInstance {
         }
     }
 
+    /// The one call path of every kind: arms the limits, finds the kind's export, lends the
+    /// encoded batches to the call and takes them back, and turns a trap or a refused batch
+    /// into a [`CallFailure`]. A new kind's method is one line on top of it.
+    fn call<G, R, const N: usize>(
+        &mut self,
+        kind: PluginKind,
+        export: impl FnOnce(&Exports) -> Option<&G>,
+        batches: [&mut EncodedBatch; N],
+        call: impl FnOnce(&G, &mut Store<HostState>, &[Batch; N]) -> wasmtime::Result<Result<R, CallError>>,
+    ) -> Result<R, CallFailure> {
+        self.arm();
+        let Self { store, exports, name, .. } = self;
+        let guest = export(exports).ok_or_else(|| missing(name, kind))?;
+        let mut batches = batches;
+        let lent: [Batch; N] = std::array::from_fn(|i| lend(batches[i]));
+        let r = call(guest, store, &lent);
+        for (batch, b) in batches.iter_mut().zip(lent) {
+            give_back(batch, b);
+        }
+        r.map_err(|e| trap(name, &e))?.map_err(|e| refused(name, e))
+    }
+
     /// Runs a filter over the batch.
     pub fn filter(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<Verdicts, CallFailure> {
-        self.arm();
-        let guest = self.exports.filter.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Filter))?;
-        let b = lend(batch);
-        let r = guest.call_filter(&mut self.store, function, &b);
-        give_back(batch, b);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(PluginKind::Filter, |e| e.filter.as_ref(), [batch], |g, s, [b]| g.call_filter(s, function, b))
     }
 
     /// Runs a transforming kind (value mapper, key-value mapper, flat mapper, key selector).
@@ -254,35 +271,27 @@ impl PluginInstance {
         function: &str,
         batch: &mut EncodedBatch,
     ) -> Result<WasmOutput, CallFailure> {
-        self.arm();
-        let b = lend(batch);
-        let store = &mut self.store;
-        let r = match kind {
+        let f = function;
+        match kind {
             PluginKind::ValueMapper => {
-                self.exports.value_mapper.as_ref().map(|g| g.call_map_values(store, function, &b))
+                self.call(kind, |e| e.value_mapper.as_ref(), [batch], |g, s, [b]| g.call_map_values(s, f, b))
             }
             PluginKind::KeyValueMapper => {
-                self.exports.key_value_mapper.as_ref().map(|g| g.call_map_pairs(store, function, &b))
+                self.call(kind, |e| e.key_value_mapper.as_ref(), [batch], |g, s, [b]| g.call_map_pairs(s, f, b))
             }
-            PluginKind::FlatMapper => self.exports.flat_mapper.as_ref().map(|g| g.call_flat_map(store, function, &b)),
+            PluginKind::FlatMapper => {
+                self.call(kind, |e| e.flat_mapper.as_ref(), [batch], |g, s, [b]| g.call_flat_map(s, f, b))
+            }
             PluginKind::KeySelector => {
-                self.exports.key_selector.as_ref().map(|g| g.call_select_key(store, function, &b))
+                self.call(kind, |e| e.key_selector.as_ref(), [batch], |g, s, [b]| g.call_select_key(s, f, b))
             }
-            _ => None,
-        };
-        give_back(batch, b);
-        let r = r.ok_or_else(|| missing(&self.name, kind))?;
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+            _ => Err(missing(&self.name, kind)),
+        }
     }
 
     /// Runs a for-each over the batch.
     pub fn for_each(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<Vec<RecordError>, CallFailure> {
-        self.arm();
-        let guest = self.exports.for_each.as_ref().ok_or_else(|| missing(&self.name, PluginKind::ForEach))?;
-        let b = lend(batch);
-        let r = guest.call_for_each(&mut self.store, function, &b);
-        give_back(batch, b);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(PluginKind::ForEach, |e| e.for_each.as_ref(), [batch], |g, s, [b]| g.call_for_each(s, function, b))
     }
 
     /// Folds a batch into aggregates (see `aggregator.aggregate` in the WIT).
@@ -293,13 +302,12 @@ impl PluginInstance {
         slots: &[u32],
         current: &mut EncodedBatch,
     ) -> Result<WasmOutput, CallFailure> {
-        self.arm();
-        let guest = self.exports.aggregator.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Aggregator))?;
-        let (b, c) = (lend(batch), lend(current));
-        let r = guest.call_aggregate(&mut self.store, function, &b, slots, &c);
-        give_back(batch, b);
-        give_back(current, c);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(
+            PluginKind::Aggregator,
+            |e| e.aggregator.as_ref(),
+            [batch, current],
+            |g, s, [b, c]| g.call_aggregate(s, function, b, slots, c),
+        )
     }
 
     /// Folds a batch into reduced values (see `reducer.reduce` in the WIT).
@@ -310,13 +318,12 @@ impl PluginInstance {
         slots: &[u32],
         current: &mut EncodedBatch,
     ) -> Result<WasmOutput, CallFailure> {
-        self.arm();
-        let guest = self.exports.reducer.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Reducer))?;
-        let (b, c) = (lend(batch), lend(current));
-        let r = guest.call_reduce(&mut self.store, function, &b, slots, &c);
-        give_back(batch, b);
-        give_back(current, c);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(
+            PluginKind::Reducer,
+            |e| e.reducer.as_ref(),
+            [batch, current],
+            |g, s, [b, c]| g.call_reduce(s, function, b, slots, c),
+        )
     }
 
     /// Merges aggregates pairwise (session windows).
@@ -326,21 +333,17 @@ impl PluginInstance {
         left: &mut EncodedBatch,
         right: &mut EncodedBatch,
     ) -> Result<WasmOutput, CallFailure> {
-        self.arm();
-        let guest = self.exports.aggregator.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Aggregator))?;
-        let (l, r) = (lend(left), lend(right));
-        let res = guest.call_merge(&mut self.store, function, &l, &r);
-        give_back(left, l);
-        give_back(right, r);
-        res.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(
+            PluginKind::Aggregator,
+            |e| e.aggregator.as_ref(),
+            [left, right],
+            |g, s, [l, r]| g.call_merge(s, function, l, r),
+        )
     }
 
     /// The aggregator's initial aggregate.
     pub fn initialize(&mut self, function: &str) -> Result<Vec<u8>, CallFailure> {
-        self.arm();
-        let guest = self.exports.aggregator.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Aggregator))?;
-        let r = guest.call_initialize(&mut self.store, function);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(PluginKind::Aggregator, |e| e.aggregator.as_ref(), [], |g, s, []| g.call_initialize(s, function))
     }
 
     /// The event time of each record.
@@ -349,16 +352,8 @@ impl PluginInstance {
         function: &str,
         batch: &mut EncodedBatch,
     ) -> Result<timestamp_extractor::Timestamps, CallFailure> {
-        self.arm();
-        let guest = self
-            .exports
-            .timestamp_extractor
-            .as_ref()
-            .ok_or_else(|| missing(&self.name, PluginKind::TimestampExtractor))?;
-        let b = lend(batch);
-        let r = guest.call_extract(&mut self.store, function, &b);
-        give_back(batch, b);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        let kind = PluginKind::TimestampExtractor;
+        self.call(kind, |e| e.timestamp_extractor.as_ref(), [batch], |g, s, [b]| g.call_extract(s, function, b))
     }
 
     /// Gives a processor instance its step's stores.
@@ -368,28 +363,22 @@ impl PluginInstance {
 
     /// A processor's timers.
     pub fn processor_init(&mut self, function: &str) -> Result<Vec<processor::Timer>, CallFailure> {
-        self.arm();
-        let guest = self.exports.processor.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Processor))?;
-        let r = guest.call_init(&mut self.store, function);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(PluginKind::Processor, |e| e.processor.as_ref(), [], |g, s, []| g.call_init(s, function))
     }
 
     /// Runs a processor over the batch.
     pub fn process(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<processor::Forwarded, CallFailure> {
-        self.arm();
-        let guest = self.exports.processor.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Processor))?;
-        let b = lend(batch);
-        let r = guest.call_process(&mut self.store, function, &b);
-        give_back(batch, b);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(PluginKind::Processor, |e| e.processor.as_ref(), [batch], |g, s, [b]| g.call_process(s, function, b))
     }
 
     /// Fires a processor's timer.
     pub fn punctuate(&mut self, function: &str, timer: &str, time: i64) -> Result<processor::Forwarded, CallFailure> {
-        self.arm();
-        let guest = self.exports.processor.as_ref().ok_or_else(|| missing(&self.name, PluginKind::Processor))?;
-        let r = guest.call_punctuate(&mut self.store, function, timer, time);
-        r.map_err(|e| trap(&self.name, &e))?.map_err(|e| refused(&self.name, e))
+        self.call(
+            PluginKind::Processor,
+            |e| e.processor.as_ref(),
+            [],
+            |g, s, []| g.call_punctuate(s, function, timer, time),
+        )
     }
 
     /// Sets the instance up for one use before its first batch: an aggregator's `initialize`,
