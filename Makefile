@@ -94,5 +94,17 @@ plugin:
 bench: setup plugins
 	$(CARGO) run --release --bin wasp-bench
 
+## The peer benchmark: word count on nisshi against Quix Streams (a venv in ~/.cache/wasp) and a
+## native rdkafka service, and the JSON filter + map against fluvio-smartengine, whose bench is a
+## cargo project of its own (host/benches/peers/fluvio: it pulls its own wasmtime).
+.PHONY: bench-peers
+bench-peers: setup plugins
+	cd host/benches/peers/fluvio && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/peers-fluvio $(CARGO) build --release --bin wasp-peers-fluvio
+	cd host/benches/peers/fluvio && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/peers-fluvio $(CARGO) build --profile smartmodule \
+	  --target wasm32-unknown-unknown -p wasp-peers-sm-filter -p wasp-peers-sm-map
+	WASP_PEERS_FLUVIO=$(CARGO_TARGET_DIR)/peers-fluvio/release/wasp-peers-fluvio \
+	  WASP_PEERS_SMARTMODULES=$(CARGO_TARGET_DIR)/peers-fluvio/wasm32-unknown-unknown/smartmodule \
+	  $(CARGO) run --release --bin wasp-peers
+
 clean-plugins:
 	rm -rf $(BUILD) plugins/target
