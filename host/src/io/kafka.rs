@@ -182,6 +182,12 @@ impl KafkaSource {
         if c.get("statistics.interval.ms").is_none() {
             c.set("statistics.interval.ms", "1000");
         }
+        // librdkafka prefetches up to 64 MiB per consumer by default, and each stream thread
+        // has one: 16 MiB keeps several batches of every partition ahead, in a bounded
+        // footprint (the user's `properties` still decide).
+        if c.get("queued.max.messages.kbytes").is_none() {
+            c.set("queued.max.messages.kbytes", "16384");
+        }
         let consumer: BaseConsumer<GroupContext> =
             c.create_with_context(GroupContext::default()).context("creating the Kafka consumer")?;
         consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
@@ -354,7 +360,14 @@ impl KafkaSink {
         let mut c = without(config, CONSUMER_ONLY);
         // murmur2 partitions keys as the Java client does, so wasp and Kafka Streams
         // applications agree on co-partitioning.
-        for (k, v) in [("partitioner", "murmur2_random"), ("enable.idempotence", "true"), ("linger.ms", "5")] {
+        // The producer's queue is bounded at 32 MiB (librdkafka's default is 1 GiB): past it,
+        // `send` waits for acknowledgements, which is the backpressure a full broker needs.
+        for (k, v) in [
+            ("partitioner", "murmur2_random"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.kbytes", "32768"),
+        ] {
             if c.get(k).is_none() {
                 c.set(k, v);
             }
