@@ -266,22 +266,26 @@ impl RecordSource for KafkaSource {
         Ok(self.pending.pop_front().map_or(Poll::Idle, Poll::Batch))
     }
 
-    fn commit(&mut self, topic: &str, partition: i32, next_offset: i64) -> anyhow::Result<()> {
+    fn commit(&mut self, offsets: &BTreeMap<(String, i32), i64>) -> anyhow::Result<bool> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
+        for ((topic, partition), next) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
         match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => Ok(()),
-            // The partition moved to another member meanwhile: it will read from the last
-            // committed offset, so this batch's outputs may be produced twice, never lost.
+            Ok(()) => Ok(true),
+            // A rebalance is in progress, or this member was replaced: the runtime keeps the
+            // offsets and commits them after it, for the partitions it still owns; a partition
+            // that moved is read again from its last committed offset (outputs may be
+            // produced twice, never lost).
             Err(KafkaError::ConsumerCommit(
                 RDKafkaErrorCode::RebalanceInProgress
                 | RDKafkaErrorCode::IllegalGeneration
                 | RDKafkaErrorCode::UnknownMemberId,
             )) => {
-                tracing::warn!(topic, partition, "commit refused during a rebalance; the records will be read again");
-                Ok(())
+                tracing::info!(?offsets, "commit refused during a rebalance; it is tried again at the next commit");
+                Ok(false)
             }
-            Err(e) => Err(e).with_context(|| format!("committing {topic}[{partition}]@{next_offset}")),
+            Err(e) => Err(e).with_context(|| format!("committing the offsets {offsets:?}")),
         }
     }
 

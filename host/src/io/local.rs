@@ -231,8 +231,8 @@ impl RecordSource for LocalSource {
         Ok(self.next_from_inbox(wait)?.map_or(Poll::Idle, Poll::Batch))
     }
 
-    fn commit(&mut self, _topic: &str, _partition: i32, _next_offset: i64) -> anyhow::Result<()> {
-        Ok(())
+    fn commit(&mut self, _offsets: &BTreeMap<(String, i32), i64>) -> anyhow::Result<bool> {
+        Ok(true)
     }
 
     fn processed(&mut self, _topic: &str, _partition: i32, records: usize) {

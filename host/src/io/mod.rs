@@ -27,8 +27,11 @@ pub enum Poll {
 pub trait RecordSource {
     /// Up to `max` records of one partition.
     fn poll(&mut self, max: usize) -> anyhow::Result<Poll>;
-    /// Marks everything before `next_offset` as done.
-    fn commit(&mut self, topic: &str, partition: i32, next_offset: i64) -> anyhow::Result<()>;
+    /// Marks everything before each `next_offset` as done, for every partition at once (one
+    /// round trip on Kafka): `(topic, partition) -> next_offset`. `Ok(false)` when the group
+    /// refused it for now (a rebalance is in progress): the caller keeps the offsets and
+    /// commits them again later, for the partitions it still owns.
+    fn commit(&mut self, offsets: &std::collections::BTreeMap<(String, i32), i64>) -> anyhow::Result<bool>;
     /// Partitions taken away since the last call (their tasks are closed).
     fn take_revoked(&mut self) -> Vec<(String, i32)> {
         Vec::new()

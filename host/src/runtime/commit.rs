@@ -44,8 +44,10 @@ pub fn commit(
         });
     }
     result?;
-    for ((topic, partition), offset) in std::mem::take(offsets) {
-        source.commit(&topic, partition, offset)?;
+    // Offsets the group refused (a rebalance) stay, to be committed with the next ones; the
+    // partitions the rebalance takes away drop theirs when their tasks close.
+    if !offsets.is_empty() && source.commit(offsets)? {
+        offsets.clear();
     }
     stats.commits += 1;
     Ok(())

@@ -87,7 +87,8 @@ pub fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<RunStats> {
     let failed = AtomicBool::new(false);
-    let flags = thread::StopFlags { user: stop, failed: &failed };
+    let committed = std::sync::atomic::AtomicUsize::new(0);
+    let flags = thread::StopFlags { user: stop, failed: &failed, committed: &committed, threads: threads.len() };
     options.ready.store(true, Ordering::Relaxed);
     let results: Vec<anyhow::Result<RunStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = threads
@@ -100,7 +101,11 @@ pub fn run(
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         thread::run(topology, plugins, io, options, flags)
                     }))
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("stream thread {i} panicked")));
+                    .unwrap_or_else(|_| {
+                        // The others need not wait for its last commit.
+                        flags.committed.fetch_add(1, Ordering::AcqRel);
+                        Err(anyhow::anyhow!("stream thread {i} panicked"))
+                    });
                     if r.is_err() {
                         flags.failed.store(true, Ordering::Relaxed);
                     }

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -44,14 +44,31 @@ struct Held {
 }
 
 /// Tells the threads to stop: the user's stop (SIGTERM, Ctrl-C), or another thread failed.
+/// And counts the threads through their last commit, so that none leaves the consumer group
+/// before the others have committed: leaving starts a rebalance, and a commit during a
+/// rebalance is refused.
 pub struct StopFlags<'a> {
     pub user: &'a AtomicBool,
     pub failed: &'a AtomicBool,
+    pub committed: &'a AtomicUsize,
+    pub threads: usize,
 }
+
+/// How long a thread waits for the others' last commits before it leaves the group anyway.
+const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 impl StopFlags<'_> {
     fn stopped(&self) -> bool {
         self.user.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
+
+    /// This thread made its last commit (or failed); waits for the others to.
+    fn last_commit_done(&self) {
+        self.committed.fetch_add(1, Ordering::AcqRel);
+        let t = Instant::now();
+        while self.committed.load(Ordering::Acquire) < self.threads && t.elapsed() < LAST_COMMIT_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -93,8 +110,13 @@ pub fn run(
     };
     // A thread that failed commits nothing more: what it did since its last commit is done
     // again by whoever reads the partitions next.
-    t.run_loop(stop)?;
-    t.close()?;
+    let result = t.run_loop(stop);
+    let committed = if result.is_ok() { t.commit() } else { Ok(()) };
+    stop.last_commit_done();
+    let closed = t.io.source.close();
+    result?;
+    committed?;
+    closed?;
     Ok(t.stats)
 }
 
@@ -133,12 +155,6 @@ impl StreamThread<'_> {
             }
         }
         Ok(())
-    }
-
-    /// The last commit, and the source closed.
-    fn close(&mut self) -> anyhow::Result<()> {
-        self.commit()?;
-        self.io.source.close()
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
