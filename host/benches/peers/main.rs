@@ -27,6 +27,11 @@ mod words;
 #[path = "../../../plugins/bench-work.rs"]
 mod work;
 
+/// The allocator the `wasp` binary uses, so wasp's figures are what users get (the native
+/// runner, in this process, gets it too; librdkafka and the peers' own processes keep theirs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Records of the stateless comparison, and rounds (the median is printed).
 const RECORDS: usize = 1_000_000;
 const ROUNDS: usize = 5;
