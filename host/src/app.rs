@@ -80,7 +80,7 @@ pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepar
     // A trial instance of every step checks the named functions before anything runs.
     for (node, r) in topology.plugin_uses() {
         let slot = plugins.get(&r.plugin).context("plugin not loaded")?;
-        crate::operators::PluginStep::new(slot, r, None)
+        crate::wasm::PluginStep::new(slot, r.kind, &r.function, None)
             .with_context(|| format!("step `{}` of pipeline `{}`", node.name, node.pipeline))?;
     }
     Ok(Prepared { loaded, topology: Arc::new(topology), plugins: Arc::new(plugins), runtime })

@@ -113,6 +113,8 @@ fn without(config: &ClientConfig, other_only: &[&str]) -> ClientConfig {
 
 #[derive(Default)]
 struct GroupContext {
+    /// Whether the group has given this consumer an assignment yet (an empty one counts).
+    assigned: std::sync::atomic::AtomicBool,
     /// Revoked partitions whose tasks the runtime has not closed yet.
     revoked: Mutex<Vec<(String, i32)>>,
     /// Revoked partitions whose buffered records the source has not dropped yet.
@@ -161,6 +163,7 @@ impl ConsumerContext for GroupContext {
             let parts: Vec<(String, i32)> =
                 tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             tracing::info!(partitions = ?parts, "partitions assigned");
+            self.assigned.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
@@ -309,6 +312,10 @@ impl RecordSource for KafkaSource {
         if let Err(e) = self.consumer.resume(&tpl) {
             tracing::warn!(topic, partition, error = %e, "cannot resume the partition");
         }
+    }
+
+    fn joined(&self) -> bool {
+        self.consumer.context().assigned.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn take_revoked(&mut self) -> Vec<(String, i32)> {

@@ -54,6 +54,11 @@ pub trait RecordSource {
     fn resume(&mut self, topic: &str, partition: i32) {
         let _ = (topic, partition);
     }
+    /// Whether the source has joined its group (on Kafka: it has had an assignment, empty or
+    /// not). Sources without a group are always joined.
+    fn joined(&self) -> bool {
+        true
+    }
     /// Commits what is pending and leaves the group.
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())

@@ -2,7 +2,7 @@
 //! default branch (no predicate) takes the rest. A record no branch accepts is dropped, as in
 //! Kafka Streams' `split()`.
 
-use super::{Emitted, Operator, PluginStep};
+use super::{Emitted, Operator, PluginStep, StepFailures};
 use crate::record::Record;
 use crate::topology::NodeId;
 use crate::wasm::CallFailure;

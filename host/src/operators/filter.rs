@@ -1,6 +1,6 @@
 //! `filter` and `filterNot`.
 
-use super::{Emitted, Operator, PluginStep};
+use super::{Emitted, Operator, PluginStep, StepFailures};
 use crate::record::Record;
 use crate::wasm::CallFailure;
 

@@ -1,7 +1,7 @@
 //! `peek` (records pass on) and `forEach` (the end of a chain). Without a plugin, `peek` logs
 //! each record.
 
-use super::{Emitted, Operator, PluginStep};
+use super::{Emitted, Operator, PluginStep, StepFailures};
 use crate::record::Record;
 
 pub struct Peek {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Emitted, Failure, Operator, PluginStep};
+use super::{Emitted, Failure, Operator, PluginStep, StepFailures};
 use crate::record::{DecodedBatch, Record};
 use crate::state::{DirectUpstream, Sequencer, Store, upstream_of};
 use crate::wasm::Setup;

@@ -1,7 +1,7 @@
 //! `with_timestamp`: the event time of each record comes from a timestamp-extractor plugin
 //! (Kafka Streams' `TimestampExtractor`), for the windows downstream.
 
-use super::{Emitted, Operator, PluginStep};
+use super::{Emitted, Operator, PluginStep, StepFailures};
 use crate::record::Record;
 
 pub struct WithTimestamp {

@@ -2,7 +2,7 @@
 //! produced records, each with the input position it came from; what the output replaces
 //! depends on the [`Shape`].
 
-use super::{Emitted, Operator, PluginStep};
+use super::{Emitted, Operator, PluginStep, StepFailures};
 use crate::record::{DecodedBatch, Record};
 use crate::wasm::CallFailure;
 

@@ -88,7 +88,14 @@ pub fn run(
 ) -> anyhow::Result<RunStats> {
     let failed = AtomicBool::new(false);
     let committed = std::sync::atomic::AtomicUsize::new(0);
-    let flags = thread::StopFlags { user: stop, failed: &failed, committed: &committed, threads: threads.len() };
+    let joined = std::sync::atomic::AtomicUsize::new(0);
+    let flags = thread::StopFlags {
+        user: stop,
+        failed: &failed,
+        committed: &committed,
+        joined: &joined,
+        threads: threads.len(),
+    };
     options.ready.store(true, Ordering::Relaxed);
     let results: Vec<anyhow::Result<RunStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = threads

@@ -51,8 +51,14 @@ pub struct StopFlags<'a> {
     pub user: &'a AtomicBool,
     pub failed: &'a AtomicBool,
     pub committed: &'a AtomicUsize,
+    /// Threads whose consumer has joined the group.
+    pub joined: &'a AtomicUsize,
     pub threads: usize,
 }
+
+/// How long a thread holds its first batches while the process's other threads join the
+/// group, at most.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a thread waits for the others' last commits before it leaves the group anyway.
 const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
@@ -85,6 +91,8 @@ struct StreamThread<'a> {
     last_commit: Instant,
     /// Records were sent since the last flush.
     unflushed: bool,
+    /// Batches polled while the threads joined the group, not run yet.
+    early: VecDeque<InputBatch>,
 }
 
 /// Runs one stream thread until its source is exhausted or `stop` says so. In-flight batches
@@ -107,6 +115,7 @@ pub fn run(
         stats: RunStats::default(),
         last_commit: Instant::now(),
         unflushed: false,
+        early: VecDeque::new(),
     };
     // A thread that failed commits nothing more: what it did since its last commit is done
     // again by whoever reads the partitions next.
@@ -122,10 +131,15 @@ pub fn run(
 
 impl StreamThread<'_> {
     fn run_loop(&mut self, stop: &StopFlags<'_>) -> anyhow::Result<()> {
+        self.join(stop)?;
         while !stop.stopped() {
             self.close_revoked();
             self.resume_held()?;
-            match self.io.source.poll(self.options.batch_size)? {
+            let polled = match self.early.pop_front() {
+                Some(b) => Poll::Batch(b),
+                None => self.io.source.poll(self.options.batch_size)?,
+            };
+            match polled {
                 Poll::Batch(batch) => {
                     let key = self.task_key(&batch)?;
                     if let Some(h) = self.held.get_mut(&key) {
@@ -155,6 +169,34 @@ impl StreamThread<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Polls without running anything until every thread of the process has joined the group
+    /// (or [`JOIN_WAIT`] passed): a thread that ran batches before the others joined would
+    /// lose that work, uncommitted, to the rebalance their joining starts. What the first
+    /// polls return waits in `early`, minus what that rebalance revokes.
+    fn join(&mut self, stop: &StopFlags<'_>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut counted = false;
+        loop {
+            if !counted && self.io.source.joined() {
+                stop.joined.fetch_add(1, Ordering::AcqRel);
+                counted = true;
+            }
+            if stop.stopped() || started.elapsed() > JOIN_WAIT {
+                return Ok(());
+            }
+            if counted && stop.joined.load(Ordering::Acquire) >= stop.threads {
+                return Ok(());
+            }
+            let revoked = self.io.source.take_revoked();
+            self.early.retain(|b| !revoked.iter().any(|(t, p)| *t == b.topic && *p == b.partition));
+            match self.io.source.poll(self.options.batch_size)? {
+                Poll::Batch(b) => self.early.push_back(b),
+                Poll::Exhausted => return Ok(()),
+                Poll::Idle => {}
+            }
+        }
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
@@ -192,6 +234,7 @@ impl StreamThread<'_> {
     /// applied.
     fn close_revoked(&mut self) {
         for (topic, partition) in self.io.source.take_revoked() {
+            self.early.retain(|b| !(b.topic == topic && b.partition == partition));
             let Some(sub) = self.topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic)) else {
                 continue;
             };

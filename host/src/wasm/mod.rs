@@ -13,6 +13,7 @@ mod instance;
 mod kind;
 mod loader;
 pub mod metrics;
+mod step;
 pub mod swap;
 pub mod watch;
 
@@ -26,7 +27,8 @@ pub use instance::{CallFailure, PluginInstance, Setup};
 pub use kind::PluginKind;
 pub use loader::{LoadedPlugin, PluginError, short_digest};
 pub use metrics::{MetricsRegistry, StepMetrics};
-pub use swap::{PluginDirectory, PluginSlot, PluginSpec, SwapError, SwapEvent, SwapResult};
+pub use step::PluginStep;
+pub use swap::{PluginDirectory, PluginSlot, PluginSpec, SwapError, SwapEvent, SwapResult, Version};
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 

@@ -120,6 +120,16 @@ pub enum SwapError {
     Rejected { plugin: String, reason: String },
 }
 
+/// The version of a plugin tasks should run.
+#[derive(Clone)]
+pub struct Version {
+    pub loaded: Arc<LoadedPlugin>,
+    /// Changes with every swap and rollback.
+    pub generation: u64,
+    /// Swapped in, and not yet through a first batch anywhere (see [`PluginSlot::confirm`]).
+    pub on_probation: bool,
+}
+
 /// One plugin's slot: the version to run, and its swap history.
 pub struct PluginSlot {
     name: String,
@@ -196,10 +206,10 @@ impl PluginSlot {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The version to run, its generation, and whether it is still on probation.
-    pub fn current(&self) -> (Arc<LoadedPlugin>, u64, bool) {
+    /// The version to run.
+    pub fn current(&self) -> Version {
         let c = lock(&self.current);
-        (c.loaded.clone(), c.generation, c.on_probation)
+        Version { loaded: c.loaded.clone(), generation: c.generation, on_probation: c.on_probation }
     }
 
     /// A task's switch to a new version took `pause`.
