@@ -1,5 +1,5 @@
 //! The work `make bench` measures, written once: the bench plugins (`bench-filter`,
-//! `bench-map`, `bench-naive`) and the native baseline in `host/src/bench_main.rs` all include
+//! `bench-map`, `bench-naive`) and the native baseline in `host/benches/main.rs` all include
 //! this file with `#[path]`, so every path computes exactly the same thing.
 #![allow(dead_code, reason = "each includer uses part of it")]
 

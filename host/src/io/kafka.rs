@@ -561,13 +561,18 @@ fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
 
 impl KafkaSink {
     fn send_one(&mut self, topic: &str, partition: Option<i32>, record: &Record) -> anyhow::Result<()> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for h in &record.headers {
-            headers = headers.insert(KafkaHeader { key: &h.name, value: h.value.as_deref() });
-        }
         let track = if partition.is_some() { TRACK_ACK } else { 0 };
         let mut r: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(topic, track).timestamp(record.timestamp).headers(headers);
+            BaseRecord::with_opaque_to(topic, track).timestamp(record.timestamp);
+        // librdkafka's header list is an allocation of its own: only records with headers
+        // (repartitions, dead letters) pay for one.
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for h in &record.headers {
+                headers = headers.insert(KafkaHeader { key: &h.name, value: h.value.as_deref() });
+            }
+            r = r.headers(headers);
+        }
         if let Some(p) = partition {
             r = r.partition(p);
         }
