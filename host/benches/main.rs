@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use bytes::Bytes;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
@@ -44,7 +44,7 @@ const LINES: usize = 125_000;
 const BATCH: usize = 1024;
 const ROUNDS: usize = 5;
 /// The size of each JSON value.
-const VALUE_BYTES: usize = 100;
+const VALUE_BYTES: usize = json_data::VALUE_BYTES;
 /// The design's targets (DESIGN.md, "The WIT contract").
 const BOUNDARY_TARGET_NS: f64 = 30.0;
 const SPEED_TARGET: f64 = 0.5;
@@ -161,30 +161,15 @@ impl<'a> Case<'a> {
     }
 }
 
-/// `n` records keyed by user, with JSON values padded to `VALUE_BYTES`. Deterministic.
+/// `n` records keyed by user, with JSON values padded to `VALUE_BYTES` ([`json_data::dataset`]).
 fn dataset(n: usize) -> Vec<Record> {
-    const COUNTRIES: [&str; 8] = ["NL", "DE", "FR", "BE", "ES", "IT", "PL", "SE"];
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    (0..n)
-        .map(|id| {
-            let user = format!("u{}", next() % 1000);
-            let amount = (next() % 10_000) as f64 / 100.0;
-            let country = COUNTRIES[(next() % COUNTRIES.len() as u64) as usize];
-            let head = format!(r#"{{"id":{id},"user":"{user}","amount":{amount},"country":"{country}","pad":""#);
-            let pad = VALUE_BYTES.saturating_sub(head.len() + 2);
-            let value = format!("{head}{}\"}}", "x".repeat(pad));
-            Record {
-                key: Some(Bytes::from(user.into_bytes())),
-                value: Some(Bytes::from(value.into_bytes())),
-                timestamp: 1_700_000_000_000 + id as i64,
-                ..Record::default()
-            }
+    json_data::dataset(n)
+        .into_iter()
+        .map(|r| Record {
+            key: Some(Bytes::from(r.key.into_bytes())),
+            value: Some(Bytes::from(r.value.into_bytes())),
+            timestamp: r.timestamp,
+            ..Record::default()
         })
         .collect()
 }
@@ -278,46 +263,24 @@ impl Naive {
     }
 }
 
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{nproc} CPUs (nproc), {model}")
-}
+#[path = "util.rs"]
+mod util;
+use util::{env_usize, machine, thousands};
 
-/// `1234567` as `1,234,567`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
+/// The records, shared with `wasp-peers` and the fluvio bench.
+#[path = "peers/json_data.rs"]
+mod json_data;
 
 #[path = "footprint.rs"]
 mod bench_footprint;
-/// The allocator the `wasp` binary uses, so the figures are what users get.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "sandbox.rs"]
 mod bench_sandbox;
 #[path = "state.rs"]
 mod bench_state;
+
+/// The allocator the `wasp` binary uses, so the figures are what users get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
     let records = env_usize("WASP_BENCH_RECORDS", RECORDS)?;

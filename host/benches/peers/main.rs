@@ -24,6 +24,11 @@ mod quix;
 mod wordcount;
 mod words;
 // The stateless work, as wasp's bench plugins and the fluvio SmartModules run it.
+#[path = "../util.rs"]
+mod util;
+pub use util::thousands;
+use util::{env_usize, machine};
+
 #[path = "../../../plugins/bench-work.rs"]
 mod work;
 
@@ -35,37 +40,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Records of the stateless comparison, and rounds (the median is printed).
 const RECORDS: usize = 1_000_000;
 const ROUNDS: usize = 5;
-
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// `nproc` and the CPU model, as `make bench` prints them.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{nproc} CPUs (nproc), {model}")
-}
 
 /// `date -u`, as the shell prints it.
 fn date() -> String {
