@@ -31,6 +31,8 @@ pub enum FailureCode {
     Deserialization,
     /// A processor forwarded to a child it does not have.
     UnknownChild,
+    /// The step's state store failed to read the record's aggregate.
+    State,
     /// The plugin's own code for a per-record error.
     Plugin(String),
 }
@@ -42,6 +44,7 @@ impl FailureCode {
             Self::Refused => "refused",
             Self::Deserialization => "deserialization",
             Self::UnknownChild => "unknown-child",
+            Self::State => "state",
             Self::Plugin(code) => code,
         }
     }
@@ -61,6 +64,7 @@ impl From<String> for FailureCode {
             "refused" => Self::Refused,
             "deserialization" => Self::Deserialization,
             "unknown-child" => Self::UnknownChild,
+            "state" => Self::State,
             _ => Self::Plugin(code),
         }
     }
