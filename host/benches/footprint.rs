@@ -108,37 +108,20 @@ steps = [
     Ok(())
 }
 
-/// The word count's manifest on the broker: `lines_topic` to `out_topic`.
+/// The word count on the broker from `lines_topic` to `<id>-out`, its fetches short (the
+/// latency run needs them).
 fn broker_manifest(dir: &Path, plugins: &Path, bootstrap: &str, id: &str, lines_topic: &str) -> Result<PathBuf> {
-    let p = plugins.display();
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"version = 1
-[application]
-id = "{id}"
-state_dir = "{state}"
-[application.kafka]
-bootstrap_servers = "{bootstrap}"
-[application.kafka.properties]
-"auto.offset.reset" = "earliest"
-"fetch.wait.max.ms" = "5"
-[streams.lines]
-topic = "{lines_topic}"
-[plugins.split-words]
-path = "{p}/split-words.wasm"
-[plugins.word-key]
-path = "{p}/word-key.wasm"
-[pipelines.p]
-from = "lines"
-to = "{id}-out"
-steps = [ {{ op = "flat_map_values", plugin = "split-words" }}, {{ op = "group_by", plugin = "word-key" }}, {{ op = "count" }} ]
-"#,
-            state = dir.join(format!("{id}-state")).display(),
-        ),
-    )?;
-    Ok(path)
+    let output = format!("{id}-out");
+    let properties = [("fetch.wait.max.ms", "5")];
+    let wc = crate::util::BrokerWordCount {
+        id,
+        bootstrap,
+        input: lines_topic,
+        output: &output,
+        threads: 2,
+        properties: &properties,
+    };
+    wc.write(dir, plugins)
 }
 
 /// The peak resident set of a running process, from `/proc`.

@@ -1,5 +1,7 @@
 //! Helpers both bench binaries (`wasp-bench`, `wasp-peers`) print with.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 
 /// `nproc` and the CPU model.
@@ -31,5 +33,55 @@ pub fn env_usize(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a number")),
         Err(_) => Ok(default),
+    }
+}
+
+/// The word count on a broker, as `make bench` runs it (split-words, group_by word-key,
+/// count), from topic `input` to topic `output`, with extra client `properties`; written to
+/// `dir/<id>.toml`.
+pub struct BrokerWordCount<'a> {
+    pub id: &'a str,
+    pub bootstrap: &'a str,
+    pub input: &'a str,
+    pub output: &'a str,
+    pub threads: usize,
+    pub properties: &'a [(&'a str, &'a str)],
+}
+
+impl BrokerWordCount<'_> {
+    pub fn write(&self, dir: &Path, plugins: &Path) -> Result<PathBuf> {
+        let Self { id, bootstrap, input, output, threads, .. } = self;
+        let properties: String = self.properties.iter().map(|(k, v)| format!("\"{k}\" = \"{v}\"\n")).collect();
+        let text = format!(
+            r#"version = 1
+[application]
+id = "{id}"
+threads = {threads}
+state_dir = "{state}"
+[application.kafka]
+bootstrap_servers = "{bootstrap}"
+[application.kafka.properties]
+"auto.offset.reset" = "earliest"
+{properties}[streams.lines]
+topic = "{input}"
+[plugins.split-words]
+path = "{p}/split-words.wasm"
+[plugins.word-key]
+path = "{p}/word-key.wasm"
+[pipelines.wordcount]
+from = "lines"
+to = "{output}"
+steps = [
+  {{ op = "flat_map_values", plugin = "split-words" }},
+  {{ op = "group_by", plugin = "word-key" }},
+  {{ op = "count" }},
+]
+"#,
+            state = dir.join(format!("{id}-state")).display(),
+            p = plugins.display(),
+        );
+        let path = dir.join(format!("{id}.toml"));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 }

@@ -150,37 +150,7 @@ fn wasp_manifest(dir: &Path, id: &str, bootstrap: &str, input: &str, output: &st
         .join("../plugins/build")
         .canonicalize()
         .context("plugins/build is missing: run `make plugins` (make bench-peers does)")?;
-    let text = format!(
-        r#"version = 1
-[application]
-id = "{id}"
-threads = {threads}
-state_dir = "{state}"
-[application.kafka]
-bootstrap_servers = "{bootstrap}"
-[application.kafka.properties]
-"auto.offset.reset" = "earliest"
-[streams.lines]
-topic = "{input}"
-[plugins.split-words]
-path = "{p}/split-words.wasm"
-[plugins.word-key]
-path = "{p}/word-key.wasm"
-[pipelines.wordcount]
-from = "lines"
-to = "{output}"
-steps = [
-  {{ op = "flat_map_values", plugin = "split-words" }},
-  {{ op = "group_by", plugin = "word-key" }},
-  {{ op = "count" }},
-]
-"#,
-        state = dir.join("state").display(),
-        p = plugins.display(),
-    );
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    crate::util::BrokerWordCount { id, bootstrap, input, output, threads, properties: &[] }.write(dir, &plugins)
 }
 
 /// One run of `runner` on the `partitions`-partition input; its words/s.
