@@ -311,8 +311,16 @@ fn main() -> Result<()> {
     let slots: Vec<Arc<PluginSlot>> = plugins.iter().map(|p| PluginSlot::fixed(p.clone())).collect();
     let lookup = |name: &str| slots.iter().find(|s| s.name() == name).cloned();
     let op = |node: NodeOp| -> Result<Stage<'_>> { Ok(operator_stage(construct_stateless(&node, &lookup)?)) };
-    let filter_node = |plugin: &str| NodeOp::Filter { plugin: plugin_ref(plugin, PluginKind::Filter), negate: false };
-    let map_node = |plugin: &str| NodeOp::MapValues { plugin: plugin_ref(plugin, PluginKind::ValueMapper) };
+    let filter_node = |plugin: &str| NodeOp::Operator {
+        op: "filter",
+        plugin: Some(plugin_ref(plugin, PluginKind::Filter)),
+        note: None,
+    };
+    let map_node = |plugin: &str| NodeOp::Operator {
+        op: "map_values",
+        plugin: Some(plugin_ref(plugin, PluginKind::ValueMapper)),
+        note: None,
+    };
     let naive = std::cell::RefCell::new(Naive::new(runtime.engine())?);
 
     let data = dataset(records);

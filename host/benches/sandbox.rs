@@ -71,9 +71,14 @@ impl FilterMap {
         };
         let slots = [load(f, PluginKind::Filter)?, load(m, PluginKind::ValueMapper)?];
         let lookup = |name: &str| slots.iter().find(|s| s.name() == name).cloned();
-        let filter =
-            construct_stateless(&NodeOp::Filter { plugin: reference(f, PluginKind::Filter), negate: false }, &lookup)?;
-        let map = construct_stateless(&NodeOp::MapValues { plugin: reference(m, PluginKind::ValueMapper) }, &lookup)?;
+        let filter = construct_stateless(
+            &NodeOp::Operator { op: "filter", plugin: Some(reference(f, PluginKind::Filter)), note: None },
+            &lookup,
+        )?;
+        let map = construct_stateless(
+            &NodeOp::Operator { op: "map_values", plugin: Some(reference(m, PluginKind::ValueMapper)), note: None },
+            &lookup,
+        )?;
         Ok(Self { _runtime: runtime, filter, map })
     }
 
@@ -167,7 +172,7 @@ fn swaps(cache: Option<PathBuf>, versions: &[PathBuf], input: &[Vec<Record>]) ->
     );
     let directory = Arc::new(directory);
     let lookup = |name: &str| directory.get(name);
-    let node = NodeOp::MapValues { plugin: reference("m", PluginKind::ValueMapper) };
+    let node = NodeOp::Operator { op: "map_values", plugin: Some(reference("m", PluginKind::ValueMapper)), note: None };
     let mut tasks: Vec<Box<dyn Operator>> =
         (0..TASKS).map(|_| construct_stateless(&node, &lookup)).collect::<Result<_, _>>()?;
     let swapping = Arc::new(AtomicBool::new(false));

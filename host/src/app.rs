@@ -29,7 +29,7 @@ pub struct Prepared {
 /// Parses the manifest and builds its topology, without touching plugins.
 pub fn plan(path: &Path) -> anyhow::Result<(Loaded, Topology)> {
     let loaded = manifest::load(path)?;
-    let topology = topology::build(&loaded)?;
+    let topology = topology::build(&loaded, &runtime::operator_specs())?;
     Ok((loaded, topology))
 }
 

@@ -134,8 +134,10 @@ pub fn run(records: usize, rounds: usize) -> Result<()> {
     let slots = [load("bench-filter", PluginKind::Filter)?, load("bench-map", PluginKind::ValueMapper)?];
     let lookup = |name: &str| slots.iter().find(|s| s.name() == name).cloned();
     let plugin = |name: &str, kind| PluginRef { plugin: name.to_owned(), function: String::new(), kind };
-    let filter = NodeOp::Filter { plugin: plugin("bench-filter", PluginKind::Filter), negate: false };
-    let map = NodeOp::MapValues { plugin: plugin("bench-map", PluginKind::ValueMapper) };
+    let filter =
+        NodeOp::Operator { op: "filter", plugin: Some(plugin("bench-filter", PluginKind::Filter)), note: None };
+    let map =
+        NodeOp::Operator { op: "map_values", plugin: Some(plugin("bench-map", PluginKind::ValueMapper)), note: None };
     let mut wasp: Vec<Stage<'_>> = vec![
         operator_stage(construct_stateless(&filter, &lookup)?),
         operator_stage(construct_stateless(&map, &lookup)?),

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use bytes::Bytes;
 
-use super::{Emitted, Failure, Operator, PluginStep};
+use super::{ConstructError, Emitted, Failure, Operator, OperatorSpec, PluginStep, TaskContext, wrong_node};
 use crate::record::{EncodedBatch, Header, Origin, Record};
 use crate::state::windows::{
     DATA, EMIT_INDEX, EXPIRE_INDEX, Window, decode_data_key, index_key, key_prefix, output_key, session_key,
@@ -23,10 +23,67 @@ use crate::state::windows::{
 };
 use crate::state::{DirectUpstream, Sequencer, Store, prefix_end, upstream_of};
 use crate::topology::WindowSpec;
+use crate::topology::{Field, FoldKind, FoldOp, Form, Node, NodeOp, PluginKind, PluginUse, StepSpec};
 use crate::wasm::CallFailure;
 
 /// Sessions or windows of one key a record can touch are few; the cap guards a runaway key.
 pub const MAX_WINDOWS_PER_KEY_SCAN: usize = 10_000;
+
+const FIELDS: &[Field] = &[Field::Store, Field::LateTopic];
+
+pub static COUNT: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "count",
+        fields: FIELDS,
+        plugin: PluginUse::None,
+        form: Form::Fold(FoldKind::Count),
+        note: None,
+    },
+    construct: Some(construct),
+};
+
+pub static REDUCE: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "reduce",
+        fields: FIELDS,
+        plugin: PluginUse::Required(PluginKind::Reducer),
+        form: Form::Fold(FoldKind::Reduce),
+        note: None,
+    },
+    construct: Some(construct),
+};
+
+pub static AGGREGATE: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "aggregate",
+        fields: FIELDS,
+        plugin: PluginUse::Required(PluginKind::Aggregator),
+        form: Form::Fold(FoldKind::Aggregate),
+        note: None,
+    },
+    construct: Some(construct),
+};
+
+fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
+    let NodeOp::Aggregate { fold, window, emit_final, store, late_topic } = &node.op else {
+        return Err(wrong_node("aggregate", node));
+    };
+    let fold = match fold {
+        FoldOp::Count => Fold::Count,
+        FoldOp::Reduce(p) => Fold::Reduce(ctx.step(p)?),
+        FoldOp::Aggregate(p) => Fold::Aggregate(ctx.step(p)?),
+    };
+    Ok(Box::new(Aggregate {
+        fold,
+        window: *window,
+        emit_final: *emit_final,
+        late_topic: late_topic.clone(),
+        store: ctx.open(store)?,
+        topics: ctx.topics.to_vec(),
+        node: node.name.clone(),
+        seq: Default::default(),
+    }))
+}
 
 /// How values fold into an aggregate.
 pub enum Fold {

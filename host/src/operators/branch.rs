@@ -2,10 +2,32 @@
 //! default branch (no predicate) takes the rest. A record no branch accepts is dropped, as in
 //! Kafka Streams' `split()`.
 
-use super::{Emitted, Operator, PluginStep, StepFailures};
+use super::{ConstructError, Emitted, Operator, OperatorSpec, PluginStep, StepFailures, TaskContext};
 use crate::record::Record;
-use crate::topology::NodeId;
+use crate::topology::{Field, Form, Node, NodeId, NodeOp, PluginUse, StepSpec};
 use crate::wasm::CallFailure;
+
+/// `branch`: each of its `branches` names a filter plugin as predicate (the last may not).
+pub static BRANCH: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "branch",
+        fields: &[Field::Branches],
+        plugin: PluginUse::None,
+        form: Form::Branch,
+        note: None,
+    },
+    construct: Some(construct),
+};
+
+fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
+    let NodeOp::Branch { predicates, targets } = &node.op else {
+        return Err(super::wrong_node("branch", node));
+    };
+    Ok(Box::new(Branch {
+        predicates: predicates.iter().map(|p| p.as_ref().map(|p| ctx.step(p)).transpose()).collect::<Result<_, _>>()?,
+        targets: targets.clone(),
+    }))
+}
 
 pub struct Branch {
     pub predicates: Vec<Option<PluginStep>>,

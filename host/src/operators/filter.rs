@@ -1,8 +1,35 @@
 //! `filter` and `filterNot`.
 
-use super::{Emitted, Operator, PluginStep, StepFailures};
+use super::{ConstructError, Emitted, NODE, Operator, OperatorSpec, PluginStep, StepFailures, TaskContext};
 use crate::record::Record;
+use crate::topology::{Node, PluginKind, PluginUse, StepSpec};
 use crate::wasm::CallFailure;
+
+pub static FILTER: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "filter",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::Filter),
+        form: NODE,
+        note: None,
+    },
+    construct: Some(|node, ctx| filter(node, ctx, false)),
+};
+
+pub static FILTER_NOT: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "filter_not",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::Filter),
+        form: NODE,
+        note: Some("negated"),
+    },
+    construct: Some(|node, ctx| filter(node, ctx, true)),
+};
+
+fn filter(node: &Node, ctx: &mut TaskContext<'_>, negate: bool) -> Result<Box<dyn Operator>, ConstructError> {
+    Ok(Box::new(Filter { step: ctx.node_step(node)?, negate }))
+}
 
 pub struct Filter {
     pub step: PluginStep,

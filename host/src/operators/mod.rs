@@ -1,21 +1,16 @@
-//! The operators: one file per kind, one [`Operator`] trait, one constructor ([`construct`]).
-//! Operators know nothing about Kafka: they see batches of records, and call plugins through
-//! [`PluginStep`], which owns the instance, rebuilds it after a trap and retries once.
+//! The operators: one file per kind, one [`Operator`] trait, and one table of them
+//! ([`REGISTRY`]). Each file declares its [`OperatorSpec`]s: the op's name in the manifest,
+//! the fields and plugin kind its steps take and the shape it gives the graph (for the
+//! topology builder), and how a task builds the operator of one of its nodes. Operators know
+//! nothing about Kafka: they see batches of records, and call plugins through [`PluginStep`],
+//! which owns the instance, rebuilds it after a trap and retries once.
 
-mod aggregate;
-mod branch;
-mod filter;
-mod peek;
-mod processor;
-mod sink;
-mod timestamp;
-mod transform;
-
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::record::Record;
 use crate::state::{Store, StoreSpec};
-use crate::topology::{FoldOp, NodeId, NodeOp, PluginRef};
+use crate::topology::{Form, Node, NodeId, NodeOp, PluginRef, StepSpec};
 pub use crate::wasm::PluginStep;
 use crate::wasm::host::state::SharedStores;
 use crate::wasm::{CallFailure, PluginError, PluginSlot};
@@ -121,13 +116,47 @@ pub trait Operator: Send {
     }
 }
 
-/// The records pass on unchanged (sources and merges).
-struct PassThrough;
+/// Declares the operator files and the table of their specs, one line per file.
+macro_rules! registry {
+    ($($file:ident => [$($spec:ident),* $(,)?]),* $(,)?) => {
+        $(mod $file;)*
 
-impl Operator for PassThrough {
-    fn process(&mut self, input: Vec<Record>) -> Emitted {
-        Emitted { all: input, ..Default::default() }
-    }
+        /// Every operator kind. Adding one is a file with its [`OperatorSpec`] and a line here.
+        pub static REGISTRY: &[&OperatorSpec] = &[$($(&$file::$spec,)*)*];
+    };
+}
+
+registry! {
+    merge => [SOURCE, MERGE],
+    sink => [SINK, TO, REPARTITION],
+    filter => [FILTER, FILTER_NOT],
+    transform => [MAP_VALUES, MAP, FLAT_MAP, FLAT_MAP_VALUES, SELECT_KEY],
+    peek => [PEEK, FOR_EACH],
+    timestamp => [WITH_TIMESTAMP],
+    branch => [BRANCH],
+    group => [GROUP_BY_KEY, GROUP_BY, WINDOWED_BY, SUPPRESS, TO_STREAM],
+    aggregate => [COUNT, REDUCE, AGGREGATE],
+    processor => [PROCESS],
+}
+
+/// An operator kind: what the topology builder needs to know of its steps, and how a task
+/// builds the operator of one of its nodes.
+pub struct OperatorSpec {
+    pub step: StepSpec,
+    /// Builds a node's operator. `None` for steps that make no node of their own
+    /// (`group_by_key`, `windowed_by`, `suppress`, `to_stream`, and `to`, which makes a sink).
+    pub construct: Option<Construct>,
+}
+
+/// Builds the operator of `node` for a task.
+pub type Construct = fn(&Node, &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError>;
+
+/// The form of a step that runs on the stream and passes it on, keeping its key.
+pub const NODE: Form = Form::Node { changes_key: false, terminal: false };
+
+/// What the topology builder needs of every registered kind.
+pub fn step_specs() -> Vec<&'static StepSpec> {
+    REGISTRY.iter().map(|s| &s.step).collect()
 }
 
 /// How an operator turns a plugin call that failed into failed records.
@@ -166,19 +195,6 @@ impl StepFailures for PluginStep {
 /// Finds the slot of the plugin a step names.
 pub type PluginLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<PluginSlot>>;
 
-fn step(lookup: PluginLookup<'_>, r: &PluginRef) -> Result<PluginStep, PluginError> {
-    step_with(lookup, r, None)
-}
-
-/// A step whose instances get `stores` (a processor's).
-fn step_with(lookup: PluginLookup<'_>, r: &PluginRef, stores: Option<SharedStores>) -> Result<PluginStep, PluginError> {
-    let slot = lookup(&r.plugin).ok_or_else(|| PluginError::Instantiate {
-        plugin: r.plugin.clone(),
-        reason: "the plugin was not loaded".to_owned(),
-    })?;
-    PluginStep::new(slot, r.kind, &r.function, stores)
-}
-
 /// Why a node's operator could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ConstructError {
@@ -186,6 +202,10 @@ pub enum ConstructError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("no operator is registered for `{op}` (node {node})")]
+    Unregistered { op: &'static str, node: String },
+    #[error("the `{spec}` operator cannot run node {node}, a `{op}` node")]
+    WrongNode { spec: &'static str, op: &'static str, node: String },
 }
 
 /// What a task gives the operators it builds.
@@ -193,13 +213,56 @@ pub struct TaskContext<'a> {
     pub lookup: PluginLookup<'a>,
     /// The task's input topics, by `Origin::topic`.
     pub topics: &'a [String],
+    /// Every store of the topology, by name.
+    pub stores: &'a BTreeMap<String, StoreSpec>,
     /// Opens (and restores) one of the task's stores.
     pub open_store: &'a mut dyn FnMut(&StoreSpec) -> Result<Store, crate::state::StateError>,
 }
 
+impl TaskContext<'_> {
+    /// The plugin step of `r`.
+    pub fn step(&self, r: &PluginRef) -> Result<PluginStep, PluginError> {
+        self.step_with(r, None)
+    }
+
+    /// A step whose instances get `stores` (a processor's).
+    pub(super) fn step_with(&self, r: &PluginRef, stores: Option<SharedStores>) -> Result<PluginStep, PluginError> {
+        let slot = (self.lookup)(&r.plugin).ok_or_else(|| PluginError::Instantiate {
+            plugin: r.plugin.clone(),
+            reason: "the plugin was not loaded".to_owned(),
+        })?;
+        PluginStep::new(slot, r.kind, &r.function, stores)
+    }
+
+    /// The step of the plugin an operator node calls; the node must have one.
+    pub fn node_step(&self, node: &Node) -> Result<PluginStep, PluginError> {
+        self.node_step_opt(node)?.ok_or_else(|| PluginError::Instantiate {
+            plugin: node.name.clone(),
+            reason: format!("`{}` needs a plugin", node.op.name()),
+        })
+    }
+
+    /// The step of the plugin an operator node calls, if it has one.
+    pub fn node_step_opt(&self, node: &Node) -> Result<Option<PluginStep>, PluginError> {
+        match &node.op {
+            NodeOp::Operator { plugin, .. } => plugin.as_ref().map(|p| self.step(p)).transpose(),
+            _ => Ok(None),
+        }
+    }
+
+    /// Opens the store named `name`.
+    pub fn open(&mut self, name: &str) -> Result<Store, crate::state::StateError> {
+        let spec = self.stores.get(name).cloned().ok_or_else(|| crate::state::StateError::Backend {
+            store: name.to_owned(),
+            message: "the topology has no such store".to_owned(),
+        })?;
+        (self.open_store)(&spec)
+    }
+}
+
 /// A stateless node's operator outside a task (benchmarks and tests).
 pub fn construct_stateless(op: &NodeOp, lookup: PluginLookup<'_>) -> Result<Box<dyn Operator>, ConstructError> {
-    let node = crate::topology::Node {
+    let node = Node {
         id: 0,
         name: "standalone".to_owned(),
         op: op.clone(),
@@ -211,85 +274,62 @@ pub fn construct_stateless(op: &NodeOp, lookup: PluginLookup<'_>) -> Result<Box<
     let mut no_stores = |spec: &StoreSpec| {
         Err(crate::state::StateError::Backend { store: spec.name.clone(), message: "no stores here".to_owned() })
     };
-    let mut ctx = TaskContext { lookup, topics: &[], open_store: &mut no_stores };
-    construct(&node, &Default::default(), &mut ctx)
+    let stores = BTreeMap::new();
+    let mut ctx = TaskContext { lookup, topics: &[], stores: &stores, open_store: &mut no_stores };
+    construct(&node, &mut ctx)
 }
 
-/// The one constructor: a node's operator, with its plugin instances and stores.
-pub fn construct(
-    node: &crate::topology::Node,
-    stores: &std::collections::BTreeMap<String, StoreSpec>,
-    ctx: &mut TaskContext<'_>,
-) -> Result<Box<dyn Operator>, ConstructError> {
-    let lookup = ctx.lookup;
-    Ok(match &node.op {
-        NodeOp::Source { .. } | NodeOp::Merge => Box::new(PassThrough),
-        NodeOp::Sink { topic } => Box::new(sink::Sink { topic: topic.clone() }),
-        NodeOp::Repartition { topic } => Box::new(sink::Repartition {
-            topic: topic.clone(),
-            topics: ctx.topics.to_vec(),
-            sequencer: Default::default(),
-            buffer: Default::default(),
-        }),
-        NodeOp::WithTimestamp { plugin } => Box::new(timestamp::WithTimestamp { step: step(lookup, plugin)? }),
-        NodeOp::Process { plugin, stores: names, children } => {
-            let mut opened = std::collections::BTreeMap::new();
-            for name in names {
-                let spec = stores.get(name).cloned().ok_or_else(|| crate::state::StateError::Backend {
-                    store: name.clone(),
-                    message: "the topology has no such store".to_owned(),
-                })?;
-                opened.insert(name.clone(), (ctx.open_store)(&spec)?);
+/// The one constructor: a node's operator, with its plugin instances and stores, by the
+/// registered kind its op names.
+pub fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
+    let op = node.op.name();
+    let construct = REGISTRY
+        .iter()
+        .filter(|s| s.step.name == op)
+        .find_map(|s| s.construct)
+        .ok_or_else(|| ConstructError::Unregistered { op, node: node.name.clone() })?;
+    construct(node, ctx)
+}
+
+/// The error of a constructor handed a node of another kind.
+fn wrong_node(spec: &'static str, node: &Node) -> ConstructError {
+    ConstructError::WrongNode { spec, op: node.op.name(), node: node.name.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::PluginUse;
+
+    #[test]
+    fn the_registry_names_each_kind_once_and_is_consistent() {
+        let mut names: Vec<&str> = REGISTRY.iter().map(|s| s.step.name).collect();
+        names.sort_unstable();
+        let len = names.len();
+        names.dedup();
+        assert_eq!(names.len(), len, "two specs share a name");
+        for s in REGISTRY {
+            let needs_kind = matches!(
+                s.step.form,
+                Form::GroupBy
+                    | Form::Process
+                    | Form::Fold(crate::topology::FoldKind::Reduce | crate::topology::FoldKind::Aggregate)
+            );
+            assert!(!needs_kind || s.step.plugin.kind().is_some(), "`{}` needs a plugin kind", s.step.name);
+            let makes_node = matches!(
+                s.step.form,
+                Form::Node { .. }
+                    | Form::Merge
+                    | Form::Branch
+                    | Form::GroupBy
+                    | Form::Fold(_)
+                    | Form::Process
+                    | Form::Internal
+            );
+            assert_eq!(makes_node, s.construct.is_some(), "`{}`: a node needs a constructor", s.step.name);
+            if matches!(s.step.form, Form::Branch | Form::Merge | Form::To | Form::Internal) {
+                assert_eq!(s.step.plugin, PluginUse::None, "`{}` takes no plugin of its own", s.step.name);
             }
-            let opened: SharedStores = Arc::new(std::sync::Mutex::new(opened));
-            let step = step_with(lookup, plugin, Some(opened.clone()))?;
-            Box::new(processor::Processor::new(step, opened, children.clone(), ctx.topics.to_vec()))
         }
-        NodeOp::Aggregate { fold, window, emit_final, store, late_topic } => {
-            let spec = stores.get(store).cloned().ok_or_else(|| crate::state::StateError::Backend {
-                store: store.clone(),
-                message: "the topology has no such store".to_owned(),
-            })?;
-            let fold = match fold {
-                FoldOp::Count => aggregate::Fold::Count,
-                FoldOp::Reduce(p) => aggregate::Fold::Reduce(step(lookup, p)?),
-                FoldOp::Aggregate(p) => aggregate::Fold::Aggregate(step(lookup, p)?),
-            };
-            Box::new(aggregate::Aggregate {
-                fold,
-                window: *window,
-                emit_final: *emit_final,
-                late_topic: late_topic.clone(),
-                store: (ctx.open_store)(&spec)?,
-                topics: ctx.topics.to_vec(),
-                node: node.name.clone(),
-                seq: Default::default(),
-            })
-        }
-        NodeOp::Filter { plugin, negate } => Box::new(filter::Filter { step: step(lookup, plugin)?, negate: *negate }),
-        NodeOp::MapValues { plugin } => {
-            Box::new(transform::Transform::new(step(lookup, plugin)?, transform::Shape::Value))
-        }
-        NodeOp::Map { plugin } => {
-            Box::new(transform::Transform::new(step(lookup, plugin)?, transform::Shape::KeyValue))
-        }
-        NodeOp::FlatMap { plugin, values_only } => Box::new(transform::Transform::new(
-            step(lookup, plugin)?,
-            if *values_only { transform::Shape::Value } else { transform::Shape::KeyValue },
-        )),
-        NodeOp::SelectKey { plugin } => {
-            Box::new(transform::Transform::new(step(lookup, plugin)?, transform::Shape::Key))
-        }
-        NodeOp::Peek { plugin } => {
-            Box::new(peek::Peek { step: plugin.as_ref().map(|p| step(lookup, p)).transpose()?, pass_on: true })
-        }
-        NodeOp::ForEach { plugin } => Box::new(peek::Peek { step: Some(step(lookup, plugin)?), pass_on: false }),
-        NodeOp::Branch { predicates, targets } => Box::new(branch::Branch {
-            predicates: predicates
-                .iter()
-                .map(|p| p.as_ref().map(|p| step(lookup, p)).transpose())
-                .collect::<Result<_, _>>()?,
-            targets: targets.clone(),
-        }),
-    })
+    }
 }

@@ -1,8 +1,31 @@
 //! `peek` (records pass on) and `forEach` (the end of a chain). Without a plugin, `peek` logs
 //! each record.
 
-use super::{Emitted, Operator, PluginStep, StepFailures};
+use super::{Emitted, NODE, Operator, OperatorSpec, PluginStep, StepFailures};
 use crate::record::Record;
+use crate::topology::{Form, PluginKind, PluginUse, StepSpec};
+
+pub static PEEK: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "peek",
+        fields: &[],
+        plugin: PluginUse::Optional { kind: PluginKind::ForEach, otherwise: "log" },
+        form: NODE,
+        note: None,
+    },
+    construct: Some(|node, ctx| Ok(Box::new(Peek { step: ctx.node_step_opt(node)?, pass_on: true }))),
+};
+
+pub static FOR_EACH: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "for_each",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::ForEach),
+        form: Form::Node { changes_key: false, terminal: true },
+        note: None,
+    },
+    construct: Some(|node, ctx| Ok(Box::new(Peek { step: Some(ctx.node_step(node)?), pass_on: false }))),
+};
 
 pub struct Peek {
     pub step: Option<PluginStep>,

@@ -5,9 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use super::{Emitted, Failure, Operator, PluginStep, StepFailures};
+use super::{
+    ConstructError, Emitted, Failure, Operator, OperatorSpec, PluginStep, StepFailures, TaskContext, wrong_node,
+};
 use crate::record::{DecodedBatch, Record};
 use crate::state::{DirectUpstream, Sequencer, Store, upstream_of};
+use crate::topology::{Field, Form, Node, NodeOp, PluginKind, PluginUse, StepSpec};
 use crate::wasm::Setup;
 use crate::wasm::bindings::processor::{Clock, Forwarded};
 use crate::wasm::host::state::SharedStores;
@@ -24,6 +27,31 @@ struct Timer {
     interval: i64,
     clock: Clock,
     next: Option<i64>,
+}
+
+/// `process`: a processor plugin with the `stores` it opens and its named `children`.
+pub static PROCESS: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "process",
+        fields: &[Field::Stores, Field::Children],
+        plugin: PluginUse::Required(PluginKind::Processor),
+        form: Form::Process,
+        note: None,
+    },
+    construct: Some(construct),
+};
+
+fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
+    let NodeOp::Process { plugin, stores: names, children } = &node.op else {
+        return Err(wrong_node("process", node));
+    };
+    let mut opened = BTreeMap::new();
+    for name in names {
+        opened.insert(name.clone(), ctx.open(name)?);
+    }
+    let opened: SharedStores = std::sync::Arc::new(std::sync::Mutex::new(opened));
+    let step = ctx.step_with(plugin, Some(opened.clone()))?;
+    Ok(Box::new(Processor::new(step, opened, children.clone(), ctx.topics.to_vec())))
 }
 
 pub struct Processor {

@@ -7,9 +7,48 @@ use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Emitted, Operator};
+use super::{ConstructError, Emitted, Operator, OperatorSpec, TaskContext, wrong_node};
 use crate::record::{Header, Record};
 use crate::state::{DirectUpstream, POSITION_HEADER, POSITION_TAIL, Position, Sequencer, encode_position};
+use crate::topology::{self, Field, Form, Node, NodeOp, PluginUse, StepSpec};
+
+/// The nodes that write a topic: a pipeline's `to`, a `to` step, a branch's `to`.
+pub static SINK: OperatorSpec = OperatorSpec {
+    step: StepSpec { name: topology::SINK, fields: &[], plugin: PluginUse::None, form: Form::Internal, note: None },
+    construct: Some(|node, _| match &node.op {
+        NodeOp::Sink { topic } => Ok(Box::new(Sink { topic: topic.clone() })),
+        _ => Err(wrong_node(topology::SINK, node)),
+    }),
+};
+
+/// The `to` step: the stream written to `topic` (a sink node).
+pub static TO: OperatorSpec = OperatorSpec {
+    step: StepSpec { name: "to", fields: &[Field::Topic], plugin: PluginUse::None, form: Form::To, note: None },
+    construct: None,
+};
+
+pub static REPARTITION: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: topology::REPARTITION,
+        fields: &[],
+        plugin: PluginUse::None,
+        form: Form::Internal,
+        note: None,
+    },
+    construct: Some(repartition),
+};
+
+fn repartition(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
+    let NodeOp::Repartition { topic } = &node.op else {
+        return Err(wrong_node(topology::REPARTITION, node));
+    };
+    Ok(Box::new(Repartition {
+        topic: topic.clone(),
+        topics: ctx.topics.to_vec(),
+        sequencer: Default::default(),
+        buffer: Default::default(),
+    }))
+}
 
 /// `to`: the batch goes to `topic`.
 pub struct Sink {

@@ -1,8 +1,20 @@
 //! `with_timestamp`: the event time of each record comes from a timestamp-extractor plugin
 //! (Kafka Streams' `TimestampExtractor`), for the windows downstream.
 
-use super::{Emitted, Operator, PluginStep, StepFailures};
+use super::{Emitted, NODE, Operator, OperatorSpec, PluginStep, StepFailures};
 use crate::record::Record;
+use crate::topology::{PluginKind, PluginUse, StepSpec};
+
+pub static WITH_TIMESTAMP: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "with_timestamp",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::TimestampExtractor),
+        form: NODE,
+        note: None,
+    },
+    construct: Some(|node, ctx| Ok(Box::new(WithTimestamp { step: ctx.node_step(node)? }))),
+};
 
 pub struct WithTimestamp {
     pub step: PluginStep,

@@ -2,9 +2,73 @@
 //! produced records, each with the input position it came from; what the output replaces
 //! depends on the [`Shape`].
 
-use super::{Emitted, Operator, PluginStep, StepFailures};
+use super::{ConstructError, Emitted, NODE, Operator, OperatorSpec, PluginStep, StepFailures, TaskContext};
 use crate::record::{DecodedBatch, Record};
+use crate::topology::{Form, Node, PluginKind, PluginUse, StepSpec};
 use crate::wasm::CallFailure;
+
+const CHANGES_KEY: Form = Form::Node { changes_key: true, terminal: false };
+
+pub static MAP_VALUES: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "map_values",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::ValueMapper),
+        form: NODE,
+        note: None,
+    },
+    construct: Some(|node, ctx| transform(node, ctx, Shape::Value)),
+};
+
+pub static MAP: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "map",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::KeyValueMapper),
+        form: CHANGES_KEY,
+        note: None,
+    },
+    construct: Some(|node, ctx| transform(node, ctx, Shape::KeyValue)),
+};
+
+pub static FLAT_MAP: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "flat_map",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::FlatMapper),
+        form: CHANGES_KEY,
+        note: None,
+    },
+    construct: Some(|node, ctx| transform(node, ctx, Shape::KeyValue)),
+};
+
+/// flatMapValues: the flat-mapper's keys are ignored; each output keeps its input's key.
+pub static FLAT_MAP_VALUES: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "flat_map_values",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::FlatMapper),
+        form: NODE,
+        note: Some("values only"),
+    },
+    construct: Some(|node, ctx| transform(node, ctx, Shape::Value)),
+};
+
+pub static SELECT_KEY: OperatorSpec = OperatorSpec {
+    step: StepSpec {
+        name: "select_key",
+        fields: &[],
+        plugin: PluginUse::Required(PluginKind::KeySelector),
+        form: CHANGES_KEY,
+        note: None,
+    },
+    construct: Some(|node, ctx| transform(node, ctx, Shape::Key)),
+};
+
+/// The operator of a node that maps records with the node's plugin.
+pub fn transform(node: &Node, ctx: &mut TaskContext<'_>, shape: Shape) -> Result<Box<dyn Operator>, ConstructError> {
+    Ok(Box::new(Transform::new(ctx.node_step(node)?, shape)))
+}
 
 /// Which fields of the produced records replace the input's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

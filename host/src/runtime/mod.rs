@@ -15,6 +15,9 @@ mod policy;
 mod task;
 mod thread;
 
+/// The registered operators, for the topology builder.
+pub use crate::operators::step_specs as operator_specs;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

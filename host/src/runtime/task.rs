@@ -58,10 +58,10 @@ impl Task {
         let mut step_metrics: Vec<Option<StepMetrics>> = (0..topology.nodes.len()).map(|_| None).collect();
         let s = &topology.subtopologies[sub];
         let topics = s.source_topics.clone();
-        let mut ctx = TaskContext { lookup, topics: &topics, open_store };
+        let mut ctx = TaskContext { lookup, topics: &topics, stores: &topology.stores, open_store };
         for &id in &s.nodes {
             let node = topology.node(id);
-            operators[id] = Some(construct(node, &topology.stores, &mut ctx)?);
+            operators[id] = Some(construct(node, &mut ctx)?);
             if !matches!(node.op, NodeOp::Sink { .. } | NodeOp::Repartition { .. }) {
                 step_metrics[id] = Some(metrics.step(&node.pipeline, &node.name));
             }

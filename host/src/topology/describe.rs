@@ -36,18 +36,17 @@ pub fn describe(t: &Topology) -> String {
             let detail = match &n.op {
                 NodeOp::Source { topic } => format!("Source: {} (topics: [{topic}])", n.name),
                 NodeOp::Sink { topic } => format!("Sink: {} (topic: {topic})", n.name),
-                NodeOp::Filter { plugin: p, negate } => {
-                    format!("Processor: {} ({}{})", n.name, plugin(p), if *negate { ", negated" } else { "" })
+                NodeOp::Operator { plugin: Some(p), note, .. } => {
+                    format!(
+                        "Processor: {} ({}{})",
+                        n.name,
+                        plugin(p),
+                        note.map(|n| format!(", {n}")).unwrap_or_default()
+                    )
                 }
-                NodeOp::MapValues { plugin: p }
-                | NodeOp::Map { plugin: p }
-                | NodeOp::SelectKey { plugin: p }
-                | NodeOp::ForEach { plugin: p } => format!("Processor: {} ({})", n.name, plugin(p)),
-                NodeOp::FlatMap { plugin: p, values_only } => {
-                    format!("Processor: {} ({}{})", n.name, plugin(p), if *values_only { ", values only" } else { "" })
+                NodeOp::Operator { plugin: None, note, .. } => {
+                    format!("Processor: {} ({})", n.name, note.unwrap_or("no plugin"))
                 }
-                NodeOp::Peek { plugin: Some(p) } => format!("Processor: {} ({})", n.name, plugin(p)),
-                NodeOp::Peek { plugin: None } => format!("Processor: {} (log)", n.name),
                 NodeOp::Branch { predicates, .. } => {
                     let preds: Vec<String> = predicates
                         .iter()
@@ -56,7 +55,6 @@ pub fn describe(t: &Topology) -> String {
                     format!("Processor: {} (branches: [{}])", n.name, preds.join(", "))
                 }
                 NodeOp::Merge => format!("Processor: {} (merge)", n.name),
-                NodeOp::WithTimestamp { plugin: p } => format!("Processor: {} ({})", n.name, plugin(p)),
                 NodeOp::Process { plugin: p, stores, children } => {
                     let kids: Vec<String> = children.iter().map(|(k, v)| format!("{k} -> {v}")).collect();
                     format!(

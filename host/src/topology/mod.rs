@@ -3,12 +3,15 @@
 
 mod build;
 mod describe;
+mod spec;
+mod step;
 mod window;
 
 use std::collections::BTreeMap;
 
 pub use build::build;
 pub use describe::{describe, describe_dot, describe_mermaid};
+pub use spec::{Field, FoldKind, Form, PluginUse, StepSpec};
 pub use window::WindowSpec;
 
 use crate::manifest::{Format, OnError, RetryDef};
@@ -27,36 +30,20 @@ pub struct PluginRef {
     pub kind: PluginKind,
 }
 
-/// What a node does.
+/// What a node does. Nodes that run one registered operator over the stream are
+/// [`NodeOp::Operator`]; the rest give the graph its shape, and the builder makes them itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeOp {
     Source {
         topic: String,
     },
-    Filter {
-        plugin: PluginRef,
-        negate: bool,
-    },
-    MapValues {
-        plugin: PluginRef,
-    },
-    Map {
-        plugin: PluginRef,
-    },
-    /// `values_only` is flatMapValues: keys come from the input.
-    FlatMap {
-        plugin: PluginRef,
-        values_only: bool,
-    },
-    SelectKey {
-        plugin: PluginRef,
-    },
-    /// Records pass through; the plugin (if any) sees them, otherwise they are logged.
-    Peek {
+    /// A registered operator (`filter`, `map_values`, `peek`, …): `op` is its [`StepSpec`]'s
+    /// name, which finds the code that runs it.
+    Operator {
+        op: &'static str,
         plugin: Option<PluginRef>,
-    },
-    ForEach {
-        plugin: PluginRef,
+        /// What the description adds after the plugin ([`StepSpec::note`]).
+        note: Option<&'static str>,
     },
     /// Each record goes to the target of the first predicate that accepts it; `None` is the
     /// default branch.
@@ -66,10 +53,6 @@ pub enum NodeOp {
     },
     /// Records from several parents continue as one stream.
     Merge,
-    /// The event time comes from a timestamp-extractor plugin.
-    WithTimestamp {
-        plugin: PluginRef,
-    },
     /// `count`, `reduce` or `aggregate` of grouped records, maybe over windows.
     Aggregate {
         fold: FoldOp,
@@ -96,16 +79,24 @@ pub enum NodeOp {
 }
 
 impl NodeOp {
+    /// The name of the [`StepSpec`] whose code runs the node.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Source { .. } => SOURCE,
+            Self::Operator { op, .. } => op,
+            Self::Branch { .. } => "branch",
+            Self::Merge => "merge",
+            Self::Aggregate { fold, .. } => fold.name(),
+            Self::Process { .. } => "process",
+            Self::Repartition { .. } => REPARTITION,
+            Self::Sink { .. } => SINK,
+        }
+    }
+
     pub fn plugins(&self) -> Vec<&PluginRef> {
         match self {
-            Self::Filter { plugin, .. }
-            | Self::MapValues { plugin }
-            | Self::Map { plugin }
-            | Self::FlatMap { plugin, .. }
-            | Self::SelectKey { plugin }
-            | Self::ForEach { plugin } => vec![plugin],
-            Self::Peek { plugin } => plugin.iter().collect(),
-            Self::WithTimestamp { plugin } | Self::Process { plugin, .. } => vec![plugin],
+            Self::Operator { plugin, .. } => plugin.iter().collect(),
+            Self::Process { plugin, .. } => vec![plugin],
             Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), .. } => vec![p],
             Self::Aggregate { fold: FoldOp::Count, .. } | Self::Repartition { .. } => vec![],
             Self::Branch { predicates, .. } => predicates.iter().flatten().collect(),
@@ -113,6 +104,11 @@ impl NodeOp {
         }
     }
 }
+
+/// The spec names of the nodes the builder makes itself ([`Form::Internal`]).
+pub const SOURCE: &str = "source";
+pub const SINK: &str = "sink";
+pub const REPARTITION: &str = "repartition";
 
 /// How an aggregation folds values.
 #[derive(Debug, Clone, PartialEq, Eq)]
