@@ -244,3 +244,31 @@ plugin = "kit"
         assert_eq!((k.as_str(), v.clone()), ("K", format!("KEEP {i}")));
     }
 }
+
+#[test]
+fn print_writes_each_record_to_stdout_and_ends_the_stream() {
+    // Kafka Streams' `print(Printed.toSysOut())`: `[label]: key, value`, a null as `null`.
+    let sc = Scratch::new();
+    input(&sc, &[(Some("a"), "one"), (None, "two"), (Some("c"), "three"), (Some("d"), "four")]);
+    let manifest =
+        sc.write("p.toml", &(header("") + "[pipelines.p]\nfrom = \"in\"\n[[pipelines.p.steps]]\nop = \"print\"\n"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["run", "--reset"])
+        .arg(&manifest)
+        .env("WASP_STATE_DIR", sc.path("state"))
+        .env("WASP_CACHE_DIR", crate::common::cache_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let printed: Vec<&str> = text.lines().filter(|l| l.starts_with("[p-0-print]")).collect();
+    assert_eq!(
+        printed,
+        vec!["[p-0-print]: a, one", "[p-0-print]: null, two", "[p-0-print]: c, three", "[p-0-print]: d, four"]
+    );
+    // Nothing can follow it.
+    let after = header("")
+        + "[pipelines.p]\nfrom = \"in\"\n[[pipelines.p.steps]]\nop = \"print\"\n[[pipelines.p.steps]]\nop = \"peek\"\n";
+    let err = run_local(&sc, &after, &[]).err().expect("a step after print is an error").to_string();
+    assert!(err.contains("nothing can follow `print`"), "{err}");
+}

@@ -307,10 +307,8 @@ pub struct PipelineDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepDef {
-    /// filter, filter_not, map_values, map, flat_map, flat_map_values, select_key, peek,
-    /// for_each, branch, merge, to, with_timestamp, group_by_key, group_by, windowed_by,
-    /// count, reduce, aggregate, suppress, to_stream or process (camelCase names such as `mapValues`
-    /// work too).
+    /// The name of a registered operator (`filter`, `map_values`, `group_by`, …; the
+    /// topology builder has the list). camelCase names such as `mapValues` work too.
     pub op: Spanned<String>,
     pub plugin: Option<Spanned<String>>,
     /// Which function of the plugin, when it offers several of the kind.

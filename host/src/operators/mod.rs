@@ -137,6 +137,7 @@ registry! {
     group => [GROUP_BY_KEY, GROUP_BY, WINDOWED_BY, SUPPRESS, TO_STREAM],
     aggregate => [COUNT, REDUCE, AGGREGATE],
     processor => [PROCESS],
+    print => [PRINT],
 }
 
 /// An operator kind: what the topology builder needs to know of its steps, and how a task
