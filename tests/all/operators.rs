@@ -269,6 +269,7 @@ fn print_writes_each_record_to_stdout_and_ends_the_stream() {
     // Nothing can follow it.
     let after = header("")
         + "[pipelines.p]\nfrom = \"in\"\n[[pipelines.p.steps]]\nop = \"print\"\n[[pipelines.p.steps]]\nop = \"peek\"\n";
-    let err = run_local(&sc, &after, &[]).err().expect("a step after print is an error").to_string();
+    let Err(err) = run_local(&sc, &after, &[]) else { panic!("a step after print is an error") };
+    let err = err.to_string();
     assert!(err.contains("nothing can follow `print`"), "{err}");
 }
