@@ -26,6 +26,35 @@ fn count_emits_every_update_of_each_key() {
     assert_eq!(ts, vec![Some(1), Some(2), Some(3), Some(4), Some(5)], "an update carries the newest timestamp");
 }
 
+/// `count` into store `counts` with the given `[stores.counts]` settings.
+fn cached_count(store: &str) -> String {
+    header(&format!("[stores.counts]\n{store}"))
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\nsteps = [\n{ op = \"group_by_key\" }, { op = \"count\", store = \"counts\" },\n]\n"
+}
+
+#[test]
+fn the_record_cache_collapses_a_keys_updates_to_the_last_before_the_commit() {
+    // Kafka Streams' caching (KIP-63): with one commit, at the end of the input, each key's
+    // updates collapse to its final count, in the order of their last updates, with the
+    // timestamp of the last record.
+    let sc = Scratch::new();
+    let records: Vec<(&str, &str, i64)> =
+        (0..30).map(|i| (["a", "b", "c", "a", "b", "a"][i % 6], "x", i as i64)).collect();
+    input_at(&sc, &records);
+    let out = run_local(&sc, &cached_count("caching = true\n"), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("c", "5"), s("b", "10"), s("a", "15")]);
+    let ts: Vec<_> = out["out"].iter().map(|o| o.timestamp).collect();
+    assert_eq!(ts, vec![Some(26), Some(28), Some(29)]);
+}
+
+#[test]
+fn a_record_cache_of_zero_bytes_emits_every_update() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 1), ("b", "x", 2), ("a", "x", 3)]);
+    let out = run_local(&sc, &cached_count("caching = true\ncache_bytes = 0\n"), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "1"), s("b", "1"), s("a", "2")]);
+}
+
 #[test]
 fn reduce_folds_values_in_order_starting_from_the_first() {
     let sc = Scratch::new();

@@ -62,6 +62,9 @@ struct Hub {
     /// Records read or written to memory and not yet processed.
     in_flight: AtomicI64,
     max_in_flight: i64,
+    /// Records the threads' record caches hold until their next commit: the run is not over
+    /// while any are held.
+    held: AtomicI64,
     /// `--output` files, shared by the threads (one lock per batch written to a file).
     outputs: HashMap<String, Mutex<std::io::BufWriter<File>>>,
     formats: HashMap<String, (Format, Format)>,
@@ -70,7 +73,10 @@ struct Hub {
 
 impl Hub {
     fn done(&self) -> bool {
-        !self.follow && self.open_files.load(Ordering::Acquire) == 0 && self.in_flight.load(Ordering::Acquire) == 0
+        !self.follow
+            && self.open_files.load(Ordering::Acquire) == 0
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.held.load(Ordering::Acquire) == 0
     }
 
     fn formats(&self, topic: &str) -> (Format, Format) {
@@ -94,6 +100,7 @@ pub fn local_io(plan: LocalPlan) -> anyhow::Result<Vec<(LocalSource, LocalSink)>
         open_files: AtomicUsize::new(plan.files.len()),
         in_flight: AtomicI64::new(0),
         max_in_flight: plan.max_in_flight.max(1) as i64,
+        held: AtomicI64::new(0),
         outputs,
         formats: plan.formats,
         follow: plan.follow,
@@ -237,6 +244,10 @@ impl RecordSource for LocalSource {
 
     fn processed(&mut self, _topic: &str, _partition: i32, records: usize) {
         self.hub.in_flight.fetch_sub(records as i64, Ordering::AcqRel);
+    }
+
+    fn hold(&mut self, delta: i64) {
+        self.hub.held.fetch_add(delta, Ordering::AcqRel);
     }
 
     fn pause(&mut self, topic: &str, _partition: i32) {

@@ -41,6 +41,11 @@ pub trait RecordSource {
     fn lag(&self) -> Vec<(String, i32, i64)> {
         Vec::new()
     }
+    /// The thread's record caches hold `delta` more records (fewer, when negative) that
+    /// have yet to reach their sinks (local mode does not end while any are held).
+    fn hold(&mut self, delta: i64) {
+        let _ = delta;
+    }
     /// The runtime is through with `records` records of a batch it polled from
     /// `topic[partition]`: their outputs are sent (local mode counts what is in flight).
     fn processed(&mut self, topic: &str, partition: i32, records: usize) {

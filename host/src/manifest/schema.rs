@@ -80,8 +80,13 @@ pub struct StoreDef {
     pub changelog: bool,
     /// Entries not updated for this long, in stream time, read as absent (e.g. `"7d"`).
     pub ttl: Option<Spanned<Duration>>,
-    /// The read cache, in bytes (default 10 MiB).
+    /// The read cache, in bytes (default 10 MiB); pending writes past it force a commit, and
+    /// the record cache holds at most this much.
     pub cache_bytes: Option<usize>,
+    /// The record cache (Kafka Streams' caching, KIP-63): an aggregation's updates to a key
+    /// collapse to the last one until the next commit (default off: every update is emitted).
+    #[serde(default)]
+    pub caching: bool,
 }
 
 fn yes() -> bool {

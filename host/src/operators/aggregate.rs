@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use bytes::Bytes;
 
+use super::cache::RecordCache;
 use super::{ConstructError, Emitted, Failure, Operator, OperatorSpec, PluginStep, TaskContext, wrong_node};
 use crate::record::{EncodedBatch, Header, Origin, Record};
 use crate::state::windows::{
@@ -73,12 +74,17 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
         FoldOp::Reduce(p) => Fold::Reduce(ctx.step(p)?),
         FoldOp::Aggregate(p) => Fold::Aggregate(ctx.step(p)?),
     };
+    let store = ctx.open(store)?;
+    // Final results (suppress) are emitted once per window already.
+    let cache = (store.spec.caching && !*emit_final).then(|| RecordCache::new(store.spec.cache_bytes));
     Ok(Box::new(Aggregate {
         fold,
+        cache,
+        texts: Default::default(),
         window: *window,
         emit_final: *emit_final,
         late_topic: late_topic.clone(),
-        store: ctx.open(store)?,
+        store,
         topics: ctx.topics.to_vec(),
         node: node.name.clone(),
         seq: Default::default(),
@@ -87,7 +93,8 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
 
 /// How values fold into an aggregate.
 pub enum Fold {
-    /// Built in: the aggregate is the number of records, as decimal text.
+    /// Built in: the aggregate is the number of records, kept as 8 big-endian bytes and
+    /// emitted as decimal text.
     Count,
     Reduce(PluginStep),
     /// The initial aggregate comes from the instance that folds: each version (and each
@@ -97,6 +104,10 @@ pub enum Fold {
 
 pub struct Aggregate {
     pub fold: Fold,
+    /// The record cache, when the store has caching on: updates wait for the commit.
+    cache: Option<RecordCache>,
+    /// Where counts are written as text for their outputs.
+    texts: bytes::BytesMut,
     pub window: Option<WindowSpec>,
     pub emit_final: bool,
     /// Where records too late for every window go (they are dropped otherwise).
@@ -160,11 +171,25 @@ fn decode_value(v: &[u8]) -> Option<(i64, &[u8])> {
     Some((time_from(v)?, v.get(8..)?))
 }
 
+/// A count as its store keeps it: 8 bytes, big-endian (Kafka's `LongSerializer` layout).
+fn count_bytes(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+/// A stored count. Stores written before counts were fixed-width hold decimal text, which
+/// never starts with a zero byte, while an 8-byte count below 2^56 always does.
+fn count_of(b: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(b) {
+        Ok(be) if be[0] == 0 => u64::from_be_bytes(be),
+        _ => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
 impl Aggregate {
     /// The aggregate a new key or window starts from, as the current instance says.
     fn initial(&self) -> Option<Vec<u8>> {
         match &self.fold {
-            Fold::Count => Some(b"0".to_vec()),
+            Fold::Count => Some(count_bytes(0).to_vec()),
             Fold::Reduce(_) => None,
             Fold::Aggregate(step) => initial_of(step.setup()).map(<[u8]>::to_vec),
         }
@@ -175,7 +200,7 @@ impl Aggregate {
     /// it, so a swap (or its rollback) at that batch boundary brings the right one.
     fn seed(&self) -> Option<Vec<u8>> {
         match &self.fold {
-            Fold::Count => Some(b"0".to_vec()),
+            Fold::Count => Some(count_bytes(0).to_vec()),
             Fold::Reduce(_) | Fold::Aggregate(_) => None,
         }
     }
@@ -291,22 +316,17 @@ impl Aggregate {
         let reduce = matches!(self.fold, Fold::Reduce(_));
         let results: EntryResults = match &mut self.fold {
             Fold::Count => {
-                let mut state: Vec<u64> = chunk
-                    .slot_current
-                    .iter()
-                    .map(|c| c.as_deref().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0))
-                    .collect();
+                let mut state: Vec<u64> = chunk.slot_current.iter().map(|c| c.as_deref().map_or(0, count_of)).collect();
                 // Every count of the chunk is written into one buffer, and each result is a
                 // slice of it: one allocation per chunk, not one per record.
-                let mut text = bytes::BytesMut::with_capacity(chunk.entry_slot.len() * 8);
-                let mut digits = itoa::Buffer::new();
+                let mut counts = bytes::BytesMut::with_capacity(chunk.entry_slot.len() * 8);
                 chunk
                     .entry_slot
                     .iter()
                     .map(|&s| {
                         state[s as usize] += 1;
-                        text.extend_from_slice(digits.format(state[s as usize]).as_bytes());
-                        Ok(Some(text.split().freeze()))
+                        counts.extend_from_slice(&count_bytes(state[s as usize]));
+                        Ok(Some(counts.split().freeze()))
                     })
                     .collect()
             }
@@ -385,18 +405,38 @@ impl Aggregate {
                 },
                 EmitValue::Known(v) => (e.timestamp, v),
             };
-            out.all.push(self.output(&e.key, e.window, value, ts, e.origin));
+            let record = self.output(&e.key, e.window, value, ts, e.origin);
+            match &mut self.cache {
+                Some(cache) => {
+                    if cache.put(record) {
+                        out.all.extend(cache.drain());
+                    }
+                }
+                None => out.all.push(record),
+            }
         }
     }
 
+    /// An output record. A count goes out as decimal text (the store keeps it fixed-width),
+    /// written into one buffer shared by many outputs.
     fn output(
-        &self,
+        &mut self,
         key: &Bytes,
         window: Option<Window>,
         value: Option<Bytes>,
         timestamp: i64,
         origin: Origin,
     ) -> Record {
+        let value = match (&self.fold, value) {
+            (Fold::Count, Some(v)) => {
+                if self.texts.capacity() - self.texts.len() < 20 {
+                    self.texts.reserve(4096);
+                }
+                self.texts.extend_from_slice(itoa::Buffer::new().format(count_of(&v)).as_bytes());
+                Some(self.texts.split().freeze())
+            }
+            (_, v) => v,
+        };
         let (key, headers) = match window {
             Some(w) => (
                 Bytes::from(output_key(key, w)),
@@ -416,10 +456,7 @@ impl Aggregate {
         let Some(mut acc) = it.next() else { return self.initial().ok_or_else(|| ("merge".into(), "nothing".into())) };
         for next in it {
             acc = match &mut self.fold {
-                Fold::Count => {
-                    let n = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-                    (n(&acc) + n(&next)).to_string().into_bytes()
-                }
+                Fold::Count => count_bytes(count_of(&acc) + count_of(&next)).to_vec(),
                 Fold::Reduce(step) => {
                     // A reducer merges two aggregates as it folds a value into an aggregate.
                     let current =
@@ -822,7 +859,34 @@ impl Operator for Aggregate {
         f(&mut self.store);
     }
 
+    fn held(&self) -> usize {
+        self.cache.as_ref().map_or(0, RecordCache::len)
+    }
+
+    fn flush(&mut self) -> Emitted {
+        match &mut self.cache {
+            Some(cache) if !cache.is_empty() => Emitted { all: cache.drain(), ..Default::default() },
+            _ => Emitted::default(),
+        }
+    }
+
     fn rerunnable(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{count_bytes, count_of};
+
+    #[test]
+    fn counts_are_stored_fixed_width_and_decimal_text_of_older_stores_still_reads() {
+        assert_eq!(count_bytes(5), [0, 0, 0, 0, 0, 0, 0, 5]);
+        for n in [0, 1, 255, 12_345_678, 1 << 40] {
+            assert_eq!(count_of(&count_bytes(n)), n);
+        }
+        // Eight decimal digits are eight bytes too, but never start with a zero byte.
+        assert_eq!(count_of(b"12345678"), 12_345_678);
+        assert_eq!(count_of(b"7"), 7);
     }
 }

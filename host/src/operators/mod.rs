@@ -102,6 +102,17 @@ pub trait Operator: Send {
         let _ = f;
     }
 
+    /// The task is about to commit: emit what the operator held back (its record cache), so
+    /// it is downstream before the input that caused it is committed.
+    fn flush(&mut self) -> Emitted {
+        Emitted::default()
+    }
+
+    /// How many records the operator holds back until [`Operator::flush`].
+    fn held(&self) -> usize {
+        0
+    }
+
     /// Wall-clock time passed (`now_ms`, since the Unix epoch): timers may fire. Called
     /// after every batch and whenever the loop is idle.
     fn tick(&mut self, now_ms: i64) -> Emitted {
@@ -125,6 +136,8 @@ macro_rules! registry {
         pub static REGISTRY: &[&OperatorSpec] = &[$($(&$file::$spec,)*)*];
     };
 }
+
+mod cache;
 
 registry! {
     merge => [SOURCE, MERGE],

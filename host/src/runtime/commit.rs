@@ -15,7 +15,10 @@ use crate::io::{ChangelogReader, RecordSink, RecordSource};
 use crate::state::{StateError, Store, StoreSpec, store_dir};
 use crate::topology::Topology;
 
-/// Commits every task of a thread, and the input offsets of what they finished.
+/// Commits every task of a thread, and the input offsets of what they finished. A task parked
+/// to retry a step is left out, offsets and stores: the batch it is in the middle of has
+/// updated its stores but not yet reached its sinks, so its last commit stands until it is
+/// through (its records are then processed again after a crash, and applied once).
 pub fn commit(
     tasks: &mut BTreeMap<(usize, i32), Task>,
     source: &mut dyn RecordSource,
@@ -23,8 +26,10 @@ pub fn commit(
     offsets: &mut BTreeMap<(String, i32), i64>,
     stats: &mut RunStats,
 ) -> anyhow::Result<()> {
+    let parked: Vec<(Vec<String>, i32)> =
+        tasks.values().filter(|t| t.parked_until().is_some()).map(|t| (t.topics.clone(), t.partition)).collect();
     let mut result = Ok(());
-    for task in tasks.values_mut() {
+    for task in tasks.values_mut().filter(|t| t.parked_until().is_none()) {
         task.with_stores(&mut |store| {
             let records = store.prepare_commit();
             if let (Some((topic, partition)), Ok(())) = (store.changelog(), &result) {
@@ -35,7 +40,7 @@ pub fn commit(
     result?;
     sink.flush().context("waiting for the outputs to be acknowledged")?;
     let mut result = Ok(());
-    for task in tasks.values_mut() {
+    for task in tasks.values_mut().filter(|t| t.parked_until().is_none()) {
         task.with_stores(&mut |store| {
             let acked = store.changelog().and_then(|(t, p)| sink.acked_offset(t, *p));
             if result.is_ok() {
@@ -46,8 +51,13 @@ pub fn commit(
     result?;
     // Offsets the group refused (a rebalance) stay, to be committed with the next ones; the
     // partitions the rebalance takes away drop theirs when their tasks close.
-    if !offsets.is_empty() && source.commit(offsets)? {
-        offsets.clear();
+    let ready: BTreeMap<(String, i32), i64> = offsets
+        .iter()
+        .filter(|((t, p), _)| !parked.iter().any(|(topics, pp)| pp == p && topics.contains(t)))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    if !ready.is_empty() && source.commit(&ready)? {
+        offsets.retain(|k, _| !ready.contains_key(k));
     }
     stats.commits += 1;
     Ok(())

@@ -126,6 +126,34 @@ impl Task {
         Ok(out)
     }
 
+    /// Records the task's operators hold back until the next [`Task::flush`].
+    pub fn held(&self) -> usize {
+        self.operators.iter().flatten().map(|op| op.held()).sum()
+    }
+
+    /// The task is about to commit: operators emit what they held back (record caches),
+    /// upstream first, and it flows on to the sinks. A parked task is not committed, so it
+    /// flushes nothing; a step that parks the task during the flush stops it there.
+    pub fn flush(&mut self) -> Result<TaskOutput, TaskError> {
+        let mut out = TaskOutput::default();
+        // Node ids follow the manifest: a node comes after the nodes that feed it.
+        for id in 0..self.operators.len() {
+            if self.retrying.is_some() {
+                break;
+            }
+            let Some(op) = self.operators[id].as_mut() else { continue };
+            let emitted = op.flush();
+            if emitted.all.is_empty() && emitted.routed.is_empty() && emitted.to_topics.is_empty() {
+                continue;
+            }
+            self.count_out(id, &emitted);
+            let mut work = Vec::new();
+            self.route(id, emitted, &mut work, &mut out)?;
+            self.drive(work, &mut out)?;
+        }
+        Ok(out)
+    }
+
     /// Wall-clock time passed: operators' timers may fire, and what they emit flows on.
     pub fn tick(&mut self, now_ms: i64) -> Result<TaskOutput, TaskError> {
         let mut out = TaskOutput::default();

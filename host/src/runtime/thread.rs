@@ -93,6 +93,8 @@ struct StreamThread<'a> {
     unflushed: bool,
     /// Batches polled while the threads joined the group, not run yet.
     early: VecDeque<InputBatch>,
+    /// Records the tasks' record caches held at the last count ([`Self::report_held`]).
+    held_records: usize,
 }
 
 /// Runs one stream thread until its source is exhausted or `stop` says so. In-flight batches
@@ -116,6 +118,7 @@ pub fn run(
         last_commit: Instant::now(),
         unflushed: false,
         early: VecDeque::new(),
+        held_records: 0,
     };
     // A thread that failed commits nothing more: what it did since its last commit is done
     // again by whoever reads the partitions next.
@@ -157,7 +160,7 @@ impl StreamThread<'_> {
                     // Caught up: what was sent leaves now (a file being tailed shows it), and
                     // the work done is committed soon, not a whole interval later.
                     let due = self.last_commit.elapsed() >= self.options.commit_interval.min(IDLE_COMMIT);
-                    if !self.offsets.is_empty() && due {
+                    if (!self.offsets.is_empty() || self.held_records > 0) && due {
                         self.commit()?;
                     } else if self.unflushed {
                         self.io.sink.flush().context("flushing the outputs")?;
@@ -167,6 +170,7 @@ impl StreamThread<'_> {
                 Poll::Exhausted if self.held.is_empty() => break,
                 Poll::Exhausted => std::thread::sleep(self.until_next_resume()),
             }
+            self.report_held();
         }
         Ok(())
     }
@@ -200,6 +204,20 @@ impl StreamThread<'_> {
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
+        // Record caches first: what they held goes downstream before the input that caused
+        // it is committed. A step that parks its task during the flush holds the task.
+        let keys: Vec<(usize, i32)> = self.tasks.keys().copied().collect();
+        for key in keys {
+            let Some(task) = self.tasks.get_mut(&key) else { continue };
+            let output = task.flush()?;
+            let parked = task.parked_until().is_some();
+            self.emit(output)?;
+            if parked && !self.held.contains_key(&key) {
+                self.held.insert(key, Held::default());
+                self.pause(key, true);
+            }
+        }
+        self.report_held();
         commit(&mut self.tasks, self.io.source.as_mut(), self.io.sink.as_mut(), &mut self.offsets, &mut self.stats)?;
         self.last_commit = Instant::now();
         self.unflushed = false;
@@ -207,6 +225,16 @@ impl StreamThread<'_> {
             self.options.metrics.consumer_lag(&topic, partition, lag);
         }
         Ok(())
+    }
+
+    /// Tells the source how many records the tasks' record caches hold (local mode does not
+    /// end while any are held).
+    fn report_held(&mut self) {
+        let held: usize = self.tasks.values().map(Task::held).sum();
+        if held != self.held_records {
+            self.io.source.hold(held as i64 - self.held_records as i64);
+            self.held_records = held;
+        }
     }
 
     /// Whether the stores of the task that just ran hold more pending writes than their

@@ -54,8 +54,12 @@ pub struct StoreSpec {
     pub changelog: bool,
     /// Entries not updated for this long (in stream time) read as absent.
     pub ttl_ms: Option<i64>,
-    /// The RocksDB block cache, in bytes.
+    /// The RocksDB block cache, in bytes; pending writes past it force a commit, and the
+    /// record cache holds at most this much.
     pub cache_bytes: usize,
+    /// The record cache (Kafka Streams' caching, KIP-63): an aggregation's updates to a key
+    /// collapse to the last one until the next commit.
+    pub caching: bool,
 }
 
 /// Where an upstream record was: the unit of idempotence.
@@ -497,6 +501,7 @@ mod tests {
             changelog: false,
             ttl_ms: None,
             cache_bytes: 1 << 20,
+            caching: false,
         };
         let mut store = Store::open(spec, None, None).unwrap();
         let recount = |s: &Store| s.dirty.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum::<usize>();

@@ -494,6 +494,7 @@ impl<'a> Builder<'a> {
             changelog: def.is_none_or(|d| d.changelog),
             ttl_ms,
             cache_bytes: def.and_then(|d| d.cache_bytes).unwrap_or(DEFAULT_CACHE_BYTES),
+            caching: def.is_some_and(|d| d.caching),
         };
         self.stores.insert(name.clone(), spec);
         Ok(name)
