@@ -11,7 +11,7 @@ use crate::io::kafka::{KafkaChangelogReader, KafkaSink, KafkaSource, client_conf
 use crate::io::local::{LocalFile, LocalPlan, local_io};
 use crate::manifest::{self, FileFormat, Loaded};
 use crate::runtime::{self, RunOptions, RunStats, ThreadIo};
-use crate::topology::{self, PluginKind, Topology};
+use crate::topology::{self, NodeOp, PluginKind, Topology};
 use crate::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSpec, Runtime};
 
 /// Records per plugin call when the manifest does not say.
@@ -230,11 +230,65 @@ impl Prepared {
         )
     }
 
-    /// Local mode's plan: which thread reads which topic. A sub-topology's topics all go to
-    /// one thread (its task reads them together), sub-topologies in turn; with one partition
-    /// per topic, more threads than sub-topologies would have nothing to do.
-    fn local_plan(&self, inputs: &BTreeMap<String, (PathBuf, FileFormat)>, local: &LocalOptions) -> LocalPlan {
-        let threads = self.threads().min(self.topology.subtopologies.len()).max(1);
+    /// Local mode's plan: which thread reads which topic partition. A file has the
+    /// partitions its stream declares (1 by default), an in-memory topic those of the
+    /// sub-topology that writes it (as Kafka Streams sizes a repartition topic), and a
+    /// sub-topology those of its topics, which must agree (they are co-partitioned). Task
+    /// `(sub, partition)` runs on thread `(sub + partition) % threads`, and all its topics'
+    /// partitions go to that thread; more threads than tasks would have nothing to do.
+    fn local_plan(
+        &self,
+        inputs: &BTreeMap<String, (PathBuf, FileFormat)>,
+        local: &LocalOptions,
+    ) -> anyhow::Result<LocalPlan> {
+        let t = &self.topology;
+        let declared = |topic: &str| t.formats(topic).partitions.unwrap_or(1).max(1) as usize;
+        let mut parts: BTreeMap<&str, usize> = BTreeMap::new();
+        for sub in &t.subtopologies {
+            for topic in &sub.source_topics {
+                parts.insert(topic, declared(topic));
+            }
+        }
+        let writes = |sub: &crate::topology::SubTopology| -> Vec<&str> {
+            sub.nodes
+                .iter()
+                .filter_map(|&id| match &t.node(id).op {
+                    NodeOp::Sink { topic } | NodeOp::Repartition { topic } => Some(topic.as_str()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Partition counts flow from files through the sub-topologies that write in-memory
+        // topics: to a fixpoint, at most one round per sub-topology.
+        for _ in 0..=t.subtopologies.len() {
+            for sub in &t.subtopologies {
+                let n = sub.source_topics.iter().filter_map(|s| parts.get(s.as_str())).copied().max().unwrap_or(1);
+                for topic in writes(sub) {
+                    if !inputs.contains_key(topic)
+                        && let Some(p) = parts.get_mut(topic)
+                    {
+                        *p = (*p).max(n);
+                    }
+                }
+            }
+        }
+        let mut tasks = 0;
+        let mut sub_parts = Vec::with_capacity(t.subtopologies.len());
+        for sub in &t.subtopologies {
+            let counts: Vec<(&str, usize)> =
+                sub.source_topics.iter().map(|s| (s.as_str(), parts[s.as_str()])).collect();
+            let n = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
+            if counts.iter().any(|(_, c)| *c != n) {
+                let list: Vec<String> = counts.iter().map(|(s, c)| format!("`{s}` ({c})")).collect();
+                anyhow::bail!(
+                    "topics {} feed one sub-topology, so they are co-partitioned and need the same number of partitions",
+                    list.join(", ")
+                );
+            }
+            tasks += n;
+            sub_parts.push(n);
+        }
+        let threads = self.threads().min(tasks).max(1);
         let mut plan = LocalPlan {
             outputs: local.outputs.clone(),
             threads,
@@ -242,17 +296,24 @@ impl Prepared {
             max_in_flight: self.batch_size().saturating_mul(64),
             ..Default::default()
         };
-        for (i, sub) in self.topology.subtopologies.iter().enumerate() {
+        for (i, sub) in t.subtopologies.iter().enumerate() {
+            let n = sub_parts[i];
             for topic in &sub.source_topics {
                 match inputs.get(topic) {
-                    Some((path, format)) => plan.files.push(LocalFile {
-                        topic: topic.clone(),
-                        path: path.clone(),
-                        format: *format,
-                        thread: i % threads,
-                    }),
+                    Some((path, format)) => {
+                        for p in 0..n {
+                            plan.files.push(LocalFile {
+                                topic: topic.clone(),
+                                path: path.clone(),
+                                format: *format,
+                                partition: p as i32,
+                                partitions: n as i32,
+                                thread: (i + p) % threads,
+                            });
+                        }
+                    }
                     None => {
-                        plan.memory.insert(topic.clone(), i % threads);
+                        plan.memory.insert(topic.clone(), (0..n).map(|p| (i + p) % threads).collect());
                     }
                 }
             }
@@ -260,7 +321,7 @@ impl Prepared {
         for (topic, f) in &self.topology.formats {
             plan.formats.insert(topic.clone(), (f.key, f.value));
         }
-        plan
+        Ok(plan)
     }
 
     pub fn is_local(&self) -> bool {
@@ -289,7 +350,7 @@ impl Prepared {
                     };
                     inputs.insert(topic.clone(), (path.clone(), format));
                 }
-                let io = local_io(self.local_plan(&inputs, local))?
+                let io = local_io(self.local_plan(&inputs, local)?)?
                     .into_iter()
                     .map(|(source, sink)| ThreadIo { source: Box::new(source), sink: Box::new(sink), restorer: None })
                     .collect();

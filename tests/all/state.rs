@@ -56,6 +56,45 @@ fn a_record_cache_of_zero_bytes_emits_every_update() {
 }
 
 #[test]
+fn a_stream_read_as_two_partitions_on_two_threads_counts_each_key_in_order() {
+    // `partitions = 2`: the file is read as two partitions (keyed records by their key's
+    // murmur2 hash), each a task; the two stream threads share the tasks. Every key lives in
+    // one partition, so its updates still come one by one, in order.
+    let sc = Scratch::new();
+    let keys = ["a", "b", "c", "d", "e", "f", "g"];
+    let records: Vec<(&str, &str, i64)> = (0..700).map(|i| (keys[(i * 3 + i / 7) % 7], "x", i as i64)).collect();
+    input_at(&sc, &records);
+    let manifest = header("")
+        .replace("[streams.in]\n", "[streams.in]\npartitions = 2\n")
+        .replace("[application]\n", "[application]\nthreads = 2\n")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\nsteps = [ { op = \"group_by_key\" }, { op = \"count\" } ]\n";
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    let got = kvs(&out, "out");
+    assert_eq!(got.len(), records.len(), "one update per record");
+    let mut last: std::collections::BTreeMap<String, u64> = Default::default();
+    for (k, v) in &got {
+        let n: u64 = v.parse().unwrap();
+        let before = last.insert(k.clone(), n).unwrap_or(0);
+        assert_eq!(n, before + 1, "{k}: the updates of one key come in order");
+    }
+    assert_eq!(last.values().sum::<u64>(), 700);
+    assert_eq!(last.len(), keys.len());
+}
+
+#[test]
+fn topics_of_one_sub_topology_with_different_partition_counts_are_refused() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 1)]);
+    sc.write("other.jsonl", "{\"key\":\"b\",\"value\":\"y\",\"timestamp\":2}\n");
+    let manifest = header("[streams.other]\nfile = \"other.jsonl\"\nfile_format = \"jsonl\"\n")
+        .replace("[streams.in]\n", "[streams.in]\npartitions = 2\n")
+        + "[pipelines.p]\nfrom = [\"in\", \"other\"]\nto = \"out\"\n";
+    let Err(e) = run_local(&sc, &manifest, &["out"]) else { panic!("co-partitioned topics must agree") };
+    let e = format!("{e:#}");
+    assert!(e.contains("`in` (2)") && e.contains("`other` (1)") && e.contains("co-partitioned"), "{e}");
+}
+
+#[test]
 fn reduce_folds_values_in_order_starting_from_the_first() {
     let sc = Scratch::new();
     input_at(&sc, &[("a", "1", 1), ("b", "2", 2), ("a", "3", 3), ("a", "4", 4)]);

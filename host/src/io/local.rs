@@ -1,11 +1,14 @@
 //! Local mode, the embedded default: input topics are read from files, topics that a pipeline
 //! writes and another reads live in memory, and the other outputs are printed or written to
-//! files. One partition per topic. Without `--follow` the run ends when every file is read and
-//! every in-memory record is processed; with it, files are tailed.
+//! files. A topic has one partition unless its stream says more (`partitions`): a file is then
+//! read as that many partitions (keyed records by their key's murmur2 hash, the others in turn
+//! by line), and in-memory topics are partitioned by key as Kafka's producer does. Without
+//! `--follow` the run ends when every file is read and every in-memory record is processed;
+//! with it, files are tailed.
 //!
-//! Each stream thread owns the topics it reads ([`LocalPlan`] says which): its files, and a
-//! channel that every thread's sink sends that thread's in-memory topics into, a batch at a
-//! time. Threads share two counters: the files not yet at their end, and the records in
+//! Each stream thread owns the topic partitions it reads ([`LocalPlan`] says which): its
+//! files' partitions, and a channel that every thread's sink sends that thread's in-memory
+//! partitions into, a batch at a time. Threads share two counters: the files not yet at their end, and the records in
 //! flight (read or written to memory, and not yet processed). A thread's source is exhausted
 //! when both are zero; files are not read further while too many records are in flight, so
 //! memory holds a bounded number of records however far one thread runs ahead of another.
@@ -22,16 +25,20 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::format::{parse_line, to_display_line, write_json_line};
+use super::partition::partition_of;
 use super::{InputBatch, Poll, RecordSink, RecordSource};
 use crate::manifest::{FileFormat, Format};
 use crate::record::Record;
 
-/// An input file and the stream thread that reads it.
+/// A partition of an input file, and the stream thread that reads it.
 #[derive(Debug, Clone)]
 pub struct LocalFile {
     pub topic: String,
     pub path: PathBuf,
     pub format: FileFormat,
+    pub partition: i32,
+    /// The partitions the file is read as (its records are spread over them).
+    pub partitions: i32,
     pub thread: usize,
 }
 
@@ -39,8 +46,9 @@ pub struct LocalFile {
 #[derive(Debug, Clone, Default)]
 pub struct LocalPlan {
     pub files: Vec<LocalFile>,
-    /// Topics that pipelines write and read, held in memory, with the thread that reads each.
-    pub memory: BTreeMap<String, usize>,
+    /// Topics that pipelines write and read, held in memory, with the thread that reads each
+    /// of their partitions.
+    pub memory: BTreeMap<String, Vec<usize>>,
     /// `--output topic=path`: topics written to files as JSON lines instead of printed.
     pub outputs: BTreeMap<String, PathBuf>,
     /// Key and value formats per topic, for printing and writing.
@@ -55,8 +63,8 @@ pub struct LocalPlan {
 struct Hub {
     /// Each thread's inbox, for the in-memory topics it reads.
     inboxes: Vec<Sender<InputBatch>>,
-    /// In-memory topics: the reading thread and the next offset.
-    memory: HashMap<String, (usize, AtomicI64)>,
+    /// In-memory topics: per partition, the reading thread and the next offset.
+    memory: HashMap<String, Vec<(usize, AtomicI64)>>,
     /// Files not yet at their end (never zero with `--follow`).
     open_files: AtomicUsize,
     /// Records read or written to memory and not yet processed.
@@ -96,7 +104,11 @@ pub fn local_io(plan: LocalPlan) -> anyhow::Result<Vec<(LocalSource, LocalSink)>
     }
     let hub = Arc::new(Hub {
         inboxes,
-        memory: plan.memory.iter().map(|(t, th)| (t.clone(), (*th % threads, AtomicI64::new(0)))).collect(),
+        memory: plan
+            .memory
+            .iter()
+            .map(|(t, th)| (t.clone(), th.iter().map(|th| (*th % threads, AtomicI64::new(0))).collect()))
+            .collect(),
         open_files: AtomicUsize::new(plan.files.len()),
         in_flight: AtomicI64::new(0),
         max_in_flight: plan.max_in_flight.max(1) as i64,
@@ -113,6 +125,8 @@ pub fn local_io(plan: LocalPlan) -> anyhow::Result<Vec<(LocalSource, LocalSink)>
             topic: f.topic,
             path: f.path,
             format: f.format,
+            partition: f.partition,
+            partitions: f.partitions.max(1),
             reader: BufReader::new(file),
             line_no: 0,
             pending: String::new(),
@@ -122,7 +136,7 @@ pub fn local_io(plan: LocalPlan) -> anyhow::Result<Vec<(LocalSource, LocalSink)>
     let mut out = Vec::with_capacity(threads);
     for (files, inbox) in files.into_iter().zip(receivers) {
         let source = LocalSource { files, inbox, hub: hub.clone(), paused: HashSet::new(), next: 0 };
-        let sink = LocalSink { hub: hub.clone(), stdout: std::io::stdout() };
+        let sink = LocalSink { hub: hub.clone(), stdout: std::io::stdout(), unkeyed: 0 };
         out.push((source, sink));
     }
     Ok(out)
@@ -132,6 +146,9 @@ struct FileInput {
     topic: String,
     path: PathBuf,
     format: FileFormat,
+    /// This reader's partition of the file, of `partitions`.
+    partition: i32,
+    partitions: i32,
     reader: BufReader<File>,
     line_no: i64,
     /// A partial last line, kept until its newline arrives (`--follow`).
@@ -166,8 +183,25 @@ impl FileInput {
             if text.trim().is_empty() {
                 continue;
             }
+            if self.partitions > 1
+                && self.format == FileFormat::Text
+                && no % i64::from(self.partitions) != i64::from(self.partition)
+            {
+                continue;
+            }
             let mut record = parse_line(text, self.format, no)
                 .map_err(|e| anyhow::anyhow!("{}:{}: {e}", self.path.display(), no + 1))?;
+            if self.partitions > 1 && self.format != FileFormat::Text {
+                let n = self.partitions as usize;
+                let p = match &record.key {
+                    Some(k) => partition_of(k, n),
+                    None => (no as usize) % n,
+                };
+                if p != self.partition as usize {
+                    continue;
+                }
+            }
+            // The line number: increasing within each partition, the same from run to run.
             record.origin.offset = no;
             out.push(record);
         }
@@ -179,8 +213,8 @@ pub struct LocalSource {
     files: Vec<FileInput>,
     inbox: Receiver<InputBatch>,
     hub: Arc<Hub>,
-    /// Topics not read for now (a task waits for a retry).
-    paused: HashSet<String>,
+    /// Topic partitions not read for now (a task waits for a retry).
+    paused: HashSet<(String, i32)>,
     next: usize,
 }
 
@@ -216,13 +250,13 @@ impl RecordSource for LocalSource {
                 let i = self.next % self.files.len();
                 self.next = self.next.wrapping_add(1);
                 let f = &mut self.files[i];
-                if f.at_end || self.paused.contains(&f.topic) {
+                if f.at_end || self.paused.contains(&(f.topic.clone(), f.partition)) {
                     continue;
                 }
                 let records = f.read(max, follow)?;
                 if !records.is_empty() {
                     self.hub.in_flight.fetch_add(records.len() as i64, Ordering::AcqRel);
-                    return Ok(Poll::Batch(InputBatch { topic: f.topic.clone(), partition: 0, records }));
+                    return Ok(Poll::Batch(InputBatch { topic: f.topic.clone(), partition: f.partition, records }));
                 }
                 if !follow {
                     f.at_end = true;
@@ -250,34 +284,69 @@ impl RecordSource for LocalSource {
         self.hub.held.fetch_add(delta, Ordering::AcqRel);
     }
 
-    fn pause(&mut self, topic: &str, _partition: i32) {
-        self.paused.insert(topic.to_owned());
+    fn pause(&mut self, topic: &str, partition: i32) {
+        self.paused.insert((topic.to_owned(), partition));
     }
 
-    fn resume(&mut self, topic: &str, _partition: i32) {
-        self.paused.remove(topic);
+    fn resume(&mut self, topic: &str, partition: i32) {
+        self.paused.remove(&(topic.to_owned(), partition));
     }
 }
 
 pub struct LocalSink {
     hub: Arc<Hub>,
     stdout: std::io::Stdout,
+    /// Spreads records without a key over a partitioned topic, in turn.
+    unkeyed: usize,
 }
 
 impl LocalSink {
-    /// Hands records to the thread that reads `topic` from memory, numbered in its order.
-    fn to_memory(&self, topic: &str, mut records: Vec<Record>) -> anyhow::Result<()> {
-        let Some((thread, next)) = self.hub.memory.get(topic) else { return Ok(()) };
+    /// Hands records to the threads that read `topic` from memory: each record to the
+    /// partition of its key (Kafka's murmur2; records without a key in turn), numbered in its
+    /// partition's order.
+    fn send_to_memory(&mut self, topic: &str, records: Vec<Record>) -> anyhow::Result<()> {
+        let hub = self.hub.clone();
+        let Some(partitions) = hub.memory.get(topic) else { return Ok(()) };
         if records.is_empty() {
             return Ok(());
         }
+        if partitions.len() == 1 {
+            return Self::deliver(&hub, topic, 0, &partitions[0], records);
+        }
+        let n = partitions.len();
+        let mut split: Vec<Vec<Record>> = (0..n).map(|_| Vec::new()).collect();
+        for r in records {
+            let p = match &r.key {
+                Some(k) => partition_of(k, n),
+                None => {
+                    self.unkeyed = self.unkeyed.wrapping_add(1);
+                    self.unkeyed % n
+                }
+            };
+            split[p].push(r);
+        }
+        for (p, records) in split.into_iter().enumerate() {
+            if !records.is_empty() {
+                Self::deliver(&hub, topic, p as i32, &partitions[p], records)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(
+        hub: &Hub,
+        topic: &str,
+        partition: i32,
+        (thread, next): &(usize, AtomicI64),
+        mut records: Vec<Record>,
+    ) -> anyhow::Result<()> {
         let base = next.fetch_add(records.len() as i64, Ordering::AcqRel);
         for (i, r) in records.iter_mut().enumerate() {
             r.origin.offset = base + i as i64;
         }
-        self.hub.in_flight.fetch_add(records.len() as i64, Ordering::AcqRel);
-        let batch = InputBatch { topic: topic.to_owned(), partition: 0, records };
-        self.hub.inboxes[*thread].send(batch).map_err(|_| anyhow::anyhow!("the thread reading `{topic}` is gone"))
+        hub.in_flight.fetch_add(records.len() as i64, Ordering::AcqRel);
+        let batch = InputBatch { topic: topic.to_owned(), partition, records };
+        hub.inboxes[*thread].send(batch).map_err(|_| anyhow::anyhow!("the thread reading `{topic}` is gone"))
     }
 
     /// Writes records to their file, or prints them, unless the topic only lives in memory.
@@ -302,14 +371,14 @@ impl RecordSink for LocalSink {
     fn send(&mut self, topic: &str, records: &[Record]) -> anyhow::Result<()> {
         self.write_out(topic, records)?;
         if self.hub.memory.contains_key(topic) {
-            self.to_memory(topic, records.to_vec())?;
+            self.send_to_memory(topic, records.to_vec())?;
         }
         Ok(())
     }
 
     fn send_owned(&mut self, topic: &str, records: Vec<Record>) -> anyhow::Result<()> {
         self.write_out(topic, &records)?;
-        self.to_memory(topic, records)
+        self.send_to_memory(topic, records)
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 pub mod format;
 pub mod kafka;
 pub mod local;
+pub mod partition;
 
 use crate::record::Record;
 

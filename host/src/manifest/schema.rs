@@ -163,6 +163,12 @@ pub struct StreamDef {
     pub file: Option<Spanned<String>>,
     #[serde(default)]
     pub file_format: FileFormat,
+    /// Local mode: how many partitions the file is read as (default 1). Keyed records go to
+    /// the partition of their key's murmur2 hash, as Kafka's partitioner sends them, the
+    /// others in turn by line; the topics its pipelines write get as many, and each
+    /// partition is a task that any stream thread may run. On Kafka the topic's own count
+    /// decides.
+    pub partitions: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,6 +24,12 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
     if let Some(t) = m.application.threads.as_ref().filter(|t| *t.get_ref() == 0) {
         return Err(b.err(t.span(), "application.threads", "a process runs at least one stream thread"));
     }
+    for (name, s) in &m.streams {
+        if let Some(p) = s.partitions.as_ref().filter(|p| *p.get_ref() == 0) {
+            let key = format!("streams.{}.partitions", name.get_ref());
+            return Err(b.err(p.span(), key, "a stream has at least one partition"));
+        }
+    }
     for (name, pipeline) in &m.pipelines {
         let name_str = name.get_ref().as_str();
         let key = format!("pipelines.{name_str}");
@@ -95,7 +101,10 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         .iter()
         .map(|(name, s)| {
             let topic = s.topic.as_ref().map_or_else(|| name.get_ref().clone(), |t| t.get_ref().clone());
-            (topic, TopicFormats { key: s.key, value: s.value })
+            (
+                topic,
+                TopicFormats { key: s.key, value: s.value, partitions: s.partitions.as_ref().map(|p| *p.get_ref()) },
+            )
         })
         .collect();
     let topology = Topology {

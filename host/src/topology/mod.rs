@@ -165,6 +165,8 @@ pub struct Node {
 pub struct TopicFormats {
     pub key: Format,
     pub value: Format,
+    /// Local mode: the partitions its file is read as (`[streams.NAME] partitions`).
+    pub partitions: Option<u32>,
 }
 
 /// Nodes connected through their edges, fed by `source_topics`. One task runs a sub-topology
