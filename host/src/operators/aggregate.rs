@@ -20,7 +20,7 @@ use super::{ConstructError, Emitted, Failure, Operator, OperatorSpec, PluginStep
 use crate::record::{EncodedBatch, Header, Origin, Record};
 use crate::state::windows::{
     DATA, EMIT_INDEX, EXPIRE_INDEX, Window, decode_data_key, index_key, key_prefix, output_key, session_key,
-    time_bytes, time_from, time_windows, window_key,
+    time_bytes, time_from, time_windows, window_key, window_key_into,
 };
 use crate::state::{DirectUpstream, Sequencer, Store, prefix_end, upstream_of};
 use crate::topology::WindowSpec;
@@ -81,6 +81,7 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
         fold,
         cache,
         texts: Default::default(),
+        key_buf: Vec::new(),
         window: *window,
         emit_final: *emit_final,
         late_topic: late_topic.clone(),
@@ -108,6 +109,8 @@ pub struct Aggregate {
     cache: Option<RecordCache>,
     /// Where counts are written as text for their outputs.
     texts: bytes::BytesMut,
+    /// A record's data key, written here rather than into a new buffer per record.
+    key_buf: Vec<u8>,
     pub window: Option<WindowSpec>,
     pub emit_final: bool,
     /// Where records too late for every window go (they are dropped otherwise).
@@ -219,7 +222,12 @@ impl Aggregate {
     /// A store read, or a failure of the record that needed it.
     fn read(&self, key: &[u8]) -> Result<Option<(i64, Vec<u8>)>, String> {
         let v = self.store.get(key).map_err(|e| e.to_string())?;
-        let entry = v.as_deref().and_then(decode_value).map(|(t, a)| (t, a.to_vec()));
+        // The stored value is the time then the aggregate: the aggregate keeps its buffer.
+        let entry = v.and_then(|mut v| {
+            let t = time_from(&v)?;
+            v.drain(..8);
+            Some((t, v))
+        });
         // An entry not updated within the store's TTL (in stream time) reads as absent.
         Ok(match (entry, self.store.spec.ttl_ms, self.store.stream_time()) {
             (Some((t, _)), Some(ttl), Some(now)) if t < now - ttl => None,
@@ -233,7 +241,7 @@ impl Aggregate {
     fn fold_into(
         &mut self,
         chunk: &mut Chunk,
-        data_key: Vec<u8>,
+        data_key: &[u8],
         group: &Bytes,
         window: Option<Window>,
         current: Option<(i64, Vec<u8>)>,
@@ -241,21 +249,22 @@ impl Aggregate {
         input: usize,
         track_groups: bool,
     ) {
-        let slot = match chunk.slot_of.get(&data_key) {
+        let slot = match chunk.slot_of.get(data_key) {
             Some(&s) => s,
             None => {
                 let s = chunk.slot_key.len() as u32;
                 if let Some(w) = window
                     && current.is_none()
                 {
-                    self.index_new_window(&data_key, w);
+                    self.index_new_window(data_key, w);
                 }
                 let (ts, agg) = match current {
                     Some((ts, agg)) => (ts, Some(agg)),
                     None => (i64::MIN, self.seed()),
                 };
-                chunk.slot_of.insert(data_key.clone(), s);
-                chunk.slot_key.push(data_key);
+                // A key's first record in the chunk: its copies live as long as the chunk.
+                chunk.slot_of.insert(data_key.to_vec(), s);
+                chunk.slot_key.push(data_key.to_vec());
                 chunk.slot_group.push(Some(group.clone()));
                 chunk.slot_current.push(agg);
                 chunk.slot_ts.push(ts);
@@ -307,7 +316,7 @@ impl Aggregate {
 
     /// Runs the chunk's folds (one plugin call), writes the aggregates back, and turns its
     /// emits into records.
-    fn run_chunk(&mut self, chunk: Chunk, input: &[Record], out: &mut Emitted, failed: &mut BTreeSet<usize>) {
+    fn run_chunk(&mut self, mut chunk: Chunk, input: &[Record], out: &mut Emitted, failed: &mut BTreeSet<usize>) {
         if chunk.entries.is_empty() && chunk.emits.is_empty() {
             return;
         }
@@ -393,8 +402,8 @@ impl Aggregate {
                 continue;
             }
             match &slot_agg[s] {
-                Some(agg) => self.store.put(chunk.slot_key[s].clone(), encode_value(slot_ts[s], agg)),
-                None => self.store.delete(chunk.slot_key[s].clone()),
+                Some(agg) => self.store.put(std::mem::take(&mut chunk.slot_key[s]), encode_value(slot_ts[s], agg)),
+                None => self.store.delete(std::mem::take(&mut chunk.slot_key[s])),
             }
         }
         for e in chunk.emits {
@@ -553,7 +562,7 @@ impl Aggregate {
         if !sessions.is_empty() {
             self.index_new_window(&data_key, merged);
         }
-        self.fold_into(chunk, data_key, group, Some(merged), current, r, input, true);
+        self.fold_into(chunk, &data_key, group, Some(merged), current, r, input, true);
         true
     }
 
@@ -600,10 +609,10 @@ impl Aggregate {
                 if ts < t {
                     previous = Some(ts);
                 }
-                self.update_window(chunk, k, group, Window { start, end }, Some((ts, agg)), r, input, close);
+                self.update_window(chunk, &k, group, Window { start, end }, Some((ts, agg)), r, input, close);
             } else if start <= t {
                 right_agg = Some((ts, agg.clone()));
-                self.update_window(chunk, k, group, Window { start, end }, Some((ts, agg)), r, input, close);
+                self.update_window(chunk, &k, group, Window { start, end }, Some((ts, agg)), r, input, close);
             } else if start == t + 1 {
                 right_created = true;
             }
@@ -612,7 +621,7 @@ impl Aggregate {
             let start = p + 1;
             if !starts.contains(&start) && start + diff >= t {
                 let w = Window { start, end: start + diff };
-                self.update_window(chunk, window_key(group, w), group, w, None, r, input, close);
+                self.update_window(chunk, &window_key(group, w), group, w, None, r, input, close);
             }
         }
         if !left_created {
@@ -623,10 +632,10 @@ impl Aggregate {
             };
             let key = window_key(group, w);
             if base.is_none() {
-                self.update_window(chunk, key, group, w, None, r, input, close);
+                self.update_window(chunk, &key, group, w, None, r, input, close);
             } else {
                 self.index_new_window(&key, w);
-                self.update_window(chunk, key, group, w, base, r, input, close);
+                self.update_window(chunk, &key, group, w, base, r, input, close);
             }
         }
         if !right_created
@@ -654,7 +663,7 @@ impl Aggregate {
     fn update_window(
         &mut self,
         chunk: &mut Chunk,
-        key: Vec<u8>,
+        key: &[u8],
         group: &Bytes,
         w: Window,
         current: Option<(i64, Vec<u8>)>,
@@ -784,30 +793,37 @@ impl Operator for Aggregate {
             let group = group.clone();
             let accepted = match self.window {
                 None => {
-                    let key = [&[DATA][..], &group].concat();
+                    // The data key is written into a buffer kept from record to record.
+                    let mut key = std::mem::take(&mut self.key_buf);
+                    key.clear();
+                    key.push(DATA);
+                    key.extend_from_slice(&group);
                     // A key already in the chunk folds on from its slot: no store read.
-                    let current = if chunk.slot_of.contains_key(&key) { Ok(None) } else { self.read(&key) };
+                    let current =
+                        if chunk.slot_of.contains_key(key.as_slice()) { Ok(None) } else { self.read(&key) };
                     match current {
                         Ok(current) => {
-                            self.fold_into(&mut chunk, key, &group, None, current, r, i, per_key_split);
+                            self.fold_into(&mut chunk, &key, &group, None, current, r, i, per_key_split);
                         }
                         Err(e) => {
                             failed.insert(i);
                             out.failures.push(self.fail(r.clone(), "state", e));
                         }
                     }
+                    self.key_buf = key;
                     true
                 }
                 Some(WindowSpec::Time { size, advance, grace }) => {
                     let close = stream_time - grace;
                     let mut any = false;
+                    let mut key = std::mem::take(&mut self.key_buf);
                     for w in time_windows(r.timestamp, size, advance) {
                         if w.end <= close {
                             continue;
                         }
                         any = true;
-                        let key = window_key(&group, w);
-                        let current = if chunk.slot_of.contains_key(&key) {
+                        window_key_into(&mut key, &group, w);
+                        let current = if chunk.slot_of.contains_key(key.as_slice()) {
                             None
                         } else {
                             match self.read(&key) {
@@ -819,8 +835,9 @@ impl Operator for Aggregate {
                                 }
                             }
                         };
-                        self.fold_into(&mut chunk, key, &group, Some(w), current, r, i, per_key_split);
+                        self.fold_into(&mut chunk, &key, &group, Some(w), current, r, i, per_key_split);
                     }
+                    self.key_buf = key;
                     any
                 }
                 Some(WindowSpec::Session { gap, grace }) => {

@@ -53,9 +53,18 @@ pub fn key_prefix(key: &[u8]) -> Vec<u8> {
 
 /// The data key of a time or sliding window.
 pub fn window_key(key: &[u8], w: Window) -> Vec<u8> {
-    let mut k = key_prefix(key);
-    k.extend_from_slice(&time_bytes(w.start));
+    let mut k = Vec::new();
+    window_key_into(&mut k, key, w);
     k
+}
+
+/// [`window_key`], written into `out` (cleared first), whose allocation it reuses.
+pub fn window_key_into(out: &mut Vec<u8>, key: &[u8], w: Window) {
+    out.clear();
+    out.push(DATA);
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&time_bytes(w.start));
 }
 
 /// The data key of a session.
