@@ -7,11 +7,9 @@ use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use super::PluginKind;
-use super::bindings::{
-    Batch, CallError, RecordError, Verdicts, WasmOutput, aggregator, filter, flat_mapper, for_each, key_selector,
-    key_value_mapper, processor, reducer, timestamp_extractor, value_mapper,
-};
+use super::bindings::{Batch, CallError, processor};
 use super::host::metrics::PluginMetrics;
+use super::kind::Exports;
 use super::{EPOCH_TICK, HostState, LoadedPlugin, PluginError};
 use crate::record::EncodedBatch;
 
@@ -24,19 +22,6 @@ pub enum CallFailure {
     /// The plugin refused the whole call without trapping.
     #[error("plugin `{plugin}` failed the batch: {reason}")]
     Refused { plugin: String, reason: String },
-}
-
-struct Exports {
-    filter: Option<filter::Guest>,
-    value_mapper: Option<value_mapper::Guest>,
-    key_value_mapper: Option<key_value_mapper::Guest>,
-    flat_mapper: Option<flat_mapper::Guest>,
-    key_selector: Option<key_selector::Guest>,
-    for_each: Option<for_each::Guest>,
-    aggregator: Option<aggregator::Guest>,
-    reducer: Option<reducer::Guest>,
-    timestamp_extractor: Option<timestamp_extractor::Guest>,
-    processor: Option<processor::Guest>,
 }
 
 pub struct PluginInstance {
@@ -161,31 +146,7 @@ impl LoadedPlugin {
         }
         let instance = self.pre.instantiate(&mut store).map_err(fail)?;
         // Only the kinds the component exports are looked up; the others stay `None`.
-        macro_rules! export {
-            ($kind:expr, $module:ident) => {
-                if self.kinds.contains(&$kind) {
-                    Some(
-                        $module::GuestIndices::new(&self.pre)
-                            .and_then(|i| i.load(&mut store, &instance))
-                            .map_err(fail)?,
-                    )
-                } else {
-                    None
-                }
-            };
-        }
-        let exports = Exports {
-            filter: export!(PluginKind::Filter, filter),
-            value_mapper: export!(PluginKind::ValueMapper, value_mapper),
-            key_value_mapper: export!(PluginKind::KeyValueMapper, key_value_mapper),
-            flat_mapper: export!(PluginKind::FlatMapper, flat_mapper),
-            key_selector: export!(PluginKind::KeySelector, key_selector),
-            for_each: export!(PluginKind::ForEach, for_each),
-            aggregator: export!(PluginKind::Aggregator, aggregator),
-            reducer: export!(PluginKind::Reducer, reducer),
-            timestamp_extractor: export!(PluginKind::TimestampExtractor, timestamp_extractor),
-            processor: export!(PluginKind::Processor, processor),
-        };
+        let exports = Exports::load(&self.kinds, &self.pre, &mut store, &instance).map_err(fail)?;
         Ok(PluginInstance {
             store,
             exports,
@@ -213,7 +174,7 @@ fn give_back(batch: &mut EncodedBatch, b: Batch) {
     batch.data = b.data;
 }
 
-fn missing(plugin: &str, kind: PluginKind) -> CallFailure {
+pub(super) fn missing(plugin: &str, kind: PluginKind) -> CallFailure {
     CallFailure::Refused {
         plugin: plugin.to_owned(),
         reason: format!("it does not export the {} kind", kind.interface()),
@@ -239,8 +200,8 @@ impl PluginInstance {
 
     /// The one call path of every kind: arms the limits, finds the kind's export, lends the
     /// encoded batches to the call and takes them back, and turns a trap or a refused batch
-    /// into a [`CallFailure`]. A new kind's method is one line on top of it.
-    fn call<G, R, const N: usize>(
+    /// into a [`CallFailure`]. Each kind's typed call, in `kind.rs`, is one line on top of it.
+    pub(super) fn call<G, R, const N: usize>(
         &mut self,
         kind: PluginKind,
         export: impl FnOnce(&Exports) -> Option<&G>,
@@ -259,126 +220,9 @@ impl PluginInstance {
         r.map_err(|e| trap(name, &e))?.map_err(|e| refused(name, e))
     }
 
-    /// Runs a filter over the batch.
-    pub fn filter(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<Verdicts, CallFailure> {
-        self.call(PluginKind::Filter, |e| e.filter.as_ref(), [batch], |g, s, [b]| g.call_filter(s, function, b))
-    }
-
-    /// Runs a transforming kind (value mapper, key-value mapper, flat mapper, key selector).
-    pub fn transform(
-        &mut self,
-        kind: PluginKind,
-        function: &str,
-        batch: &mut EncodedBatch,
-    ) -> Result<WasmOutput, CallFailure> {
-        let f = function;
-        match kind {
-            PluginKind::ValueMapper => {
-                self.call(kind, |e| e.value_mapper.as_ref(), [batch], |g, s, [b]| g.call_map_values(s, f, b))
-            }
-            PluginKind::KeyValueMapper => {
-                self.call(kind, |e| e.key_value_mapper.as_ref(), [batch], |g, s, [b]| g.call_map_pairs(s, f, b))
-            }
-            PluginKind::FlatMapper => {
-                self.call(kind, |e| e.flat_mapper.as_ref(), [batch], |g, s, [b]| g.call_flat_map(s, f, b))
-            }
-            PluginKind::KeySelector => {
-                self.call(kind, |e| e.key_selector.as_ref(), [batch], |g, s, [b]| g.call_select_key(s, f, b))
-            }
-            _ => Err(missing(&self.name, kind)),
-        }
-    }
-
-    /// Runs a for-each over the batch.
-    pub fn for_each(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<Vec<RecordError>, CallFailure> {
-        self.call(PluginKind::ForEach, |e| e.for_each.as_ref(), [batch], |g, s, [b]| g.call_for_each(s, function, b))
-    }
-
-    /// Folds a batch into aggregates (see `aggregator.aggregate` in the WIT).
-    pub fn aggregate(
-        &mut self,
-        function: &str,
-        batch: &mut EncodedBatch,
-        slots: &[u32],
-        current: &mut EncodedBatch,
-    ) -> Result<WasmOutput, CallFailure> {
-        self.call(
-            PluginKind::Aggregator,
-            |e| e.aggregator.as_ref(),
-            [batch, current],
-            |g, s, [b, c]| g.call_aggregate(s, function, b, slots, c),
-        )
-    }
-
-    /// Folds a batch into reduced values (see `reducer.reduce` in the WIT).
-    pub fn reduce(
-        &mut self,
-        function: &str,
-        batch: &mut EncodedBatch,
-        slots: &[u32],
-        current: &mut EncodedBatch,
-    ) -> Result<WasmOutput, CallFailure> {
-        self.call(
-            PluginKind::Reducer,
-            |e| e.reducer.as_ref(),
-            [batch, current],
-            |g, s, [b, c]| g.call_reduce(s, function, b, slots, c),
-        )
-    }
-
-    /// Merges aggregates pairwise (session windows).
-    pub fn merge(
-        &mut self,
-        function: &str,
-        left: &mut EncodedBatch,
-        right: &mut EncodedBatch,
-    ) -> Result<WasmOutput, CallFailure> {
-        self.call(
-            PluginKind::Aggregator,
-            |e| e.aggregator.as_ref(),
-            [left, right],
-            |g, s, [l, r]| g.call_merge(s, function, l, r),
-        )
-    }
-
-    /// The aggregator's initial aggregate.
-    pub fn initialize(&mut self, function: &str) -> Result<Vec<u8>, CallFailure> {
-        self.call(PluginKind::Aggregator, |e| e.aggregator.as_ref(), [], |g, s, []| g.call_initialize(s, function))
-    }
-
-    /// The event time of each record.
-    pub fn extract_timestamps(
-        &mut self,
-        function: &str,
-        batch: &mut EncodedBatch,
-    ) -> Result<timestamp_extractor::Timestamps, CallFailure> {
-        let kind = PluginKind::TimestampExtractor;
-        self.call(kind, |e| e.timestamp_extractor.as_ref(), [batch], |g, s, [b]| g.call_extract(s, function, b))
-    }
-
     /// Gives a processor instance its step's stores.
     pub fn attach_stores(&mut self, stores: super::host::state::SharedStores) {
         self.store.data_mut().stores = Some(stores);
-    }
-
-    /// A processor's timers.
-    pub fn processor_init(&mut self, function: &str) -> Result<Vec<processor::Timer>, CallFailure> {
-        self.call(PluginKind::Processor, |e| e.processor.as_ref(), [], |g, s, []| g.call_init(s, function))
-    }
-
-    /// Runs a processor over the batch.
-    pub fn process(&mut self, function: &str, batch: &mut EncodedBatch) -> Result<processor::Forwarded, CallFailure> {
-        self.call(PluginKind::Processor, |e| e.processor.as_ref(), [batch], |g, s, [b]| g.call_process(s, function, b))
-    }
-
-    /// Fires a processor's timer.
-    pub fn punctuate(&mut self, function: &str, timer: &str, time: i64) -> Result<processor::Forwarded, CallFailure> {
-        self.call(
-            PluginKind::Processor,
-            |e| e.processor.as_ref(),
-            [],
-            |g, s, []| g.call_punctuate(s, function, timer, time),
-        )
     }
 
     /// Sets the instance up for one use before its first batch: an aggregator's `initialize`,
@@ -396,19 +240,5 @@ impl PluginInstance {
     /// What the instance answered when it was set up.
     pub fn setup(&self) -> &Setup {
         &self.setup
-    }
-
-    /// Checks that `function` names a function of `kind`: the set-up call for kinds that have
-    /// one, else an empty batch, which costs nothing and answers `unknown-function` if not.
-    pub fn probe(&mut self, kind: PluginKind, function: &str) -> Result<(), CallFailure> {
-        let mut empty = EncodedBatch::default();
-        match kind {
-            PluginKind::Aggregator | PluginKind::Processor => self.set_up(kind, function),
-            PluginKind::Filter => self.filter(function, &mut empty).map(drop),
-            PluginKind::ForEach => self.for_each(function, &mut empty).map(drop),
-            PluginKind::Reducer => self.reduce(function, &mut empty, &[], &mut EncodedBatch::default()).map(drop),
-            PluginKind::TimestampExtractor => self.extract_timestamps(function, &mut empty).map(drop),
-            _ => self.transform(kind, function, &mut empty).map(drop),
-        }
     }
 }

@@ -136,7 +136,7 @@ impl Runtime {
         })?;
         let exports = exported_interfaces(&component, &self.engine);
         let kinds: Vec<PluginKind> =
-            PluginKind::ALL.into_iter().filter(|k| exports.iter().any(|e| *e == export_name(*k))).collect();
+            PluginKind::ALL.iter().copied().filter(|k| exports.iter().any(|e| *e == export_name(*k))).collect();
         for &kind in needs {
             if !kinds.contains(&kind) {
                 let ours: Vec<&String> = exports.iter().filter(|e| e.starts_with(WIT_PACKAGE)).collect();
