@@ -171,14 +171,7 @@ impl ConsumerContext for GroupContext {
 pub struct KafkaSource {
     consumer: BaseConsumer<GroupContext>,
     pending: VecDeque<InputBatch>,
-    /// Keys and values are copied out of librdkafka's buffers into this arena, and each is a
-    /// slice of it: one allocation per [`ARENA_CHUNK`] of input, not two per record. A chunk
-    /// lives while a record (or a cached update keyed by one) still refers to it.
-    arena: bytes::BytesMut,
 }
-
-/// The arena's allocation unit (a larger key or value gets a chunk of its own size).
-const ARENA_CHUNK: usize = 64 << 10;
 
 impl KafkaSource {
     /// Joins the group `application_id` and subscribes to `topics`.
@@ -201,26 +194,11 @@ impl KafkaSource {
         let consumer: BaseConsumer<GroupContext> =
             c.create_with_context(GroupContext::default()).context("creating the Kafka consumer")?;
         consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
-        Ok(Self { consumer, pending: VecDeque::new(), arena: bytes::BytesMut::new() })
+        Ok(Self { consumer, pending: VecDeque::new() })
     }
 
-    /// Copies `bytes` into the arena, and returns its slice.
-    fn slice(arena: &mut bytes::BytesMut, bytes: &[u8]) -> bytes::Bytes {
-        if arena.capacity() - arena.len() < bytes.len() {
-            // A fresh chunk: the old one stays alive as long as the slices taken from it.
-            *arena = bytes::BytesMut::with_capacity(ARENA_CHUNK.max(bytes.len()));
-        }
-        arena.extend_from_slice(bytes);
-        arena.split().freeze()
-    }
-
-    fn record(arena: &mut bytes::BytesMut, m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
-        let mut r = Record {
-            key: m.key().map(|k| Self::slice(arena, k)),
-            value: m.payload().map(|v| Self::slice(arena, v)),
-            timestamp: m.timestamp().to_millis().unwrap_or(0),
-            ..Default::default()
-        };
+    fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+        let mut r = Record::new(m.key(), m.payload(), m.timestamp().to_millis().unwrap_or(0));
         if let Some(hs) = m.headers() {
             r.headers = hs
                 .iter()
@@ -277,7 +255,7 @@ impl RecordSource for KafkaSource {
                             groups.len() - 1
                         }
                     };
-                    groups[i].records.push(Self::record(&mut self.arena, &m));
+                    groups[i].records.push(Self::record(&m));
                     n += 1;
                 }
             }
@@ -484,7 +462,6 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         });
         let deadline = Instant::now() + RESTORE_TIMEOUT;
         let mut next = start;
-        let mut arena = bytes::BytesMut::new();
         while next < high {
             if Instant::now() > deadline {
                 bail!("restoring {topic}[{partition}]: stuck at offset {next} of {high}");
@@ -492,7 +469,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             let Some(m) = self.consumer.poll(Duration::from_millis(100)) else { continue };
             let m = m.with_context(|| format!("reading changelog {topic}[{partition}]"))?;
             next = m.offset() + 1;
-            apply(m.offset(), KafkaSource::record(&mut arena, &m))?;
+            apply(m.offset(), KafkaSource::record(&m))?;
             if let Some(b) = &bar {
                 b.set_position((next - start) as u64);
             } else if (next - start) % RESTORE_LOG_EVERY == 0 {
