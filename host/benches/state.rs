@@ -153,20 +153,17 @@ pub fn run(lines_n: usize) -> Result<()> {
     std::hint::black_box(native_wordcount(&lines));
     let native = t.elapsed().as_secs_f64();
     let rate = |s: f64| words as f64 / s / 1e6;
-    let mut wasp_s = [0.0; 2];
-    for (i, threads) in [1, 2].into_iter().enumerate() {
-        let manifest = wordcount_manifest(dir.path(), &input, None, "count", threads, 1)?;
-        wasp_s[i] = run_local(&manifest, &dir.path().join("out.jsonl"))?.0;
-    }
+    // Seconds of a local word count (`op`) on `threads` threads with the file read as
+    // `partitions` partitions.
+    let seconds = |op: &str, threads: usize, partitions: usize| -> Result<f64> {
+        let manifest = wordcount_manifest(dir.path(), &input, None, op, threads, partitions)?;
+        Ok(run_local(&manifest, &dir.path().join("out.jsonl"))?.0)
+    };
+    let wasp_s = [seconds("count", 1, 1)?, seconds("count", 2, 1)?];
     // The same with the file read as two partitions: each stage is two tasks, which the two
     // threads share, instead of one stage per thread.
-    let mut parted_s = [0.0; 2];
-    for (i, threads) in [1, 2].into_iter().enumerate() {
-        let manifest = wordcount_manifest(dir.path(), &input, None, "count", threads, 2)?;
-        parted_s[i] = run_local(&manifest, &dir.path().join("out.jsonl"))?.0;
-    }
-    let cached_manifest = wordcount_manifest(dir.path(), &input, None, "count-cached", 1, 1)?;
-    let cached_s = run_local(&cached_manifest, &dir.path().join("out.jsonl"))?.0;
+    let parted_s = [seconds("count", 1, 2)?, seconds("count", 2, 2)?];
+    let cached_s = seconds("count-cached", 1, 1)?;
     println!(
         "  {:<52} {:>8.2} Mwords/s {:>7}",
         "native Rust (split, HashMap, format each update)",

@@ -280,9 +280,24 @@ impl Prepared {
             let n = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
             if counts.iter().any(|(_, c)| *c != n) {
                 let list: Vec<String> = counts.iter().map(|(s, c)| format!("`{s}` ({c})")).collect();
+                // The streams that read these topics, whose `partitions` the user can change.
+                let keys: Vec<String> = self
+                    .loaded
+                    .manifest
+                    .streams
+                    .iter()
+                    .filter(|(name, def)| {
+                        let topic = def.topic.as_ref().map_or(name.get_ref(), |t| t.get_ref());
+                        counts.iter().any(|(s, _)| s == topic)
+                    })
+                    .map(|(name, _)| format!("`streams.{}.partitions`", name.get_ref()))
+                    .collect();
                 anyhow::bail!(
-                    "topics {} feed one sub-topology, so they are co-partitioned and need the same number of partitions",
-                    list.join(", ")
+                    "{}: topics {} feed one sub-topology, so they are co-partitioned and need the same number of \
+                     partitions (set {} alike)",
+                    self.loaded.source.path.display(),
+                    list.join(", "),
+                    keys.join(", ")
                 );
             }
             tasks += n;

@@ -92,6 +92,7 @@ fn topics_of_one_sub_topology_with_different_partition_counts_are_refused() {
     let Err(e) = run_local(&sc, &manifest, &["out"]) else { panic!("co-partitioned topics must agree") };
     let e = format!("{e:#}");
     assert!(e.contains("`in` (2)") && e.contains("`other` (1)") && e.contains("co-partitioned"), "{e}");
+    assert!(e.contains("pipeline.toml") && e.contains("`streams.in.partitions`"), "names the file and keys: {e}");
 }
 
 #[test]
