@@ -41,6 +41,10 @@ impl Header {
     }
 }
 
+/// A record's headers: one is held inline (the repartition position every repartitioned
+/// record carries), so the common case allocates nothing.
+pub type Headers = smallvec::SmallVec<[Header; 1]>;
+
 /// One record. Keys and values are bytes; a `None` key is a null key, a `None` value a
 /// tombstone.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,7 +53,7 @@ pub struct Record {
     pub value: Option<Bytes>,
     /// Event time, milliseconds since the Unix epoch.
     pub timestamp: i64,
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     pub origin: Origin,
 }
 
@@ -59,9 +63,34 @@ impl Record {
             key: key.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
             timestamp,
-            headers: Vec::new(),
+            headers: Headers::new(),
             origin: Origin::default(),
         }
+    }
+}
+
+/// Copies of many small byte strings (the keys and values read from a file or from
+/// librdkafka's buffers), carved from shared chunks: one allocation per [`Arena::CHUNK`] of
+/// input, not one per copy. A chunk lives while any record (or anything keyed by one) still
+/// refers to it; what a store keeps is copied into the store, so a chunk is freed once its
+/// batch and the commit interval's caches let go of it.
+#[derive(Debug, Default)]
+pub struct Arena {
+    chunk: bytes::BytesMut,
+}
+
+impl Arena {
+    /// The allocation unit (a larger string gets a chunk of its own size).
+    pub const CHUNK: usize = 64 << 10;
+
+    /// Copies `bytes` into the arena and returns the copy.
+    pub fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        if self.chunk.capacity() - self.chunk.len() < bytes.len() {
+            // A fresh chunk: the old one stays alive as long as the copies taken from it.
+            self.chunk = bytes::BytesMut::with_capacity(Self::CHUNK.max(bytes.len()));
+        }
+        self.chunk.extend_from_slice(bytes);
+        self.chunk.split().freeze()
     }
 }
 
@@ -110,6 +139,21 @@ impl EncodedBatch {
             self.index.extend_from_slice(&[ko, kl, vo, vl, ho, hl]);
             self.timestamps.push(r.timestamp);
         }
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.timestamps.clear();
+        self.data.clear();
+    }
+
+    /// Appends a record without headers, from borrowed fields.
+    pub fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) {
+        let (ko, kl) = put(&mut self.data, key);
+        let (vo, vl) = put(&mut self.data, value);
+        self.index.extend_from_slice(&[ko, kl, vo, vl, 0, 0]);
+        self.timestamps.push(timestamp);
     }
 
     pub fn len(&self) -> usize {
@@ -220,6 +264,24 @@ impl DecodedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arena_copies_share_a_chunk_until_it_is_full() {
+        let mut arena = Arena::default();
+        let a = arena.copy(b"hello");
+        let b = arena.copy(b"world");
+        assert_eq!((&a[..], &b[..]), (&b"hello"[..], &b"world"[..]));
+        // Adjacent in one chunk.
+        assert_eq!(a.as_ptr().wrapping_add(5), b.as_ptr());
+        // A copy larger than a chunk gets its own; the next small one starts a fresh chunk.
+        let big = vec![7u8; Arena::CHUNK + 1];
+        let c = arena.copy(&big);
+        assert_eq!(&c[..], &big[..]);
+        let d = arena.copy(b"x");
+        assert_eq!(&d[..], b"x");
+        drop(arena);
+        assert_eq!(&a[..], b"hello", "copies outlive the arena");
+    }
 
     #[test]
     fn encode_then_decode_keeps_absent_fields_apart_from_empty_ones() {

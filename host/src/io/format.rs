@@ -1,10 +1,13 @@
 //! Local files: reading input lines into records and writing records as lines.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::manifest::{FileFormat, Format};
-use crate::record::{Header, Record};
+use crate::record::{Arena, Header, Record};
 
 /// A record in a JSON-lines file. `key` and `value` are JSON: a string is taken as its text,
 /// anything else as its JSON text; `null` is absent.
@@ -21,28 +24,58 @@ pub struct JsonLine {
     pub headers: serde_json::Map<String, serde_json::Value>,
 }
 
-fn field(v: serde_json::Value) -> Option<Bytes> {
-    match v {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(Bytes::from(s)),
-        other => Some(Bytes::from(other.to_string())),
+/// [`JsonLine`] as read: borrowed from the line, so a record's fields are copied once, into
+/// the reader's arena.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLineIn<'a> {
+    #[serde(default, borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    value: Option<&'a RawValue>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+    #[serde(default, borrow)]
+    headers: std::collections::BTreeMap<Cow<'a, str>, Option<&'a RawValue>>,
+}
+
+/// A JSON field's bytes: a string is its text, `null` absent, anything else its JSON text as
+/// written (re-serialized compactly when it has white space).
+fn field(v: Option<&RawValue>, arena: &mut Arena) -> Result<Option<Bytes>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let raw = v.get();
+    match raw.as_bytes().first() {
+        Some(b'n') => Ok(None),
+        Some(b'"') => {
+            let s: Cow<'_, str> = serde_json::from_str(raw).map_err(|e| format!("not a JSON string: {e}"))?;
+            Ok(Some(arena.copy(s.as_bytes())))
+        }
+        _ if raw.bytes().any(|b| b.is_ascii_whitespace()) => {
+            let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))?;
+            Ok(Some(Bytes::from(value.to_string())))
+        }
+        _ => Ok(Some(arena.copy(raw.as_bytes()))),
     }
 }
 
 /// Parses one input line. `line_no` is 0-based; it is the offset, and the timestamp of text
-/// lines.
-pub fn parse_line(line: &str, format: FileFormat, line_no: i64) -> Result<Record, String> {
+/// lines. Keys and values are copied into `arena`.
+pub fn parse_line(line: &str, format: FileFormat, line_no: i64, arena: &mut Arena) -> Result<Record, String> {
     let mut r = match format {
         FileFormat::Text => {
-            Record { value: Some(Bytes::copy_from_slice(line.as_bytes())), timestamp: line_no, ..Default::default() }
+            Record { value: Some(arena.copy(line.as_bytes())), timestamp: line_no, ..Default::default() }
         }
         FileFormat::Jsonl => {
-            let j: JsonLine = serde_json::from_str(line).map_err(|e| format!("not a JSON record line: {e}"))?;
+            let j: JsonLineIn<'_> = serde_json::from_str(line).map_err(|e| format!("not a JSON record line: {e}"))?;
+            let mut headers = crate::record::Headers::with_capacity(j.headers.len());
+            for (name, v) in j.headers {
+                headers.push(Header { name: Header::name_from(&name), value: field(v, arena)? });
+            }
             Record {
-                key: field(j.key),
-                value: field(j.value),
+                key: field(j.key, arena)?,
+                value: field(j.value, arena)?,
                 timestamp: j.timestamp.unwrap_or(line_no),
-                headers: j.headers.into_iter().map(|(name, v)| Header { name: name.into(), value: field(v) }).collect(),
+                headers,
                 ..Default::default()
             }
         }
@@ -117,22 +150,33 @@ mod tests {
 
     #[test]
     fn a_json_line_reads_back_as_the_record() {
-        let mut r = parse_line(r#"{"key":"k\"1","value":{"a":[1,2]},"timestamp":9}"#, FileFormat::Jsonl, 3).unwrap();
+        let mut r = parse_line(
+            r#"{"key":"k\"1","value":{"a":[1,2]},"timestamp":9}"#,
+            FileFormat::Jsonl,
+            3,
+            &mut Arena::default(),
+        )
+        .unwrap();
         r.headers.push(Header { name: "h".into(), value: Some(Bytes::from_static(b"v")) });
         let line = to_json_line(&r, Format::String, Format::Json);
         assert_eq!(line, "{\"key\":\"k\\\"1\",\"value\":{\"a\":[1,2]},\"timestamp\":9,\"headers\":{\"h\":\"v\"}}\n");
-        let back = parse_line(line.trim_end(), FileFormat::Jsonl, 3).unwrap();
+        let back = parse_line(line.trim_end(), FileFormat::Jsonl, 3, &mut Arena::default()).unwrap();
         assert_eq!((back.key, back.value, back.timestamp, back.headers), (r.key, r.value, r.timestamp, r.headers));
     }
 
     #[test]
     fn jsonl_takes_strings_as_text_and_other_values_as_json() {
-        let r = parse_line(r#"{"key":"k","value":{"a":1},"timestamp":9}"#, FileFormat::Jsonl, 3).unwrap();
+        let r = parse_line(r#"{"key":"k","value":{"a":1},"timestamp":9}"#, FileFormat::Jsonl, 3, &mut Arena::default())
+            .unwrap();
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(r.value.as_deref(), Some(&br#"{"a":1}"#[..]));
         assert_eq!((r.timestamp, r.origin.offset), (9, 3));
-        let t = parse_line("hello", FileFormat::Text, 4).unwrap();
+        let t = parse_line("hello", FileFormat::Text, 4, &mut Arena::default()).unwrap();
         assert_eq!((t.key, t.value.as_deref(), t.timestamp), (None, Some(&b"hello"[..]), 4));
-        assert!(parse_line("{nope", FileFormat::Jsonl, 0).is_err());
+        assert!(parse_line("{nope", FileFormat::Jsonl, 0, &mut Arena::default()).is_err());
+        // JSON written with spaces is taken compactly, as before the arena.
+        let s = parse_line(r#"{"key": null, "value": { "a" : [1, 2] }}"#, FileFormat::Jsonl, 5, &mut Arena::default())
+            .unwrap();
+        assert_eq!((s.key, s.value.as_deref()), (None, Some(&br#"{"a":[1,2]}"#[..])));
     }
 }

@@ -16,7 +16,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::{InputBatch, Poll, RecordSink, RecordSource};
-use crate::record::{Header, Record};
+use crate::record::{Arena, Header, Record};
 
 /// How long a poll waits for the first record of a batch.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -171,6 +171,8 @@ impl ConsumerContext for GroupContext {
 pub struct KafkaSource {
     consumer: BaseConsumer<GroupContext>,
     pending: VecDeque<InputBatch>,
+    /// Keys, values and header values copied out of librdkafka's buffers.
+    arena: Arena,
 }
 
 impl KafkaSource {
@@ -194,15 +196,20 @@ impl KafkaSource {
         let consumer: BaseConsumer<GroupContext> =
             c.create_with_context(GroupContext::default()).context("creating the Kafka consumer")?;
         consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
-        Ok(Self { consumer, pending: VecDeque::new() })
+        Ok(Self { consumer, pending: VecDeque::new(), arena: Arena::default() })
     }
 
-    fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
-        let mut r = Record::new(m.key(), m.payload(), m.timestamp().to_millis().unwrap_or(0));
+    fn record(arena: &mut Arena, m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+        let mut r = Record {
+            key: m.key().map(|k| arena.copy(k)),
+            value: m.payload().map(|v| arena.copy(v)),
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            ..Default::default()
+        };
         if let Some(hs) = m.headers() {
             r.headers = hs
                 .iter()
-                .map(|h| Header { name: Header::name_from(h.key), value: h.value.map(bytes::Bytes::copy_from_slice) })
+                .map(|h| Header { name: Header::name_from(h.key), value: h.value.map(|v| arena.copy(v)) })
                 .collect();
         }
         r.origin.partition = m.partition();
@@ -255,7 +262,7 @@ impl RecordSource for KafkaSource {
                             groups.len() - 1
                         }
                     };
-                    groups[i].records.push(Self::record(&m));
+                    groups[i].records.push(Self::record(&mut self.arena, &m));
                     n += 1;
                 }
             }
@@ -462,6 +469,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         });
         let deadline = Instant::now() + RESTORE_TIMEOUT;
         let mut next = start;
+        let mut arena = Arena::default();
         while next < high {
             if Instant::now() > deadline {
                 bail!("restoring {topic}[{partition}]: stuck at offset {next} of {high}");
@@ -469,7 +477,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             let Some(m) = self.consumer.poll(Duration::from_millis(100)) else { continue };
             let m = m.with_context(|| format!("reading changelog {topic}[{partition}]"))?;
             next = m.offset() + 1;
-            apply(m.offset(), KafkaSource::record(&m))?;
+            apply(m.offset(), KafkaSource::record(&mut arena, &m))?;
             if let Some(b) = &bar {
                 b.set_position((next - start) as u64);
             } else if (next - start) % RESTORE_LOG_EVERY == 0 {

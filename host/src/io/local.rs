@@ -28,7 +28,7 @@ use super::format::{parse_line, to_display_line, write_json_line};
 use super::partition::partition_of;
 use super::{InputBatch, Poll, RecordSink, RecordSource};
 use crate::manifest::{FileFormat, Format};
-use crate::record::Record;
+use crate::record::{Arena, Record};
 
 /// A partition of an input file, and the stream thread that reads it.
 #[derive(Debug, Clone)]
@@ -131,6 +131,7 @@ pub fn local_io(plan: LocalPlan) -> anyhow::Result<Vec<(LocalSource, LocalSink)>
             line_no: 0,
             pending: String::new(),
             at_end: false,
+            arena: Arena::default(),
         });
     }
     let mut out = Vec::with_capacity(threads);
@@ -155,6 +156,8 @@ struct FileInput {
     pending: String,
     /// Read to its end (without `--follow`).
     at_end: bool,
+    /// The records' keys and values, carved from shared chunks.
+    arena: Arena,
 }
 
 impl FileInput {
@@ -189,7 +192,7 @@ impl FileInput {
             {
                 continue;
             }
-            let mut record = parse_line(text, self.format, no)
+            let mut record = parse_line(text, self.format, no, &mut self.arena)
                 .map_err(|e| anyhow::anyhow!("{}:{}: {e}", self.path.display(), no + 1))?;
             if self.partitions > 1 && self.format != FileFormat::Text {
                 let n = self.partitions as usize;

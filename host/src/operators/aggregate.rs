@@ -17,9 +17,9 @@ use bytes::Bytes;
 
 use super::cache::RecordCache;
 use super::{ConstructError, Emitted, Failure, Operator, OperatorSpec, PluginStep, TaskContext, wrong_node};
-use crate::record::{EncodedBatch, Header, Origin, Record};
+use crate::record::{EncodedBatch, Header, Headers, Origin, Record};
 use crate::state::windows::{
-    DATA, EMIT_INDEX, EXPIRE_INDEX, Window, decode_data_key, index_key, key_prefix, output_key, session_key,
+    DATA, EMIT_INDEX, EXPIRE_INDEX, Window, decode_data_key, index_key, key_prefix, output_key_into, session_key,
     time_bytes, time_from, time_windows, window_key, window_key_into,
 };
 use crate::state::{DirectUpstream, Sequencer, Store, prefix_end, upstream_of};
@@ -82,6 +82,10 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
         cache,
         texts: Default::default(),
         key_buf: Vec::new(),
+        read_buf: Vec::new(),
+        value_buf: Vec::new(),
+        chunk: Chunk::default(),
+        current_batch: EncodedBatch::default(),
         window: *window,
         emit_final: *emit_final,
         late_topic: late_topic.clone(),
@@ -111,6 +115,13 @@ pub struct Aggregate {
     texts: bytes::BytesMut,
     /// A record's data key, written here rather than into a new buffer per record.
     key_buf: Vec<u8>,
+    /// A stored aggregate as read, and one as written back: reused from key to key.
+    read_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    /// The folds of the batch being processed, reused from batch to batch.
+    chunk: Chunk,
+    /// The slots' current aggregates, encoded for the plugin call.
+    current_batch: EncodedBatch,
     pub window: Option<WindowSpec>,
     pub emit_final: bool,
     /// Where records too late for every window go (they are dropped otherwise).
@@ -144,7 +155,9 @@ type Error = (String, String);
 /// The aggregate after each fold entry (`None`: the aggregate was deleted), or its error.
 type EntryResults = Vec<Result<Option<Bytes>, Error>>;
 
-/// Folds gathered for one plugin call.
+/// Folds gathered for one plugin call. Kept by the operator and cleared after each call, so
+/// its buffers are reused from batch to batch: the slots' keys and current aggregates are
+/// written back to back into two buffers, not one allocation per key.
 #[derive(Default)]
 struct Chunk {
     /// One entry per (record, window): the record to fold and its slot.
@@ -152,22 +165,93 @@ struct Chunk {
     entry_slot: Vec<u32>,
     /// The input record (index into the batch) each entry came from.
     entry_input: Vec<usize>,
-    slot_key: Vec<Vec<u8>>,
+    /// Every slot's data key, back to back; `slot_key[s]` is where slot `s`'s is.
+    key_data: Vec<u8>,
+    slot_key: Vec<std::ops::Range<usize>>,
     slot_group: Vec<Option<Bytes>>,
-    slot_current: Vec<Option<Vec<u8>>>,
+    /// Every slot's aggregate as the chunk found it, back to back (`None`: none yet).
+    current_data: Vec<u8>,
+    slot_current: Vec<Option<std::ops::Range<usize>>>,
     slot_ts: Vec<i64>,
-    /// Hashed with foldhash: the keys are the batch's own, looked up once per record.
-    slot_of: foldhash::HashMap<Vec<u8>, u32>,
+    /// The slot of each data key, hashed with foldhash.
+    slot_of: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
     /// Grouping keys with entries in this chunk (session and sliding windows split on them).
     groups: HashSet<Bytes>,
     emits: Vec<Emit>,
 }
 
+impl Chunk {
+    fn key(&self, s: usize) -> &[u8] {
+        &self.key_data[self.slot_key[s].clone()]
+    }
+
+    fn current(&self, s: usize) -> Option<&[u8]> {
+        self.slot_current[s].clone().map(|r| &self.current_data[r])
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
+    fn slot(&self, key: &[u8]) -> Option<u32> {
+        self.slot_of.find(self.hash(key), |&s| self.key(s as usize) == key).copied()
+    }
+
+    /// A new slot for `key`, starting from `current`.
+    fn add_slot(&mut self, key: &[u8], group: &Bytes, current: Option<(i64, &[u8])>) -> u32 {
+        let s = self.slot_key.len() as u32;
+        let start = self.key_data.len();
+        self.key_data.extend_from_slice(key);
+        self.slot_key.push(start..self.key_data.len());
+        self.slot_group.push(Some(group.clone()));
+        let (ts, agg) = match current {
+            Some((ts, agg)) => {
+                let start = self.current_data.len();
+                self.current_data.extend_from_slice(agg);
+                (ts, Some(start..self.current_data.len()))
+            }
+            None => (i64::MIN, None),
+        };
+        self.slot_current.push(agg);
+        self.slot_ts.push(ts);
+        let hash = self.hash(key);
+        let Self { slot_of, key_data, slot_key, hasher, .. } = self;
+        slot_of.insert_unique(hash, s, |&x| std::hash::BuildHasher::hash_one(&*hasher, &key_data[slot_key[x as usize].clone()]));
+        s
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.entry_slot.clear();
+        self.entry_input.clear();
+        self.key_data.clear();
+        self.slot_key.clear();
+        self.slot_group.clear();
+        self.current_data.clear();
+        self.slot_current.clear();
+        self.slot_ts.clear();
+        self.slot_of.clear();
+        self.groups.clear();
+        self.emits.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.emits.is_empty()
+    }
+}
+
 fn encode_value(ts: i64, agg: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + agg.len());
-    v.extend_from_slice(&time_bytes(ts));
-    v.extend_from_slice(agg);
+    encode_value_into(&mut v, ts, agg);
     v
+}
+
+/// [`encode_value`], into `out` (cleared first).
+fn encode_value_into(out: &mut Vec<u8>, ts: i64, agg: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&time_bytes(ts));
+    out.extend_from_slice(agg);
 }
 
 fn decode_value(v: &[u8]) -> Option<(i64, &[u8])> {
@@ -198,16 +282,6 @@ impl Aggregate {
         }
     }
 
-    /// What a slot without a stored aggregate holds until the fold: a count's zero. An
-    /// aggregator's initial aggregate is filled in at the call, from the instance that runs
-    /// it, so a swap (or its rollback) at that batch boundary brings the right one.
-    fn seed(&self) -> Option<Vec<u8>> {
-        match &self.fold {
-            Fold::Count => Some(count_bytes(0).to_vec()),
-            Fold::Reduce(_) | Fold::Aggregate(_) => None,
-        }
-    }
-
     fn label(&self) -> String {
         match &self.fold {
             Fold::Count => "count (built in)".to_owned(),
@@ -221,17 +295,24 @@ impl Aggregate {
 
     /// A store read, or a failure of the record that needed it.
     fn read(&self, key: &[u8]) -> Result<Option<(i64, Vec<u8>)>, String> {
-        let v = self.store.get(key).map_err(|e| e.to_string())?;
-        // The stored value is the time then the aggregate: the aggregate keeps its buffer.
-        let entry = v.and_then(|mut v| {
-            let t = time_from(&v)?;
-            v.drain(..8);
-            Some((t, v))
-        });
+        let mut v = Vec::new();
+        Ok(self.read_into(key, &mut v)?.map(|t| (t, v)))
+    }
+
+    /// A store read into `out` (cleared first): the aggregate's time, with the aggregate
+    /// in `out`, or `None` when the key has none.
+    fn read_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<Option<i64>, String> {
+        out.clear();
+        if !self.store.get_into(key, out).map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        // The stored value is the time then the aggregate.
+        let Some(t) = time_from(out) else { return Ok(None) };
+        out.drain(..8);
         // An entry not updated within the store's TTL (in stream time) reads as absent.
-        Ok(match (entry, self.store.spec.ttl_ms, self.store.stream_time()) {
-            (Some((t, _)), Some(ttl), Some(now)) if t < now - ttl => None,
-            (e, _, _) => e,
+        Ok(match (self.store.spec.ttl_ms, self.store.stream_time()) {
+            (Some(ttl), Some(now)) if t < now - ttl => None,
+            _ => Some(t),
         })
     }
 
@@ -244,31 +325,24 @@ impl Aggregate {
         data_key: &[u8],
         group: &Bytes,
         window: Option<Window>,
-        current: Option<(i64, Vec<u8>)>,
+        current: Option<(i64, &[u8])>,
         record: &Record,
         input: usize,
         track_groups: bool,
     ) {
-        let slot = match chunk.slot_of.get(data_key) {
-            Some(&s) => s,
+        let slot = match chunk.slot(data_key) {
+            Some(s) => s,
             None => {
-                let s = chunk.slot_key.len() as u32;
                 if let Some(w) = window
                     && current.is_none()
                 {
                     self.index_new_window(data_key, w);
                 }
-                let (ts, agg) = match current {
-                    Some((ts, agg)) => (ts, Some(agg)),
-                    None => (i64::MIN, self.seed()),
-                };
-                // A key's first record in the chunk: its copies live as long as the chunk.
-                chunk.slot_of.insert(data_key.to_vec(), s);
-                chunk.slot_key.push(data_key.to_vec());
-                chunk.slot_group.push(Some(group.clone()));
-                chunk.slot_current.push(agg);
-                chunk.slot_ts.push(ts);
-                s
+                // A slot without a stored aggregate starts from none: a count from zero,
+                // an aggregator from the initial aggregate of the instance that runs the
+                // call (so a swap, or its rollback, at that batch boundary brings the right
+                // one), a reducer from its first record.
+                chunk.add_slot(data_key, group, current)
             }
         };
         // The fold needs the key, value and time; a built-in count needs only the time.
@@ -316,8 +390,9 @@ impl Aggregate {
 
     /// Runs the chunk's folds (one plugin call), writes the aggregates back, and turns its
     /// emits into records.
-    fn run_chunk(&mut self, mut chunk: Chunk, input: &[Record], out: &mut Emitted, failed: &mut BTreeSet<usize>) {
-        if chunk.entries.is_empty() && chunk.emits.is_empty() {
+    fn run_chunk(&mut self, chunk: &mut Chunk, input: &[Record], out: &mut Emitted, failed: &mut BTreeSet<usize>) {
+        if chunk.is_empty() {
+            chunk.clear();
             return;
         }
         let n = chunk.entries.len();
@@ -325,7 +400,8 @@ impl Aggregate {
         let reduce = matches!(self.fold, Fold::Reduce(_));
         let results: EntryResults = match &mut self.fold {
             Fold::Count => {
-                let mut state: Vec<u64> = chunk.slot_current.iter().map(|c| c.as_deref().map_or(0, count_of)).collect();
+                let mut state: Vec<u64> =
+                    (0..chunk.slot_key.len()).map(|s| chunk.current(s).map_or(0, count_of)).collect();
                 // Every count of the chunk is written into one buffer, and each result is a
                 // slice of it: one allocation per chunk, not one per record.
                 let mut counts = bytes::BytesMut::with_capacity(chunk.entry_slot.len() * 8);
@@ -340,22 +416,21 @@ impl Aggregate {
                     .collect()
             }
             Fold::Reduce(step) | Fold::Aggregate(step) => {
-                let mut current_batch = EncodedBatch::default();
-                let slots = chunk.entry_slot.clone();
+                let current_batch = &mut self.current_batch;
+                let chunk = &*chunk;
                 let called = step.call(&chunk.entries, |i, f, b| {
                     // A slot with no aggregate yet starts from this instance's initial one
                     // (a reducer's from its first record).
                     let initial = if reduce { None } else { initial_of(i.setup()) };
-                    let current = chunk.slot_current.iter().zip(&chunk.slot_group).map(|(agg, key)| Record {
-                        key: key.clone(),
-                        value: agg.as_deref().or(initial).map(Bytes::copy_from_slice),
-                        ..Default::default()
-                    });
-                    current_batch.encode(current.collect::<Vec<_>>().iter());
+                    current_batch.clear();
+                    for s in 0..chunk.slot_key.len() {
+                        current_batch.push(chunk.slot_group[s].as_deref(), chunk.current(s).or(initial), 0);
+                    }
+                    let slots = &chunk.entry_slot;
                     if reduce {
-                        i.reduce(f, b, &slots, &mut current_batch)
+                        i.reduce(f, b, slots, current_batch)
                     } else {
-                        i.aggregate(f, b, &slots, &mut current_batch)
+                        i.aggregate(f, b, slots, current_batch)
                     }
                 });
                 match called.and_then(|o| decode_results(o, n, step.label())) {
@@ -370,10 +445,9 @@ impl Aggregate {
                 }
             }
         };
-        // Fold the results into the slots, in order.
-        // Bytes, so the aggregate after each entry is shared with its output, not copied.
-        let mut slot_agg: Vec<Option<Bytes>> =
-            chunk.slot_current.iter().map(|c| c.as_deref().map(Bytes::copy_from_slice)).collect();
+        // Fold the results into the slots, in order. A slot's new aggregate (`None` while it
+        // has none but its current one) is `Bytes`, shared with its outputs, not copied.
+        let mut slot_agg: Vec<Option<Option<Bytes>>> = vec![None; chunk.slot_key.len()];
         let mut slot_ts = chunk.slot_ts.clone();
         let mut slot_touched = vec![false; chunk.slot_key.len()];
         let mut after: Vec<Option<(i64, Option<Bytes>)>> = Vec::with_capacity(n);
@@ -382,9 +456,9 @@ impl Aggregate {
             match r {
                 Ok(agg) => {
                     slot_ts[s] = slot_ts[s].max(chunk.entries[i].timestamp);
-                    slot_agg[s] = agg;
+                    after.push(Some((slot_ts[s], agg.clone())));
+                    slot_agg[s] = Some(agg);
                     slot_touched[s] = true;
-                    after.push(Some((slot_ts[s], slot_agg[s].clone())));
                 }
                 Err((code, message)) => {
                     let origin = chunk.entry_input[i];
@@ -401,12 +475,19 @@ impl Aggregate {
             if !slot_touched[s] && chunk.slot_ts[s] == i64::MIN {
                 continue;
             }
-            match &slot_agg[s] {
-                Some(agg) => self.store.put(std::mem::take(&mut chunk.slot_key[s]), encode_value(slot_ts[s], agg)),
-                None => self.store.delete(std::mem::take(&mut chunk.slot_key[s])),
+            let agg = match &slot_agg[s] {
+                Some(new) => new.as_deref(),
+                None => chunk.current(s),
+            };
+            match agg {
+                Some(agg) => {
+                    encode_value_into(&mut self.value_buf, slot_ts[s], agg);
+                    self.store.put_slice(chunk.key(s), &self.value_buf);
+                }
+                None => self.store.delete(chunk.key(s).to_vec()),
             }
         }
-        for e in chunk.emits {
+        for e in chunk.emits.drain(..) {
             let (ts, value) = match e.value {
                 EmitValue::Entry(i) => match &after[i] {
                     Some((ts, v)) => (*ts, v.clone()),
@@ -424,6 +505,7 @@ impl Aggregate {
                 None => out.all.push(record),
             }
         }
+        chunk.clear();
     }
 
     /// An output record. A count goes out as decimal text (the store keeps it fixed-width),
@@ -447,14 +529,25 @@ impl Aggregate {
             (_, v) => v,
         };
         let (key, headers) = match window {
-            Some(w) => (
-                Bytes::from(output_key(key, w)),
-                vec![
-                    Header { name: "wasp.window.start".into(), value: Some(Bytes::from(w.start.to_string())) },
-                    Header { name: "wasp.window.end".into(), value: Some(Bytes::from(w.end.to_string())) },
-                ],
-            ),
-            None => (key.clone(), Vec::new()),
+            Some(w) => {
+                // The windowed key and the bounds' texts, into the shared buffer too.
+                if self.texts.capacity() - self.texts.len() < key.len() + 80 {
+                    self.texts.reserve(4096.max(key.len() + 80));
+                }
+                output_key_into(&mut self.texts, key, w);
+                let key = self.texts.split().freeze();
+                let mut n = itoa::Buffer::new();
+                self.texts.extend_from_slice(n.format(w.start).as_bytes());
+                let start = self.texts.split().freeze();
+                self.texts.extend_from_slice(n.format(w.end).as_bytes());
+                let end = self.texts.split().freeze();
+                let headers = smallvec::smallvec![
+                    Header { name: "wasp.window.start".into(), value: Some(start) },
+                    Header { name: "wasp.window.end".into(), value: Some(end) },
+                ];
+                (key, headers)
+            }
+            None => (key.clone(), Headers::new()),
         };
         Record { key: Some(key), value, timestamp, headers, origin }
     }
@@ -562,6 +655,7 @@ impl Aggregate {
         if !sessions.is_empty() {
             self.index_new_window(&data_key, merged);
         }
+        let current = current.as_ref().map(|(ts, agg)| (*ts, agg.as_slice()));
         self.fold_into(chunk, &data_key, group, Some(merged), current, r, input, true);
         true
     }
@@ -672,6 +766,7 @@ impl Aggregate {
         close: i64,
     ) {
         if w.end > close {
+            let current = current.as_ref().map(|(ts, agg)| (*ts, agg.as_slice()));
             self.fold_into(chunk, key, group, Some(w), current, r, input, true);
         }
     }
@@ -766,7 +861,7 @@ impl Operator for Aggregate {
     fn process(&mut self, input: Vec<Record>) -> Emitted {
         let mut out = Emitted::default();
         let mut failed = BTreeSet::new();
-        let mut chunk = Chunk::default();
+        let mut chunk = std::mem::take(&mut self.chunk);
         let per_key_split = matches!(self.window, Some(WindowSpec::Session { .. } | WindowSpec::Sliding { .. }));
         let mut late = Vec::new();
         let mut direct = DirectUpstream::default();
@@ -788,7 +883,7 @@ impl Operator for Aggregate {
                 closes.push((stream_time - spec.grace(), r.origin));
             }
             if per_key_split && chunk.groups.contains(group) {
-                self.run_chunk(std::mem::take(&mut chunk), &input, &mut out, &mut failed);
+                self.run_chunk(&mut chunk, &input, &mut out, &mut failed);
             }
             let group = group.clone();
             let accepted = match self.window {
@@ -799,10 +894,12 @@ impl Operator for Aggregate {
                     key.push(DATA);
                     key.extend_from_slice(&group);
                     // A key already in the chunk folds on from its slot: no store read.
+                    let mut read = std::mem::take(&mut self.read_buf);
                     let current =
-                        if chunk.slot_of.contains_key(key.as_slice()) { Ok(None) } else { self.read(&key) };
+                        if chunk.slot(&key).is_some() { Ok(None) } else { self.read_into(&key, &mut read) };
                     match current {
                         Ok(current) => {
+                            let current = current.map(|ts| (ts, read.as_slice()));
                             self.fold_into(&mut chunk, &key, &group, None, current, r, i, per_key_split);
                         }
                         Err(e) => {
@@ -811,23 +908,25 @@ impl Operator for Aggregate {
                         }
                     }
                     self.key_buf = key;
+                    self.read_buf = read;
                     true
                 }
                 Some(WindowSpec::Time { size, advance, grace }) => {
                     let close = stream_time - grace;
                     let mut any = false;
                     let mut key = std::mem::take(&mut self.key_buf);
+                    let mut read = std::mem::take(&mut self.read_buf);
                     for w in time_windows(r.timestamp, size, advance) {
                         if w.end <= close {
                             continue;
                         }
                         any = true;
                         window_key_into(&mut key, &group, w);
-                        let current = if chunk.slot_of.contains_key(key.as_slice()) {
+                        let current = if chunk.slot(&key).is_some() {
                             None
                         } else {
-                            match self.read(&key) {
-                                Ok(c) => c,
+                            match self.read_into(&key, &mut read) {
+                                Ok(c) => c.map(|ts| (ts, read.as_slice())),
                                 Err(e) => {
                                     failed.insert(i);
                                     out.failures.push(self.fail(r.clone(), "state", e));
@@ -838,6 +937,7 @@ impl Operator for Aggregate {
                         self.fold_into(&mut chunk, &key, &group, Some(w), current, r, i, per_key_split);
                     }
                     self.key_buf = key;
+                    self.read_buf = read;
                     any
                 }
                 Some(WindowSpec::Session { gap, grace }) => {
@@ -851,7 +951,8 @@ impl Operator for Aggregate {
                 late.push(i);
             }
         }
-        self.run_chunk(chunk, &input, &mut out, &mut failed);
+        self.run_chunk(&mut chunk, &input, &mut out, &mut failed);
+        self.chunk = chunk;
         if let (Some(spec), Some(st)) = (self.window, self.store.stream_time())
             && let Err(e) = self.close_windows(
                 st - spec.grace(),

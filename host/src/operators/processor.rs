@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::{
     ConstructError, Emitted, Failure, Operator, OperatorSpec, PluginStep, StepFailures, TaskContext, wrong_node,
 };
-use crate::record::{DecodedBatch, Record};
+use crate::record::{DecodedBatch, Headers, Record};
 use crate::state::{DirectUpstream, Sequencer, Store, upstream_of};
 use crate::topology::{Field, Form, Node, NodeOp, PluginKind, PluginUse, StepSpec};
 use crate::wasm::Setup;
@@ -137,7 +137,7 @@ impl Processor {
                 key: produced.key(i),
                 value: produced.value(i),
                 timestamp: produced.timestamp(i).unwrap_or_else(|| input.first().map_or(0, |r| r.timestamp)),
-                headers: Vec::new(),
+                headers: Headers::new(),
                 origin,
             };
             if child.is_empty() {

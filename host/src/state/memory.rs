@@ -16,6 +16,10 @@ impl Backend for MemoryBackend {
         Ok(self.entries.get(key).cloned())
     }
 
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+        Ok(self.entries.get(key).map(|v| out.extend_from_slice(v)).is_some())
+    }
+
     fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String> {
         let upper = match to {
             Some(t) => std::ops::Bound::Excluded(t.to_vec()),

@@ -87,6 +87,11 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// Durable key-value storage under a [`Store`]. Keys sort bytewise.
 pub trait Backend: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// Appends the value of `key` to `out`, if there is one: the hot path's read, which
+    /// allocates nothing when `out` has room.
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+        Ok(self.get(key)?.map(|v| out.extend_from_slice(&v)).is_some())
+    }
     /// Entries with `from <= key < to` (no upper bound when `to` is `None`), in key order, at
     /// most `limit` of them.
     fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String>;
@@ -183,8 +188,30 @@ impl Store {
         self.backend.get(key).map_err(|e| self.err(e))
     }
 
+    /// [`Store::get`], appending the value to `out`; `false` when the key has none.
+    pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        if let Some(v) = self.dirty.get(key) {
+            return Ok(v.as_ref().map(|v| out.extend_from_slice(v)).is_some());
+        }
+        self.backend.get_into(key, out).map_err(|e| self.err(e))
+    }
+
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.write(key, Some(value));
+    }
+
+    /// [`Store::put`] from borrowed bytes: a key written again before the commit has its
+    /// pending value overwritten in place, so the steady state allocates nothing.
+    pub fn put_slice(&mut self, key: &[u8], value: &[u8]) {
+        if self.undo.is_none()
+            && let Some(Some(pending)) = self.dirty.get_mut(key)
+        {
+            self.dirty_bytes = self.dirty_bytes - pending.len() + value.len();
+            pending.clear();
+            pending.extend_from_slice(value);
+            return;
+        }
+        self.write(key.to_vec(), Some(value.to_vec()));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
@@ -314,7 +341,7 @@ impl Store {
         out.push(Record {
             key: Some(Bytes::from_static(b"")),
             value: Some(Bytes::from(body)),
-            headers: vec![Header { name: MARKER_HEADER.into(), value: None }],
+            headers: smallvec::smallvec![Header { name: MARKER_HEADER.into(), value: None }],
             ..Default::default()
         });
         out

@@ -54,6 +54,11 @@ impl Backend for RocksBackend {
         self.db.get(key).map_err(|e| e.to_string())
     }
 
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+        // Pinned: read in place from RocksDB's block cache or memtable, copied once, into `out`.
+        Ok(self.db.get_pinned(key).map_err(|e| e.to_string())?.map(|v| out.extend_from_slice(&v)).is_some())
+    }
+
     fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String> {
         let mut out = Vec::new();
         for item in self.db.iterator(IteratorMode::From(from, Direction::Forward)) {

@@ -19,14 +19,12 @@ pub struct Window {
 }
 
 /// The time windows containing `t` (Kafka Streams' `TimeWindows.windowsFor`).
-pub fn time_windows(t: i64, size: i64, advance: i64) -> Vec<Window> {
-    let mut start = (t - size + advance).max(0) / advance * advance;
-    let mut out = Vec::new();
-    while start <= t {
-        out.push(Window { start, end: start + size });
-        start += advance;
-    }
-    out
+pub fn time_windows(t: i64, size: i64, advance: i64) -> impl Iterator<Item = Window> {
+    let first = (t - size + advance).max(0) / advance * advance;
+    (0..)
+        .map(move |i| first + i * advance)
+        .take_while(move |&start| start <= t)
+        .map(move |start| Window { start, end: start + size })
 }
 
 pub const DATA: u8 = 0;
@@ -99,9 +97,18 @@ pub fn decode_data_key(k: &[u8], session: bool) -> Option<(&[u8], Window)> {
 /// The key written to output topics for a windowed aggregate.
 pub fn output_key(key: &[u8], w: Window) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 24);
-    out.extend_from_slice(key);
-    out.extend_from_slice(format!("@{}/{}", w.start, w.end).as_bytes());
+    output_key_into(&mut out, key, w);
     out
+}
+
+/// [`output_key`], appended to `out`.
+pub fn output_key_into(out: &mut impl Extend<u8>, key: &[u8], w: Window) {
+    let mut n = itoa::Buffer::new();
+    out.extend(key.iter().copied());
+    out.extend([b'@']);
+    out.extend(n.format(w.start).bytes());
+    out.extend([b'/']);
+    out.extend(n.format(w.end).bytes());
 }
 
 #[cfg(test)]
@@ -110,12 +117,12 @@ mod tests {
 
     #[test]
     fn hopping_windows_are_aligned_to_the_epoch() {
-        let w = time_windows(7_500, 5_000, 1_000);
+        let w: Vec<_> = time_windows(7_500, 5_000, 1_000).collect();
         let starts: Vec<i64> = w.iter().map(|w| w.start).collect();
         assert_eq!(starts, [3_000, 4_000, 5_000, 6_000, 7_000]);
         assert!(w.iter().all(|w| w.end - w.start == 5_000 && w.start <= 7_500 && 7_500 < w.end));
-        assert_eq!(time_windows(4_999, 5_000, 5_000), [Window { start: 0, end: 5_000 }]);
-        assert_eq!(time_windows(5_000, 5_000, 5_000), [Window { start: 5_000, end: 10_000 }]);
+        assert_eq!(time_windows(4_999, 5_000, 5_000).collect::<Vec<_>>(), [Window { start: 0, end: 5_000 }]);
+        assert_eq!(time_windows(5_000, 5_000, 5_000).collect::<Vec<_>>(), [Window { start: 5_000, end: 10_000 }]);
     }
 
     #[test]
