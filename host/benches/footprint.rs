@@ -132,49 +132,60 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// The resident memory of a process's file-backed mappings (its code and data), in MiB.
-fn code_rss_mib(pid: u32) -> Option<f64> {
+/// A process's resident memory by where it lives, from `/proc/PID/smaps`, in MiB.
+#[derive(Debug, Default, Clone, Copy)]
+struct Resident {
+    total: f64,
+    /// The binary's and the shared libraries' code and data (file-backed mappings).
+    code: f64,
+    /// glibc's heaps: `[heap]` and the per-thread arenas (anonymous mappings aligned to
+    /// glibc's 64 MiB heap size): what RocksDB and librdkafka allocate (C and C++ code calls
+    /// `malloc`, not Rust's allocator).
+    glibc: f64,
+    /// mimalloc's arenas (anonymous mappings of 256 MiB and more): what Rust allocates.
+    rust: f64,
+    /// Everything else: Wasm linear memories, thread stacks, wasmtime's code.
+    other: f64,
+}
+
+fn resident(pid: u32) -> Option<Resident> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
-    let mut file = false;
-    let mut kib = 0u64;
+    let mut r = Resident::default();
+    let mut kind = 0u8;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let Some(first) = fields.next() else { continue };
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            file = fields.nth(4).is_some_and(|n| n.starts_with('/'));
-        } else if first == "Rss:" && file {
-            kib += fields.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
+        {
+            let name = fields.nth(4).unwrap_or("");
+            kind = if name.starts_with('/') {
+                0
+            } else if name == "[heap]" || (name.is_empty() && a % (64 << 20) == 0 && b - a <= 64 << 20) {
+                1
+            } else if name.is_empty() && b - a >= 256 << 20 {
+                2
+            } else {
+                3
+            };
+        } else if first == "Rss:" {
+            let mib = fields.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0;
+            r.total += mib;
+            match kind {
+                0 => r.code += mib,
+                1 => r.glibc += mib,
+                2 => r.rust += mib,
+                _ => r.other += mib,
+            }
         }
     }
-    Some(kib as f64 / 1024.0)
+    Some(r)
 }
 
-/// mimalloc's peak commit (what Rust allocated at most), from the statistics it prints at
-/// exit with `MIMALLOC_SHOW_STATS=1`: `… peak rss: 38.1 MiB, peak commit: 14.3 MiB`.
-fn mimalloc_peak_commit_mib(stderr: &str) -> Option<f64> {
-    let line = stderr.lines().rev().find(|l| l.contains("peak commit:"))?;
-    let mut words = line.split("peak commit:").nth(1)?.split_whitespace();
-    let n: f64 = words.next()?.trim_end_matches(',').parse().ok()?;
-    Some(match words.next()?.trim_end_matches(',') {
-        "GiB" => n * 1024.0,
-        "MiB" => n,
-        "KiB" => n / 1024.0,
-        _ => n / (1024.0 * 1024.0),
-    })
-}
-
+/// `wasp run manifest`, quiet.
 fn spawn_wasp(manifest: &Path) -> Result<Child> {
-    spawn_wasp_to(manifest, Stdio::null(), false)
-}
-
-/// `wasp run manifest`, its stderr to `stderr`, with mimalloc's statistics at exit when
-/// `stats`.
-fn spawn_wasp_to(manifest: &Path, stderr: Stdio, stats: bool) -> Result<Child> {
     let mut c = Command::new(wasp_bin()?);
-    c.arg("run").arg(manifest).env("WASP_LOG", "warn").stdout(Stdio::null()).stderr(stderr);
-    if stats {
-        c.env("MIMALLOC_SHOW_STATS", "1");
-    }
+    c.arg("run").arg(manifest).env("WASP_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
     c.spawn().context("starting wasp")
 }
 
@@ -218,15 +229,22 @@ pub fn on_broker(dir: &Path, plugins: &Path, bootstrap: &str, lines: &[String]) 
         Ok(total)
     };
     let manifest = broker_manifest(dir, plugins, bootstrap, "bench-foot", "foot-lines")?;
-    let stats_path = dir.join("footprint-stderr.txt");
-    let child = spawn_wasp_to(&manifest, Stdio::from(std::fs::File::create(&stats_path)?), true)?;
+    let child = spawn_wasp(&manifest)?;
     let pid = child.id();
     let t = Instant::now();
     let mut peak: f64 = 0.0;
-    let mut code: f64 = 0.0;
+    // Where the memory was when the most was resident (of the samples taken).
+    let mut at_peak = Resident::default();
+    let mut sample = |peak: &mut f64| {
+        *peak = peak.max(peak_rss_mib(pid).unwrap_or(0.0));
+        if let Some(r) = resident(pid)
+            && r.total > at_peak.total
+        {
+            at_peak = r;
+        }
+    };
     while (outputs("bench-foot-out")? as usize) < words {
-        peak = peak.max(peak_rss_mib(pid).unwrap_or(0.0));
-        code = code.max(code_rss_mib(pid).unwrap_or(0.0));
+        sample(&mut peak);
         if t.elapsed() > Duration::from_secs(600) {
             stop(child)?;
             bail!("the footprint run did not count every word");
@@ -234,8 +252,7 @@ pub fn on_broker(dir: &Path, plugins: &Path, bootstrap: &str, lines: &[String]) 
         std::thread::sleep(Duration::from_millis(50));
     }
     let seconds = t.elapsed().as_secs_f64();
-    peak = peak.max(peak_rss_mib(pid).unwrap_or(0.0));
-    code = code.max(code_rss_mib(pid).unwrap_or(0.0));
+    sample(&mut peak);
     stop(child)?;
     let rate = words as f64 / seconds;
     println!(
@@ -245,15 +262,12 @@ pub fn on_broker(dir: &Path, plugins: &Path, bootstrap: &str, lines: &[String]) 
         if peak <= 200.0 { "met" } else { "NOT met" },
         rate / 1e6
     );
-    let stderr = std::fs::read_to_string(&stats_path).unwrap_or_default();
-    match mimalloc_peak_commit_mib(&stderr) {
-        Some(rust) => println!(
-            "    of which: Rust heap (mimalloc's peak commit) {rust:.0} MiB; code and data of the binary {code:.0} MiB; \
-             the rest (RocksDB and librdkafka through glibc, Wasm linear memories, stacks) {:.0} MiB",
-            (peak - rust - code).max(0.0)
-        ),
-        None => println!("    (no mimalloc statistics in wasp's stderr: no breakdown)"),
-    }
+    let r = at_peak;
+    println!(
+        "    at the largest sample ({:.0} MiB): glibc heaps (librdkafka, RocksDB) {:.0} MiB; Rust heap (mimalloc) {:.0} MiB; \
+         code and data {:.0} MiB; other (Wasm memories, stacks) {:.0} MiB",
+        r.total, r.glibc, r.rust, r.code, r.other
+    );
 
     // Latency at half the peak rate: lines are produced at a steady pace, each stamped with
     // the time it is produced; each count update carries its line's timestamp.

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashSet};
 use bytes::Bytes;
 
 use super::cache::RecordCache;
-use super::{ConstructError, Emitted, Failure, Operator, OperatorSpec, PluginStep, TaskContext, wrong_node};
+use super::{ConstructError, Emitted, Failure, FailureCode, Operator, OperatorSpec, PluginStep, TaskContext, wrong_node};
 use crate::record::{EncodedBatch, Header, Headers, Origin, Record};
 use crate::state::windows::{
     DATA, EMIT_INDEX, EXPIRE_INDEX, Window, decode_data_key, index_key, key_prefix, output_key_into, session_key,
@@ -151,7 +151,7 @@ struct Emit {
 }
 
 /// A failed record's error code and message.
-type Error = (String, String);
+type Error = (FailureCode, String);
 /// The aggregate after each fold entry (`None`: the aggregate was deleted), or its error.
 type EntryResults = Vec<Result<Option<Bytes>, Error>>;
 
@@ -289,8 +289,8 @@ impl Aggregate {
         }
     }
 
-    fn fail(&self, record: Record, code: &str, message: String) -> Failure {
-        Failure { record, code: code.to_owned().into(), message, plugin: self.label() }
+    fn fail(&self, record: Record, code: FailureCode, message: String) -> Failure {
+        Failure { record, code, message, plugin: self.label() }
     }
 
     /// A store read, or a failure of the record that needed it.
@@ -437,10 +437,10 @@ impl Aggregate {
                     Ok(r) => r,
                     Err(e) => {
                         let code = match e {
-                            CallFailure::Trap { .. } => "trap",
-                            CallFailure::Refused { .. } => "refused",
+                            CallFailure::Trap { .. } => FailureCode::Trap,
+                            CallFailure::Refused { .. } => FailureCode::Refused,
                         };
-                        vec![Err((code.to_owned(), e.to_string())); n]
+                        vec![Err((code, e.to_string())); n]
                     }
                 }
             }
@@ -463,7 +463,7 @@ impl Aggregate {
                 Err((code, message)) => {
                     let origin = chunk.entry_input[i];
                     if failed.insert(origin) {
-                        out.failures.push(self.fail(input[origin].clone(), &code, message));
+                        out.failures.push(self.fail(input[origin].clone(), code, message));
                     }
                     after.push(None);
                 }
@@ -553,9 +553,9 @@ impl Aggregate {
     }
 
     /// Merges several aggregates of one key into one (session windows).
-    fn merge(&mut self, key: &Bytes, aggs: Vec<Vec<u8>>) -> Result<Vec<u8>, (String, String)> {
+    fn merge(&mut self, key: &Bytes, aggs: Vec<Vec<u8>>) -> Result<Vec<u8>, Error> {
         let mut it = aggs.into_iter();
-        let Some(mut acc) = it.next() else { return self.initial().ok_or_else(|| ("merge".into(), "nothing".into())) };
+        let Some(mut acc) = it.next() else { return self.initial().ok_or_else(|| (FailureCode::Plugin("merge".into()), "nothing to merge".into())) };
         for next in it {
             acc = match &mut self.fold {
                 Fold::Count => count_bytes(count_of(&acc) + count_of(&next)).to_vec(),
@@ -605,7 +605,7 @@ impl Aggregate {
             Ok(f) => f,
             Err(e) => {
                 failed.insert(input);
-                out.failures.push(self.fail(r.clone(), "state", e.to_string()));
+                out.failures.push(self.fail(r.clone(), FailureCode::State, e.to_string()));
                 return true;
             }
         };
@@ -633,7 +633,7 @@ impl Aggregate {
                     Ok(agg) => Some((ts, agg)),
                     Err((code, message)) => {
                         failed.insert(input);
-                        out.failures.push(self.fail(r.clone(), &code, message));
+                        out.failures.push(self.fail(r.clone(), code, message));
                         return true;
                     }
                 }
@@ -683,7 +683,7 @@ impl Aggregate {
             Ok(f) => f,
             Err(e) => {
                 failed.insert(input);
-                out.failures.push(self.fail(r.clone(), "state", e.to_string()));
+                out.failures.push(self.fail(r.clone(), FailureCode::State, e.to_string()));
                 return true;
             }
         };
@@ -831,7 +831,7 @@ fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<E
     let mut results: Vec<Option<Result<Option<Bytes>, Error>>> = vec![None; n];
     for e in o.errors {
         if let Some(slot) = results.get_mut(e.index as usize) {
-            *slot = Some(Err((e.code, e.message)));
+            *slot = Some(Err((e.code.into(), e.message)));
         }
     }
     let origins = if o.origins.is_empty() && produced.len() == n { (0..n as u32).collect() } else { o.origins };
@@ -849,11 +849,11 @@ fn single(r: Result<EntryResults, CallFailure>) -> Result<Vec<u8>, Error> {
     match r {
         Ok(mut v) => match v.pop() {
             Some(Ok(Some(agg))) => Ok(agg.to_vec()),
-            Some(Ok(None)) => Err(("merge".into(), "the merger returned no aggregate".into())),
+            Some(Ok(None)) => Err((FailureCode::Plugin("merge".into()), "the merger returned no aggregate".into())),
             Some(Err(e)) => Err(e),
-            None => Err(("merge".into(), "the merger returned nothing".into())),
+            None => Err((FailureCode::Plugin("merge".into()), "the merger returned nothing".into())),
         },
-        Err(e) => Err(("trap".into(), e.to_string())),
+        Err(e) => Err((FailureCode::Trap, e.to_string())),
     }
 }
 
@@ -904,7 +904,7 @@ impl Operator for Aggregate {
                         }
                         Err(e) => {
                             failed.insert(i);
-                            out.failures.push(self.fail(r.clone(), "state", e));
+                            out.failures.push(self.fail(r.clone(), FailureCode::State, e));
                         }
                     }
                     self.key_buf = key;
@@ -929,7 +929,7 @@ impl Operator for Aggregate {
                                 Ok(c) => c.map(|ts| (ts, read.as_slice())),
                                 Err(e) => {
                                     failed.insert(i);
-                                    out.failures.push(self.fail(r.clone(), "state", e));
+                                    out.failures.push(self.fail(r.clone(), FailureCode::State, e));
                                     break;
                                 }
                             }
