@@ -430,3 +430,80 @@ fn aggregate_updates_from_several_partitions_reach_a_second_aggregation_through_
     // Updates a:1 c:1 b:1 c:2 a:2 d:1, counted by their count.
     assert_eq!(counted, vec![s("1", "1"), s("1", "2"), s("1", "3"), s("2", "1"), s("2", "2"), s("1", "4")]);
 }
+
+/// `header` with the fold-trace aggregator as `trace`.
+fn with_trace(steps: &str) -> String {
+    header(&format!("[plugins.trace]\npath = \"{}\"\n", crate::common::plugin("fold-trace")))
+        + &format!("[pipelines.p]\nfrom = \"in\"\nto = \"out\"\nsteps = [\n{steps}\n]\n")
+}
+
+#[test]
+fn a_session_merge_starts_from_the_initial_aggregate_even_for_one_session() {
+    let sc = Scratch::new();
+    // fold-trace appends values and merges as `(left|right)`: Kafka Streams'
+    // KStreamSessionWindowAggregate starts from the initializer ("") and merges every session
+    // it finds into it, then applies the aggregator.
+    input_at(&sc, &[("a", "x", 0), ("a", "y", 5), ("a", "z", 22), ("a", "w", 13), ("b", "p", 50), ("b", "q", 50)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "session", gap = 10 } }, { op = "aggregate", plugin = "trace" },"#;
+    let out = run_local(&sc, &with_trace(steps), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![
+            s("a@0/0", "x"),
+            s("a@0/0", "null"),
+            s("a@0/5", "(|x)y"),
+            s("a@22/22", "z"),
+            s("a@0/5", "null"),
+            s("a@22/22", "null"),
+            s("a@0/22", "((|(|x)y)|z)w"),
+            // A record on a session [t, t] of its own: merged in place, no tombstone.
+            s("b@50/50", "p"),
+            s("b@50/50", "(|p)q"),
+        ]
+    );
+}
+
+#[test]
+fn sliding_windows_put_early_records_into_the_window_from_zero() {
+    let sc = Scratch::new();
+    // Kafka Streams' processEarly: records before the time difference (10) go into [0, 10].
+    input_at(&sc, &[("a", "x", 3), ("a", "x", 8), ("a", "x", 20)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "sliding", difference = 10, grace = 100 } }, { op = "count" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![
+            s("a@0/10", "1"),
+            // t=8: the right window of t=3 ([4, 14]), then the combined window.
+            s("a@4/14", "1"),
+            s("a@0/10", "2"),
+            // t=20: its left window [10, 20] holds only itself (t=8 is 12 before it).
+            s("a@10/20", "1"),
+        ]
+    );
+}
+
+#[test]
+fn a_sliding_window_takes_records_until_stream_time_passes_its_inclusive_end() {
+    let sc = Scratch::new();
+    // Grace 0: a record's own left window ends at the record, which is the close time when it
+    // is the newest; Kafka Streams keeps windows with `end >= close` open.
+    input_at(&sc, &[("a", "x", 100), ("a", "x", 105)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "sliding", difference = 10, grace = 0 } }, { op = "count" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a@90/100", "1"), s("a@101/111", "1"), s("a@95/105", "2")]);
+}
+
+#[test]
+fn a_sliding_window_is_final_once_stream_time_passes_its_inclusive_end() {
+    let sc = Scratch::new();
+    // Grace 0, final results only. At stream time 111, [101, 111] is still open (its end is
+    // inclusive), so a@104 still counts in it; it closes at 112.
+    input_at(&sc, &[("a", "x", 100), ("a", "x", 105), ("b", "x", 111), ("a", "x", 104), ("b", "x", 112)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "windowed_by", window = { type = "sliding", difference = 10, grace = 0 } }, { op = "count" }, { op = "suppress", until = "window_closes" }, { op = "to_stream" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![s("a@90/100", "1"), s("a@95/105", "2"), s("a@101/111", "2"), s("b@101/111", "1")]
+    );
+}

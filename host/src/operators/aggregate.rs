@@ -553,9 +553,19 @@ impl Aggregate {
     }
 
     /// Merges several aggregates of one key into one (session windows).
+    /// As Kafka Streams does, an aggregator's merge starts from its initial aggregate and
+    /// folds every session into it with the merger (so a merger that is not a plain union,
+    /// one that nests or counts merges, sees the initial aggregate too); a count and a reducer
+    /// (which have no initializer of their own) start from the first session.
     fn merge(&mut self, key: &Bytes, aggs: Vec<Vec<u8>>) -> Result<Vec<u8>, Error> {
         let mut it = aggs.into_iter();
-        let Some(mut acc) = it.next() else { return self.initial().ok_or_else(|| (FailureCode::Plugin("merge".into()), "nothing to merge".into())) };
+        let first = match (&self.fold, self.initial()) {
+            (Fold::Aggregate(_), Some(initial)) => Some(initial),
+            _ => it.next(),
+        };
+        let Some(mut acc) = first else {
+            return Err((FailureCode::Plugin("merge".into()), "nothing to merge".into()));
+        };
         for next in it {
             acc = match &mut self.fold {
                 Fold::Count => count_bytes(count_of(&acc) + count_of(&next)).to_vec(),
@@ -624,9 +634,10 @@ impl Aggregate {
         if merged.end < close {
             return false;
         }
+        // Kafka Streams: the record's session starts from the initializer, and every session it
+        // bridges is merged into it, even when there is only one.
         let current = match sessions.len() {
             0 => None,
-            1 => Some((sessions[0].2, sessions[0].3.clone())),
             _ => {
                 let ts = sessions.iter().map(|s| s.2).max().unwrap_or(t);
                 match self.merge(group, sessions.iter().map(|s| s.3.clone()).collect()) {
@@ -639,7 +650,11 @@ impl Aggregate {
                 }
             }
         };
-        for (k, w, ts, _) in &sessions {
+        // When the record lands on a session [t, t] of its own and nothing else, that session
+        // is updated in place: no tombstone for it (Kafka Streams compares the merged window
+        // with the record's).
+        let in_place = merged == Window { start: t, end: t };
+        for (k, w, ts, _) in sessions.iter().filter(|_| !in_place) {
             self.remove_window(k, *w);
             if !self.emit_final {
                 chunk.emits.push(Emit {
@@ -652,7 +667,7 @@ impl Aggregate {
             }
         }
         let data_key = session_key(group, merged);
-        if !sessions.is_empty() {
+        if !sessions.is_empty() && !in_place {
             self.index_new_window(&data_key, merged);
         }
         let current = current.as_ref().map(|(ts, agg)| (*ts, agg.as_slice()));
@@ -677,7 +692,10 @@ impl Aggregate {
         if t + 1 + diff <= close {
             return false;
         }
-        let from = window_key(group, Window { start: t - 2 * diff, end: 0 });
+        if t < diff {
+            return self.sliding_early(chunk, r, input, group, diff, close, out, failed);
+        }
+        let from = window_key(group, Window { start: (t - 2 * diff).max(0), end: 0 });
         let to = window_key(group, Window { start: t + 2, end: 0 });
         let found = match self.store.range(&from, Some(&to), MAX_WINDOWS_PER_KEY_SCAN) {
             Ok(f) => f,
@@ -736,21 +754,98 @@ impl Aggregate {
             && let Some((ts, agg)) = right_agg
             && ts > t
         {
-            let w = Window { start: t + 1, end: t + 1 + diff };
-            let key = window_key(group, w);
-            self.index_new_window(&key, w);
-            self.store.put(key, encode_value(ts, &agg));
-            if !self.emit_final {
-                chunk.emits.push(Emit {
-                    key: group.clone(),
-                    window: Some(w),
-                    value: EmitValue::Known(Some(Bytes::from(agg))),
-                    timestamp: ts,
-                    origin: r.origin,
-                });
-            }
+            self.create_right_window(chunk, group, Window { start: t + 1, end: t + 1 + diff }, ts, agg, r.origin);
         }
         true
+    }
+
+    /// Kafka Streams' `processEarly`: a record earlier than the time difference would make
+    /// windows that start before 0, so it goes into the window [0, difference], which holds
+    /// every early record; the right windows of early records are made as later ones come.
+    #[allow(clippy::too_many_arguments)]
+    fn sliding_early(
+        &mut self,
+        chunk: &mut Chunk,
+        r: &Record,
+        input: usize,
+        group: &Bytes,
+        diff: i64,
+        close: i64,
+        out: &mut Emitted,
+        failed: &mut BTreeSet<usize>,
+    ) -> bool {
+        let t = r.timestamp;
+        let from = window_key(group, Window { start: 0, end: 0 });
+        let to = window_key(group, Window { start: t + 2, end: 0 });
+        let found = match self.store.range(&from, Some(&to), MAX_WINDOWS_PER_KEY_SCAN) {
+            Ok(f) => f,
+            Err(e) => {
+                failed.insert(input);
+                out.failures.push(self.fail(r.clone(), FailureCode::State, e.to_string()));
+                return true;
+            }
+        };
+        let mut starts = HashSet::new();
+        let (mut combined, mut right_agg, mut previous, mut right_created) = (None, None, None, false);
+        for (k, v) in found {
+            let (Some((_, w)), Some((ts, agg))) = (decode_data_key(&k, false), decode_value(&v)) else { continue };
+            starts.insert(w.start);
+            if w.start == 0 {
+                // The previous record's right window is made below, unless it is older.
+                if ts < t {
+                    previous = Some(ts);
+                }
+                combined = Some((k, ts, agg.to_vec()));
+            } else if w.start <= t {
+                right_agg = Some((ts, agg.to_vec()));
+                let w = Window { start: w.start, end: w.start + diff };
+                self.update_window(chunk, &k, group, w, Some((ts, agg.to_vec())), r, input, close);
+            } else if w.start == t + 1 {
+                right_created = true;
+            }
+        }
+        // Without a later window, the combined window holds only records after this one.
+        if right_agg.is_none()
+            && let Some((_, ts, agg)) = &combined
+            && *ts > t
+        {
+            right_agg = Some((*ts, agg.clone()));
+        }
+        if !right_created
+            && let Some((ts, agg)) = right_agg
+            && ts > t
+        {
+            self.create_right_window(chunk, group, Window { start: t + 1, end: t + 1 + diff }, ts, agg, r.origin);
+        }
+        if let Some(p) = previous
+            && !starts.contains(&(p + 1))
+        {
+            let w = Window { start: p + 1, end: p + 1 + diff };
+            self.update_window(chunk, &window_key(group, w), group, w, None, r, input, close);
+        }
+        let w = Window { start: 0, end: diff };
+        match combined {
+            None => self.update_window(chunk, &window_key(group, w), group, w, None, r, input, close),
+            Some((k, ts, agg)) => self.update_window(chunk, &k, group, w, Some((ts, agg)), r, input, close),
+        }
+        true
+    }
+
+    /// A record's right window, made from the aggregate of the records after it (Kafka
+    /// Streams' `createCurrentRecordRightWindow`: stored and emitted as it is, not folded).
+    fn create_right_window(&mut self, chunk: &mut Chunk, group: &Bytes, w: Window, ts: i64, agg: Vec<u8>, origin: Origin) {
+        let key = window_key(group, w);
+        self.index_new_window(&key, w);
+        self.store.put(key, encode_value(ts, &agg));
+        if !self.emit_final {
+            chunk.emits.push(Emit {
+                key: group.clone(),
+                window: Some(w),
+                value: EmitValue::Known(Some(Bytes::from(agg))),
+                timestamp: ts,
+                origin,
+            });
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -765,7 +860,9 @@ impl Aggregate {
         input: usize,
         close: i64,
     ) {
-        if w.end > close {
+        // A sliding window's end is inclusive: it takes records while `end >= close`
+        // (`KStreamSlidingWindowAggregate.updateWindowAndForward`).
+        if w.end >= close {
             let current = current.as_ref().map(|(ts, agg)| (*ts, agg.as_slice()));
             self.fold_into(chunk, key, group, Some(w), current, r, input, true);
         }
@@ -784,8 +881,10 @@ impl Aggregate {
     ) -> Result<(), String> {
         let Some(spec) = self.window else { return Ok(()) };
         let session = matches!(spec, WindowSpec::Session { .. });
-        // A time window is open while `end > close`; a session while `end >= close`.
-        let limit = if session { close } else { close + 1 };
+        // A time window (end exclusive) is open while `end > close`; a session and a sliding
+        // window (ends inclusive) while `end >= close`. Index entries below `limit` are due.
+        let inclusive = !matches!(spec, WindowSpec::Time { .. });
+        let limit = if inclusive { close } else { close + 1 };
         if self.emit_final {
             let to = index_key(EMIT_INDEX, limit, &[]);
             let due = self.store.range(&[EMIT_INDEX], Some(&to), usize::MAX).map_err(|e| e.to_string())?;
@@ -800,7 +899,7 @@ impl Aggregate {
                     w.end = w.start + difference;
                 }
                 let group = Bytes::copy_from_slice(group);
-                let closer = closes.partition_point(|(c, _)| if session { *c <= w.end } else { *c < w.end });
+                let closer = closes.partition_point(|(c, _)| if inclusive { *c <= w.end } else { *c < w.end });
                 let origin = closes.get(closer).map_or(fallback, |(_, o)| *o);
                 out.all.push(self.output(&group, Some(w), Some(Bytes::from(agg)), ts, origin));
             }
