@@ -279,7 +279,6 @@ impl Prepared {
                 sub.source_topics.iter().map(|s| (s.as_str(), parts[s.as_str()])).collect();
             let n = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
             if counts.iter().any(|(_, c)| *c != n) {
-                let list: Vec<String> = counts.iter().map(|(s, c)| format!("`{s}` ({c})")).collect();
                 // The streams that read these topics, whose `partitions` the user can change.
                 let keys: Vec<String> = self
                     .loaded
@@ -292,13 +291,7 @@ impl Prepared {
                     })
                     .map(|(name, _)| format!("`streams.{}.partitions`", name.get_ref()))
                     .collect();
-                anyhow::bail!(
-                    "{}: topics {} feed one sub-topology, so they are co-partitioned and need the same number of \
-                     partitions (set {} alike)",
-                    self.loaded.source.path.display(),
-                    list.join(", "),
-                    keys.join(", ")
-                );
+                return Err(self.not_copartitioned(&counts, &format!("set {} alike", keys.join(", "))));
             }
             tasks += n;
             sub_parts.push(n);
@@ -375,6 +368,7 @@ impl Prepared {
             Some(kafka) => {
                 let config = client_config(kafka.bootstrap_servers.get_ref(), &kafka.properties);
                 self.create_internal_topics(&config)?;
+                self.check_copartitioned(&config)?;
                 let topics: Vec<&str> = self.topology.sources.keys().map(String::as_str).collect();
                 // One consumer (a group member), producer and changelog reader per thread.
                 let mut io = Vec::new();
@@ -390,6 +384,40 @@ impl Prepared {
                 runtime::run(&self.topology, &self.plugins, io, &options, stop)
             }
         }
+    }
+
+    /// The error for topics of one sub-topology whose partition counts differ: task
+    /// `(sub, p)` reads partition `p` of each, so their records meet by key only when they are
+    /// partitioned alike (Kafka Streams' co-partitioning). `fix` says what to change.
+    fn not_copartitioned(&self, counts: &[(&str, usize)], fix: &str) -> anyhow::Error {
+        let list: Vec<String> = counts.iter().map(|(s, c)| format!("`{s}` ({c})")).collect();
+        anyhow::anyhow!(
+            "{}: topics {} feed one sub-topology, so they are co-partitioned and need the same number of \
+             partitions ({fix})",
+            self.loaded.source.path.display(),
+            list.join(", "),
+        )
+    }
+
+    /// On Kafka, the partition counts the broker reports for each sub-topology's topics must
+    /// agree, as local mode's plan checks for files. A topic that does not exist yet is left
+    /// out (the consumer waits for it).
+    fn check_copartitioned(&self, config: &rdkafka::ClientConfig) -> anyhow::Result<()> {
+        for sub in &self.topology.subtopologies {
+            let mut counts: Vec<(&str, usize)> = Vec::new();
+            for topic in &sub.source_topics {
+                if let Some(n) = partition_count(config, topic)? {
+                    counts.push((topic, n as usize));
+                }
+            }
+            if counts.windows(2).any(|w| w[0].1 != w[1].1) {
+                return Err(self.not_copartitioned(
+                    &counts,
+                    "on the broker: create or repartition them with one count, e.g. through a `to` topic of that count",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Repartition and changelog topics get as many partitions as the largest input topic

@@ -501,3 +501,29 @@ fn kafka_two_instances_share_the_partitions() {
     reader.drain(Duration::from_secs(1), Duration::from_secs(30));
     verify(&all, &reader.records);
 }
+
+/// The topics that feed one sub-topology must have one partition count on the broker, as
+/// local mode requires of its files: the run is refused, naming both topics and their counts.
+#[test]
+fn kafka_topics_of_one_sub_topology_with_different_partition_counts_are_refused() {
+    let broker = Broker::start();
+    broker.create_topics(&["cp-one"], 1);
+    broker.create_topics(&["cp-two"], 2);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifest = dir.path().join("pipeline.toml");
+    let text = format!(
+        "version = 1\n[application]\nid = \"cp\"\nstate_dir = \"{}\"\n[application.kafka]\nbootstrap_servers = \"{}\"\n\
+         [pipelines.p]\nfrom = [\"cp-one\", \"cp-two\"]\nto = \"cp-out\"\n",
+        dir.path().join("state").display(),
+        broker.bootstrap()
+    );
+    std::fs::write(&manifest, text).expect("writing the manifest");
+    let prepared = wasp_host::app::prepare(&manifest, None).expect("the manifest loads");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let Err(e) = prepared.run(&wasp_host::app::LocalOptions::default(), &stop) else {
+        panic!("topics of one sub-topology with 1 and 2 partitions must be refused")
+    };
+    let e = format!("{e:#}");
+    assert!(e.contains("`cp-one` (1)") && e.contains("`cp-two` (2)") && e.contains("co-partitioned"), "{e}");
+    assert!(e.contains("pipeline.toml") && e.contains("on the broker"), "names the manifest and the fix: {e}");
+}
