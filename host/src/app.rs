@@ -219,6 +219,9 @@ impl Prepared {
             changelogs: !self.is_local(),
             metrics: self.runtime.metrics().clone(),
             ready,
+            max_task_idle: std::time::Duration::from_millis(
+                self.loaded.manifest.application.max_task_idle_ms.as_ref().map_or(0, |m| *m.get_ref()),
+            ),
         }
     }
 

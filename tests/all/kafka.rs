@@ -527,3 +527,40 @@ fn kafka_topics_of_one_sub_topology_with_different_partition_counts_are_refused(
     assert!(e.contains("`cp-one` (1)") && e.contains("`cp-two` (2)") && e.contains("co-partitioned"), "{e}");
     assert!(e.contains("pipeline.toml") && e.contains("on the broker"), "names the manifest and the fix: {e}");
 }
+
+/// A task that reads two topics takes their records in timestamp order: with
+/// `max_task_idle_ms`, it waits for the topic it has nothing of yet (Kafka Streams'
+/// `max.task.idle.ms`), so the first batch fetched does not run ahead of the other topic.
+#[test]
+fn kafka_a_task_reading_two_topics_waits_for_the_empty_one_and_takes_records_in_time_order() {
+    let broker = Broker::start();
+    broker.create_topics(&["ord-a", "ord-b", "ord-out"], 1);
+    // One acknowledged record at a time: the timestamps interleave a0 < b0 < a1 < b1 < …
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        for topic in ["ord-a", "ord-b"] {
+            let value = format!("{}{i}", &topic[4..]);
+            broker.produce(topic, &[(Some("k"), value.as_str())]);
+            expected.push(value);
+        }
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifest = dir.path().join("pipeline.toml");
+    let text = format!(
+        "version = 1\n[application]\nid = \"ord\"\nbatch_size = 100\nmax_task_idle_ms = 5000\nstate_dir = \"{}\"\n\
+         [application.kafka]\nbootstrap_servers = \"{}\"\n[pipelines.p]\nfrom = [\"ord-a\", \"ord-b\"]\nto = \"ord-out\"\n",
+        dir.path().join("state").display(),
+        broker.bootstrap()
+    );
+    std::fs::write(&manifest, text).expect("writing the manifest");
+    let mut reader = broker.reader(&["ord-out"]);
+    let mut wasp = start_wasp("wasp-ord", &manifest);
+    let all = reader.read_until(START_TIMEOUT, |r| {
+        wasp.assert_running();
+        r.len() >= expected.len()
+    });
+    wasp.kill();
+    assert!(all, "{} of {} outputs came", reader.records.len(), expected.len());
+    let got: Vec<&str> = reader.records.iter().map(Received::value_str).collect();
+    assert_eq!(got, expected, "in timestamp order across the two topics");
+}

@@ -273,3 +273,21 @@ fn print_writes_each_record_to_stdout_and_ends_the_stream() {
     let err = err.to_string();
     assert!(err.contains("nothing can follow `print`"), "{err}");
 }
+
+#[test]
+fn a_task_reading_several_topics_takes_their_records_in_timestamp_order() {
+    let sc = Scratch::new();
+    // Batches of 3 (the header's batch_size): the source hands over 1, 3, 5 of `in` before
+    // 2, 4, 6 of `second`; Kafka Streams' PartitionGroup takes the earliest head first.
+    crate::common::input_at(&sc, &[("a", "1", 1), ("a", "3", 3), ("a", "5", 5), ("a", "7", 7), ("a", "9", 9)]);
+    let second: Vec<String> = [2, 4, 6, 8, 10, 12]
+        .iter()
+        .map(|t| serde_json::json!({"key": "b", "value": t.to_string(), "timestamp": t}).to_string())
+        .collect();
+    sc.write("second.jsonl", &(second.join("\n") + "\n"));
+    let manifest = header("[streams.second]\nfile = \"second.jsonl\"\nfile_format = \"jsonl\"")
+        + "[pipelines.p]\nfrom = [\"in\", \"second\"]\nto = \"out\"\n";
+    let out = run_local(&sc, &manifest, &["out"]).unwrap();
+    let values: Vec<String> = kvs(&out, "out").into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "12"]);
+}

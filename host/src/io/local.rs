@@ -287,6 +287,16 @@ impl RecordSource for LocalSource {
         self.hub.held.fetch_add(delta, Ordering::AcqRel);
     }
 
+    fn caught_up(&self, topic: &str, partition: i32) -> Option<bool> {
+        // A file is caught up once read to its end; an in-memory topic has what other threads
+        // wrote so far, and nobody knows what they will write. A followed file may grow at any
+        // time: that is not known either.
+        if self.hub.follow {
+            return None;
+        }
+        Some(self.files.iter().find(|f| f.topic == topic && f.partition == partition).is_none_or(|f| f.at_end))
+    }
+
     fn pause(&mut self, topic: &str, partition: i32) {
         self.paused.insert((topic.to_owned(), partition));
     }

@@ -52,8 +52,16 @@ pub trait RecordSource {
     fn processed(&mut self, topic: &str, partition: i32, records: usize) {
         let _ = (topic, partition, records);
     }
+    /// Whether everything of `topic[partition]` that exists now has been returned:
+    /// `Some(false)` when more is there to read (a local file not read to its end), `None`
+    /// when the source cannot tell without a round trip (Kafka). A task that reads several
+    /// topics waits for one with nothing buffered while more of it is coming.
+    fn caught_up(&self, topic: &str, partition: i32) -> Option<bool> {
+        let _ = (topic, partition);
+        None
+    }
     /// Stops returning records of `topic[partition]` until [`Self::resume`] (a task waits for
-    /// a retry). Records already returned are the runtime's to keep.
+    /// a retry, or holds enough of it). Records already returned are the runtime's to keep.
     fn pause(&mut self, topic: &str, partition: i32) {
         let _ = (topic, partition);
     }

@@ -52,6 +52,11 @@ pub struct Application {
     pub max_instances: Option<Spanned<u32>>,
     /// The admin HTTP endpoint (`/health`, `/ready`, `/metrics`, `/plugins`, reloads).
     pub admin: Option<AdminDef>,
+    /// A task that reads several topics takes their records in timestamp order; when one of
+    /// them has nothing buffered and the source cannot tell whether more is coming (Kafka),
+    /// it waits this long before going on with the others (Kafka Streams'
+    /// `max.task.idle.ms`; default 0). Local files are always waited for.
+    pub max_task_idle_ms: Option<Spanned<u64>>,
 }
 
 /// The admin HTTP endpoint.

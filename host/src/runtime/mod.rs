@@ -11,6 +11,7 @@
 //! apply once, see [`crate::state`]).
 
 mod commit;
+mod order;
 mod policy;
 mod task;
 mod thread;
@@ -69,6 +70,10 @@ pub struct RunOptions {
     pub metrics: crate::wasm::MetricsRegistry,
     /// Set once the loop runs (the admin endpoint's `/ready`).
     pub ready: Arc<AtomicBool>,
+    /// How long a task that reads several topics waits for one with nothing buffered before
+    /// it goes on with the others, when the source cannot tell whether more is coming
+    /// (Kafka Streams' `max.task.idle.ms`).
+    pub max_task_idle: Duration,
 }
 
 /// What one stream thread reads from and writes to.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::commit::{commit, open_store};
+use super::order::PartitionGroup;
 use super::task::{Task, TaskOutput};
 use super::{RunOptions, RunStats, ThreadIo};
 use crate::io::{InputBatch, Poll};
@@ -95,7 +96,13 @@ struct StreamThread<'a> {
     early: VecDeque<InputBatch>,
     /// Records the tasks' record caches held at the last count ([`Self::report_held`]).
     held_records: usize,
+    /// The buffered input of each task that reads several topics, taken in timestamp order.
+    groups: BTreeMap<(usize, i32), PartitionGroup>,
 }
+
+/// Batches of one topic a task that reads several may buffer before that topic is paused at
+/// the source (so that the source reads the others, which the task waits for).
+const GROUP_BATCHES: usize = 4;
 
 /// Runs one stream thread until its source is exhausted or `stop` says so. In-flight batches
 /// finish and are committed before it returns.
@@ -119,6 +126,7 @@ pub fn run(
         unflushed: false,
         early: VecDeque::new(),
         held_records: 0,
+        groups: BTreeMap::new(),
     };
     // A thread that failed commits nothing more: what it did since its last commit is done
     // again by whoever reads the partitions next.
@@ -145,7 +153,9 @@ impl StreamThread<'_> {
             match polled {
                 Poll::Batch(batch) => {
                     let key = self.task_key(&batch)?;
-                    if let Some(h) = self.held.get_mut(&key) {
+                    if self.topology.subtopologies[key.0].source_topics.len() > 1 {
+                        self.buffer(key, batch)?;
+                    } else if let Some(h) = self.held.get_mut(&key) {
                         h.backlog.push_back(batch);
                     } else {
                         self.run_batch(key, batch)?;
@@ -156,6 +166,8 @@ impl StreamThread<'_> {
                     }
                 }
                 Poll::Idle => {
+                    // A topic a task waited for may have come to its end, or waited long enough.
+                    self.drain_groups()?;
                     self.tick()?;
                     // Caught up: what was sent leaves now (a file being tailed shows it), and
                     // the work done is committed soon, not a whole interval later.
@@ -269,6 +281,8 @@ impl StreamThread<'_> {
             let key = (sub.id, partition);
             let closed = self.tasks.remove(&key).is_some();
             let held = self.held.remove(&key).is_some();
+            // Records buffered for it were never run: the new owner reads them again.
+            self.groups.remove(&key);
             if closed || held {
                 self.offsets.retain(|(t, p), _| !(sub.source_topics.contains(t) && *p == partition));
                 tracing::info!(task = %Task::name(sub.id, partition), "task closed: partition revoked");
@@ -394,7 +408,62 @@ impl StreamThread<'_> {
             if free {
                 self.held.remove(&key);
                 self.pause(key, false);
+                self.drain(key)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Buffers a batch of a task that reads several topics, and runs what can run. A topic
+    /// with much buffered is paused at the source, so that it reads the ones the task waits
+    /// for.
+    fn buffer(&mut self, key: (usize, i32), batch: InputBatch) -> anyhow::Result<()> {
+        let topology = self.topology;
+        let group =
+            self.groups.entry(key).or_insert_with(|| PartitionGroup::new(&topology.subtopologies[key.0].source_topics));
+        let buffered = group.push(&batch.topic, batch.records);
+        if buffered >= GROUP_BATCHES * self.options.batch_size && group.set_paused(&batch.topic, true) {
+            self.io.source.pause(&batch.topic, batch.partition);
+        }
+        self.drain(key)
+    }
+
+    /// Runs the buffered records of a task that reads several topics, in timestamp order,
+    /// until a topic with nothing buffered holds them back. Not while the task is held (a
+    /// retry, stores not yet free): its records wait in the buffer, not in its backlog.
+    fn drain(&mut self, key: (usize, i32)) -> anyhow::Result<()> {
+        if self.held.contains_key(&key) {
+            return Ok(());
+        }
+        let Some(mut group) = self.groups.remove(&key) else { return Ok(()) };
+        let idle = self.options.max_task_idle;
+        let result = loop {
+            let source = &self.io.source;
+            let waits = |topic: &str, since: Instant| match source.caught_up(topic, key.1) {
+                Some(caught_up) => !caught_up,
+                None => since.elapsed() < idle,
+            };
+            let Some((topic, records)) = group.next_run(self.options.batch_size, waits) else { break Ok(()) };
+            if let Err(e) = self.run_batch(key, InputBatch { topic, partition: key.1, records }) {
+                break Err(e);
+            }
+            if self.held.contains_key(&key) {
+                break Ok(());
+            }
+        };
+        for topic in group.drained(self.options.batch_size) {
+            group.set_paused(&topic, false);
+            self.io.source.resume(&topic, key.1);
+        }
+        self.groups.insert(key, group);
+        result
+    }
+
+    /// [`Self::drain`] for every task with records buffered.
+    fn drain_groups(&mut self) -> anyhow::Result<()> {
+        let keys: Vec<(usize, i32)> = self.groups.iter().filter(|(_, g)| !g.is_empty()).map(|(k, _)| *k).collect();
+        for key in keys {
+            self.drain(key)?;
         }
         Ok(())
     }
