@@ -38,7 +38,8 @@ pub use batch::{BatchBuilder, BatchView, Header, Record};
 pub use bytes::{FromBytes, IntoBytes, Json};
 pub use context::{Context, Timer};
 pub use wasp_guest_macros::{
-    aggregate, filter, flat_map, flat_map_values, for_each, map, map_values, processor, reduce, select_key, timestamp,
+    aggregate, filter, flat_map, flat_map_values, for_each, foreign_key, map, map_values, processor, reduce,
+    select_key, timestamp, value_joiner,
 };
 
 /// The WIT package version this SDK builds against. The host refuses plugins of another

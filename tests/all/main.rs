@@ -8,6 +8,7 @@ mod containment_kafka;
 mod errors;
 mod examples;
 mod golden;
+mod join;
 mod kafka;
 mod operators;
 mod recovery;

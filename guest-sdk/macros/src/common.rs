@@ -141,6 +141,9 @@ pub fn expand(attr: TokenStream, item: TokenStream, kind: &Kind) -> TokenStream 
     }
     if !kind.arities.contains(&types.len()) {
         let expected = match (kind.aggregate, kind.arities) {
+            (Some(AggregateParam::Last), _) if kind.attribute == "value_joiner" => {
+                "(left, right) or (key, left, right)".to_owned()
+            }
             (Some(AggregateParam::Last), _) => "(value, aggregate) or (key, value, aggregate)".to_owned(),
             (Some(AggregateParam::BeforeValue), _) => "(aggregate, value) or (key, aggregate, value)".to_owned(),
             (None, _) if kind.context => "(ctx: &mut wasp::Context, value) or (ctx, key, value)".to_owned(),

@@ -6,6 +6,7 @@ mod aggregate;
 mod common;
 mod filter;
 mod for_each;
+mod join;
 mod map;
 mod processor;
 mod timestamp;
@@ -54,6 +55,22 @@ pub fn select_key(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn for_each(attr: TokenStream, item: TokenStream) -> TokenStream {
     common::expand(attr, item, &for_each::FOR_EACH)
+}
+
+/// A value joiner for `join`, `left_join` and `outer_join`: `fn(left, right) -> V` or
+/// `fn(key, left, right) -> V` (or `Result<V, E>`). A side that may be missing (a left join's
+/// right side, either side of an outer join) is an `Option<…>`; a missing partner read as a
+/// required type fails the record with `absent`.
+#[proc_macro_attribute]
+pub fn value_joiner(attr: TokenStream, item: TokenStream) -> TokenStream {
+    common::expand(attr, item, &join::VALUE_JOINER)
+}
+
+/// A foreign-key extractor for a foreign-key table join: `fn(value) -> K` or
+/// `fn(key, value) -> K` (or `Option<K>`: `None` joins nothing), the key of the other table.
+#[proc_macro_attribute]
+pub fn foreign_key(attr: TokenStream, item: TokenStream) -> TokenStream {
+    common::expand(attr, item, &join::FOREIGN_KEY)
 }
 
 /// `aggregate`: `fn(value, aggregate) -> A` or `fn(key, value, aggregate) -> A`, folded over

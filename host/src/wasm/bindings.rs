@@ -12,8 +12,8 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::wasp::plugin::{
-    aggregator, filter, flat_mapper, for_each, key_selector, key_value_mapper, processor, reducer, timestamp_extractor,
-    value_mapper,
+    aggregator, filter, flat_mapper, for_each, foreign_key_extractor, key_selector, key_value_mapper, processor,
+    reducer, timestamp_extractor, value_joiner, value_mapper,
 };
 pub use wasp::plugin::types::{Batch, CallError, Output as WasmOutput, RecordError, Verdicts};
 pub use wasp::plugin::{config, log, metrics, state};

@@ -75,6 +75,8 @@ plugin_kinds! {
     Reducer => reducer, "reducer", "#[wasp::reduce]";
     TimestampExtractor => timestamp_extractor, "timestamp-extractor", "#[wasp::timestamp]";
     Processor => processor, "processor", "#[wasp::processor]";
+    ValueJoiner => value_joiner, "value-joiner", "#[wasp::value_joiner]";
+    ForeignKeyExtractor => foreign_key_extractor, "foreign-key-extractor", "#[wasp::foreign_key]";
 }
 
 /// Each kind's typed call.
@@ -196,6 +198,37 @@ impl PluginInstance {
         )
     }
 
+    /// Joins each record of `left` with the record of `right` at the same position (see
+    /// `value-joiner.join` in the WIT).
+    pub fn join(
+        &mut self,
+        function: &str,
+        left: &mut EncodedBatch,
+        right: &mut EncodedBatch,
+    ) -> Result<WasmOutput, CallFailure> {
+        self.call(
+            PluginKind::ValueJoiner,
+            |e| e.value_joiner.as_ref(),
+            [left, right],
+            |g, s, [l, r]| g.call_join(s, function, l, r),
+        )
+    }
+
+    /// The foreign key of each record, as the key of its output.
+    pub fn extract_foreign_keys(
+        &mut self,
+        function: &str,
+        batch: &mut EncodedBatch,
+    ) -> Result<WasmOutput, CallFailure> {
+        let kind = PluginKind::ForeignKeyExtractor;
+        self.call(
+            kind,
+            |e| e.foreign_key_extractor.as_ref(),
+            [batch],
+            |g, s, [b]| g.call_extract_foreign_key(s, function, b),
+        )
+    }
+
     /// Checks that `function` names a function of `kind`: the set-up call for kinds that have
     /// one, else an empty batch, which costs nothing and answers `unknown-function` if not.
     pub fn probe(&mut self, kind: PluginKind, function: &str) -> Result<(), CallFailure> {
@@ -206,6 +239,8 @@ impl PluginInstance {
             PluginKind::ForEach => self.for_each(function, &mut empty).map(drop),
             PluginKind::Reducer => self.reduce(function, &mut empty, &[], &mut EncodedBatch::default()).map(drop),
             PluginKind::TimestampExtractor => self.extract_timestamps(function, &mut empty).map(drop),
+            PluginKind::ValueJoiner => self.join(function, &mut empty, &mut EncodedBatch::default()).map(drop),
+            PluginKind::ForeignKeyExtractor => self.extract_foreign_keys(function, &mut empty).map(drop),
             _ => self.transform(kind, function, &mut empty).map(drop),
         }
     }
