@@ -9,12 +9,17 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use crate::record::Record;
+use crate::record::{Arena, Record};
 
 #[derive(Default)]
 pub struct RecordCache {
     /// The last update per output key, and when it came (its order among the updates).
     entries: HashMap<Bytes, (u64, Record), foldhash::fast::RandomState>,
+    /// Where held keys and values are copied: a record's own are slices of its batch's
+    /// buffers (a 64 KiB input chunk, a plugin's whole output), which the cache would
+    /// otherwise keep alive until the commit. Copies into chunks of its own cost no
+    /// allocation per update.
+    arena: Arena,
     next: u64,
     bytes: usize,
     max_bytes: usize,
@@ -31,13 +36,22 @@ impl RecordCache {
 
     /// Holds `record` in place of the last update to its key. Returns whether the cache is
     /// past its size and should be emptied now.
-    pub fn put(&mut self, record: Record) -> bool {
-        let key = record.key.clone().unwrap_or_default();
+    pub fn put(&mut self, mut record: Record) -> bool {
         self.bytes += size(&record);
         let seq = self.next;
         self.next += 1;
-        if let Some((_, old)) = self.entries.insert(key, (seq, record)) {
+        record.value = record.value.as_deref().map(|v| self.arena.copy(v));
+        let key = record.key.as_deref().unwrap_or_default();
+        if let Some((at, held)) = self.entries.get_mut(key) {
+            // The key's copy made when it came first stays.
+            record.key = held.key.take();
+            let old = std::mem::replace(held, record);
+            *at = seq;
             self.bytes -= size(&old);
+        } else {
+            let copy = self.arena.copy(key);
+            record.key = record.key.is_some().then(|| copy.clone());
+            self.entries.insert(copy, (seq, record));
         }
         self.bytes > self.max_bytes
     }
