@@ -507,3 +507,47 @@ fn a_sliding_window_is_final_once_stream_time_passes_its_inclusive_end() {
         vec![s("a@90/100", "1"), s("a@95/105", "2"), s("a@101/111", "2"), s("b@101/111", "1")]
     );
 }
+
+#[test]
+fn suppress_until_a_time_limit_emits_each_keys_latest_update_once_its_first_is_old_enough() {
+    let sc = Scratch::new();
+    // Kafka Streams' suppress(untilTimeLimit(10 ms)): a key's updates are held from its first,
+    // and stream time (the largest timestamp seen) decides when 10 ms have passed.
+    input_at(&sc, &[("a", "x", 0), ("a", "x", 3), ("b", "x", 5), ("a", "x", 8), ("b", "x", 11), ("c", "x", 20)]);
+    let steps = r#"{ op = "group_by_key" }, { op = "count" }, { op = "suppress", until = "time_limit", time_limit = 10 }, { op = "to_stream" },"#;
+    let out = run_local(&sc, &pipeline(steps), &["out"]).unwrap();
+    // At 11, a (held since 0) is due with its count then; at 20, b (since 5). c stays held.
+    assert_eq!(kvs(&out, "out"), vec![s("a", "3"), s("b", "2")]);
+    let ts: Vec<_> = out["out"].iter().map(|o| o.timestamp).collect();
+    assert_eq!(ts, vec![Some(8), Some(11)], "an emitted update keeps its own timestamp");
+}
+
+#[test]
+fn a_full_suppression_buffer_emits_its_oldest_key_early_or_fails_the_record() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 0), ("b", "x", 1), ("a", "x", 2)]);
+    let early = r#"{ op = "group_by_key" }, { op = "count" }, { op = "suppress", until = "time_limit", time_limit = "1h", max_records = 1 }, { op = "to_stream" },"#;
+    let out = run_local(&sc, &pipeline(early), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![s("a", "1"), s("b", "1")], "b pushes a out, then a's return pushes b out");
+
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 0), ("b", "x", 1)]);
+    let shut = r#"{ op = "group_by_key" }, { op = "count" }, { op = "suppress", until = "time_limit", time_limit = "1h", max_records = 1, when_full = "shut_down" }, { op = "to_stream" },"#;
+    let Err(e) = run_local(&sc, &pipeline(shut), &["out"]) else {
+        panic!("a full buffer that shuts down stops the run")
+    };
+    let e = format!("{e:#}");
+    assert!(e.contains("buffer-full") && e.contains("max_records"), "{e}");
+}
+
+#[test]
+fn suppress_until_a_time_limit_needs_its_limit_and_a_table_before_it() {
+    let sc = Scratch::new();
+    input_at(&sc, &[("a", "x", 0)]);
+    let no_limit = r#"{ op = "group_by_key" }, { op = "count" }, { op = "suppress", until = "time_limit" },"#;
+    let e = format!("{:#}", run_local(&sc, &pipeline(no_limit), &["out"]).expect_err("refused"));
+    assert!(e.contains("steps[2].time_limit") && e.contains("needs `time_limit`"), "{e}");
+    let no_table = r#"{ op = "suppress", until = "time_limit", time_limit = 5 },"#;
+    let e = format!("{:#}", run_local(&sc, &pipeline(no_table), &["out"]).expect_err("refused"));
+    assert!(e.contains("holds a table's updates"), "{e}");
+}

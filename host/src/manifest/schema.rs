@@ -339,8 +339,17 @@ pub struct StepDef {
     pub store: Option<Spanned<String>>,
     /// `windowed_by`: the window.
     pub window: Option<Spanned<WindowDef>>,
-    /// `suppress`: `window_closes` (emit each window once, when it closes).
+    /// `suppress`: `window_closes` (emit each window once, when it closes) or `time_limit`
+    /// (hold each key's updates for `time_limit`, then emit its latest).
     pub until: Option<Spanned<String>>,
+    /// `suppress` with `until = "time_limit"`: how long a key's updates are held, in stream
+    /// time, from the first one (Kafka Streams' `Suppressed.untilTimeLimit`).
+    pub time_limit: Option<Spanned<Duration>>,
+    /// `suppress` with `until = "time_limit"`: how many keys the buffer holds at most.
+    pub max_records: Option<Spanned<usize>>,
+    /// `suppress`: what a full buffer does: `emit_early` (emit its oldest keys, the default)
+    /// or `shut_down` (fail the record, which the pipeline's `on_error` then handles).
+    pub when_full: Option<Spanned<String>>,
     /// `count`, `reduce`, `aggregate` over windows: where records too late for every window go.
     pub late_topic: Option<Spanned<String>>,
     /// `process`: the stores the processor opens through the `state` interface.

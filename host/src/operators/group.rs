@@ -1,8 +1,7 @@
 //! The steps around an aggregation that make no node of their own, and `group_by`, whose node
 //! picks the new key before the repartition. `group_by_key` and `group_by` group the stream
 //! (repartitioning it when its key changed); `windowed_by` gives the aggregation its windows;
-//! `suppress` holds a windowed aggregation's updates until the window closes; `to_stream`
-//! turns an aggregation back into a stream.
+//! `to_stream` turns an aggregation back into a stream (`suppress` has a file of its own).
 
 use super::{OperatorSpec, transform};
 use crate::topology::{Field, Form, PluginKind, PluginUse, StepSpec};
@@ -29,17 +28,6 @@ pub static WINDOWED_BY: OperatorSpec = OperatorSpec {
         fields: &[Field::Window],
         plugin: PluginUse::None,
         form: Form::WindowedBy,
-        note: None,
-    },
-    construct: None,
-};
-
-pub static SUPPRESS: OperatorSpec = OperatorSpec {
-    step: StepSpec {
-        name: "suppress",
-        fields: &[Field::Until],
-        plugin: PluginUse::None,
-        form: Form::Suppress,
         note: None,
     },
     construct: None,

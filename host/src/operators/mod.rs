@@ -147,7 +147,8 @@ registry! {
     peek => [PEEK, FOR_EACH],
     timestamp => [WITH_TIMESTAMP],
     branch => [BRANCH],
-    group => [GROUP_BY_KEY, GROUP_BY, WINDOWED_BY, SUPPRESS, TO_STREAM],
+    group => [GROUP_BY_KEY, GROUP_BY, WINDOWED_BY, TO_STREAM],
+    suppress => [SUPPRESS],
     aggregate => [COUNT, REDUCE, AGGREGATE],
     processor => [PROCESS],
     print => [PRINT],
@@ -158,7 +159,7 @@ registry! {
 pub struct OperatorSpec {
     pub step: StepSpec,
     /// Builds a node's operator. `None` for steps that make no node of their own
-    /// (`group_by_key`, `windowed_by`, `suppress`, `to_stream`, and `to`, which makes a sink).
+    /// (`group_by_key`, `windowed_by`, `to_stream`, and `to`, which makes a sink).
     pub construct: Option<Construct>,
 }
 
@@ -338,6 +339,7 @@ mod tests {
                     | Form::GroupBy
                     | Form::Fold(_)
                     | Form::Process
+                    | Form::Suppress
                     | Form::Internal
             );
             assert_eq!(makes_node, s.construct.is_some(), "`{}`: a node needs a constructor", s.step.name);

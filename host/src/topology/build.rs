@@ -6,7 +6,7 @@ use super::step::{Step, StepKind};
 use super::{
     ErrorPolicy, Form, Node, NodeId, NodeOp, PluginUse, StepSpec, SubTopology, TopicFormats, Topology, WindowSpec,
 };
-use super::{REPARTITION, SINK, SOURCE};
+use super::{REPARTITION, SINK, SOURCE, Suppression};
 use crate::manifest::{Loaded, OnError};
 use crate::manifest::{ManifestError, StepDef, closest};
 use crate::state::{StoreKind, StoreSpec};
@@ -366,7 +366,21 @@ impl<'a> Builder<'a> {
                     parents = vec![id];
                     state = StreamState { last_aggregate: Some(id), ..Default::default() };
                 }
-                StepKind::Suppress => {
+                StepKind::Suppress(Suppression::TimeLimit { limit_ms, max_records, emit_early }) => {
+                    let Some(agg) = last_aggregate else {
+                        return Err(self.err(
+                            span,
+                            format!("{skey}.op"),
+                            "`suppress` follows a `count`, `reduce` or `aggregate`: it holds a table's updates",
+                        ));
+                    };
+                    let store = self.store(format!("{name}-store"), span.clone(), StoreKind::KeyValue, &skey)?;
+                    let op = NodeOp::Suppress { limit_ms, max_records, emit_early, store };
+                    let id = self.add(ctx, name, op, parents);
+                    parents = vec![id];
+                    state.last_aggregate = Some(agg);
+                }
+                StepKind::Suppress(Suppression::WindowCloses) => {
                     let Some(agg) = last_aggregate else {
                         return Err(self.err(
                             span,

@@ -66,6 +66,15 @@ pub fn describe(t: &Topology) -> String {
                     )
                 }
                 NodeOp::Repartition { topic } => format!("Sink: {} (topic: {topic})", n.name),
+                NodeOp::Suppress { limit_ms, max_records, emit_early, store } => {
+                    let cap = max_records.map_or_else(String::new, |m| {
+                        format!(", at most {m} keys, then {}", if *emit_early { "emit early" } else { "shut down" })
+                    });
+                    format!(
+                        "Processor: {} (suppress, until: time limit {limit_ms} ms{cap})\n      stores: [{store}]",
+                        n.name
+                    )
+                }
                 NodeOp::Aggregate { fold, window, emit_final, store, .. } => {
                     let mut d = fold.name().to_owned();
                     if let FoldOp::Reduce(p) | FoldOp::Aggregate(p) = fold {

@@ -62,6 +62,15 @@ pub enum NodeOp {
         store: String,
         late_topic: Option<String>,
     },
+    /// `suppress` with `until = "time_limit"`: each key's updates held for `limit_ms` of
+    /// stream time from the first, in a buffer kept in `store`, then the latest emitted.
+    Suppress {
+        limit_ms: i64,
+        max_records: Option<usize>,
+        /// A full buffer emits its oldest keys early (else it fails the record).
+        emit_early: bool,
+        store: String,
+    },
     /// A custom processor: its stores, and its named children (each a topic).
     Process {
         plugin: PluginRef,
@@ -88,6 +97,7 @@ impl NodeOp {
             Self::Merge => "merge",
             Self::Aggregate { fold, .. } => fold.name(),
             Self::Process { .. } => "process",
+            Self::Suppress { .. } => "suppress",
             Self::Repartition { .. } => REPARTITION,
             Self::Sink { .. } => SINK,
         }
@@ -98,7 +108,7 @@ impl NodeOp {
             Self::Operator { plugin, .. } => plugin.iter().collect(),
             Self::Process { plugin, .. } => vec![plugin],
             Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), .. } => vec![p],
-            Self::Aggregate { fold: FoldOp::Count, .. } | Self::Repartition { .. } => vec![],
+            Self::Aggregate { fold: FoldOp::Count, .. } | Self::Repartition { .. } | Self::Suppress { .. } => vec![],
             Self::Branch { predicates, .. } => predicates.iter().flatten().collect(),
             Self::Source { .. } | Self::Merge | Self::Sink { .. } => vec![],
         }
@@ -109,6 +119,16 @@ impl NodeOp {
 pub const SOURCE: &str = "source";
 pub const SINK: &str = "sink";
 pub const REPARTITION: &str = "repartition";
+
+/// What `suppress` holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppression {
+    /// Each window's updates until it closes (Kafka Streams' `untilWindowCloses`).
+    WindowCloses,
+    /// Each key's updates for `limit_ms` of stream time from the first, then the latest
+    /// (Kafka Streams' `untilTimeLimit`), within `max_records` keys.
+    TimeLimit { limit_ms: i64, max_records: Option<usize>, emit_early: bool },
+}
 
 /// How an aggregation folds values.
 #[derive(Debug, Clone, PartialEq, Eq)]

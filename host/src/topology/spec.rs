@@ -61,6 +61,9 @@ pub enum Field {
     Store,
     Window,
     Until,
+    TimeLimit,
+    MaxRecords,
+    WhenFull,
     LateTopic,
     Stores,
     Children,
@@ -68,7 +71,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the order a step's fields are checked.
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 12] = [
         Self::From,
         Self::Topic,
         Self::Branches,
@@ -76,6 +79,9 @@ impl Field {
         Self::LateTopic,
         Self::Window,
         Self::Until,
+        Self::TimeLimit,
+        Self::MaxRecords,
+        Self::WhenFull,
         Self::Stores,
         Self::Children,
     ];
@@ -89,6 +95,9 @@ impl Field {
             Self::Store => "store",
             Self::Window => "window",
             Self::Until => "until",
+            Self::TimeLimit => "time_limit",
+            Self::MaxRecords => "max_records",
+            Self::WhenFull => "when_full",
             Self::LateTopic => "late_topic",
             Self::Stores => "stores",
             Self::Children => "children",
@@ -116,7 +125,8 @@ pub enum Form {
     WindowedBy,
     /// An aggregation of the grouped (and maybe windowed) stream into a store.
     Fold(FoldKind),
-    /// Hold a windowed aggregation's updates until its window closes (`until`).
+    /// Hold an aggregation's updates: each window's until it closes, or each key's for a time
+    /// (`until`).
     Suppress,
     /// An aggregation's updates as a stream (the updates already flow on).
     ToStream,

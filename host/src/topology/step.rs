@@ -8,7 +8,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::build::Builder;
-use super::{Field, FoldKind, FoldOp, Form, PluginKind, PluginRef, PluginUse, StepSpec, WindowSpec};
+use super::{Field, FoldKind, FoldOp, Form, PluginKind, PluginRef, PluginUse, StepSpec, Suppression, WindowSpec};
 use crate::manifest::{BranchDef, Duration, ManifestError, StepDef, WindowDef, closest, parse_duration};
 
 /// One typed step.
@@ -49,7 +49,7 @@ pub enum StepKind<'a> {
         store: Option<&'a Spanned<String>>,
         late_topic: Option<&'a Spanned<String>>,
     },
-    Suppress,
+    Suppress(Suppression),
     ToStream,
     Process {
         plugin: PluginRef,
@@ -91,6 +91,9 @@ fn present(s: &StepDef, f: Field) -> Option<Range<usize>> {
         Field::Store => s.store.as_ref().map(Spanned::span),
         Field::Window => s.window.as_ref().map(Spanned::span),
         Field::Until => s.until.as_ref().map(Spanned::span),
+        Field::TimeLimit => s.time_limit.as_ref().map(Spanned::span),
+        Field::MaxRecords => s.max_records.as_ref().map(Spanned::span),
+        Field::WhenFull => s.when_full.as_ref().map(Spanned::span),
         Field::LateTopic => s.late_topic.as_ref().map(Spanned::span),
         Field::Stores => s.stores.as_ref().map(Spanned::span),
         Field::Children => s.children.as_ref().map(Spanned::span),
@@ -196,15 +199,55 @@ impl<'a> Builder<'a> {
             },
             Form::Suppress => {
                 let until = s.until.as_ref().map(|u| normalize_op(u.get_ref()));
-                if until.as_deref() != Some("until_window_closes") && until.as_deref() != Some("window_closes") {
-                    let span = s.until.as_ref().map_or_else(|| span.clone(), |u| u.span());
-                    return Err(self.err(
-                        span,
-                        format!("{key}.until"),
-                        "`suppress` needs `until = \"window_closes\"` (emit each window once, when it closes)",
-                    ));
+                let until_span = s.until.as_ref().map_or_else(|| span.clone(), |u| u.span());
+                match until.as_deref() {
+                    Some("until_window_closes" | "window_closes") => {
+                        for (f, field) in [
+                            ("time_limit", s.time_limit.as_ref().map(Spanned::span)),
+                            ("max_records", s.max_records.as_ref().map(Spanned::span)),
+                        ] {
+                            if let Some(fspan) = field {
+                                return Err(self.err(
+                                    fspan,
+                                    format!("{key}.{f}"),
+                                    format!("`{f}` goes with `until = \"time_limit\"`"),
+                                ));
+                            }
+                        }
+                        StepKind::Suppress(Suppression::WindowCloses)
+                    }
+                    Some("until_time_limit" | "time_limit") => {
+                        let limit = s.time_limit.as_ref().ok_or_else(|| {
+                            self.err(
+                                until_span.clone(),
+                                format!("{key}.time_limit"),
+                                "`until = \"time_limit\"` needs `time_limit` (e.g. \"10s\")",
+                            )
+                        })?;
+                        let limit_ms = self.duration(limit, format!("{key}.time_limit"))?;
+                        let max_records = s.max_records.as_ref().map(|m| *m.get_ref());
+                        let emit_early = match s.when_full.as_ref().map(|w| (normalize_op(w.get_ref()), w.span())) {
+                            None => true,
+                            Some((w, _)) if w == "emit_early" => true,
+                            Some((w, _)) if w == "shut_down" => false,
+                            Some((_, wspan)) => {
+                                return Err(self.err(
+                                    wspan,
+                                    format!("{key}.when_full"),
+                                    "`when_full` is `emit_early` or `shut_down`",
+                                ));
+                            }
+                        };
+                        StepKind::Suppress(Suppression::TimeLimit { limit_ms, max_records, emit_early })
+                    }
+                    _ => {
+                        return Err(self.err(
+                            until_span,
+                            format!("{key}.until"),
+                            "`suppress` needs `until = \"window_closes\"` (emit each window once, when it closes) or `until = \"time_limit\"` with `time_limit`",
+                        ));
+                    }
                 }
-                StepKind::Suppress
             }
             Form::ToStream => StepKind::ToStream,
             Form::Process => StepKind::Process {
