@@ -170,38 +170,26 @@ pub fn run(lines_n: usize) -> Result<()> {
         rate(native),
         "1.00×"
     );
-    println!(
-        "  {:<52} {:>8.2} Mwords/s {:>6.3}×  (repartition, RocksDB, JSON-lines output)",
-        "wasp, local mode, 1 thread",
-        rate(wasp_s[0]),
-        native / wasp_s[0]
-    );
-    println!(
-        "  {:<52} {:>8.2} Mwords/s {:>6.3}×  ({:.2}× 1 thread)",
-        "wasp, local mode, threads = 2",
-        rate(wasp_s[1]),
-        native / wasp_s[1],
-        wasp_s[0] / wasp_s[1]
-    );
-    println!(
-        "  {:<52} {:>8.2} Mwords/s {:>6.3}×  (each word's updates collapse until the commit)",
+    // One row: the rate, its ratio to native, and a note.
+    let row = |label: &str, s: f64, note: String| {
+        println!("  {label:<52} {:>8.2} Mwords/s {:>6.3}×  ({note})", rate(s), native / s);
+    };
+    row("wasp, local mode, 1 thread", wasp_s[0], "repartition, RocksDB, JSON-lines output".into());
+    row("wasp, local mode, threads = 2", wasp_s[1], format!("{:.2}× 1 thread", wasp_s[0] / wasp_s[1]));
+    row(
         "wasp, local mode, 1 thread, record cache on",
-        rate(cached_s),
-        native / cached_s
+        cached_s,
+        "each word's updates collapse until the commit".into(),
     );
-    println!(
-        "  {:<52} {:>8.2} Mwords/s {:>6.3}×  (two tasks per stage)",
-        "wasp, local mode, 1 thread, partitions = 2",
-        rate(parted_s[0]),
-        native / parted_s[0]
-    );
-    println!(
-        "  {:<52} {:>8.2} Mwords/s {:>6.3}×  ({:.2}× 1 thread; {:.2}× 1 thread with partitions = 2)",
+    row("wasp, local mode, 1 thread, partitions = 2", parted_s[0], "two tasks per stage".into());
+    row(
         "wasp, local mode, threads = 2, partitions = 2",
-        rate(parted_s[1]),
-        native / parted_s[1],
-        wasp_s[0] / parted_s[1],
-        parted_s[0] / parted_s[1]
+        parted_s[1],
+        format!(
+            "{:.2}× 1 thread; {:.2}× 1 thread with partitions = 2",
+            wasp_s[0] / parted_s[1],
+            parted_s[0] / parted_s[1]
+        ),
     );
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let best2 = wasp_s[1].min(parted_s[1]);

@@ -502,6 +502,21 @@ fn kafka_two_instances_share_the_partitions() {
     verify(&all, &reader.records);
 }
 
+/// A manifest without plugins on `broker`, written as `<state>.toml` in `dir` with its state
+/// under `dir/<state>`: `[application]` with `id` and `settings`, and `pipeline`, the body
+/// of `[pipelines.p]`.
+fn plain_manifest(dir: &Path, broker: &Broker, state: &str, id: &str, settings: &str, pipeline: &str) -> PathBuf {
+    let path = dir.join(format!("{state}.toml"));
+    let text = format!(
+        "version = 1\n[application]\nid = \"{id}\"\n{settings}\nstate_dir = \"{}\"\n\
+         [application.kafka]\nbootstrap_servers = \"{}\"\n[pipelines.p]\n{pipeline}\n",
+        dir.join(state).display(),
+        broker.bootstrap()
+    );
+    std::fs::write(&path, text).expect("writing the manifest");
+    path
+}
+
 /// The topics that feed one sub-topology must have one partition count on the broker, as
 /// local mode requires of its files: the run is refused, naming both topics and their counts.
 #[test]
@@ -510,14 +525,8 @@ fn kafka_topics_of_one_sub_topology_with_different_partition_counts_are_refused(
     broker.create_topics(&["cp-one"], 1);
     broker.create_topics(&["cp-two"], 2);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let manifest = dir.path().join("pipeline.toml");
-    let text = format!(
-        "version = 1\n[application]\nid = \"cp\"\nstate_dir = \"{}\"\n[application.kafka]\nbootstrap_servers = \"{}\"\n\
-         [pipelines.p]\nfrom = [\"cp-one\", \"cp-two\"]\nto = \"cp-out\"\n",
-        dir.path().join("state").display(),
-        broker.bootstrap()
-    );
-    std::fs::write(&manifest, text).expect("writing the manifest");
+    let manifest =
+        plain_manifest(dir.path(), &broker, "pipeline", "cp", "", "from = [\"cp-one\", \"cp-two\"]\nto = \"cp-out\"");
     let prepared = wasp_host::app::prepare(&manifest, None).expect("the manifest loads");
     let stop = std::sync::atomic::AtomicBool::new(false);
     let Err(e) = prepared.run(&wasp_host::app::LocalOptions::default(), &stop) else {
@@ -545,14 +554,14 @@ fn kafka_a_task_reading_two_topics_waits_for_the_empty_one_and_takes_records_in_
         }
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let manifest = dir.path().join("pipeline.toml");
-    let text = format!(
-        "version = 1\n[application]\nid = \"ord\"\nbatch_size = 100\nmax_task_idle_ms = 5000\nstate_dir = \"{}\"\n\
-         [application.kafka]\nbootstrap_servers = \"{}\"\n[pipelines.p]\nfrom = [\"ord-a\", \"ord-b\"]\nto = \"ord-out\"\n",
-        dir.path().join("state").display(),
-        broker.bootstrap()
+    let manifest = plain_manifest(
+        dir.path(),
+        &broker,
+        "pipeline",
+        "ord",
+        "batch_size = 100\nmax_task_idle_ms = 5000",
+        "from = [\"ord-a\", \"ord-b\"]\nto = \"ord-out\"",
     );
-    std::fs::write(&manifest, text).expect("writing the manifest");
     let mut reader = broker.reader(&["ord-out"]);
     let mut wasp = start_wasp("wasp-ord", &manifest);
     let all = reader.read_until(START_TIMEOUT, |r| {
@@ -573,18 +582,9 @@ fn kafka_a_suppression_buffer_survives_a_restart_on_a_fresh_state_dir() {
     let broker = Broker::start();
     broker.create_topics(&["sup-in", "sup-out"], 1);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let manifest = |state: &str| -> PathBuf {
-        let path = dir.path().join(format!("{state}.toml"));
-        let text = format!(
-            "version = 1\n[application]\nid = \"sup\"\nthreads = 1\nstate_dir = \"{}\"\n[application.kafka]\nbootstrap_servers = \"{}\"\n\
-             [pipelines.p]\nfrom = \"sup-in\"\nto = \"sup-out\"\nsteps = [ {{ op = \"group_by_key\" }}, {{ op = \"count\" }}, \
-             {{ op = \"suppress\", until = \"time_limit\", time_limit = \"2s\" }}, {{ op = \"to_stream\" }} ]\n",
-            dir.path().join(state).display(),
-            broker.bootstrap()
-        );
-        std::fs::write(&path, text).expect("writing the manifest");
-        path
-    };
+    let pipeline = "from = \"sup-in\"\nto = \"sup-out\"\nsteps = [ { op = \"group_by_key\" }, { op = \"count\" }, \
+                    { op = \"suppress\", until = \"time_limit\", time_limit = \"2s\" }, { op = \"to_stream\" } ]";
+    let manifest = |state: &str| plain_manifest(dir.path(), &broker, state, "sup", "threads = 1", pipeline);
     broker.produce("sup-in", &[(Some("a"), "x"), (Some("a"), "x"), (Some("b"), "x")]);
     let mut first = start_wasp("wasp-sup-1", &manifest("state-1"));
     let deadline = Instant::now() + START_TIMEOUT;

@@ -6,7 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,11 @@ use wasp_host::app::{self, LocalOptions};
 #[path = "../all/broker.rs"]
 #[allow(dead_code)]
 mod broker;
+#[path = "../all/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::{cache_dir, plugin};
 
 struct Counting;
 
@@ -61,15 +66,29 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+/// A manifest on one stream thread: `[application]` with `id` and `app` (the state dir, and
+/// on Kafka its section), the stream `in` (`input`: its topic and, locally, its file), two
+/// plugins `a` and `b`, and the pipeline `in` → `steps` → `to`; `tail` comes last.
+fn manifest(id: &str, app: &str, input: &str, plugins: [&str; 2], steps: &str, to: &str, tail: &str) -> String {
+    format!(
+        "version = 1\n[application]\nid = \"{id}\"\nthreads = 1\n{app}\n[streams.in]\n{input}\n\
+         [plugins.a]\npath = \"{a}\"\n[plugins.b]\npath = \"{b}\"\n\
+         [pipelines.p]\nfrom = \"in\"\nto = \"{to}\"\nsteps = [ {steps} ]\n{tail}",
+        a = plugin(plugins[0]),
+        b = plugin(plugins[1]),
+    )
 }
 
-fn plugin(name: &str) -> String {
-    let p = repo().join("plugins/build").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run `make plugins` (or `make test`, which builds them)", p.display());
-    p.display().to_string()
+/// Word count's steps over plugins `a` (split-words) and `b` (word-key), with `count`'s fields.
+fn wordcount_steps(count: &str) -> String {
+    format!(
+        r#"{{ op = "flat_map_values", plugin = "a" }}, {{ op = "group_by", plugin = "b" }}, {{ op = "count"{count} }}"#
+    )
 }
+
+/// Local mode: `{state}` and `{input}` are filled in per run.
+const LOCAL_APP: &str = r#"state_dir = "{state}""#;
+const LOCAL_INPUT: &str = "topic = \"in\"\nfile = \"{input}\"";
 
 /// Allocations of one local run of `manifest` (with `{input}` and `{state}` filled in) over
 /// `input`, and the records it read.
@@ -81,8 +100,7 @@ fn allocations(dir: &Path, name: &str, manifest: &str, input: &str) -> (u64, u64
         .replace("{state}", &dir.join(format!("state-{name}")).display().to_string());
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).expect("write manifest");
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasp-cache");
-    let prepared = app::prepare(&path, Some(cache)).expect("prepare");
+    let prepared = app::prepare(&path, Some(cache_dir())).expect("prepare");
     let options = LocalOptions {
         outputs: [("out".to_owned(), dir.join(format!("{name}.out")))].into_iter().collect(),
         ..Default::default()
@@ -113,26 +131,14 @@ const PER_RECORD_CAP: f64 = 0.05;
 fn the_record_path_allocates_nothing_per_record() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // Stateless: a JSON filter and a map through Wasm plugins, JSON lines in and out.
-    let stateless = format!(
-        r#"version = 1
-[application]
-id = "alloc-stateless"
-threads = 1
-state_dir = "{{state}}"
-[streams.in]
-topic = "in"
-file = "{{input}}"
-[plugins.f]
-path = "{f}"
-[plugins.m]
-path = "{m}"
-[pipelines.p]
-from = "in"
-to = "out"
-steps = [ {{ op = "filter", plugin = "f" }}, {{ op = "map_values", plugin = "m" }} ]
-"#,
-        f = plugin("bench-filter"),
-        m = plugin("bench-map"),
+    let stateless = manifest(
+        "alloc-stateless",
+        LOCAL_APP,
+        LOCAL_INPUT,
+        ["bench-filter", "bench-map"],
+        r#"{ op = "filter", plugin = "a" }, { op = "map_values", plugin = "b" }"#,
+        "out",
+        "",
     );
     let json = |n: usize| -> String {
         (0..n)
@@ -146,26 +152,14 @@ steps = [ {{ op = "filter", plugin = "f" }}, {{ op = "map_values", plugin = "m" 
     assert!(per < PER_RECORD_CAP, "filter + map_values: {per:.3} allocations per record");
 
     // Stateful: word count, a repartition and a RocksDB count, every update emitted.
-    let wordcount = format!(
-        r#"version = 1
-[application]
-id = "alloc-wordcount"
-threads = 1
-state_dir = "{{state}}"
-[streams.in]
-topic = "in"
-file = "{{input}}"
-[plugins.split]
-path = "{s}"
-[plugins.key]
-path = "{k}"
-[pipelines.p]
-from = "in"
-to = "out"
-steps = [ {{ op = "flat_map_values", plugin = "split" }}, {{ op = "group_by", plugin = "key" }}, {{ op = "count" }} ]
-"#,
-        s = plugin("split-words"),
-        k = plugin("word-key"),
+    let wordcount = manifest(
+        "alloc-wordcount",
+        LOCAL_APP,
+        LOCAL_INPUT,
+        ["split-words", "word-key"],
+        &wordcount_steps(""),
+        "out",
+        "",
     );
     let lines = |n: usize| -> String {
         (0..n).map(|i| format!("w{} w{} w{} w{}\n", i % 500, (i * 7) % 500, (i * 13) % 500, i % 11)).collect()
@@ -197,36 +191,23 @@ fn on_kafka_the_record_path_allocates_only_rdkafkas_topic_name_per_send() {
     broker.produce("alloc-lines", &lines);
     let words = (LINES * 4) as i64;
     let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("wordcount.toml");
-    let text = format!(
-        r#"version = 1
-[application]
-id = "alloc-kafka"
-threads = 1
-state_dir = "{state}"
-[application.kafka]
-bootstrap_servers = "{bootstrap}"
-[streams.lines]
-topic = "alloc-lines"
-[plugins.split]
-path = "{s}"
-[plugins.key]
-path = "{k}"
-[pipelines.p]
-from = "lines"
-to = "alloc-counts"
-steps = [ {{ op = "flat_map_values", plugin = "split" }}, {{ op = "group_by", plugin = "key" }}, {{ op = "count", store = "counts" }} ]
-[stores.counts]
-changelog = false
-"#,
-        state = dir.path().join("state").display(),
-        bootstrap = broker.bootstrap(),
-        s = plugin("split-words"),
-        k = plugin("word-key"),
+    let path = dir.path().join("wordcount.toml");
+    let app = format!(
+        "state_dir = \"{}\"\n[application.kafka]\nbootstrap_servers = \"{}\"",
+        dir.path().join("state").display(),
+        broker.bootstrap()
     );
-    std::fs::write(&manifest, text).expect("write manifest");
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasp-cache");
-    let prepared = app::prepare(&manifest, Some(cache)).expect("prepare");
+    let text = manifest(
+        "alloc-kafka",
+        &app,
+        "topic = \"alloc-lines\"",
+        ["split-words", "word-key"],
+        &wordcount_steps(r#", store = "counts""#),
+        "alloc-counts",
+        "[stores.counts]\nchangelog = false\n",
+    );
+    std::fs::write(&path, text).expect("write manifest");
+    let prepared = app::prepare(&path, Some(cache_dir())).expect("prepare");
     let stop = AtomicBool::new(false);
     let config = broker.config();
     let (window, result) = std::thread::scope(|scope| {

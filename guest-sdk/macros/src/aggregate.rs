@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::common::{AggregateParam, Kind, Signature, finish_output, select};
+use crate::common::{AggregateParam, Kind, Signature, each_pair, finish_output, select};
 
 pub const AGGREGATE: Kind = Kind {
     attribute: "aggregate",
@@ -104,26 +104,16 @@ fn aggregate(sig: &Signature) -> TokenStream {
             let ty = sig.aggregate_ty.as_ref().map_or_else(|| quote! { &[u8] }, |t| quote! { #t });
             // The merger is fallible exactly when the aggregator is.
             let unwrap = sig.fallible.then(|| quote! { .map_err(::wasp::__rt::plugin_error)? });
-            let key = sig.key_ty.as_ref().map(|k| quote! { <#k as ::wasp::FromBytes>::from_bytes(l.key)?, });
+            let key = sig.key_ty.as_ref().map(|k| quote! { <#k as ::wasp::FromBytes>::from_bytes(rec.key)?, });
+            let pairs = each_pair(
+                "merge",
+                quote! {
+                    let merged = super::#merge(#key <#ty as ::wasp::FromBytes>::from_bytes(rec.value)?, <#ty as ::wasp::FromBytes>::from_bytes(other.value)?)#unwrap;
+                    out.push(origin, rec.timestamp.max(other.timestamp), |_| Ok(false), |b| ::wasp::IntoBytes::write_to(merged, b))?;
+                },
+            );
             quote! {
-                let left = ::wasp::BatchView::new(&left.index, &left.timestamps, &left.data);
-                let right = ::wasp::BatchView::new(&right.index, &right.timestamps, &right.data);
-                if left.len() != right.len() {
-                    return ::core::result::Result::Err(CallError::Failed("merge: left and right differ in length".into()));
-                }
-                let mut out = ::wasp::BatchBuilder::with_capacity(left.len(), 0);
-                for (i, (l, r)) in left.iter().zip(right.iter()).enumerate() {
-                    let origin = i as u32;
-                    let checkpoint = out.checkpoint();
-                    let done: ::core::result::Result<(), ::wasp::RecordError> = (|| {
-                        let merged = super::#merge(#key <#ty as ::wasp::FromBytes>::from_bytes(l.value)?, <#ty as ::wasp::FromBytes>::from_bytes(r.value)?)#unwrap;
-                        out.push(origin, l.timestamp.max(r.timestamp), |_| Ok(false), |b| ::wasp::IntoBytes::write_to(merged, b))
-                    })();
-                    if let ::core::result::Result::Err(e) = done {
-                        out.rollback(checkpoint);
-                        out.fail(origin, e);
-                    }
-                }
+                #pairs
                 #finish
             }
         }

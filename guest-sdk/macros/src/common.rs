@@ -245,6 +245,34 @@ pub fn select(sig: &Signature) -> Tokens {
     }
 }
 
+/// A loop over the records of the batches `left` and `right` pair by pair (`rec` and
+/// `other`), after refusing batches of different lengths (`what` names the call). `each`
+/// (which may `?` a `RecordError`) pushes the pair's output into `out`; a failed pair is
+/// rolled back and fails alone. Leaves `out` filled.
+pub fn each_pair(what: &str, each: Tokens) -> Tokens {
+    let mismatch = format!("{what}: left and right differ in length");
+    quote! {
+        let view = ::wasp::BatchView::new(&left.index, &left.timestamps, &left.data);
+        let others = ::wasp::BatchView::new(&right.index, &right.timestamps, &right.data);
+        if view.len() != others.len() {
+            return ::core::result::Result::Err(CallError::Failed(#mismatch.into()));
+        }
+        let mut out = ::wasp::BatchBuilder::with_capacity(view.len(), left.data.len());
+        for (i, (rec, other)) in view.iter().zip(others.iter()).enumerate() {
+            let origin = i as u32;
+            let checkpoint = out.checkpoint();
+            let done: ::core::result::Result<(), ::wasp::RecordError> = (|| {
+                #each
+                Ok(())
+            })();
+            if let ::core::result::Result::Err(e) = done {
+                out.rollback(checkpoint);
+                out.fail(origin, e);
+            }
+        }
+    }
+}
+
 /// Converts a filled `BatchBuilder` named `out` into the WIT `output`.
 pub fn finish_output() -> Tokens {
     quote! {

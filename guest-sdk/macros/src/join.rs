@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::common::{AggregateParam, Kind, Signature, finish_output, select};
+use crate::common::{AggregateParam, Kind, Signature, each_pair, finish_output, select};
 use crate::transform::each_record;
 
 /// The right side rides in the aggregate's place: `(left, right)` or `(key, left, right)`.
@@ -34,32 +34,21 @@ fn value_joiner(sig: &Signature) -> TokenStream {
     let name = &sig.name;
     let call = sig.call();
     let finish = finish_output();
+    let pairs = each_pair(
+        "join",
+        quote! {
+            // The right side's value, where the generated call reads its last parameter.
+            let aggregate = other.value;
+            let produced = #call?;
+            out.push(origin, rec.timestamp, |_| Ok(false), |b| ::wasp::IntoBytes::write_to(produced, b))?;
+        },
+    );
     quote! {
         fn join(function: String, left: Batch, right: Batch) -> Result<Output, CallError> {
             if !::wasp::__rt::selects(&function, #name) {
                 return ::core::result::Result::Err(CallError::UnknownFunction(function));
             }
-            let view = ::wasp::BatchView::new(&left.index, &left.timestamps, &left.data);
-            let others = ::wasp::BatchView::new(&right.index, &right.timestamps, &right.data);
-            if view.len() != others.len() {
-                return ::core::result::Result::Err(CallError::Failed("join: left and right differ in length".into()));
-            }
-            let mut out = ::wasp::BatchBuilder::with_capacity(view.len(), left.data.len());
-            for (i, (rec, other)) in view.iter().zip(others.iter()).enumerate() {
-                let origin = i as u32;
-                let checkpoint = out.checkpoint();
-                // The right side's value, where the generated call reads its last parameter.
-                let aggregate = other.value;
-                let done: ::core::result::Result<(), ::wasp::RecordError> = (|| {
-                    let produced = #call?;
-                    out.push(origin, rec.timestamp, |_| Ok(false), |b| ::wasp::IntoBytes::write_to(produced, b))?;
-                    Ok(())
-                })();
-                if let ::core::result::Result::Err(e) = done {
-                    out.rollback(checkpoint);
-                    out.fail(origin, e);
-                }
-            }
+            #pairs
             out.compact(&left.timestamps);
             #finish
         }

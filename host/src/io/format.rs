@@ -3,32 +3,18 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::manifest::{FileFormat, Format};
 use crate::record::{Arena, Header, Record};
 
 /// A record in a JSON-lines file. `key` and `value` are JSON: a string is taken as its text,
-/// anything else as its JSON text; `null` is absent.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JsonLine {
-    #[serde(default)]
-    pub key: serde_json::Value,
-    #[serde(default)]
-    pub value: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<i64>,
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub headers: serde_json::Map<String, serde_json::Value>,
-}
-
-/// [`JsonLine`] as read: borrowed from the line, so a record's fields are copied once, into
-/// the reader's arena.
+/// anything else as its JSON text; `null` is absent. Read borrowed from the line, so a
+/// record's fields are copied once, into the reader's arena.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JsonLineIn<'a> {
+struct JsonLine<'a> {
     #[serde(default, borrow)]
     key: Option<&'a RawValue>,
     #[serde(default, borrow)]
@@ -66,7 +52,7 @@ pub fn parse_line(line: &str, format: FileFormat, line_no: i64, arena: &mut Aren
             Record { value: Some(arena.copy(line.as_bytes())), timestamp: line_no, ..Default::default() }
         }
         FileFormat::Jsonl => {
-            let j: JsonLineIn<'_> = serde_json::from_str(line).map_err(|e| format!("not a JSON record line: {e}"))?;
+            let j: JsonLine<'_> = serde_json::from_str(line).map_err(|e| format!("not a JSON record line: {e}"))?;
             let mut headers = crate::record::Headers::with_capacity(j.headers.len());
             for (name, v) in j.headers {
                 headers.push(Header { name: Header::name_from(&name), value: field(v, arena)? });

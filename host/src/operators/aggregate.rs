@@ -594,6 +594,27 @@ impl Aggregate {
         Ok(acc)
     }
 
+    /// A key's windows from `from` to `to` (exclusive), the neighbours a session or sliding
+    /// record touches; `None` when the store failed, and the record then fails with `state`.
+    fn neighbours(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        r: &Record,
+        input: usize,
+        out: &mut Emitted,
+        failed: &mut BTreeSet<usize>,
+    ) -> Option<crate::state::Entries> {
+        match self.store.range(from, to, MAX_WINDOWS_PER_KEY_SCAN) {
+            Ok(found) => Some(found),
+            Err(e) => {
+                failed.insert(input);
+                out.failures.push(self.fail(r.clone(), FailureCode::State, e.to_string()));
+                None
+            }
+        }
+    }
+
     /// Kafka Streams' session aggregation for one record.
     #[allow(clippy::too_many_arguments)]
     fn session(
@@ -611,14 +632,7 @@ impl Aggregate {
         let prefix = key_prefix(group);
         let mut from = prefix.clone();
         from.extend_from_slice(&time_bytes(t - gap));
-        let found = match self.store.range(&from, prefix_end(&prefix).as_deref(), MAX_WINDOWS_PER_KEY_SCAN) {
-            Ok(f) => f,
-            Err(e) => {
-                failed.insert(input);
-                out.failures.push(self.fail(r.clone(), FailureCode::State, e.to_string()));
-                return true;
-            }
-        };
+        let Some(found) = self.neighbours(&from, prefix_end(&prefix).as_deref(), r, input, out, failed) else { return true };
         let sessions: Vec<(Vec<u8>, Window, i64, Vec<u8>)> = found
             .into_iter()
             .filter_map(|(k, v)| {
@@ -697,14 +711,7 @@ impl Aggregate {
         }
         let from = window_key(group, Window { start: (t - 2 * diff).max(0), end: 0 });
         let to = window_key(group, Window { start: t + 2, end: 0 });
-        let found = match self.store.range(&from, Some(&to), MAX_WINDOWS_PER_KEY_SCAN) {
-            Ok(f) => f,
-            Err(e) => {
-                failed.insert(input);
-                out.failures.push(self.fail(r.clone(), FailureCode::State, e.to_string()));
-                return true;
-            }
-        };
+        let Some(found) = self.neighbours(&from, Some(&to), r, input, out, failed) else { return true };
         let mut starts = HashSet::new();
         let (mut left_agg, mut right_agg, mut previous) = (None, None, None);
         let (mut left_created, mut right_created) = (false, false);
@@ -777,14 +784,7 @@ impl Aggregate {
         let t = r.timestamp;
         let from = window_key(group, Window { start: 0, end: 0 });
         let to = window_key(group, Window { start: t + 2, end: 0 });
-        let found = match self.store.range(&from, Some(&to), MAX_WINDOWS_PER_KEY_SCAN) {
-            Ok(f) => f,
-            Err(e) => {
-                failed.insert(input);
-                out.failures.push(self.fail(r.clone(), FailureCode::State, e.to_string()));
-                return true;
-            }
-        };
+        let Some(found) = self.neighbours(&from, Some(&to), r, input, out, failed) else { return true };
         let mut starts = HashSet::new();
         let (mut combined, mut right_agg, mut previous, mut right_created) = (None, None, None, false);
         for (k, v) in found {

@@ -11,7 +11,6 @@
 //! The buffer lives in a key-value store (with a changelog on Kafka, so it survives a
 //! restart): key → buffer time, the held record's timestamp, origin, headers and value.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
@@ -52,6 +51,8 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
         store,
         order,
         node: node.name.clone(),
+        read: Vec::new(),
+        write: Vec::new(),
     }))
 }
 
@@ -63,11 +64,15 @@ pub struct Suppress {
     /// The held keys by buffer time (the time of their first held update).
     order: BTreeSet<(i64, Vec<u8>)>,
     node: String,
+    /// A held record as read, and one as written: reused from record to record.
+    read: Vec<u8>,
+    write: Vec<u8>,
 }
 
-/// A held record: buffer time, timestamp, origin, headers, value.
-fn encode(time: i64, r: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + r.value.as_ref().map_or(0, Bytes::len));
+/// A held record: buffer time, timestamp, origin, headers, value; written into `out`
+/// (cleared first), a buffer the operator keeps.
+fn encode_into(out: &mut Vec<u8>, time: i64, r: &Record) {
+    out.clear();
     out.extend_from_slice(&time_bytes(time));
     out.extend_from_slice(&r.timestamp.to_be_bytes());
     out.extend_from_slice(&r.origin.topic.to_be_bytes());
@@ -82,11 +87,10 @@ fn encode(time: i64, r: &Record) -> Vec<u8> {
     };
     out.extend_from_slice(&(r.headers.len() as u32).to_be_bytes());
     for h in &r.headers {
-        field(&mut out, Some(h.name.as_bytes()));
-        field(&mut out, h.value.as_deref());
+        field(out, Some(h.name.as_bytes()));
+        field(out, h.value.as_deref());
     }
-    field(&mut out, r.value.as_deref());
-    out
+    field(out, r.value.as_deref());
 }
 
 /// The record [`encode`] held for `key`.
@@ -110,7 +114,7 @@ fn decode(key: &[u8], held: &[u8]) -> Option<Record> {
     for _ in 0..count {
         let name = field()??;
         let value = field()?;
-        headers.push(Header { name: Cow::Owned(String::from_utf8_lossy(&name).into_owned()), value });
+        headers.push(Header { name: Header::name_from(&String::from_utf8_lossy(&name)), value });
     }
     let value = field()?;
     Some(Record {
@@ -148,8 +152,9 @@ impl Operator for Suppress {
                 out.all.push(r);
                 continue;
             };
-            let held = match self.store.get(&key) {
-                Ok(h) => h,
+            self.read.clear();
+            let held = match self.store.get_into(&key, &mut self.read) {
+                Ok(held) => held,
                 Err(e) => {
                     let message = e.to_string();
                     out.failures.push(Failure { record: r, code: FailureCode::State, message, plugin: self.node.clone() });
@@ -157,7 +162,7 @@ impl Operator for Suppress {
                 }
             };
             // A key held already keeps its buffer time; a new one starts it.
-            let time = match held.as_deref().and_then(time_from) {
+            let time = match held.then(|| time_from(&self.read)).flatten() {
                 Some(t) => t,
                 None => {
                     if self.order.len() >= self.max_records && !self.emit_early {
@@ -173,7 +178,8 @@ impl Operator for Suppress {
                     r.timestamp
                 }
             };
-            self.store.put(key.to_vec(), encode(time, &r));
+            encode_into(&mut self.write, time, &r);
+            self.store.put_slice(&key, &self.write);
             let expiry = stream_time.saturating_sub(self.limit_ms);
             while self.order.first().is_some_and(|(t, _)| *t <= expiry) {
                 self.emit_oldest(&mut out);
@@ -207,10 +213,12 @@ mod tests {
             headers: smallvec::smallvec![Header { name: "h".into(), value: None }],
             origin: Origin { topic: 1, partition: 2, offset: 3 },
         };
-        let held = encode(42, &r);
+        let mut held = Vec::new();
+        encode_into(&mut held, 42, &r);
         assert_eq!(time_from(&held), Some(42));
         assert_eq!(decode(b"k", &held), Some(r));
         let tomb = Record { key: Some(Bytes::from_static(b"k")), ..Default::default() };
-        assert_eq!(decode(b"k", &encode(0, &tomb)), Some(tomb));
+        encode_into(&mut held, 0, &tomb);
+        assert_eq!(decode(b"k", &held), Some(tomb));
     }
 }

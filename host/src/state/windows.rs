@@ -94,14 +94,8 @@ pub fn decode_data_key(k: &[u8], session: bool) -> Option<(&[u8], Window)> {
     }
 }
 
-/// The key written to output topics for a windowed aggregate.
-pub fn output_key(key: &[u8], w: Window) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 24);
-    output_key_into(&mut out, key, w);
-    out
-}
-
-/// [`output_key`], appended to `out`.
+/// The key written to output topics for a windowed aggregate (`key@start/end`), appended to
+/// `out`.
 pub fn output_key_into(out: &mut impl Extend<u8>, key: &[u8], w: Window) {
     let mut n = itoa::Buffer::new();
     out.extend(key.iter().copied());
