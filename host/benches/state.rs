@@ -375,6 +375,7 @@ fn restore_rate(dir: &Path, config: &rdkafka::ClientConfig, producer: &BaseProdu
     producer.flush(Duration::from_secs(60))?;
     let mut reader = KafkaChangelogReader::new(config, "bench-restore")?;
     let spec = StoreSpec {
+        source_topic: None,
         name: "restore".to_owned(),
         kind: StoreKind::KeyValue,
         persistent: true,
@@ -386,7 +387,7 @@ fn restore_rate(dir: &Path, config: &rdkafka::ClientConfig, producer: &BaseProdu
     let mut store = Store::open(spec, Some(&dir.join("restore")), Some((topic.to_owned(), 0)))?;
     let t = Instant::now();
     let mut restore = store.begin_restore();
-    reader.read(topic, 0, 0, &mut |o, r| restore.apply(o, r))?;
+    reader.read(topic, 0, (0, None), &mut |o, r| restore.apply(o, r))?;
     let applied = restore.finish()?;
     let s = t.elapsed().as_secs_f64();
     println!(

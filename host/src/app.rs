@@ -286,13 +286,9 @@ impl Prepared {
                 let keys: Vec<String> = self
                     .loaded
                     .manifest
-                    .streams
-                    .iter()
-                    .filter(|(name, def)| {
-                        let topic = def.topic.as_ref().map_or(name.get_ref(), |t| t.get_ref());
-                        counts.iter().any(|(s, _)| s == topic)
-                    })
-                    .map(|(name, _)| format!("`streams.{}.partitions`", name.get_ref()))
+                    .declared()
+                    .filter(|(_, name, def)| counts.iter().any(|(s, _)| *s == def.topic_or(name.get_ref())))
+                    .map(|(section, name, _)| format!("`{section}.{}.partitions`", name.get_ref()))
                     .collect();
                 return Err(self.not_copartitioned(&counts, &format!("set {} alike", keys.join(", "))));
             }
@@ -347,9 +343,9 @@ impl Prepared {
         match &self.loaded.manifest.application.kafka {
             None => {
                 let mut inputs = BTreeMap::new();
-                for (name, s) in &self.loaded.manifest.streams {
+                for (_, name, s) in self.loaded.manifest.declared() {
                     if let Some(file) = &s.file {
-                        let topic = s.topic.as_ref().map_or_else(|| name.get_ref().clone(), |t| t.get_ref().clone());
+                        let topic = s.topic_or(name.get_ref()).to_owned();
                         inputs.insert(topic, (self.loaded.resolve(file.get_ref()), s.file_format));
                     }
                 }

@@ -55,6 +55,9 @@ pub struct Record {
     pub timestamp: i64,
     pub headers: Headers,
     pub origin: Origin,
+    /// On a table's changes (Kafka Streams' `Change<V>`): the key's value before this
+    /// update, `None` when it had none; `value` is the new one. Streams leave it `None`.
+    pub old: Option<Bytes>,
 }
 
 impl Record {
@@ -65,6 +68,7 @@ impl Record {
             timestamp,
             headers: Headers::new(),
             origin: Origin::default(),
+            old: None,
         }
     }
 }

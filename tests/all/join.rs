@@ -1,6 +1,7 @@
-//! Joins. So far the two plugin kinds they call, through the host's typed calls on a real
-//! component: the value joiner (both sides of each pair in one call) and the foreign-key
-//! extractor.
+//! Tables and joins, with the semantics Kafka Streams documents (each test fixes inputs,
+//! timestamps and the exact outputs in order), through real plugins in local mode; and the two
+//! plugin kinds joins call, through the host's typed calls on a real component: the value
+//! joiner (both sides of each pair in one call) and the foreign-key extractor.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use wasp_host::record::{DecodedBatch, EncodedBatch, Record};
 use wasp_host::topology::PluginKind;
 use wasp_host::wasm::{MetricsRegistry, PluginInstance, Runtime, WasmOutput};
 
-use crate::common::{cache_dir, plugin};
+use crate::common::{Scratch, cache_dir, kvs, plugin, run_local};
 
 fn join_kit() -> PluginInstance {
     let runtime = Runtime::new(Some(cache_dir()), MetricsRegistry::default()).expect("a runtime");
@@ -98,4 +99,349 @@ fn a_plugin_without_the_join_kinds_is_refused_for_a_join_with_the_kind_named() {
     };
     let e = e.to_string();
     assert!(e.contains("value-joiner") && e.contains("#[wasp::value_joiner]"), "{e}");
+}
+
+/// `(key, value, timestamp)` records as a JSON-lines input file; a key or value of `None` is
+/// null.
+fn file(sc: &Scratch, name: &str, records: &[(Option<&str>, Option<&str>, i64)]) {
+    let lines: Vec<String> =
+        records.iter().map(|(k, v, t)| serde_json::json!({"key": k, "value": v, "timestamp": t}).to_string()).collect();
+    sc.write(name, &(lines.join("\n") + "\n"));
+}
+
+/// A manifest with streams or tables from files and the join kit: `decls` declares them,
+/// `pipelines` uses them.
+fn joins(decls: &str, pipelines: &str) -> String {
+    format!(
+        r#"version = 1
+[application]
+id = "j"
+batch_size = 2
+[plugins.jk]
+path = "{jk}"
+[plugins.kit]
+path = "{kit}"
+{decls}
+{pipelines}
+"#,
+        jk = plugin("join-kit"),
+        kit = plugin("test-kit"),
+    )
+}
+
+fn kv(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+/// Clicks and a user table: users `u1` from time 1 (renamed at 10), `u2` from 5 until its
+/// tombstone at 12; clicks of `u1`, `u2`, `u3` between.
+fn clicks_and_users(sc: &Scratch) {
+    file(
+        sc,
+        "users.jsonl",
+        &[
+            (Some("u1"), Some("alice"), 1),
+            (Some("u2"), Some("bob"), 5),
+            (Some("u1"), Some("alicia"), 10),
+            (Some("u2"), None, 12),
+        ],
+    );
+    file(
+        sc,
+        "clicks.jsonl",
+        &[
+            (Some("u1"), Some("c1"), 2),
+            (Some("u2"), Some("c2"), 3),
+            (Some("u3"), Some("c3"), 4),
+            (Some("u1"), Some("c4"), 11),
+            (Some("u2"), Some("c5"), 13),
+            (Some("u2"), None, 14),
+            (None, Some("c6"), 15),
+        ],
+    );
+}
+
+const CLICKS_AND_USERS: &str = r#"
+[streams.clicks]
+file = "clicks.jsonl"
+file_format = "jsonl"
+[tables.users]
+file = "users.jsonl"
+file_format = "jsonl"
+"#;
+
+#[test]
+fn a_stream_table_join_looks_up_the_tables_value_at_the_time_of_each_record() {
+    let sc = Scratch::new();
+    clicks_and_users(&sc);
+    let pipeline = |op: &str| {
+        format!(
+            "[pipelines.p]\nfrom = \"clicks\"\nto = \"out\"\nsteps = [{{ op = \"{op}\", table = \"users\", plugin = \"jk\" }}]\n"
+        )
+    };
+    // Inner: only clicks whose user exists then; the table's own updates emit nothing.
+    let out = run_local(&sc, &joins(CLICKS_AND_USERS, &pipeline("join")), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![kv("u1", "u1:c1+alice"), kv("u1", "u1:c4+alicia")]);
+    let ts: Vec<_> = out["out"].iter().map(|o| o.timestamp).collect();
+    assert_eq!(ts, vec![Some(2), Some(11)], "a result keeps the stream record's timestamp");
+    // Left: every click with a value, the missing user absent; the null-valued click dropped.
+    // (Inner dropped the click without a key.)
+    let sc2 = Scratch::new();
+    clicks_and_users(&sc2);
+    let out = run_local(&sc2, &joins(CLICKS_AND_USERS, &pipeline("left_join")), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![
+            kv("u1", "u1:c1+alice"),
+            kv("u2", "u2:c2+none"),
+            kv("u3", "u3:c3+none"),
+            kv("u1", "u1:c4+alicia"),
+            kv("u2", "u2:c5+none"),
+            kv("null", "none:c6+none"),
+        ],
+        "a left join joins a record without a key too, with no row (KIP-962)"
+    );
+}
+
+/// A pipeline from `from` through `steps` to `out`.
+fn through(from: &str, steps: &str) -> String {
+    format!("[pipelines.p]\nfrom = \"{from}\"\nto = \"out\"\nsteps = [\n{steps}\n]\n")
+}
+
+fn timestamps(out: &std::collections::BTreeMap<String, Vec<crate::common::Out>>) -> Vec<i64> {
+    out["out"].iter().map(|o| o.timestamp.unwrap_or(-1)).collect()
+}
+
+#[test]
+fn a_table_filter_emits_a_tombstone_when_a_key_stops_matching_and_map_values_maps_new_and_old() {
+    // Kafka Streams' `KTableFilter` with old values: a key whose new value does not match
+    // gets a tombstone only if its old value did; `KTableMapValues` maps what is there.
+    let sc = Scratch::new();
+    file(
+        &sc,
+        "t.jsonl",
+        &[
+            (Some("a"), Some("keep1"), 1),
+            (Some("b"), Some("drop"), 2),
+            (Some("a"), Some("drop2"), 3),
+            (Some("b"), Some("keep2"), 4),
+            (Some("a"), Some("keep3"), 5),
+            (Some("c"), Some("drop"), 6),
+            (Some("b"), None, 7),
+            (None, Some("keep-no-key"), 8),
+        ],
+    );
+    let decl = "[tables.t]\nfile = \"t.jsonl\"\nfile_format = \"jsonl\"\n";
+    let steps = r#"{ op = "filter", plugin = "kit" }, { op = "map_values", plugin = "kit" }, { op = "to_stream" }"#;
+    let out = run_local(&sc, &joins(decl, &through("t", steps)), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![kv("a", "KEEP1"), kv("a", "null"), kv("b", "KEEP2"), kv("a", "KEEP3"), kv("b", "null")],
+        "a record without a key has no row, and is dropped"
+    );
+    assert_eq!(timestamps(&out), vec![1, 3, 4, 5, 7]);
+}
+
+#[test]
+fn a_streams_to_table_keeps_each_keys_latest_value_and_drops_records_without_a_key() {
+    let sc = Scratch::new();
+    file(
+        &sc,
+        "in.jsonl",
+        &[(Some("a"), Some("keep1"), 1), (Some("a"), Some("drop"), 2), (None, Some("keep"), 3), (Some("a"), None, 4)],
+    );
+    let decl = "[streams.in]\nfile = \"in.jsonl\"\nfile_format = \"jsonl\"\n";
+    let steps = r#"{ op = "to_table" }, { op = "filter", plugin = "kit" }, { op = "to_stream" }"#;
+    let out = run_local(&sc, &joins(decl, &through("in", steps)), &["out"]).unwrap();
+    // The delete at 4 removes a value that did not match: nothing to retract.
+    assert_eq!(kvs(&out, "out"), vec![kv("a", "keep1"), kv("a", "null")]);
+}
+
+/// Two tables: `a` and `b`, updated and deleted in turn.
+fn two_tables(sc: &Scratch) -> &'static str {
+    file(
+        sc,
+        "a.jsonl",
+        &[
+            (Some("k1"), Some("a1"), 1),
+            (Some("k2"), Some("a2"), 2),
+            (Some("k1"), None, 5),
+            (Some("k2"), Some("a2x"), 7),
+        ],
+    );
+    file(
+        sc,
+        "b.jsonl",
+        &[
+            (Some("k1"), Some("b1"), 3),
+            (Some("k1"), Some("b1x"), 4),
+            (Some("k2"), Some("b2"), 6),
+            (Some("k2"), None, 8),
+        ],
+    );
+    "[tables.a]\nfile = \"a.jsonl\"\nfile_format = \"jsonl\"\n[tables.b]\nfile = \"b.jsonl\"\nfile_format = \"jsonl\"\n"
+}
+
+fn table_join(op: &str) -> (Vec<(String, String)>, Vec<i64>) {
+    let sc = Scratch::new();
+    let decl = two_tables(&sc);
+    let steps = format!(r#"{{ op = "{op}", table = "b", plugin = "jk" }}, {{ op = "to_stream" }}"#);
+    let out = run_local(&sc, &joins(decl, &through("a", &steps)), &["out"]).unwrap();
+    (kvs(&out, "out"), timestamps(&out))
+}
+
+#[test]
+fn a_table_table_inner_join_emits_each_change_of_the_joined_value_and_tombstones_what_disappears() {
+    // `KTableKTableInnerJoin`: an update on either side with a partner on the other emits;
+    // a delete with a partner emits a tombstone; the result's time is the later row's.
+    let (got, ts) = table_join("join");
+    assert_eq!(
+        got,
+        vec![
+            kv("k1", "k1:a1+b1"),
+            kv("k1", "k1:a1+b1x"),
+            kv("k1", "null"),
+            kv("k2", "k2:a2+b2"),
+            kv("k2", "k2:a2x+b2"),
+            kv("k2", "null"),
+        ]
+    );
+    assert_eq!(ts, vec![3, 4, 5, 6, 7, 8]);
+}
+
+#[test]
+fn a_table_table_left_join_keeps_every_left_row_and_joins_a_deleted_right_row_as_none() {
+    // `KTableKTableLeftJoin` on the left's updates, `KTableKTableRightJoin` on the right's.
+    let (got, ts) = table_join("left_join");
+    assert_eq!(
+        got,
+        vec![
+            kv("k1", "k1:a1+none"),
+            kv("k2", "k2:a2+none"),
+            kv("k1", "k1:a1+b1"),
+            kv("k1", "k1:a1+b1x"),
+            kv("k1", "null"),
+            kv("k2", "k2:a2+b2"),
+            kv("k2", "k2:a2x+b2"),
+            kv("k2", "k2:a2x+none"),
+        ]
+    );
+    assert_eq!(ts, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
+#[test]
+fn a_table_table_outer_join_keeps_every_row_of_either_side() {
+    let (got, _) = table_join("outer_join");
+    assert_eq!(
+        got,
+        vec![
+            kv("k1", "k1:a1+none"),
+            kv("k2", "k2:a2+none"),
+            kv("k1", "k1:a1+b1"),
+            kv("k1", "k1:a1+b1x"),
+            kv("k1", "k1:none+b1x"),
+            kv("k2", "k2:a2+b2"),
+            kv("k2", "k2:a2x+b2"),
+            kv("k2", "k2:a2x+none"),
+        ]
+    );
+}
+
+/// Orders and payments within 10 (grace 5); a payment at 100 moves stream time on at the end.
+fn orders_and_payments(sc: &Scratch) -> &'static str {
+    file(
+        sc,
+        "orders.jsonl",
+        &[
+            (Some("o1"), Some("A"), 0),
+            (Some("o2"), Some("B"), 5),
+            (Some("o3"), Some("C"), 30),
+            (Some("o1"), Some("D"), 50),
+        ],
+    );
+    file(
+        sc,
+        "payments.jsonl",
+        &[
+            (Some("o1"), Some("p1"), 8),
+            (Some("o3"), Some("p3"), 45),
+            (Some("o1"), Some("p2"), 55),
+            (Some("o9"), Some("px"), 100),
+        ],
+    );
+    "[streams.orders]\nfile = \"orders.jsonl\"\nfile_format = \"jsonl\"\n[streams.payments]\nfile = \"payments.jsonl\"\nfile_format = \"jsonl\"\n"
+}
+
+fn stream_join(op: &str, window: &str) -> (Vec<(String, String)>, Vec<i64>) {
+    let sc = Scratch::new();
+    let decl = orders_and_payments(&sc);
+    let steps = format!(r#"{{ op = "{op}", stream = "payments", plugin = "jk", {window} }}"#);
+    let out = run_local(&sc, &joins(decl, &through("orders", &steps)), &["out"]).unwrap();
+    (kvs(&out, "out"), timestamps(&out))
+}
+
+#[test]
+fn a_stream_stream_inner_join_pairs_records_of_one_key_within_the_window() {
+    let (got, ts) = stream_join("join", r#"time_difference = 10, grace = 5"#);
+    assert_eq!(got, vec![kv("o1", "o1:A+p1"), kv("o1", "o1:D+p2")]);
+    assert_eq!(ts, vec![8, 55], "a result takes the later of its pair's timestamps");
+}
+
+#[test]
+fn a_stream_stream_left_join_emits_an_unmatched_order_once_when_its_window_closes() {
+    // No early `o2:B+none` at 5: it comes when stream time passes 5 + 10 + 5 (at 30), with
+    // the order's own timestamp; `o3` at 30 waits until stream time passes 45 (at 50).
+    let (got, ts) = stream_join("left_join", r#"time_difference = 10, grace = 5"#);
+    assert_eq!(got, vec![kv("o1", "o1:A+p1"), kv("o2", "o2:B+none"), kv("o3", "o3:C+none"), kv("o1", "o1:D+p2")]);
+    assert_eq!(ts, vec![8, 5, 30, 55]);
+}
+
+#[test]
+fn a_stream_stream_outer_join_also_emits_unmatched_payments_when_their_windows_close() {
+    let (got, ts) = stream_join("outer_join", r#"time_difference = 10, grace = 5"#);
+    assert_eq!(
+        got,
+        vec![
+            kv("o1", "o1:A+p1"),
+            kv("o2", "o2:B+none"),
+            kv("o3", "o3:C+none"),
+            kv("o1", "o1:D+p2"),
+            kv("o3", "o3:none+p3"),
+        ]
+    );
+    assert_eq!(ts, vec![8, 5, 30, 55, 45]);
+}
+
+#[test]
+fn an_asymmetric_join_window_takes_payments_only_after_their_order() {
+    // before = 0, after = 10: a payment joins orders from 10 before it up to its own time.
+    let sc = Scratch::new();
+    file(&sc, "orders.jsonl", &[(Some("k"), Some("o"), 10)]);
+    file(
+        &sc,
+        "payments.jsonl",
+        &[(Some("k"), Some("early"), 5), (Some("k"), Some("late"), 15), (Some("k"), Some("too-late"), 25)],
+    );
+    let decl = "[streams.orders]\nfile = \"orders.jsonl\"\nfile_format = \"jsonl\"\n[streams.payments]\nfile = \"payments.jsonl\"\nfile_format = \"jsonl\"\n";
+    let steps = r#"{ op = "join", stream = "payments", plugin = "jk", time_difference = 10, before = 0 }"#;
+    let out = run_local(&sc, &joins(decl, &through("orders", steps)), &["out"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![kv("k", "k:o+late")]);
+}
+
+#[test]
+fn an_out_of_order_record_within_grace_still_joins_and_a_later_one_is_dropped_as_late() {
+    // Stream time reaches 100; a payment at 80 (its window, orders 70..90, closes at 90, and
+    // grace 30 keeps it open to 120) joins the order at 75; one at 50 (closed at 90) is late.
+    let sc = Scratch::new();
+    file(&sc, "orders.jsonl", &[(Some("k"), Some("o"), 75)]);
+    file(
+        &sc,
+        "payments.jsonl",
+        &[(Some("x"), Some("r1"), 100), (Some("k"), Some("r2"), 50), (Some("k"), Some("r3"), 80)],
+    );
+    let decl = "[streams.orders]\nfile = \"orders.jsonl\"\nfile_format = \"jsonl\"\n[streams.payments]\nfile = \"payments.jsonl\"\nfile_format = \"jsonl\"\n";
+    let steps = r#"{ op = "join", stream = "payments", plugin = "jk", time_difference = 10, grace = 30 }"#;
+    let run = crate::common::run_local_full(&sc, &joins(decl, &through("orders", steps)), &["out"]).unwrap();
+    assert_eq!(kvs(&run.out, "out"), vec![kv("k", "k:o+r3")]);
+    assert_eq!(run.out["out"][0].timestamp, Some(80));
 }

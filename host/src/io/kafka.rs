@@ -428,6 +428,9 @@ impl RecordSink for KafkaSink {
 /// Reads changelog partitions with a consumer of its own (no group, no commits).
 pub struct KafkaChangelogReader {
     consumer: BaseConsumer,
+    /// A client in the application's group, which never joins it: it only reads the
+    /// group's committed offsets.
+    group: BaseConsumer,
     /// Show a progress bar (stderr is a terminal).
     progress_bar: bool,
 }
@@ -437,6 +440,10 @@ const RESTORE_LOG_EVERY: i64 = 100_000;
 
 impl KafkaChangelogReader {
     pub fn new(config: &ClientConfig, application_id: &str) -> anyhow::Result<Self> {
+        let mut g = without(config, PRODUCER_ONLY);
+        g.set("group.id", application_id);
+        g.set("enable.auto.commit", "false");
+        let group: BaseConsumer = g.create().context("creating the committed-offsets reader")?;
         let mut c = without(config, PRODUCER_ONLY);
         // librdkafka assigns partitions only to a consumer with a group id; this one never
         // joins the group (it assigns by hand) and never commits.
@@ -444,7 +451,7 @@ impl KafkaChangelogReader {
         c.set("enable.auto.commit", "false");
         c.set("enable.partition.eof", "false");
         let consumer: BaseConsumer = c.create().context("creating the changelog reader")?;
-        Ok(Self { consumer, progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()) })
+        Ok(Self { consumer, group, progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()) })
     }
 }
 
@@ -453,13 +460,14 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         &mut self,
         topic: &str,
         partition: i32,
-        from: i64,
+        (from, to): (i64, Option<i64>),
         apply: &mut dyn FnMut(i64, Record) -> Result<(), crate::state::StateError>,
     ) -> anyhow::Result<()> {
         let (low, high) = self
             .consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(10))
             .with_context(|| format!("reading the end of changelog {topic}[{partition}]"))?;
+        let high = to.map_or(high, |to| to.min(high));
         let start = from.max(low);
         if start >= high {
             return Ok(());
@@ -495,6 +503,19 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         }
         self.consumer.unassign().context("unassigning the changelog partition")?;
         Ok(())
+    }
+
+    fn committed(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let got = self
+            .group
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .with_context(|| format!("reading the committed offset of {topic}[{partition}]"))?;
+        Ok(got.find_partition(topic, partition).and_then(|p| match p.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }))
     }
 }
 

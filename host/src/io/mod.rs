@@ -103,13 +103,18 @@ pub trait RecordSink {
 
 /// Reads a changelog partition back, to restore a store.
 pub trait ChangelogReader {
-    /// Calls `apply` with every record of `topic[partition]` from offset `from` up to the end
-    /// the partition had when the call started.
+    /// Calls `apply` with every record of `topic[partition]` from offset `from` up to `to`
+    /// (exclusive), or up to the end the partition had when the call started.
     fn read(
         &mut self,
         topic: &str,
         partition: i32,
-        from: i64,
+        range: (i64, Option<i64>),
         apply: &mut dyn FnMut(i64, Record) -> Result<(), crate::state::StateError>,
     ) -> anyhow::Result<()>;
+
+    /// The offset the application's consumer group has committed for `topic[partition]`:
+    /// a table read from its own topic is restored up to there, and what follows is
+    /// processed (and emitted) as new.
+    fn committed(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i64>>;
 }

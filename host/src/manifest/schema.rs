@@ -18,6 +18,10 @@ pub struct Manifest {
     /// Named streams: a topic and its formats, and in local mode where its records come from.
     #[serde(default)]
     pub streams: BTreeMap<Spanned<String>, StreamDef>,
+    /// Named tables: a topic read as a table (Kafka Streams' `KTable`), each key's latest
+    /// value kept in a store whose changelog is the topic itself.
+    #[serde(default)]
+    pub tables: BTreeMap<Spanned<String>, StreamDef>,
     #[serde(default)]
     pub plugins: BTreeMap<Spanned<String>, PluginDef>,
     /// State stores, named by `store` in aggregation steps. A step without `store` gets one
@@ -26,6 +30,15 @@ pub struct Manifest {
     pub stores: BTreeMap<Spanned<String>, StoreDef>,
     #[serde(default)]
     pub pipelines: BTreeMap<Spanned<String>, PipelineDef>,
+}
+
+impl Manifest {
+    /// Every declared stream and table: the section it is in (`streams` or `tables`), its
+    /// name and definition.
+    pub fn declared(&self) -> impl Iterator<Item = (&'static str, &Spanned<String>, &StreamDef)> {
+        let streams = self.streams.iter().map(|(k, d)| ("streams", k, d));
+        streams.chain(self.tables.iter().map(|(k, d)| ("tables", k, d)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +187,16 @@ pub struct StreamDef {
     /// partition is a task that any stream thread may run. On Kafka the topic's own count
     /// decides.
     pub partitions: Option<Spanned<u32>>,
+    /// Tables: the name of the store that keeps the table (default `<table>-store`), which
+    /// queries name.
+    pub store: Option<Spanned<String>>,
+}
+
+impl StreamDef {
+    /// The topic of the stream or table declared as `name`.
+    pub fn topic_or<'a>(&'a self, name: &'a str) -> &'a str {
+        self.topic.as_ref().map_or(name, |t| t.get_ref())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +373,22 @@ pub struct StepDef {
     /// `suppress`: what a full buffer does: `emit_early` (emit its oldest keys, the default)
     /// or `shut_down` (fail the record, which the pipeline's `on_error` then handles).
     pub when_full: Option<Spanned<String>>,
+    /// `join`, `left_join`, `outer_join`: the table joined (`[tables]`).
+    pub table: Option<Spanned<String>>,
+    /// `join`, `left_join`, `outer_join`: the stream joined, within `time_difference`.
+    pub stream: Option<Spanned<String>>,
+    /// A stream-stream join: records join when their timestamps are at most this far apart
+    /// (Kafka Streams' `JoinWindows.ofTimeDifferenceAndGrace`).
+    pub time_difference: Option<Spanned<Duration>>,
+    /// A stream-stream join: how much earlier the other stream's records may be (default
+    /// `time_difference`).
+    pub before: Option<Spanned<Duration>>,
+    /// A stream-stream join: how much later the other stream's records may be (default
+    /// `time_difference`).
+    pub after: Option<Spanned<Duration>>,
+    /// A stream-stream join: how long after a window ends out-of-order records still join
+    /// (default 0).
+    pub grace: Option<Spanned<Duration>>,
     /// `count`, `reduce`, `aggregate` over windows: where records too late for every window go.
     pub late_topic: Option<Spanned<String>>,
     /// `process`: the stores the processor opens through the `state` interface.

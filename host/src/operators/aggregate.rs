@@ -38,7 +38,7 @@ pub static COUNT: OperatorSpec = OperatorSpec {
         fields: FIELDS,
         plugin: PluginUse::None,
         form: Form::Fold(FoldKind::Count),
-        note: None,
+        note: None, tables: false
     },
     construct: Some(construct),
 };
@@ -49,7 +49,7 @@ pub static REDUCE: OperatorSpec = OperatorSpec {
         fields: FIELDS,
         plugin: PluginUse::Required(PluginKind::Reducer),
         form: Form::Fold(FoldKind::Reduce),
-        note: None,
+        note: None, tables: false
     },
     construct: Some(construct),
 };
@@ -60,7 +60,7 @@ pub static AGGREGATE: OperatorSpec = OperatorSpec {
         fields: FIELDS,
         plugin: PluginUse::Required(PluginKind::Aggregator),
         form: Form::Fold(FoldKind::Aggregate),
-        note: None,
+        note: None, tables: false
     },
     construct: Some(construct),
 };
@@ -549,7 +549,7 @@ impl Aggregate {
             }
             None => (key.clone(), Headers::new()),
         };
-        Record { key: Some(key), value, timestamp, headers, origin }
+        Record { key: Some(key), value, timestamp, headers, origin, old: None }
     }
 
     /// Merges several aggregates of one key into one (session windows).

@@ -14,7 +14,7 @@ pub static BRANCH: OperatorSpec = OperatorSpec {
         fields: &[Field::Branches],
         plugin: PluginUse::None,
         form: Form::Branch,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(construct),
 };

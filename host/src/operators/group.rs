@@ -7,7 +7,7 @@ use super::{OperatorSpec, transform};
 use crate::topology::{Field, Form, PluginKind, PluginUse, StepSpec};
 
 pub static GROUP_BY_KEY: OperatorSpec = OperatorSpec {
-    step: StepSpec { name: "group_by_key", fields: &[], plugin: PluginUse::None, form: Form::GroupByKey, note: None },
+    step: StepSpec { name: "group_by_key", fields: &[], plugin: PluginUse::None, form: Form::GroupByKey, note: None, tables: false },
     construct: None,
 };
 
@@ -17,7 +17,7 @@ pub static GROUP_BY: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::KeySelector),
         form: Form::GroupBy,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(|node, ctx| transform::transform(node, ctx, transform::Shape::Key)),
 };
@@ -28,12 +28,12 @@ pub static WINDOWED_BY: OperatorSpec = OperatorSpec {
         fields: &[Field::Window],
         plugin: PluginUse::None,
         form: Form::WindowedBy,
-        note: None,
+        note: None, tables: false
     },
     construct: None,
 };
 
 pub static TO_STREAM: OperatorSpec = OperatorSpec {
-    step: StepSpec { name: "to_stream", fields: &[], plugin: PluginUse::None, form: Form::ToStream, note: None },
+    step: StepSpec { name: "to_stream", fields: &[], plugin: PluginUse::None, form: Form::ToStream, note: None, tables: true },
     construct: None,
 };

@@ -6,13 +6,13 @@ use crate::record::Record;
 use crate::topology::{self, Field, Form, PluginUse, StepSpec};
 
 pub static SOURCE: OperatorSpec = OperatorSpec {
-    step: StepSpec { name: topology::SOURCE, fields: &[], plugin: PluginUse::None, form: Form::Internal, note: None },
+    step: StepSpec { name: topology::SOURCE, fields: &[], plugin: PluginUse::None, form: Form::Internal, note: None, tables: false },
     construct: Some(|_, _| Ok(Box::new(PassThrough))),
 };
 
 /// `merge`: the streams or topics `from` names join the stream.
 pub static MERGE: OperatorSpec = OperatorSpec {
-    step: StepSpec { name: "merge", fields: &[Field::From], plugin: PluginUse::None, form: Form::Merge, note: None },
+    step: StepSpec { name: "merge", fields: &[Field::From], plugin: PluginUse::None, form: Form::Merge, note: None, tables: false },
     construct: Some(|_, _| Ok(Box::new(PassThrough))),
 };
 

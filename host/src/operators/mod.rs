@@ -96,6 +96,13 @@ pub trait Operator: Send {
     /// the record, so the task can apply the step's error policy to it.
     fn process(&mut self, input: Vec<Record>) -> Emitted;
 
+    /// [`Operator::process`] for a batch from `parent`: a node with several parents that
+    /// treats them differently (a join's two sides) tells them apart here.
+    fn process_from(&mut self, parent: NodeId, input: Vec<Record>) -> Emitted {
+        let _ = parent;
+        self.process(input)
+    }
+
     /// Calls `f` on each state store the operator owns, for the task to commit them.
     /// Stateless operators have none.
     fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
@@ -149,6 +156,8 @@ registry! {
     branch => [BRANCH],
     group => [GROUP_BY_KEY, GROUP_BY, WINDOWED_BY, TO_STREAM],
     suppress => [SUPPRESS],
+    table => [TO_TABLE],
+    join => [JOIN, LEFT_JOIN, OUTER_JOIN],
     aggregate => [COUNT, REDUCE, AGGREGATE],
     processor => [PROCESS],
     print => [PRINT],
@@ -232,7 +241,13 @@ pub struct TaskContext<'a> {
     pub stores: &'a BTreeMap<String, StoreSpec>,
     /// Opens (and restores) one of the task's stores.
     pub open_store: &'a mut dyn FnMut(&StoreSpec) -> Result<Store, crate::state::StateError>,
+    /// The stores of the task's tables, by name, as their [`NodeOp::ToTable`] nodes opened
+    /// them: the joins built after read them.
+    pub tables: BTreeMap<String, SharedStore>,
 }
+
+/// A store one operator owns (and commits) and others of its task read.
+pub type SharedStore = Arc<std::sync::Mutex<Store>>;
 
 impl TaskContext<'_> {
     /// The plugin step of `r`.
@@ -285,12 +300,14 @@ pub fn construct_stateless(op: &NodeOp, lookup: PluginLookup<'_>) -> Result<Box<
         parents: Vec::new(),
         pipeline: String::new(),
         policy: crate::topology::ErrorPolicy::default(),
+        flow: crate::topology::Flow::Stream,
     };
     let mut no_stores = |spec: &StoreSpec| {
         Err(crate::state::StateError::Backend { store: spec.name.clone(), message: "no stores here".to_owned() })
     };
     let stores = BTreeMap::new();
-    let mut ctx = TaskContext { lookup, topics: &[], stores: &stores, open_store: &mut no_stores };
+    let mut ctx =
+        TaskContext { lookup, topics: &[], stores: &stores, open_store: &mut no_stores, tables: BTreeMap::new() };
     construct(&node, &mut ctx)
 }
 
@@ -340,6 +357,8 @@ mod tests {
                     | Form::Fold(_)
                     | Form::Process
                     | Form::Suppress
+                    | Form::ToTable
+                    | Form::Join(_)
                     | Form::Internal
             );
             assert_eq!(makes_node, s.construct.is_some(), "`{}`: a node needs a constructor", s.step.name);

@@ -11,7 +11,7 @@ pub static PEEK: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Optional { kind: PluginKind::ForEach, otherwise: "log" },
         form: NODE,
-        note: None,
+        note: None, tables: false,
     },
     construct: Some(|node, ctx| Ok(Box::new(Peek { step: ctx.node_step_opt(node)?, pass_on: true }))),
 };
@@ -22,7 +22,7 @@ pub static FOR_EACH: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::ForEach),
         form: Form::Node { changes_key: false, terminal: true },
-        note: None,
+        note: None, tables: false,
     },
     construct: Some(|node, ctx| Ok(Box::new(Peek { step: Some(ctx.node_step(node)?), pass_on: false }))),
 };

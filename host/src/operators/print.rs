@@ -15,7 +15,7 @@ pub static PRINT: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::None,
         form: Form::Node { changes_key: false, terminal: true },
-        note: Some("stdout"),
+        note: Some("stdout"), tables: false,
     },
     construct: Some(|node, _| Ok(Box::new(Print { label: node.name.clone(), lines: Vec::new(), failed: false }))),
 };

@@ -36,7 +36,7 @@ pub static PROCESS: OperatorSpec = OperatorSpec {
         fields: &[Field::Stores, Field::Children],
         plugin: PluginUse::Required(PluginKind::Processor),
         form: Form::Process,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(construct),
 };
@@ -139,6 +139,7 @@ impl Processor {
                 timestamp: produced.timestamp(i).unwrap_or_else(|| input.first().map_or(0, |r| r.timestamp)),
                 headers: Headers::new(),
                 origin,
+                old: None,
             };
             if child.is_empty() {
                 out.all.push(r);

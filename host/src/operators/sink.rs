@@ -14,7 +14,7 @@ use crate::topology::{self, Field, Form, Node, NodeOp, PluginUse, StepSpec};
 
 /// The nodes that write a topic: a pipeline's `to`, a `to` step, a branch's `to`.
 pub static SINK: OperatorSpec = OperatorSpec {
-    step: StepSpec { name: topology::SINK, fields: &[], plugin: PluginUse::None, form: Form::Internal, note: None },
+    step: StepSpec { name: topology::SINK, fields: &[], plugin: PluginUse::None, form: Form::Internal, note: None, tables: true },
     construct: Some(|node, _| match &node.op {
         NodeOp::Sink { topic } => Ok(Box::new(Sink { topic: topic.clone() })),
         _ => Err(wrong_node(topology::SINK, node)),
@@ -23,7 +23,7 @@ pub static SINK: OperatorSpec = OperatorSpec {
 
 /// The `to` step: the stream written to `topic` (a sink node).
 pub static TO: OperatorSpec = OperatorSpec {
-    step: StepSpec { name: "to", fields: &[Field::Topic], plugin: PluginUse::None, form: Form::To, note: None },
+    step: StepSpec { name: "to", fields: &[Field::Topic], plugin: PluginUse::None, form: Form::To, note: None, tables: true },
     construct: None,
 };
 
@@ -33,7 +33,7 @@ pub static REPARTITION: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::None,
         form: Form::Internal,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(repartition),
 };

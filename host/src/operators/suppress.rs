@@ -27,7 +27,7 @@ pub static SUPPRESS: OperatorSpec = OperatorSpec {
         fields: &[Field::Until, Field::TimeLimit, Field::MaxRecords, Field::WhenFull],
         plugin: PluginUse::None,
         form: Form::Suppress,
-        note: None,
+        note: None, tables: true
     },
     construct: Some(construct),
 };
@@ -123,6 +123,7 @@ fn decode(key: &[u8], held: &[u8]) -> Option<Record> {
         timestamp,
         headers,
         origin: Origin { topic, partition, offset },
+        old: None,
     })
 }
 
@@ -212,6 +213,7 @@ mod tests {
             timestamp: -5,
             headers: smallvec::smallvec![Header { name: "h".into(), value: None }],
             origin: Origin { topic: 1, partition: 2, offset: 3 },
+            old: None,
         };
         let mut held = Vec::new();
         encode_into(&mut held, 42, &r);

@@ -11,7 +11,7 @@ pub static WITH_TIMESTAMP: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::TimestampExtractor),
         form: NODE,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(|node, ctx| Ok(Box::new(WithTimestamp { step: ctx.node_step(node)? }))),
 };

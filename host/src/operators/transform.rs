@@ -4,7 +4,8 @@
 
 use super::{ConstructError, Emitted, NODE, Operator, OperatorSpec, PluginStep, StepFailures, TaskContext};
 use crate::record::{DecodedBatch, Record};
-use crate::topology::{Form, Node, PluginKind, PluginUse, StepSpec};
+use super::table::ChangeValues;
+use crate::topology::{Flow, Form, Node, PluginKind, PluginUse, StepSpec};
 use crate::wasm::CallFailure;
 
 const CHANGES_KEY: Form = Form::Node { changes_key: true, terminal: false };
@@ -15,7 +16,7 @@ pub static MAP_VALUES: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::ValueMapper),
         form: NODE,
-        note: None,
+        note: None, tables: true
     },
     construct: Some(|node, ctx| transform(node, ctx, Shape::Value)),
 };
@@ -26,7 +27,7 @@ pub static MAP: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::KeyValueMapper),
         form: CHANGES_KEY,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(|node, ctx| transform(node, ctx, Shape::KeyValue)),
 };
@@ -37,7 +38,7 @@ pub static FLAT_MAP: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::FlatMapper),
         form: CHANGES_KEY,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(|node, ctx| transform(node, ctx, Shape::KeyValue)),
 };
@@ -49,7 +50,7 @@ pub static FLAT_MAP_VALUES: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::FlatMapper),
         form: NODE,
-        note: Some("values only"),
+        note: Some("values only"), tables: false
     },
     construct: Some(|node, ctx| transform(node, ctx, Shape::Value)),
 };
@@ -60,14 +61,18 @@ pub static SELECT_KEY: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::KeySelector),
         form: CHANGES_KEY,
-        note: None,
+        note: None, tables: false
     },
     construct: Some(|node, ctx| transform(node, ctx, Shape::Key)),
 };
 
 /// The operator of a node that maps records with the node's plugin.
 pub fn transform(node: &Node, ctx: &mut TaskContext<'_>, shape: Shape) -> Result<Box<dyn Operator>, ConstructError> {
-    Ok(Box::new(Transform::new(ctx.node_step(node)?, shape)))
+    let mut t = Transform::new(ctx.node_step(node)?, shape);
+    if let Flow::Table { old_values } = node.flow {
+        t.table = Some(old_values);
+    }
+    Ok(Box::new(t))
 }
 
 /// Which fields of the produced records replace the input's.
@@ -84,41 +89,41 @@ pub enum Shape {
 pub struct Transform {
     step: PluginStep,
     shape: Shape,
+    /// On a table (`map_values`): whether its changes carry old values.
+    table: Option<bool>,
+}
+
+/// What a plugin produced from a batch: the records, the input each came from (in order),
+/// and each input's error, if it failed.
+struct Produced {
+    records: DecodedBatch,
+    origins: Vec<u32>,
+    failed: Vec<Option<(String, String)>>,
 }
 
 impl Transform {
     pub fn new(step: PluginStep, shape: Shape) -> Self {
-        Self { step, shape }
+        Self { step, shape, table: None }
     }
-}
 
-impl Operator for Transform {
-    fn process(&mut self, input: Vec<Record>) -> Emitted {
+    /// One plugin call over `input`, its answer checked.
+    fn produce(&mut self, input: &[Record]) -> Result<Produced, CallFailure> {
         let kind = self.step.kind;
-        let output = match self.step.call(&input, |i, f, b| i.transform(kind, f, b)) {
-            Ok(o) => o,
-            Err(e) => return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() },
-        };
-        let malformed = |reason: String, input: Vec<Record>, step: &PluginStep| {
-            let e = CallFailure::Trap { plugin: step.label().to_owned(), reason };
-            Emitted { failures: step.fail_all(input, &e), ..Default::default() }
-        };
-        let produced = match DecodedBatch::output(output.records.index, output.records.timestamps, output.records.data)
-        {
-            Ok(p) => p,
-            Err(e) => return malformed(e.to_string(), input, &self.step),
-        };
+        let output = self.step.call(input, |i, f, b| i.transform(kind, f, b))?;
+        let malformed = |reason: String| CallFailure::Trap { plugin: self.step.label().to_owned(), reason };
+        let records = DecodedBatch::output(output.records.index, output.records.timestamps, output.records.data)
+            .map_err(|e| malformed(e.to_string()))?;
         // No origins: one output per input, in order (see `output` in the WIT).
-        let origins = if output.origins.is_empty() && produced.len() == input.len() {
+        let origins = if output.origins.is_empty() && records.len() == input.len() {
             (0..input.len() as u32).collect()
         } else {
             output.origins
         };
-        if origins.len() != produced.len()
+        if origins.len() != records.len()
             || origins.iter().any(|&o| o as usize >= input.len())
             || origins.windows(2).any(|w| w[0] > w[1])
         {
-            return malformed("returned origins that do not match its input".to_owned(), input, &self.step);
+            return Err(malformed("returned origins that do not match its input".to_owned()));
         }
         let mut failed = vec![None; input.len()];
         for e in output.errors {
@@ -126,6 +131,45 @@ impl Operator for Transform {
                 *slot = Some((e.code, e.message));
             }
         }
+        Ok(Produced { records, origins, failed })
+    }
+
+    /// A table's changes (Kafka Streams' `KTableMapValues`): each present value, new and
+    /// old, mapped to exactly one; an absent one stays absent.
+    fn changes(&mut self, old_values: bool, input: Vec<Record>) -> Emitted {
+        let values = ChangeValues::of(&input, old_values);
+        let p = match self.produce(&values.records) {
+            Ok(p) if p.origins.iter().enumerate().all(|(j, &o)| o as usize == j) && p.origins.len() == values.records.len() => p,
+            Ok(_) => {
+                let e = CallFailure::Trap {
+                    plugin: self.step.label().to_owned(),
+                    reason: "a table's `map_values` maps each value to exactly one".to_owned(),
+                };
+                return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() };
+            }
+            Err(e) => return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() },
+        };
+        let mut out = Emitted { all: Vec::with_capacity(input.len()), ..Default::default() };
+        for (mut r, (new, old)) in input.into_iter().zip(values.at) {
+            if let Some((code, message)) = [new, old].into_iter().flatten().find_map(|j| p.failed[j].clone()) {
+                out.failures.push(self.step.failure(r, code, message));
+                continue;
+            }
+            let mapped = |j: Option<usize>, before: Option<bytes::Bytes>| {
+                j.and_then(|j| if p.records.value_unchanged(j) { before } else { p.records.value(j) })
+            };
+            r.value = mapped(new, r.value.take());
+            r.old = mapped(old, r.old.take());
+            out.all.push(r);
+        }
+        out
+    }
+
+    fn stream(&mut self, input: Vec<Record>) -> Emitted {
+        let Produced { records: produced, origins, failed } = match self.produce(&input) {
+            Ok(p) => p,
+            Err(e) => return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() },
+        };
         let mut out = Emitted { all: Vec::with_capacity(produced.len()), ..Default::default() };
         // Origins are non-decreasing, so each input record is moved into the last output it
         // produced and cloned only for the ones before it (flatMap). Cloning a record fresh
@@ -157,5 +201,14 @@ impl Operator for Transform {
             }
         }
         out
+    }
+}
+
+impl Operator for Transform {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        match self.table {
+            Some(old_values) => self.changes(old_values, input),
+            None => self.stream(input),
+        }
     }
 }

@@ -70,19 +70,38 @@ pub fn open_store<'d>(
     task: &str,
     partition: i32,
     options: &RunOptions,
-    restorer: Option<&mut (dyn ChangelogReader + 'd)>,
+    mut restorer: Option<&mut (dyn ChangelogReader + 'd)>,
     stats: &mut RunStats,
 ) -> Result<Store, StateError> {
     let dir = store_dir(&options.state_dir, &topology.application_id, task, &spec.name);
-    let changelog = options.changelogs.then(|| (topology.changelog_topic(&spec.name), partition));
+    // A table's store restores from the table's own topic and writes no changelog.
+    let changelog =
+        (options.changelogs && spec.source_topic.is_none()).then(|| (topology.changelog_topic(&spec.name), partition));
     let mut store = Store::open(spec.clone(), Some(&dir), changelog)?;
-    if let (Some(reader), Some((topic, partition))) = (restorer, store.changelog().cloned()) {
-        let from = store.checkpoint().unwrap_or(0);
+    let failed = |e: anyhow::Error| StateError::Backend { store: spec.name.clone(), message: format!("{e:#}") };
+    let restore_from = match (&spec.source_topic, store.changelog().cloned()) {
+        (Some(topic), _) if options.changelogs => {
+            // Up to the offset the group committed: the records after it are the task's to
+            // process (and emit) as new.
+            let upstream = format!("{topic}/{partition}");
+            let from = store.position(&upstream).map_or(0, |p| p.offset + 1);
+            match restorer.as_deref_mut().map(|r| r.committed(topic, partition)).transpose().map_err(failed)?.flatten()
+            {
+                Some(to) if to > from => Some((topic.clone(), (from, Some(to)), Some(upstream))),
+                _ => None,
+            }
+        }
+        (None, Some((topic, _))) => Some((topic, (store.checkpoint().unwrap_or(0), None), None)),
+        _ => None,
+    };
+    if let (Some(reader), Some((topic, range, rows_of))) = (restorer, restore_from) {
+        let from = range.0;
         let started = Instant::now();
-        let mut restore = store.begin_restore();
-        reader
-            .read(&topic, partition, from, &mut |offset, record| restore.apply(offset, record))
-            .map_err(|e| StateError::Backend { store: spec.name.clone(), message: format!("{e:#}") })?;
+        let mut restore = match rows_of {
+            Some(upstream) => store.begin_table_restore(upstream),
+            None => store.begin_restore(),
+        };
+        reader.read(&topic, partition, range, &mut |offset, record| restore.apply(offset, record)).map_err(failed)?;
         let applied = restore.finish()?;
         stats.restored_entries += applied;
         if applied > 0 {

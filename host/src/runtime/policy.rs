@@ -48,6 +48,9 @@ pub fn backoff(retry: &RetryDef, attempt: u32) -> Duration {
     Duration::from_millis(retry.backoff_ms.saturating_mul(1 << attempt.min(20))).min(MAX_BACKOFF)
 }
 
+/// Records on their way to a node (`.0`) from one of its parents (`.1`).
+pub type Work = (NodeId, NodeId, Vec<Record>);
+
 /// A step that is waiting to run its failed records again. The task holds it, with the work
 /// that was still to do when the step failed, and does nothing else until it is done: what
 /// the batch emits after the step keeps its order.
@@ -59,8 +62,10 @@ pub struct Retrying {
     pub attempt: u32,
     /// When the next attempt may run.
     pub until: Instant,
+    /// The node that sent the step what failed (joins tell their sides apart by it).
+    pub from: NodeId,
     /// The rest of the batch's work in the task, to do once the step is through.
-    pub work: Vec<(NodeId, Vec<Record>)>,
+    pub work: Vec<Work>,
 }
 
 /// One more attempt at the records that failed: what passes joins the output in its input's
@@ -73,7 +78,7 @@ pub fn retry_once(op: &mut dyn Operator, retry: &RetryDef, r: &mut Retrying, met
     }
     r.attempt += 1;
     tracing::info!(records = records.len(), attempt = r.attempt, of = retry.attempts, "retrying failed records");
-    let again = isolate(op, records);
+    let again = isolate(op, r.from, records);
     // What passes now takes its input's place among what passed before, so the batch's
     // output keeps the input order.
     emitted.all = in_input_order(std::mem::take(&mut emitted.all), again.all);
@@ -144,9 +149,9 @@ fn in_input_order(a: Vec<Record>, b: Vec<Record>) -> Vec<Record> {
 /// Runs `op` on `batch`. When the whole batch fails with a trap (after the operator's own retry
 /// on a fresh instance), the batch is split in halves and each is run again, so that only the
 /// records that really make the plugin trap follow the error policy, and the others go on.
-pub fn isolate(op: &mut dyn Operator, batch: Vec<Record>) -> Emitted {
+pub fn isolate(op: &mut dyn Operator, from: NodeId, batch: Vec<Record>) -> Emitted {
     let len = batch.len();
-    let emitted = op.process(batch);
+    let emitted = op.process_from(from, batch);
     let all_trapped = len > 1
         && op.rerunnable()
         && emitted.all.is_empty()
@@ -158,8 +163,8 @@ pub fn isolate(op: &mut dyn Operator, batch: Vec<Record>) -> Emitted {
     }
     let mut records: Vec<Record> = emitted.failures.into_iter().map(|f| f.record).collect();
     let second = records.split_off(len / 2);
-    let mut out = isolate(op, records);
-    let more = isolate(op, second);
+    let mut out = isolate(op, from, records);
+    let more = isolate(op, from, second);
     out.all.extend(more.all);
     out.routed.extend(more.routed);
     out.failures.extend(more.failures);

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::policy::{Retrying, TaskError, backoff, isolate, numbered, retry_once, unnumber};
+use super::policy::{Retrying, TaskError, Work, backoff, isolate, numbered, retry_once, unnumber};
 use crate::manifest::{Format, OnError};
 use crate::operators::{ConstructError, Emitted, Failure, FailureCode, Operator, PluginLookup, TaskContext, construct};
 use crate::record::Record;
@@ -58,7 +58,8 @@ impl Task {
         let mut step_metrics: Vec<Option<StepMetrics>> = (0..topology.nodes.len()).map(|_| None).collect();
         let s = &topology.subtopologies[sub];
         let topics = s.source_topics.clone();
-        let mut ctx = TaskContext { lookup, topics: &topics, stores: &topology.stores, open_store };
+        let mut ctx =
+            TaskContext { lookup, topics: &topics, stores: &topology.stores, open_store, tables: Default::default() };
         for &id in &s.nodes {
             let node = topology.node(id);
             operators[id] = Some(construct(node, &mut ctx)?);
@@ -100,7 +101,7 @@ impl Task {
             return Ok(out);
         };
         let records = self.deserialize(source, topic, records, &mut out)?;
-        self.drive(vec![(source, records)], &mut out)?;
+        self.drive(vec![(source, source, records)], &mut out)?;
         Ok(out)
     }
 
@@ -172,8 +173,8 @@ impl Task {
 
     /// Runs `work` (a stack: the last entry first) through the operators until it is done, or
     /// a step parks the task to retry; then the rest waits in [`Retrying::work`].
-    fn drive(&mut self, mut work: Vec<(NodeId, Vec<Record>)>, out: &mut TaskOutput) -> Result<(), TaskError> {
-        while let Some((id, batch)) = work.pop() {
+    fn drive(&mut self, mut work: Vec<Work>, out: &mut TaskOutput) -> Result<(), TaskError> {
+        while let Some((id, from, batch)) = work.pop() {
             if batch.is_empty() {
                 continue;
             }
@@ -185,7 +186,7 @@ impl Task {
             // A step that retries numbers its input, so what passes on a retry can take its
             // place again (the number rides in a header the plugin never sees).
             let batch = if retrying { numbered(batch) } else { batch };
-            let mut emitted = isolate(op.as_mut(), batch);
+            let mut emitted = isolate(op.as_mut(), from, batch);
             if let Some(m) = &self.metrics[id] {
                 m.records_in.inc_by(n);
                 m.batch_seconds.observe(started.elapsed().as_secs_f64());
@@ -194,7 +195,7 @@ impl Task {
                 if !emitted.failures.is_empty() {
                     let until = Instant::now() + backoff(&policy.retry, 0);
                     let work = std::mem::take(&mut work);
-                    self.retrying = Some(Retrying { node: id, emitted, attempt: 0, until, work });
+                    self.retrying = Some(Retrying { node: id, emitted, attempt: 0, until, from, work });
                     return Ok(());
                 }
                 unnumber(&mut emitted);
@@ -256,13 +257,7 @@ impl Task {
 
     /// Applies the error policy to what failed at `id`, and queues what it emitted for its
     /// children (the last child first in line, so records reach sinks in order).
-    fn route(
-        &self,
-        id: NodeId,
-        emitted: Emitted,
-        work: &mut Vec<(NodeId, Vec<Record>)>,
-        out: &mut TaskOutput,
-    ) -> Result<(), TaskError> {
+    fn route(&self, id: NodeId, emitted: Emitted, work: &mut Vec<Work>, out: &mut TaskOutput) -> Result<(), TaskError> {
         self.apply_policy(id, emitted.failures, out)?;
         if emitted.late > 0 {
             out.late.push((self.topology.node(id).name.clone(), emitted.late));
@@ -270,17 +265,17 @@ impl Task {
         out.records.extend(emitted.to_topics);
         let children = &self.topology.node(id).children;
         for (target, recs) in emitted.routed.into_iter().rev() {
-            work.push((target, recs));
+            work.push((target, id, recs));
         }
         if !emitted.all.is_empty()
             && let Some((&last, rest)) = children.split_last()
         {
             for &c in rest.iter().rev() {
-                work.push((c, emitted.all.clone()));
+                work.push((c, id, emitted.all.clone()));
             }
             // The last child takes the batch itself; pushed first so it runs last.
             let pos = work.len() - rest.len();
-            work.insert(pos, (last, emitted.all));
+            work.insert(pos, (last, id, emitted.all));
         }
         Ok(())
     }

@@ -60,6 +60,9 @@ pub struct StoreSpec {
     /// The record cache (Kafka Streams' caching, KIP-63): an aggregation's updates to a key
     /// collapse to the last one until the next commit.
     pub caching: bool,
+    /// A table's store whose changelog is the topic the table reads (Kafka Streams' source
+    /// topic optimization): restored from that topic, never written to it.
+    pub source_topic: Option<String>,
 }
 
 /// Where an upstream record was: the unit of idempotence.
@@ -366,7 +369,19 @@ impl Store {
     /// Starts restoring from changelog records read from the checkpoint on (see
     /// [`Restore`]).
     pub fn begin_restore(&mut self) -> Restore<'_> {
-        Restore { store: self, pending: BTreeMap::new(), applied: 0 }
+        Restore { store: self, pending: BTreeMap::new(), applied: 0, rows_of: None }
+    }
+
+    /// Starts restoring a table's store from the topic the table reads (`upstream` names its
+    /// partition): every record is a row ([`table_row`]), applied in runs, each with the
+    /// position it reached.
+    pub fn begin_table_restore(&mut self, upstream: String) -> Restore<'_> {
+        Restore { store: self, pending: BTreeMap::new(), applied: 0, rows_of: Some(upstream) }
+    }
+
+    /// The position up to which `upstream`'s records are applied, if any are.
+    pub fn position(&self, upstream: &str) -> Option<Position> {
+        self.progress.positions.get(upstream).copied()
     }
 
     /// Forgets everything (the local files are gone or stale): the restore starts from the
@@ -386,10 +401,42 @@ pub struct Restore<'a> {
     store: &'a mut Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     applied: u64,
+    /// A table's restore from its own topic: the upstream name of that topic's partition.
+    rows_of: Option<String>,
+}
+
+/// The rows a table's restore writes at once.
+const ROWS_PER_WRITE: usize = 10_000;
+
+/// A table's row as its store keeps it: the record's timestamp (big-endian), then its value.
+pub fn table_row(out: &mut Vec<u8>, timestamp: i64, value: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// A row's timestamp and value.
+pub fn table_row_parts(row: &[u8]) -> Option<(i64, &[u8])> {
+    let ts = i64::from_be_bytes(row.get(..8)?.try_into().ok()?);
+    Some((ts, &row[8..]))
 }
 
 impl Restore<'_> {
     pub fn apply(&mut self, offset: i64, r: Record) -> Result<(), StateError> {
+        if let Some(upstream) = &self.rows_of {
+            let Some(k) = r.key else { return Ok(()) };
+            let row = r.value.map(|v| {
+                let mut row = Vec::with_capacity(8 + v.len());
+                table_row(&mut row, r.timestamp, &v);
+                row
+            });
+            self.pending.insert(k.to_vec(), row);
+            self.store.progress.positions.insert(upstream.clone(), Position { offset, seq: 0 });
+            if self.pending.len() >= ROWS_PER_WRITE {
+                self.write_rows()?;
+            }
+            return Ok(());
+        }
         if r.headers.iter().any(|h| h.name == MARKER_HEADER) {
             let mut progress: Progress = serde_json::from_slice(r.value.as_deref().unwrap_or_default())
                 .map_err(|e| StateError::Marker { store: self.store.spec.name.clone(), message: e.to_string() })?;
@@ -404,8 +451,18 @@ impl Restore<'_> {
         Ok(())
     }
 
+    fn write_rows(&mut self) -> Result<(), StateError> {
+        self.applied += self.pending.len() as u64;
+        self.store.backend.write(&self.pending, &self.store.progress).map_err(|e| self.store.err(e))?;
+        self.pending.clear();
+        Ok(())
+    }
+
     /// How many entries were applied.
-    pub fn finish(self) -> Result<u64, StateError> {
+    pub fn finish(mut self) -> Result<u64, StateError> {
+        if self.rows_of.is_some() {
+            self.write_rows()?;
+        }
         if !self.pending.is_empty() {
             tracing::info!(
                 store = %self.store.spec.name,
@@ -529,6 +586,7 @@ mod tests {
             ttl_ms: None,
             cache_bytes: 1 << 20,
             caching: false,
+            source_topic: None,
         };
         let mut store = Store::open(spec, None, None).unwrap();
         let recount = |s: &Store| s.dirty.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum::<usize>();

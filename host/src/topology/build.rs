@@ -2,9 +2,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
-use super::step::{Step, StepKind};
+use super::step::{JoinTarget, Step, StepKind};
 use super::{
-    ErrorPolicy, Form, Node, NodeId, NodeOp, PluginUse, StepSpec, SubTopology, TopicFormats, Topology, WindowSpec,
+    ErrorPolicy, Flow, Form, JoinKind, JoinWith, Node, NodeId, NodeOp, PluginUse, StepSpec, SubTopology, TopicFormats,
+    Topology, WindowSpec,
 };
 use super::{REPARTITION, SINK, SOURCE, Suppression};
 use crate::manifest::{Loaded, OnError};
@@ -19,15 +20,40 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
             return Err(loaded.source.error(0..0, "", format!("no operator is registered for `{name}` nodes")));
         }
     }
-    let mut b = Builder { loaded, specs, nodes: Vec::new(), sources: BTreeMap::new(), stores: BTreeMap::new() };
+    let mut b = Builder {
+        loaded,
+        specs,
+        nodes: Vec::new(),
+        sources: BTreeMap::new(),
+        stores: BTreeMap::new(),
+        tables: BTreeMap::new(),
+        flow: Flow::Stream,
+    };
     let m = &loaded.manifest;
     if let Some(t) = m.application.threads.as_ref().filter(|t| *t.get_ref() == 0) {
         return Err(b.err(t.span(), "application.threads", "a process runs at least one stream thread"));
     }
-    for (name, s) in &m.streams {
+    let mut topics: BTreeMap<&str, String> = BTreeMap::new();
+    for (section, name, s) in m.declared() {
         if let Some(p) = s.partitions.as_ref().filter(|p| *p.get_ref() == 0) {
-            let key = format!("streams.{}.partitions", name.get_ref());
+            let key = format!("{section}.{}.partitions", name.get_ref());
             return Err(b.err(p.span(), key, "a stream has at least one partition"));
+        }
+        if section == "streams"
+            && let Some(st) = &s.store
+        {
+            let key = format!("streams.{}.store", name.get_ref());
+            return Err(b.err(st.span(), key, "only a table has a store: declare it in [tables]"));
+        }
+        let topic = s.topic_or(name.get_ref());
+        let here = format!("{section}.{}", name.get_ref());
+        if let Some(first) = topics.insert(topic, here.clone()) {
+            let span = s.topic.as_ref().map_or_else(|| name.span(), Spanned::span);
+            return Err(b.err(
+                span,
+                here,
+                format!("topic `{topic}` is already declared by `{first}`: a topic is read as one stream or table"),
+            ));
         }
     }
     for (name, pipeline) in &m.pipelines {
@@ -61,13 +87,28 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         };
         let ctx = Ctx { pipeline: name_str, policy: &policy };
         let mut parents = Vec::new();
-        for from in pipeline.from.get_ref().names() {
-            parents.push(b.source(from, pipeline.from.span(), &format!("{key}.from"))?);
+        let names = pipeline.from.get_ref().names();
+        let mut state = StreamState::default();
+        for from in &names {
+            if b.is_table(from) {
+                if names.len() > 1 {
+                    return Err(b.err(
+                        pipeline.from.span(),
+                        format!("{key}.from"),
+                        format!("`{from}` is a table: a pipeline reads one table, or streams (merged)"),
+                    ));
+                }
+                let table = b.table(&ctx, from)?;
+                state.table = Some(TableState { old_values: true, materialized: Some(table) });
+                parents.push(table);
+            } else {
+                parents.push(b.source(from, pipeline.from.span(), &format!("{key}.from"))?);
+            }
         }
         if parents.is_empty() {
             return Err(b.err(pipeline.from.span(), format!("{key}.from"), "a pipeline reads at least one stream"));
         }
-        let ends = b.chain(&ctx, &key, name_str, parents, &pipeline.steps, StreamState::default())?;
+        let ends = b.chain(&ctx, &key, name_str, parents, &pipeline.steps, state)?;
         match (&pipeline.to, ends) {
             (Some(to), Some(parents)) => {
                 let topic = b.topic_of(to.get_ref());
@@ -97,10 +138,9 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
     }
     let subtopologies = b.subtopologies();
     let formats = m
-        .streams
-        .iter()
-        .map(|(name, s)| {
-            let topic = s.topic.as_ref().map_or_else(|| name.get_ref().clone(), |t| t.get_ref().clone());
+        .declared()
+        .map(|(_, name, s)| {
+            let topic = s.topic_or(name.get_ref()).to_owned();
             (
                 topic,
                 TopicFormats { key: s.key, value: s.value, partitions: s.partitions.as_ref().map(|p| *p.get_ref()) },
@@ -124,6 +164,10 @@ pub(super) struct Builder<'a> {
     nodes: Vec<Node>,
     sources: BTreeMap<String, NodeId>,
     stores: BTreeMap<String, StoreSpec>,
+    /// The node that materializes each `[tables]` table, by name.
+    tables: BTreeMap<String, NodeId>,
+    /// What the nodes added next take in (set by each step of a chain).
+    flow: Flow,
 }
 
 /// What a chain of steps knows about its stream while it is built.
@@ -136,6 +180,27 @@ struct StreamState {
     grouped: Option<Option<WindowSpec>>,
     /// The aggregate the previous step created (for `suppress`).
     last_aggregate: Option<NodeId>,
+    /// The chain carries a table's changes (from a table, `to_table` or an aggregation).
+    table: Option<TableState>,
+}
+
+/// A table in a chain.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TableState {
+    /// Each change carries the value it replaces.
+    old_values: bool,
+    /// The [`NodeOp::ToTable`] whose store holds the table's rows, when no step changed
+    /// them since.
+    materialized: Option<NodeId>,
+}
+
+impl StreamState {
+    fn flow(&self) -> Flow {
+        match self.table {
+            Some(t) => Flow::Table { old_values: t.old_values },
+            None => Flow::Stream,
+        }
+    }
 }
 
 /// The default read cache of a store.
@@ -169,18 +234,50 @@ impl<'a> Builder<'a> {
             parents,
             pipeline: ctx.pipeline.to_owned(),
             policy: ctx.policy.clone(),
+            flow: self.flow,
         });
         id
     }
 
+    /// Whether `name` is declared in `[tables]`.
+    fn is_table(&self, name: &str) -> bool {
+        self.loaded.manifest.tables.keys().any(|k| k.get_ref() == name)
+    }
+
+    /// The node that materializes the table declared as `name`, created on first use: its
+    /// topic's source, then a [`NodeOp::ToTable`] whose store restores from the topic itself.
+    fn table(&mut self, ctx: &Ctx<'_>, name: &str) -> Result<NodeId, ManifestError> {
+        if let Some(&id) = self.tables.get(name) {
+            return Ok(id);
+        }
+        let m = &self.loaded.manifest;
+        let Some((k, def)) = m.tables.iter().find(|(k, _)| k.get_ref() == name) else {
+            unreachable!("`{name}` is a table")
+        };
+        let key = format!("tables.{name}");
+        let source = self.source(name, k.span(), &key)?;
+        let topic = def.topic_or(name).to_owned();
+        let (store, span) = match &def.store {
+            Some(s) => (s.get_ref().clone(), s.span()),
+            None => (format!("{name}-store"), k.span()),
+        };
+        let store = self.store(store, span, StoreKind::KeyValue, &key)?;
+        if let Some(spec) = self.stores.get_mut(&store) {
+            spec.source_topic = Some(topic);
+        }
+        let flow = std::mem::replace(&mut self.flow, Flow::Stream);
+        let id = self.add(ctx, format!("table-{name}"), NodeOp::ToTable { store }, vec![source]);
+        self.flow = flow;
+        self.tables.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
     /// The topic a stream name stands for (a name not declared as a stream is a topic).
     pub(super) fn topic_of(&self, name: &str) -> String {
-        let streams = &self.loaded.manifest.streams;
-        streams
-            .iter()
-            .find(|(k, _)| k.get_ref() == name)
-            .map(|(k, s)| s.topic.as_ref().map_or_else(|| k.get_ref().clone(), |t| t.get_ref().clone()))
-            .unwrap_or_else(|| name.to_owned())
+        let m = &self.loaded.manifest;
+        m.declared()
+            .find(|(_, k, _)| k.get_ref() == name)
+            .map_or_else(|| name.to_owned(), |(_, k, s)| s.topic_or(k.get_ref()).to_owned())
     }
 
     /// The source node of a stream, created on first use. In local mode the topic must have
@@ -192,7 +289,7 @@ impl<'a> Builder<'a> {
         }
         let m = &self.loaded.manifest;
         if m.application.kafka.is_none() && !self.has_local_input(&topic) {
-            let mut candidates: Vec<String> = m.streams.keys().map(|k| k.get_ref().clone()).collect();
+            let mut candidates: Vec<String> = m.declared().map(|(_, k, _)| k.get_ref().clone()).collect();
             candidates.extend(self.written_topics());
             let mut e = self.err(
                 span,
@@ -215,6 +312,7 @@ impl<'a> Builder<'a> {
             parents: Vec::new(),
             pipeline: String::new(),
             policy: ErrorPolicy::default(),
+            flow: Flow::Stream,
         });
         self.sources.insert(topic, id);
         Ok(id)
@@ -222,10 +320,8 @@ impl<'a> Builder<'a> {
 
     fn has_local_input(&self, topic: &str) -> bool {
         let m = &self.loaded.manifest;
-        m.streams.iter().any(|(k, s)| {
-            let t = s.topic.as_ref().map_or(k.get_ref().as_str(), |t| t.get_ref().as_str());
-            t == topic && s.file.is_some()
-        }) || self.written_topics().iter().any(|t| t == topic)
+        m.declared().any(|(_, k, s)| s.topic_or(k.get_ref()) == topic && s.file.is_some())
+            || self.written_topics().iter().any(|t| t == topic)
     }
 
     /// Topics some pipeline's `to` (or `to` step, or branch `to`) names.
@@ -293,6 +389,24 @@ impl<'a> Builder<'a> {
                 ));
             }
             let last_aggregate = state.last_aggregate.take();
+            self.flow = state.flow();
+            if state.table.is_some() && !spec.tables {
+                let help = match spec.form {
+                    Form::GroupBy | Form::GroupByKey => {
+                        "grouping a table (an aggregate with an adder and a subtractor) is not supported yet; `to_stream` first groups its updates as a stream"
+                    }
+                    _ => "put `to_stream` before it to work on the table's updates as a stream",
+                };
+                return Err(self
+                    .err(
+                        span,
+                        format!("{skey}.op"),
+                        format!(
+                            "`{op}` works on a stream, and here the pipeline carries a table (from a table, `to_table` or an aggregation)"
+                        ),
+                    )
+                    .with_help(help));
+            }
             match kind {
                 StepKind::Node { plugin } => {
                     let Form::Node { changes_key, terminal } = spec.form else {
@@ -308,6 +422,9 @@ impl<'a> Builder<'a> {
                         return Ok(None);
                     }
                     parents = vec![id];
+                    if let Some(t) = &mut state.table {
+                        t.materialized = None;
+                    }
                 }
                 StepKind::GroupByKey => {
                     if state.key_changed {
@@ -364,7 +481,9 @@ impl<'a> Builder<'a> {
                     let op = NodeOp::Aggregate { fold, window, emit_final: false, store, late_topic };
                     let id = self.add(ctx, name, op, parents);
                     parents = vec![id];
-                    state = StreamState { last_aggregate: Some(id), ..Default::default() };
+                    // The aggregation's results are a table; its updates carry no old values.
+                    let table = Some(TableState { old_values: false, materialized: None });
+                    state = StreamState { last_aggregate: Some(id), table, ..Default::default() };
                 }
                 StepKind::Suppress(Suppression::TimeLimit { limit_ms, max_records, emit_early }) => {
                     let Some(agg) = last_aggregate else {
@@ -378,6 +497,10 @@ impl<'a> Builder<'a> {
                     let op = NodeOp::Suppress { limit_ms, max_records, emit_early, store };
                     let id = self.add(ctx, name, op, parents);
                     parents = vec![id];
+                    // What it emits late carries no old value.
+                    if let Some(t) = &mut state.table {
+                        *t = TableState { old_values: false, materialized: None };
+                    }
                     state.last_aggregate = Some(agg);
                 }
                 StepKind::Suppress(Suppression::WindowCloses) => {
@@ -400,7 +523,29 @@ impl<'a> Builder<'a> {
                     }
                     state.last_aggregate = Some(agg);
                 }
-                StepKind::ToStream => state.last_aggregate = last_aggregate,
+                StepKind::ToStream => {
+                    state.last_aggregate = last_aggregate;
+                    state.table = None;
+                }
+                StepKind::ToTable => {
+                    if state.table.is_some() {
+                        return Err(self.err(span, format!("{skey}.op"), "the pipeline already carries a table here"));
+                    }
+                    if state.key_changed {
+                        parents = vec![self.repartition(ctx, &name, parents)];
+                        state.key_changed = false;
+                    }
+                    let store = self.store(format!("{name}-store"), span.clone(), StoreKind::KeyValue, &skey)?;
+                    let id = self.add(ctx, name, NodeOp::ToTable { store }, parents);
+                    parents = vec![id];
+                    state.table = Some(TableState { old_values: true, materialized: Some(id) });
+                }
+                StepKind::Join { kind, joiner, with } => {
+                    let (id, table) =
+                        self.join(ctx, &name, &skey, span.clone(), kind, joiner, with, parents, &mut state)?;
+                    parents = vec![id];
+                    state.table = table;
+                }
                 StepKind::Merge { from, span } => {
                     for f in from {
                         let src = self.source(f, span.clone(), &format!("{skey}.from"))?;
@@ -461,6 +606,112 @@ impl<'a> Builder<'a> {
         Ok(Some(parents))
     }
 
+    /// A join node after `parents` (the left side), and the table the chain then carries
+    /// (`None`: a stream).
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        skey: &str,
+        span: std::ops::Range<usize>,
+        kind: JoinKind,
+        joiner: super::PluginRef,
+        with: JoinTarget<'_>,
+        mut parents: Vec<NodeId>,
+        state: &mut StreamState,
+    ) -> Result<(NodeId, Option<TableState>), ManifestError> {
+        let op = kind.name();
+        if state.key_changed {
+            // A key changed before the join: the left side is repartitioned by its new key, so
+            // its records meet the other side's in the same partition.
+            parents = vec![self.repartition(ctx, name, parents)];
+            state.key_changed = false;
+        }
+        let not_a_table = |b: &Self, t: &Spanned<String>, field: &str| {
+            let mut e =
+                b.err(t.span(), format!("{skey}.{field}"), format!("no table named `{}` in [tables]", t.get_ref()));
+            let names = b.loaded.manifest.tables.keys().map(|k| k.get_ref().as_str());
+            if let Some(c) = closest(t.get_ref(), names) {
+                e = e.with_help(format!("did you mean `{c}`?"));
+            }
+            e
+        };
+        match (with, state.table) {
+            (JoinTarget::Table(t), None) => {
+                if kind == JoinKind::Outer {
+                    return Err(self.err(
+                        span,
+                        format!("{skey}.op"),
+                        "a stream joins a table with `join` or `left_join` (Kafka Streams has no stream-table outer join)",
+                    ));
+                }
+                if !self.is_table(t.get_ref()) {
+                    return Err(not_a_table(self, t, "table"));
+                }
+                let table = self.table(ctx, t.get_ref())?;
+                let table_store = self.materialized_store(table);
+                parents.push(table);
+                let id = self.add(ctx, name.to_owned(), NodeOp::Join { kind, joiner, with: JoinWith::Table { table_store } }, parents);
+                self.nodes[id].flow = Flow::Stream;
+                Ok((id, None))
+            }
+            (JoinTarget::Table(t), Some(left)) => {
+                if !self.is_table(t.get_ref()) {
+                    return Err(not_a_table(self, t, "table"));
+                }
+                let left = match left.materialized {
+                    Some(id) => id,
+                    None => {
+                        let store = self.store(format!("{name}-left-store"), span.clone(), StoreKind::KeyValue, skey)?;
+                        self.add(ctx, format!("{name}-left"), NodeOp::ToTable { store }, parents)
+                    }
+                };
+                let right = self.table(ctx, t.get_ref())?;
+                let with = JoinWith::Tables { left_store: self.materialized_store(left), right_store: self.materialized_store(right) };
+                self.flow = Flow::Table { old_values: true };
+                let id = self.add(ctx, name.to_owned(), NodeOp::Join { kind, joiner, with }, vec![left, right]);
+                Ok((id, Some(TableState { old_values: true, materialized: None })))
+            }
+            (JoinTarget::Stream(st, window), None) => {
+                if self.is_table(st.get_ref()) {
+                    return Err(self.err(
+                        st.span(),
+                        format!("{skey}.stream"),
+                        format!("`{}` is a table: join it with `table = \"{}\"`", st.get_ref(), st.get_ref()),
+                    ));
+                }
+                let right = self.source(st.get_ref(), st.span(), &format!("{skey}.stream"))?;
+                let store = |b: &mut Self, side: &str, kind: StoreKind| {
+                    b.store(format!("{name}-{side}-store"), span.clone(), kind, skey)
+                };
+                let left_store = store(self, "left", StoreKind::Window)?;
+                let right_store = store(self, "right", StoreKind::Window)?;
+                let unmatched = match kind {
+                    JoinKind::Inner => None,
+                    JoinKind::Left | JoinKind::Outer => Some(store(self, "unmatched", StoreKind::KeyValue)?),
+                };
+                parents.push(right);
+                let with = JoinWith::Stream { window, left_store, right_store, unmatched };
+                let id = self.add(ctx, name.to_owned(), NodeOp::Join { kind, joiner, with }, parents);
+                Ok((id, None))
+            }
+            (JoinTarget::Stream(st, _), Some(_)) => Err(self.err(
+                st.span(),
+                format!("{skey}.stream"),
+                format!("`{op}` with a `stream` joins two streams, and here the pipeline carries a table: put `to_stream` before it, or join a `table`"),
+            )),
+        }
+    }
+
+    /// The store of a [`NodeOp::ToTable`] node.
+    fn materialized_store(&self, id: NodeId) -> String {
+        match &self.nodes[id].op {
+            NodeOp::ToTable { store } => store.clone(),
+            other => unreachable!("node {id} materializes no table: {other:?}"),
+        }
+    }
+
     /// A repartition through `<application-id>-<step>-repartition`: a sink stamping positions,
     /// and the source that reads it back (a new sub-topology).
     fn repartition(&mut self, ctx: &Ctx<'_>, step: &str, parents: Vec<NodeId>) -> NodeId {
@@ -475,6 +726,7 @@ impl<'a> Builder<'a> {
             parents: Vec::new(),
             pipeline: ctx.pipeline.to_owned(),
             policy: ctx.policy.clone(),
+            flow: Flow::Stream,
         });
         self.sources.insert(topic, id);
         id
@@ -511,6 +763,7 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let spec = StoreSpec {
+            source_topic: None,
             name: name.clone(),
             kind,
             persistent: def.is_none_or(|d| d.persistent),

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::WindowSpec;
-use super::{FoldOp, NodeOp, PluginRef, Topology};
+use super::{FoldOp, JoinWindow, JoinWith, NodeOp, PluginRef, Topology};
 
 fn window_text(w: &WindowSpec) -> String {
     match *w {
@@ -66,6 +66,33 @@ pub fn describe(t: &Topology) -> String {
                     )
                 }
                 NodeOp::Repartition { topic } => format!("Sink: {} (topic: {topic})", n.name),
+                NodeOp::ToTable { store } => format!("Processor: {} (to table)\n      stores: [{store}]", n.name),
+                NodeOp::Join { kind, joiner, with } => {
+                    let (what, stores) = match with {
+                        JoinWith::Table { table_store } => ("with a table".to_owned(), vec![table_store.as_str()]),
+                        JoinWith::Tables { left_store, right_store } => {
+                            ("of two tables".to_owned(), vec![left_store.as_str(), right_store.as_str()])
+                        }
+                        JoinWith::Stream { window, left_store, right_store, unmatched } => {
+                            let mut stores = vec![left_store.as_str(), right_store.as_str()];
+                            stores.extend(unmatched.as_deref());
+                            let JoinWindow { before_ms, after_ms, grace_ms } = window;
+                            (
+                                format!(
+                                    "with a stream, before {before_ms} ms, after {after_ms} ms, grace {grace_ms} ms"
+                                ),
+                                stores,
+                            )
+                        }
+                    };
+                    format!(
+                        "Processor: {} ({} {what}, {})\n      stores: [{}]",
+                        n.name,
+                        kind.name(),
+                        plugin(joiner),
+                        stores.join(", ")
+                    )
+                }
                 NodeOp::Suppress { limit_ms, max_records, emit_early, store } => {
                     let cap = max_records.map_or_else(String::new, |m| {
                         format!(", at most {m} keys, then {}", if *emit_early { "emit early" } else { "shut down" })

@@ -71,6 +71,18 @@ pub enum NodeOp {
         emit_early: bool,
         store: String,
     },
+    /// A stream's records (or a table's changes) as a table (Kafka Streams' `KTableSource`,
+    /// `toTable`): each key's latest value kept in `store`, and each update passed on with
+    /// the value it replaces ([`crate::record::Record::old`]). Null keys are dropped.
+    ToTable {
+        store: String,
+    },
+    /// A join of the node's first parent (the left side) with its second (the right side).
+    Join {
+        kind: JoinKind,
+        joiner: PluginRef,
+        with: JoinWith,
+    },
     /// A custom processor: its stores, and its named children (each a topic).
     Process {
         plugin: PluginRef,
@@ -97,6 +109,8 @@ impl NodeOp {
             Self::Merge => "merge",
             Self::Aggregate { fold, .. } => fold.name(),
             Self::Process { .. } => "process",
+            Self::ToTable { .. } => "to_table",
+            Self::Join { kind, .. } => kind.name(),
             Self::Suppress { .. } => "suppress",
             Self::Repartition { .. } => REPARTITION,
             Self::Sink { .. } => SINK,
@@ -107,10 +121,11 @@ impl NodeOp {
         match self {
             Self::Operator { plugin, .. } => plugin.iter().collect(),
             Self::Process { plugin, .. } => vec![plugin],
+            Self::Join { joiner, .. } => vec![joiner],
             Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), .. } => vec![p],
             Self::Aggregate { fold: FoldOp::Count, .. } | Self::Repartition { .. } | Self::Suppress { .. } => vec![],
             Self::Branch { predicates, .. } => predicates.iter().flatten().collect(),
-            Self::Source { .. } | Self::Merge | Self::Sink { .. } => vec![],
+            Self::Source { .. } | Self::Merge | Self::Sink { .. } | Self::ToTable { .. } => vec![],
         }
     }
 }
@@ -119,6 +134,62 @@ impl NodeOp {
 pub const SOURCE: &str = "source";
 pub const SINK: &str = "sink";
 pub const REPARTITION: &str = "repartition";
+
+/// Which unmatched records a join still emits (with the missing side absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Only matches.
+    Inner,
+    /// Every left record (or table row), matched or not.
+    Left,
+    /// Every record of either side, matched or not.
+    Outer,
+}
+
+impl JoinKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Inner => "join",
+            Self::Left => "left_join",
+            Self::Outer => "outer_join",
+        }
+    }
+}
+
+/// What a join joins, and the stores it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinWith {
+    /// A stream record looks up the table's current value; the table's updates (the second
+    /// parent, a [`NodeOp::ToTable`] that owns `table_store`) emit nothing.
+    Table { table_store: String },
+    /// Two tables, each materialized by a [`NodeOp::ToTable`] parent: an update on either side
+    /// looks up the other's current value.
+    Tables { left_store: String, right_store: String },
+    /// Two streams, each buffered in a window store for the join window; `unmatched` keeps
+    /// left (and outer) records without a partner until their window closes.
+    Stream { window: JoinWindow, left_store: String, right_store: String, unmatched: Option<String> },
+}
+
+/// A stream-stream join's window: a left record at `t` joins right records from
+/// `t - before_ms` to `t + after_ms`; records later than `grace_ms` after a window closes
+/// are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinWindow {
+    pub before_ms: i64,
+    pub after_ms: i64,
+    pub grace_ms: i64,
+}
+
+/// What a node's records are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flow {
+    /// Independent records.
+    #[default]
+    Stream,
+    /// A table's changes: each record is a key's new value (a tombstone deletes it).
+    /// `old_values`: each also carries the value it replaces ([`crate::record::Record::old`]).
+    Table { old_values: bool },
+}
 
 /// What `suppress` holds back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +249,8 @@ pub struct Node {
     pub parents: Vec<NodeId>,
     pub pipeline: String,
     pub policy: ErrorPolicy,
+    /// Whether the node's input is a stream or a table's changes.
+    pub flow: Flow,
 }
 
 /// A topic's formats, from `[streams.*]` (string/string when undeclared).

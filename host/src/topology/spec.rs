@@ -21,6 +21,9 @@ pub struct StepSpec {
     pub form: Form,
     /// Words the topology's description adds after the plugin (`negated`).
     pub note: Option<&'static str>,
+    /// Whether the op also takes a table's changes (Kafka Streams' `KTable` has it): the
+    /// others need `to_stream` first.
+    pub tables: bool,
 }
 
 impl StepSpec {
@@ -67,11 +70,17 @@ pub enum Field {
     LateTopic,
     Stores,
     Children,
+    Table,
+    Stream,
+    TimeDifference,
+    Before,
+    After,
+    Grace,
 }
 
 impl Field {
     /// Every field, in the order a step's fields are checked.
-    pub const ALL: [Field; 12] = [
+    pub const ALL: [Field; 18] = [
         Self::From,
         Self::Topic,
         Self::Branches,
@@ -84,6 +93,12 @@ impl Field {
         Self::WhenFull,
         Self::Stores,
         Self::Children,
+        Self::Table,
+        Self::Stream,
+        Self::TimeDifference,
+        Self::Before,
+        Self::After,
+        Self::Grace,
     ];
 
     /// The field's name in the manifest.
@@ -101,6 +116,12 @@ impl Field {
             Self::LateTopic => "late_topic",
             Self::Stores => "stores",
             Self::Children => "children",
+            Self::Table => "table",
+            Self::Stream => "stream",
+            Self::TimeDifference => "time_difference",
+            Self::Before => "before",
+            Self::After => "after",
+            Self::Grace => "grace",
         }
     }
 }
@@ -132,6 +153,10 @@ pub enum Form {
     ToStream,
     /// A custom processor with stores and named children.
     Process,
+    /// The stream as a table (each key's latest value, in a store).
+    ToTable,
+    /// A join with a table (`table`) or a stream (`stream`, within `time_difference`).
+    Join(super::JoinKind),
     /// Made by the builder, never named in a manifest: sources, sinks, repartitions.
     Internal,
 }

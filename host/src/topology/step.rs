@@ -8,7 +8,10 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::build::Builder;
-use super::{Field, FoldKind, FoldOp, Form, PluginKind, PluginRef, PluginUse, StepSpec, Suppression, WindowSpec};
+use super::{
+    Field, FoldKind, FoldOp, Form, JoinKind, JoinWindow, PluginKind, PluginRef, PluginUse, StepSpec, Suppression,
+    WindowSpec,
+};
 use crate::manifest::{BranchDef, Duration, ManifestError, StepDef, WindowDef, closest, parse_duration};
 
 /// One typed step.
@@ -51,11 +54,23 @@ pub enum StepKind<'a> {
     },
     Suppress(Suppression),
     ToStream,
+    ToTable,
+    Join {
+        kind: JoinKind,
+        joiner: PluginRef,
+        with: JoinTarget<'a>,
+    },
     Process {
         plugin: PluginRef,
         stores: Option<&'a Spanned<Vec<String>>>,
         children: BTreeMap<String, String>,
     },
+}
+
+/// What a join step names: a table, or a stream within a window.
+pub enum JoinTarget<'a> {
+    Table(&'a Spanned<String>),
+    Stream(&'a Spanned<String>, JoinWindow),
 }
 
 /// One branch of a `branch` step: its predicate (none for the default branch) and its own
@@ -97,6 +112,12 @@ fn present(s: &StepDef, f: Field) -> Option<Range<usize>> {
         Field::LateTopic => s.late_topic.as_ref().map(Spanned::span),
         Field::Stores => s.stores.as_ref().map(Spanned::span),
         Field::Children => s.children.as_ref().map(Spanned::span),
+        Field::Table => s.table.as_ref().map(Spanned::span),
+        Field::Stream => s.stream.as_ref().map(Spanned::span),
+        Field::TimeDifference => s.time_difference.as_ref().map(Spanned::span),
+        Field::Before => s.before.as_ref().map(Spanned::span),
+        Field::After => s.after.as_ref().map(Spanned::span),
+        Field::Grace => s.grace.as_ref().map(Spanned::span),
     }
 }
 
@@ -250,6 +271,57 @@ impl<'a> Builder<'a> {
                 }
             }
             Form::ToStream => StepKind::ToStream,
+            Form::ToTable => StepKind::ToTable,
+            Form::Join(kind) => {
+                let joiner = required()?;
+                let with = match (&s.table, &s.stream) {
+                    (Some(t), None) => {
+                        for (f, field) in [
+                            ("time_difference", &s.time_difference),
+                            ("before", &s.before),
+                            ("after", &s.after),
+                            ("grace", &s.grace),
+                        ] {
+                            if let Some(d) = field {
+                                return Err(self.err(
+                                    d.span(),
+                                    format!("{key}.{f}"),
+                                    format!("`{f}` is for a join with a `stream`: a table join has no window"),
+                                ));
+                            }
+                        }
+                        JoinTarget::Table(t)
+                    }
+                    (None, Some(st)) => {
+                        let difference = s.time_difference.as_ref().ok_or_else(|| {
+                            need("`time_difference` (e.g. \"10m\"): how far apart the two streams' records may be")
+                        })?;
+                        let diff = self.duration(difference, format!("{key}.time_difference"))?;
+                        let side = |d: &Option<Spanned<Duration>>, f: &str| match d {
+                            Some(d) => self.duration(d, format!("{key}.{f}")),
+                            None => Ok(diff),
+                        };
+                        let window = JoinWindow {
+                            before_ms: side(&s.before, "before")?,
+                            after_ms: side(&s.after, "after")?,
+                            grace_ms: match &s.grace {
+                                Some(g) => self.duration(g, format!("{key}.grace"))?,
+                                None => 0,
+                            },
+                        };
+                        JoinTarget::Stream(st, window)
+                    }
+                    (Some(_), Some(st)) => {
+                        return Err(self.err(
+                            st.span(),
+                            format!("{key}.stream"),
+                            format!("`{op}` joins a `table` or a `stream`, not both"),
+                        ));
+                    }
+                    (None, None) => return Err(need("`table` or `stream`: what the stream is joined with")),
+                };
+                StepKind::Join { kind, joiner, with }
+            }
             Form::Process => StepKind::Process {
                 plugin: required()?,
                 stores: s.stores.as_ref(),

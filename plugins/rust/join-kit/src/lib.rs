@@ -1,9 +1,10 @@
 //! The join kinds for the tests: a value joiner and a foreign-key extractor.
 
-/// `key:left+right`; a missing right side (a left join's unmatched record) reads `none`.
+/// `key:left+right`; a missing side (an unmatched record of a left or outer join) reads
+/// `none`, and so does a missing key (a left join's record without one).
 #[wasp::value_joiner]
-fn pair(key: &str, left: &str, right: Option<&str>) -> String {
-    format!("{key}:{left}+{}", right.unwrap_or("none"))
+fn pair(key: Option<&str>, left: Option<&str>, right: Option<&str>) -> String {
+    format!("{}:{}+{}", key.unwrap_or("none"), left.unwrap_or("none"), right.unwrap_or("none"))
 }
 
 /// The customer an order refers to: its value is `customer/item`. An order without a `/`

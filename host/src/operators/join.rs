@@ -1,0 +1,653 @@
+//! `join`, `left_join` and `outer_join`, with Kafka Streams' semantics (see each kind below).
+//! A join node's first parent is its left side, its last the right; the value-joiner plugin
+//! is called once per batch with both sides of every pair (`value-joiner.join`), a missing
+//! side absent. The host does the state I/O.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::table::lookup;
+use super::{
+    ConstructError, Emitted, Failure, FailureCode, Operator, OperatorSpec, PluginStep, SharedStore,
+    TaskContext, wrong_node,
+};
+use crate::record::{DecodedBatch, EncodedBatch, Record};
+use crate::state::windows::{key_prefix, time_bytes, time_from};
+use crate::state::{DirectUpstream, Store, upstream_of};
+use crate::topology::{Field, Form, JoinKind, JoinWindow, JoinWith, Node, NodeId, NodeOp, PluginKind, PluginUse, StepSpec};
+
+const FIELDS: &[Field] = &[Field::Table, Field::Stream, Field::TimeDifference, Field::Before, Field::After, Field::Grace];
+
+const fn spec(kind: JoinKind) -> OperatorSpec {
+    OperatorSpec {
+        step: StepSpec {
+            name: kind.name(),
+            fields: FIELDS,
+            plugin: PluginUse::Required(PluginKind::ValueJoiner),
+            form: Form::Join(kind),
+            note: None,
+            tables: true,
+        },
+        construct: Some(construct),
+    }
+}
+
+pub static JOIN: OperatorSpec = spec(JoinKind::Inner);
+pub static LEFT_JOIN: OperatorSpec = spec(JoinKind::Left);
+pub static OUTER_JOIN: OperatorSpec = spec(JoinKind::Outer);
+
+fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
+    let NodeOp::Join { kind, joiner, with } = &node.op else {
+        return Err(wrong_node("join", node));
+    };
+    let (Some(&left), Some(&right)) = (node.parents.first(), node.parents.last()) else {
+        return Err(wrong_node("join", node));
+    };
+    let table = |ctx: &TaskContext<'_>, store: &str| {
+        ctx.tables.get(store).cloned().ok_or_else(|| crate::state::StateError::Backend {
+            store: store.to_owned(),
+            message: "the table's store is not open in this task".to_owned(),
+        })
+    };
+    let joiner = Joiner { step: ctx.step(joiner)?, right: EncodedBatch::default() };
+    let kind = *kind;
+    Ok(match with {
+        JoinWith::Table { table_store } => {
+            Box::new(StreamTable { kind, joiner, table: table(ctx, table_store)?, table_node: right })
+        }
+        JoinWith::Tables { left_store, right_store } => Box::new(TableTable {
+            kind,
+            joiner,
+            left: table(ctx, left_store)?,
+            right: table(ctx, right_store)?,
+            left_node: left,
+        }),
+        JoinWith::Stream { window, left_store, right_store, unmatched } => Box::new(StreamStream {
+            kind,
+            joiner,
+            window: *window,
+            left: ctx.open(left_store)?,
+            right: ctx.open(right_store)?,
+            unmatched: unmatched.as_deref().map(|s| ctx.open(s)).transpose()?,
+            left_node: left,
+            topics: ctx.topics.to_vec(),
+            direct: DirectUpstream::default(),
+        }),
+    })
+}
+
+/// Which side of a join a record is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// One value-joiner call: the pairs of a batch, in order, and what each joined into.
+struct Joiner {
+    step: PluginStep,
+    /// The right sides, encoded as they are added.
+    right: EncodedBatch,
+}
+
+/// A pair's joined value (absent when the joiner returned none), or why it failed.
+type Joined = Result<Option<Bytes>, (FailureCode, String)>;
+
+/// A pair to join: the left value (a record, whose key, timestamp and headers the output
+/// keeps) and the right value.
+struct Pair {
+    left: Record,
+    right: Option<Bytes>,
+}
+
+impl Joiner {
+    /// Joins every pair in one call: each result is the joined value, or why it failed.
+    fn join(&mut self, pairs: &[Pair]) -> Vec<Joined> {
+        if pairs.is_empty() {
+            return Vec::new();
+        }
+        self.right.clear();
+        for p in pairs {
+            self.right.push(p.left.key.as_deref(), p.right.as_deref(), p.left.timestamp);
+        }
+        let left: Vec<Record> = pairs
+            .iter()
+            .map(|p| Record { key: p.left.key.clone(), value: p.left.value.clone(), timestamp: p.left.timestamp, ..Default::default() })
+            .collect();
+        let right = &mut self.right;
+        let trap = |e: &crate::wasm::CallFailure| {
+            let code = match e {
+                crate::wasm::CallFailure::Trap { .. } => FailureCode::Trap,
+                crate::wasm::CallFailure::Refused { .. } => FailureCode::Refused,
+            };
+            vec![Err((code, e.to_string())); pairs.len()]
+        };
+        let output = match self.step.call(&left, |i, f, l| i.join(f, l, right)) {
+            Ok(o) => o,
+            Err(e) => return trap(&e),
+        };
+        let malformed = |reason: String| {
+            trap(&crate::wasm::CallFailure::Trap { plugin: self.step.label().to_owned(), reason })
+        };
+        let produced = match DecodedBatch::output(output.records.index, output.records.timestamps, output.records.data)
+        {
+            Ok(p) => p,
+            Err(e) => return malformed(e.to_string()),
+        };
+        let origins: Vec<u32> = if output.origins.is_empty() && produced.len() == pairs.len() {
+            (0..pairs.len() as u32).collect()
+        } else {
+            output.origins
+        };
+        if origins.len() != produced.len() || origins.iter().any(|&o| o as usize >= pairs.len()) {
+            return malformed("returned origins that do not match its pairs".to_owned());
+        }
+        let mut results: Vec<Joined> = vec![Ok(None); pairs.len()];
+        let mut answered = vec![false; pairs.len()];
+        for (j, &o) in origins.iter().enumerate() {
+            results[o as usize] = Ok(produced.value(j));
+            answered[o as usize] = true;
+        }
+        for e in output.errors {
+            if let Some(slot) = results.get_mut(e.index as usize) {
+                *slot = Err((FailureCode::from(e.code), e.message));
+                answered[e.index as usize] = true;
+            }
+        }
+        if answered.iter().any(|a| !a) {
+            return malformed("joined fewer values than it was given pairs".to_owned());
+        }
+        results
+    }
+
+    fn failure(&self, record: Record, code: FailureCode, message: String) -> Failure {
+        Failure { record, code, message, plugin: self.step.label().to_owned() }
+    }
+}
+
+/// A store read failed: the record fails with `state`.
+fn state_failure(record: Record, e: impl std::fmt::Display) -> Failure {
+    Failure { record, code: FailureCode::State, message: e.to_string(), plugin: String::new() }
+}
+
+/// A stream joined with a table (Kafka Streams' `KStreamKTableJoin`): each stream record looks
+/// up the table's current value for its key; the table's own updates emit nothing. An inner
+/// join drops records without a key or value and records the table has no row for; a left
+/// join drops only records without a value, and joins the others with the missing row absent
+/// (a record without a key too, KIP-962). The result keeps the stream record's key, timestamp
+/// and headers.
+struct StreamTable {
+    kind: JoinKind,
+    joiner: Joiner,
+    table: SharedStore,
+    /// The table's node: its batches are the table's updates.
+    table_node: NodeId,
+}
+
+impl Operator for StreamTable {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        self.process_from(NodeId::MAX, input)
+    }
+
+    fn process_from(&mut self, parent: NodeId, input: Vec<Record>) -> Emitted {
+        let mut out = Emitted::default();
+        if parent == self.table_node {
+            return out;
+        }
+        let mut pairs = Vec::with_capacity(input.len());
+        {
+            let Ok(table) = self.table.lock() else { return out };
+            for r in input {
+                let keep = match self.kind {
+                    JoinKind::Inner => r.key.is_some() && r.value.is_some(),
+                    _ => r.value.is_some(),
+                };
+                if !keep {
+                    continue;
+                }
+                let row = match r.key.as_deref().map(|k| lookup(&table, k)).transpose() {
+                    Ok(row) => row.flatten(),
+                    Err(e) => {
+                        out.failures.push(state_failure(r, e));
+                        continue;
+                    }
+                };
+                if row.is_none() && self.kind == JoinKind::Inner {
+                    continue;
+                }
+                pairs.push(Pair { left: r, right: row.map(|(_, v)| v) });
+            }
+        }
+        let results = self.joiner.join(&pairs);
+        for (pair, result) in pairs.into_iter().zip(results) {
+            let mut r = pair.left;
+            match result {
+                Ok(v) => {
+                    r.value = v;
+                    out.all.push(r);
+                }
+                Err((code, message)) => out.failures.push(self.joiner.failure(r, code, message)),
+            }
+        }
+        out
+    }
+
+    fn rerunnable(&self) -> bool {
+        false
+    }
+}
+
+/// Two tables joined (Kafka Streams' `KTableKTableJoin`): an update on either side looks up
+/// the other side's current row, and emits the change of the joined value, with the old
+/// result beside the new one, so a result that disappears (a deleted row, an inner join that
+/// no longer matches) is a tombstone downstream. The result's timestamp is the later of the
+/// two rows'.
+struct TableTable {
+    kind: JoinKind,
+    joiner: Joiner,
+    left: SharedStore,
+    right: SharedStore,
+    left_node: NodeId,
+}
+
+/// What one table update needs joined: the new result (if any) and the old one.
+struct TableChange {
+    record: Record,
+    /// Indexes into the pairs of the batch.
+    new: Option<usize>,
+    old: Option<usize>,
+    timestamp: i64,
+}
+
+impl Operator for TableTable {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        self.process_from(self.left_node, input)
+    }
+
+    fn process_from(&mut self, parent: NodeId, input: Vec<Record>) -> Emitted {
+        let side = if parent == self.left_node { Side::Left } else { Side::Right };
+        let mut out = Emitted::default();
+        let mut pairs: Vec<Pair> = Vec::new();
+        let mut changes: Vec<TableChange> = Vec::with_capacity(input.len());
+        {
+            let other = match side {
+                Side::Left => &self.right,
+                Side::Right => &self.left,
+            };
+            let Ok(other) = other.lock() else { return out };
+            for r in input {
+                let Some(key) = r.key.clone() else { continue };
+                let row = match lookup(&other, &key) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        out.failures.push(state_failure(r, e));
+                        continue;
+                    }
+                };
+                let o = row.as_ref().map(|(_, v)| v.clone());
+                let (new, old) = (r.value.clone(), r.old.clone());
+                // Which results exist, by Kafka Streams' inner / left (this side and the
+                // other) / outer processors: `Some(this side's value)` joins it with `o`.
+                let (new_in, old_in) = match (self.kind, side) {
+                    (JoinKind::Inner, _) => {
+                        if o.is_none() {
+                            continue;
+                        }
+                        (new.clone().map(Some), old.clone().map(Some))
+                    }
+                    (JoinKind::Left, Side::Left) | (JoinKind::Outer, _) => {
+                        if o.is_none() && new.is_none() && old.is_none() {
+                            continue;
+                        }
+                        let outer = self.kind == JoinKind::Outer;
+                        let result = |v: &Option<Bytes>| (v.is_some() || (outer && o.is_some())).then(|| v.clone());
+                        (result(&new), result(&old))
+                    }
+                    // A right update in a left join: only rows the left table has.
+                    (JoinKind::Left, Side::Right) => {
+                        if o.is_none() {
+                            continue;
+                        }
+                        (Some(new.clone()), Some(old.clone()))
+                    }
+                };
+                let timestamp = row.as_ref().map_or(r.timestamp, |(ts, _)| r.timestamp.max(*ts));
+                let mut pair = |this: Option<Bytes>| {
+                    let (left, right) = match side {
+                        Side::Left => (this, o.clone()),
+                        Side::Right => (o.clone(), this),
+                    };
+                    pairs.push(Pair {
+                        left: Record { key: Some(key.clone()), value: left, timestamp, ..Default::default() },
+                        right,
+                    });
+                    pairs.len() - 1
+                };
+                let new = new_in.map(&mut pair);
+                let old = old_in.map(&mut pair);
+                changes.push(TableChange { record: r, new, old, timestamp });
+            }
+        }
+        let results = self.joiner.join(&pairs);
+        for c in changes {
+            let mut r = c.record;
+            let pick = |i: Option<usize>| i.map(|i| results[i].clone()).transpose();
+            match (pick(c.new), pick(c.old)) {
+                (Ok(new), Ok(old)) => {
+                    r.value = new.flatten();
+                    r.old = old.flatten();
+                    r.timestamp = c.timestamp;
+                    out.all.push(r);
+                }
+                (Err((code, message)), _) | (_, Err((code, message))) => {
+                    out.failures.push(self.joiner.failure(r, code, message));
+                }
+            }
+        }
+        out
+    }
+
+    fn rerunnable(&self) -> bool {
+        false
+    }
+}
+
+/// Two streams joined within a window (Kafka Streams' `KStreamKStreamJoin`, with the fix for
+/// spurious left/outer results since Kafka 3.1). A left record at `t` joins the right records
+/// of its key from `t - before` to `t + after` (a right record at `t`, the left ones from
+/// `t - after` to `t + before`); each side is kept in a window store for `before + after +
+/// grace` of stream time, which the two sides share. The result's timestamp is the later of
+/// the pair's.
+///
+/// Left and outer joins keep a record without a partner in `unmatched` and emit it, joined
+/// with nothing, once its window has closed: when stream time passes `t + after + grace` (a
+/// right record: `t + before + grace`), checked when an in-order record arrives. A record
+/// whose window has closed already, but not its grace, and that finds no partner is emitted
+/// at once (as Kafka Streams does). A record later than its window's grace is dropped and
+/// counted as late (Kafka Streams still probes it: KAFKA-16123). Records without a key or
+/// value are dropped.
+struct StreamStream {
+    kind: JoinKind,
+    joiner: Joiner,
+    window: JoinWindow,
+    left: Store,
+    right: Store,
+    unmatched: Option<Store>,
+    left_node: NodeId,
+    topics: Vec<String>,
+    direct: DirectUpstream,
+}
+
+/// A side store's key: `key prefix | time | offset` (records of one key and time are kept
+/// apart by their input offset).
+fn buffered_key(key: &[u8], ts: i64, offset: i64) -> Vec<u8> {
+    let mut k = key_prefix(key);
+    k.extend_from_slice(&time_bytes(ts));
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// The expiry index entry of a buffered record: `0x02 | time | data key`.
+const EXPIRY: u8 = 2;
+
+/// An unmatched record's key: `time | side (right 0, left 1) | key length | key | offset`,
+/// so they come out by time, the right side first, as in Kafka Streams' outer store.
+fn unmatched_key(side: Side, key: &[u8], ts: i64, offset: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + 1 + 4 + key.len() + 8);
+    k.extend_from_slice(&time_bytes(ts));
+    k.push(u8::from(side == Side::Left));
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn decode_unmatched(k: &[u8]) -> Option<(i64, Side, &[u8])> {
+    let ts = time_from(k)?;
+    let side = if *k.get(8)? == 1 { Side::Left } else { Side::Right };
+    let len = u32::from_be_bytes(k.get(9..13)?.try_into().ok()?) as usize;
+    Some((ts, side, k.get(13..13 + len)?))
+}
+
+/// What a batch will emit, in order: a pair joined, or a record's failure.
+enum Out {
+    Pair(usize),
+    Failed(Box<Failure>),
+}
+
+impl StreamStream {
+    /// How far before and after its own time a record of `side` finds partners.
+    fn bounds(&self, side: Side) -> (i64, i64) {
+        match side {
+            Side::Left => (self.window.before_ms, self.window.after_ms),
+            Side::Right => (self.window.after_ms, self.window.before_ms),
+        }
+    }
+
+    fn stores(&mut self, side: Side) -> (&mut Store, &mut Store) {
+        match side {
+            Side::Left => (&mut self.left, &mut self.right),
+            Side::Right => (&mut self.right, &mut self.left),
+        }
+    }
+
+    /// Whether this kind keeps `side`'s unmatched records.
+    fn outer(&self, side: Side) -> bool {
+        matches!((self.kind, side), (JoinKind::Outer, _) | (JoinKind::Left, Side::Left))
+    }
+
+    /// Emits (into `pairs`) the unmatched records whose windows closed by `stream_time`.
+    fn emit_closed(&mut self, stream_time: i64, trigger: &Record, pairs: &mut Vec<Pair>, order: &mut Vec<Out>) {
+        let Some(store) = &mut self.unmatched else { return };
+        // Only records older than this can have closed windows.
+        let lookahead = self.window.after_ms.min(self.window.before_ms) + self.window.grace_ms;
+        let entries = match store.range(&[], Some(&time_bytes(stream_time - lookahead)), usize::MAX) {
+            Ok(e) => e,
+            Err(e) => {
+                order.push(Out::Failed(Box::new(state_failure(trigger.clone(), e))));
+                return;
+            }
+        };
+        let mut open = (false, false);
+        for (k, v) in entries {
+            let Some((ts, side, key)) = decode_unmatched(&k) else { continue };
+            let lookahead = match side {
+                Side::Left => self.window.after_ms,
+                Side::Right => self.window.before_ms,
+            };
+            if ts + lookahead + self.window.grace_ms >= stream_time {
+                match side {
+                    Side::Left => open.0 = true,
+                    Side::Right => open.1 = true,
+                }
+                if open.0 && open.1 {
+                    break;
+                }
+                continue;
+            }
+            let value = Some(Bytes::from(v));
+            let (left, right) = match side {
+                Side::Left => (value, None),
+                Side::Right => (None, value),
+            };
+            let r = Record {
+                key: Some(Bytes::copy_from_slice(key)),
+                value: left,
+                timestamp: ts,
+                headers: trigger.headers.clone(),
+                origin: trigger.origin,
+                old: None,
+            };
+            pairs.push(Pair { left: r, right });
+            order.push(Out::Pair(pairs.len() - 1));
+            store.delete(k);
+        }
+    }
+}
+
+impl Operator for StreamStream {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        self.process_from(self.left_node, input)
+    }
+
+    fn process_from(&mut self, parent: NodeId, input: Vec<Record>) -> Emitted {
+        let side = if parent == self.left_node { Side::Left } else { Side::Right };
+        let (before, after) = self.bounds(side);
+        let window = self.window;
+        let retention = window.before_ms + window.after_ms + window.grace_ms;
+        let mut out = Emitted::default();
+        let mut pairs: Vec<Pair> = Vec::new();
+        let mut order: Vec<Out> = Vec::new();
+        for r in input {
+            let (Some(key), Some(value)) = (r.key.clone(), r.value.clone()) else { continue };
+            let Some((upstream, position)) = upstream_of(&r, self.direct.name(&self.topics, &r)) else { continue };
+            let upstream = upstream.to_owned();
+            let t = r.timestamp;
+            let (this, other) = self.stores(side);
+            if !this.first_time(&upstream, position) {
+                continue;
+            }
+            // Stream time is shared by both sides (each store keeps the same).
+            let stream_time = this.advance_stream_time(t).max(other.stream_time().unwrap_or(i64::MIN));
+            other.advance_stream_time(stream_time);
+            this.advance_stream_time(stream_time);
+            if t + after + window.grace_ms < stream_time {
+                out.late += 1;
+                continue;
+            }
+            if t == stream_time {
+                self.emit_closed(stream_time, &r, &mut pairs, &mut order);
+            }
+            let (this, other) = self.stores(side);
+            // Keep the record for the other side's later records, until it expires.
+            let data_key = buffered_key(&key, t, r.origin.offset);
+            let mut expiry = vec![EXPIRY];
+            expiry.extend_from_slice(&time_bytes(t + retention));
+            expiry.extend_from_slice(&data_key);
+            this.put(data_key, value.to_vec());
+            this.put(expiry, Vec::new());
+            // Partners from `t - before` to `t + after`, both inclusive.
+            let time_key = |ts: i64| {
+                let mut k = key_prefix(&key);
+                k.extend_from_slice(&time_bytes(ts));
+                k
+            };
+            let (from, to) = (time_key((t - before).max(0)), time_key((t + after).max(0) + 1));
+            let matches = match other.range(&from, Some(&to), usize::MAX) {
+                Ok(m) => m,
+                Err(e) => {
+                    order.push(Out::Failed(Box::new(state_failure(r, e))));
+                    continue;
+                }
+            };
+            let other_side = match side {
+                Side::Left => Side::Right,
+                Side::Right => Side::Left,
+            };
+            for (k, v) in &matches {
+                let prefix = key_prefix(&key).len();
+                let (Some(mts), Some(moffset)) =
+                    (time_from(&k[prefix..]), k.get(prefix + 8..).and_then(|o| o.try_into().ok()).map(i64::from_be_bytes))
+                else {
+                    continue;
+                };
+                if let Some(u) = &mut self.unmatched {
+                    u.delete(unmatched_key(other_side, &key, mts, moffset));
+                }
+                let mine = Some(value.clone());
+                let theirs = Some(Bytes::copy_from_slice(v));
+                let (left, right) = match side {
+                    Side::Left => (mine, theirs),
+                    Side::Right => (theirs, mine),
+                };
+                let mut joined = r.clone();
+                joined.value = left;
+                joined.timestamp = t.max(mts);
+                pairs.push(Pair { left: joined, right });
+                order.push(Out::Pair(pairs.len() - 1));
+            }
+            if matches.is_empty() && self.outer(side) {
+                let closed = t + after < stream_time;
+                match (&mut self.unmatched, closed) {
+                    (Some(u), false) => u.put(unmatched_key(side, &key, t, r.origin.offset), value.to_vec()),
+                    _ => {
+                        let mut alone = r.clone();
+                        let right = match side {
+                            Side::Left => None,
+                            Side::Right => {
+                                alone.value = None;
+                                Some(value.clone())
+                            }
+                        };
+                        pairs.push(Pair { left: alone, right });
+                        order.push(Out::Pair(pairs.len() - 1));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.expire() {
+            tracing::warn!(error = %e, "expiring a stream-stream join's buffered records");
+        }
+        let results = self.joiner.join(&pairs);
+        let mut results: Vec<Option<Joined>> = results.into_iter().map(Some).collect();
+        let mut pairs: Vec<Option<Pair>> = pairs.into_iter().map(Some).collect();
+        for o in order {
+            match o {
+                Out::Failed(f) => out.failures.push(*f),
+                Out::Pair(i) => {
+                    let (Some(pair), Some(result)) = (pairs[i].take(), results[i].take()) else { continue };
+                    let mut r = pair.left;
+                    match result {
+                        Ok(v) => {
+                            r.value = v;
+                            out.all.push(r);
+                        }
+                        Err((code, message)) => {
+                            // The record as it came: its own value on its own side.
+                            if r.value.is_none() {
+                                r.value = pair.right;
+                            }
+                            out.failures.push(self.joiner.failure(r, code, message));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
+        f(&mut self.left);
+        f(&mut self.right);
+        if let Some(u) = &mut self.unmatched {
+            f(u);
+        }
+    }
+
+    fn rerunnable(&self) -> bool {
+        false
+    }
+}
+
+impl StreamStream {
+    /// Forgets buffered records older than the join can still use: `before + after + grace`
+    /// of stream time.
+    fn expire(&mut self) -> Result<(), crate::state::StateError> {
+        for store in [&mut self.left, &mut self.right] {
+            let Some(now) = store.stream_time() else { continue };
+            let mut to = vec![EXPIRY];
+            to.extend_from_slice(&time_bytes(now));
+            let expired = store.range(&[EXPIRY], Some(&to), usize::MAX)?;
+            let mut keys = BTreeMap::new();
+            for (k, _) in expired {
+                keys.insert(k[9..].to_vec(), ());
+                store.delete(k);
+            }
+            for (k, ()) in keys {
+                store.delete(k);
+            }
+        }
+        Ok(())
+    }
+}
