@@ -186,6 +186,25 @@ impl Broker {
         produce_to(self.config(), topic, records);
     }
 
+    /// Produces `(key, value, timestamp)` records to `topic`, in order, and waits until all
+    /// are acknowledged.
+    pub fn produce_timed(&self, topic: &str, records: &[(&str, &str, i64)]) {
+        let producer: BaseProducer<Deliveries> = self
+            .config()
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create_with_context(Deliveries::default())
+            .expect("creating a producer");
+        for &(key, value, ts) in records {
+            let r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
+            producer.send(r).map_err(|(e, _)| e).unwrap_or_else(|e| panic!("producing to `{topic}`: {e}"));
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(ADMIN_TIMEOUT).unwrap_or_else(|e| panic!("flushing the records for `{topic}`: {e}"));
+        let failures = std::mem::take(&mut *producer.context().failures.lock().expect("the failures lock"));
+        assert!(failures.is_empty(), "{} record(s) for `{topic}` failed: {}", failures.len(), failures.join("; "));
+    }
+
     /// A handle that produces to this broker from another thread.
     pub fn producer(&self) -> RemoteProducer {
         RemoteProducer(self.bootstrap())

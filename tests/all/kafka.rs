@@ -24,7 +24,7 @@ const PARTITIONS: i32 = 4;
 /// With a cold cache the Python plugin compiles first: about 5 s in a release build, but
 /// 150 s was measured for a debug build (`make test`) on a loaded 2-core machine.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(900);
-const START_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(180);
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(180);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -302,7 +302,7 @@ fn warm_cache(manifest: &Path) {
     *warm = true;
 }
 
-fn start_wasp(name: &str, manifest: &Path) -> Process {
+pub(crate) fn start_wasp(name: &str, manifest: &Path) -> Process {
     Process::spawn(name, wasp_command("run", manifest))
 }
 
@@ -458,7 +458,7 @@ fn kafka_sigterm_commits_and_restart_resumes() {
 }
 
 /// The `records_in` a stopped wasp reported in its `done` line.
-fn records_in(p: &Process) -> u64 {
+pub(crate) fn records_in(p: &Process) -> u64 {
     p.log_lines()
         .iter()
         .filter(|l| l.contains("done"))
@@ -505,7 +505,14 @@ fn kafka_two_instances_share_the_partitions() {
 /// A manifest without plugins on `broker`, written as `<state>.toml` in `dir` with its state
 /// under `dir/<state>`: `[application]` with `id` and `settings`, and `pipeline`, the body
 /// of `[pipelines.p]`.
-fn plain_manifest(dir: &Path, broker: &Broker, state: &str, id: &str, settings: &str, pipeline: &str) -> PathBuf {
+pub(crate) fn plain_manifest(
+    dir: &Path,
+    broker: &Broker,
+    state: &str,
+    id: &str,
+    settings: &str,
+    pipeline: &str,
+) -> PathBuf {
     let path = dir.join(format!("{state}.toml"));
     let text = format!(
         "version = 1\n[application]\nid = \"{id}\"\n{settings}\nstate_dir = \"{}\"\n\

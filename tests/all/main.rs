@@ -9,6 +9,7 @@ mod errors;
 mod examples;
 mod golden;
 mod join;
+mod join_kafka;
 mod kafka;
 mod operators;
 mod recovery;
