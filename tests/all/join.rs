@@ -286,7 +286,7 @@ fn table_join(op: &str) -> (Vec<(String, String)>, Vec<i64>) {
     let sc = Scratch::new();
     let decl = two_tables(&sc);
     let steps = format!(r#"{{ op = "{op}", table = "b", plugin = "jk" }}, {{ op = "to_stream" }}"#);
-    let out = run_local(&sc, &joins(decl, &through("a", &steps)), &["out"]).unwrap();
+    let out = run_local(&sc, &joins(decl, &through("a", &steps)), &["out"]).expect("the table join runs");
     (kvs(&out, "out"), timestamps(&out))
 }
 
@@ -376,7 +376,7 @@ fn stream_join(op: &str, window: &str) -> (Vec<(String, String)>, Vec<i64>) {
     let sc = Scratch::new();
     let decl = orders_and_payments(&sc);
     let steps = format!(r#"{{ op = "{op}", stream = "payments", plugin = "jk", {window} }}"#);
-    let out = run_local(&sc, &joins(decl, &through("orders", &steps)), &["out"]).unwrap();
+    let out = run_local(&sc, &joins(decl, &through("orders", &steps)), &["out"]).expect("the stream join runs");
     (kvs(&out, "out"), timestamps(&out))
 }
 

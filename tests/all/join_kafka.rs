@@ -59,9 +59,12 @@ fn kafka_a_table_restores_from_its_own_topic_on_a_fresh_state_dir() {
     );
 }
 
+/// A record to produce: key, value, timestamp.
+type Timed = (String, String, i64);
+
 /// Orders `o0…` one a second, payments half a second after two of every three; an order at
 /// the end moves stream time past every window.
-fn order_stream(range: std::ops::Range<u32>) -> (Vec<(String, String, i64)>, Vec<(String, String, i64)>) {
+fn order_stream(range: std::ops::Range<u32>) -> (Vec<Timed>, Vec<Timed>) {
     const BASE: i64 = 1_700_000_000_000;
     let orders = range.clone().map(|i| (format!("o{i}"), format!("A{i}"), BASE + i64::from(i) * 1000)).collect();
     let payments = range
@@ -71,7 +74,7 @@ fn order_stream(range: std::ops::Range<u32>) -> (Vec<(String, String, i64)>, Vec
     (orders, payments)
 }
 
-fn produce(broker: &Broker, topic: &str, records: &[(String, String, i64)]) {
+fn produce(broker: &Broker, topic: &str, records: &[Timed]) {
     let borrowed: Vec<(&str, &str, i64)> = records.iter().map(|(k, v, t)| (k.as_str(), v.as_str(), *t)).collect();
     broker.produce_timed(topic, &borrowed);
 }
