@@ -12,6 +12,11 @@ fn run_example(name: &str) -> (String, String) {
 
 /// Runs an example with its state under `state` (stateful examples keep it between runs).
 fn run_example_in(name: &str, state: &std::path::Path) -> (String, String) {
+    run_example_with(name, state, &[])
+}
+
+/// Runs an example with its state under `state` and more arguments for `wasp run`.
+fn run_example_with(name: &str, state: &std::path::Path, args: &[&std::ffi::OsStr]) -> (String, String) {
     let manifest = repo().join("pipelines").join(name).join("pipeline.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
         .env("WASP_CACHE_DIR", cache_dir())
@@ -19,6 +24,7 @@ fn run_example_in(name: &str, state: &std::path::Path) -> (String, String) {
         .arg(&manifest)
         .arg("--state-dir")
         .arg(state)
+        .args(args)
         .output()
         .expect("run wasp");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -86,4 +92,69 @@ fn fraud_detection_alerts_on_velocity_with_a_processor_and_its_stores() {
     assert_eq!(alerts, 2, "{stdout}");
     // The stream-time timer fired and its clean-up removed transactions from the window store.
     assert!(stdout.lines().any(|l| l.starts_with("fraud-maintenance\tclean-up\t{\"older_than\"")), "{stdout}");
+}
+
+/// Runs an example with `topic` written as JSON lines instead of printed: each of its records'
+/// key (`null` for none) and timestamp, in order.
+fn keys_and_timestamps(name: &str, topic: &str) -> Vec<(String, i64)> {
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("out.jsonl");
+    let mut output = std::ffi::OsString::from(format!("{topic}="));
+    output.push(&path);
+    run_example_with(name, &dir.path().join("state"), &[std::ffi::OsStr::new("--output"), &output]);
+    let lines = std::fs::read_to_string(&path).expect("the output file");
+    lines
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            (r["key"].as_str().unwrap_or("null").to_owned(), r["timestamp"].as_i64().expect("a timestamp"))
+        })
+        .collect()
+}
+
+/// 2026-11-01 at `h:m:s` UTC, in milliseconds: the examples' event times.
+fn at(h: i64, m: i64, s: i64) -> i64 {
+    1_793_491_200_000 + ((h * 60 + m) * 60 + s) * 1000
+}
+
+#[test]
+fn click_enrichment_joins_each_click_with_the_profile_its_user_had_then() {
+    let (stdout, stderr) = run_example("click-enrichment");
+    // One task reads the clicks and the profiles, the earliest timestamp first: each click
+    // sees the table as of its own time, and the results come in the clicks' order.
+    assert_eq!(stdout, expected("click-enrichment"), "{stderr}");
+    // 8 clicks and 5 profile updates in, one result per click; the table's updates emit nothing.
+    assert!(stderr.contains("records_in=13 records_out=8"), "{stderr}");
+    let tiers: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"user\":\"u1\""))
+        .map(|l| if l.contains("premium") { "premium" } else { "free" })
+        .collect();
+    assert_eq!(tiers, ["free", "free", "premium"], "u1's upgrade at 10:05 reaches only the later click");
+    // A result keeps its click's key and timestamp (the anonymous click's key stays null).
+    let clicks = [(1, 0), (2, 0), (3, 0), (4, 0), (5, 30), (6, 30), (7, 0), (9, 0)].map(|(m, s)| at(10, m, s));
+    let keys = ["u1", "u2", "u3", "u1", "u1", "null", "u3", "u2"];
+    let want: Vec<(String, i64)> = keys.iter().map(|k| k.to_string()).zip(clicks).collect();
+    assert_eq!(keys_and_timestamps("click-enrichment", "enriched-clicks"), want);
+}
+
+#[test]
+fn orders_payments_emits_an_unpaid_order_once_stream_time_closes_its_window() {
+    let (stdout, stderr) = run_example("orders-payments");
+    // One task, both streams in timestamp order: joined pairs as their payment arrives, an
+    // unpaid order when the record that moves stream time past its window (+ grace) arrives.
+    assert_eq!(stdout, expected("orders-payments"), "{stderr}");
+    // o6's window (to 10:41, grace to 10:42) never closes: no record is later than 10:32.
+    assert!(!stdout.contains("\"order\":\"o6\""), "{stdout}");
+    assert!(stderr.contains("late=0"), "the out-of-order payment is within its grace: {stderr}");
+    // A pair takes the later of its timestamps; an unpaid order keeps its own.
+    let want = [
+        ("o1", at(10, 3, 0)),
+        ("o3", at(10, 12, 30)),
+        ("o2", at(10, 11, 30)),
+        ("o4", at(10, 6, 0)),
+        ("o5", at(10, 20, 0)),
+    ]
+    .map(|(k, t)| (k.to_owned(), t));
+    assert_eq!(keys_and_timestamps("orders-payments", "order-settlements"), want);
 }
