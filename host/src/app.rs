@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::io::kafka::{KafkaChangelogReader, KafkaSink, KafkaSource, client_config, ensure_topics, partition_count};
 use crate::io::local::{LocalFile, LocalPlan, local_io};
 use crate::manifest::{self, FileFormat, Loaded};
+use crate::runtime::global::GlobalInput;
 use crate::runtime::{self, RunOptions, RunStats, ThreadIo};
 use crate::topology::{self, NodeOp, PluginKind, Topology};
 use crate::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSpec, Runtime};
@@ -222,6 +223,7 @@ impl Prepared {
             max_task_idle: std::time::Duration::from_millis(
                 self.loaded.manifest.application.max_task_idle_ms.as_ref().map_or(0, |m| *m.get_ref()),
             ),
+            globals: BTreeMap::new(),
         }
     }
 
@@ -342,11 +344,13 @@ impl Prepared {
         let _services = self.start_services(local, ready.clone())?;
         match &self.loaded.manifest.application.kafka {
             None => {
-                let mut inputs = BTreeMap::new();
-                for (_, name, s) in self.loaded.manifest.declared() {
+                let (mut inputs, mut global_files) = (BTreeMap::new(), BTreeMap::new());
+                for (section, name, s) in self.loaded.manifest.declared() {
                     if let Some(file) = &s.file {
                         let topic = s.topic_or(name.get_ref()).to_owned();
-                        inputs.insert(topic, (self.loaded.resolve(file.get_ref()), s.file_format));
+                        // A global table's file is read before the tasks start, not by them.
+                        let into = if section == "global_tables" { &mut global_files } else { &mut inputs };
+                        into.insert(topic, (self.loaded.resolve(file.get_ref()), s.file_format));
                     }
                 }
                 for (topic, path) in &local.inputs {
@@ -361,7 +365,10 @@ impl Prepared {
                     .into_iter()
                     .map(|(source, sink)| ThreadIo { source: Box::new(source), sink: Box::new(sink), restorer: None })
                     .collect();
-                let options = self.run_options(local, ready);
+                let mut options = self.run_options(local, ready);
+                let globals = runtime::global::open(&self.topology, &options, GlobalInput::Files(&global_files))
+                    .context("restoring the global tables")?;
+                options.globals = globals.stores.clone();
                 runtime::run(&self.topology, &self.plugins, io, &options, stop)
             }
             Some(kafka) => {
@@ -379,7 +386,10 @@ impl Prepared {
                         restorer: Some(Box::new(KafkaChangelogReader::new(&config, id)?)),
                     });
                 }
-                let options = self.run_options(local, ready);
+                let mut options = self.run_options(local, ready);
+                let globals = runtime::global::open(&self.topology, &options, GlobalInput::Kafka(&config))
+                    .context("restoring the global tables")?;
+                options.globals = globals.stores.clone();
                 runtime::run(&self.topology, &self.plugins, io, &options, stop)
             }
         }
@@ -431,7 +441,7 @@ impl Prepared {
         }
         let mut topics: Vec<(String, i32, bool)> =
             internal.iter().map(|t| ((*t).to_owned(), partitions, false)).collect();
-        for spec in self.topology.stores.values().filter(|s| s.changelog) {
+        for spec in self.topology.stores.values().filter(|s| s.changelog && s.source_topic.is_none()) {
             topics.push((self.topology.changelog_topic(&spec.name), partitions, true));
         }
         ensure_topics(config, &topics)

@@ -445,3 +445,39 @@ fn an_out_of_order_record_within_grace_still_joins_and_a_later_one_is_dropped_as
     assert_eq!(kvs(&run.out, "out"), vec![kv("k", "k:o+r3")]);
     assert_eq!(run.out["out"][0].timestamp, Some(80));
 }
+
+#[test]
+fn a_stream_joins_a_global_table_by_the_key_its_selector_picks_without_co_partitioning() {
+    // Kafka Streams' `KStreamGlobalKTableJoin`: the global table is restored whole before
+    // any task runs (so the later update of `b` is what every order sees), and the lookup
+    // key is what the key selector picks from each order (here its value's first letter).
+    let sc = Scratch::new();
+    file(
+        &sc,
+        "customers.jsonl",
+        &[(Some("a"), Some("Alice"), 1), (Some("b"), Some("Bob"), 2), (Some("b"), Some("Bobby"), 100)],
+    );
+    file(
+        &sc,
+        "orders.jsonl",
+        &[(Some("o1"), Some("a-book"), 10), (Some("o2"), Some("b-pen"), 20), (Some("o3"), Some("c-cup"), 30)],
+    );
+    // The orders are read as two partitions, the table as one: no co-partitioning needed.
+    let decl = "[streams.orders]\nfile = \"orders.jsonl\"\nfile_format = \"jsonl\"\npartitions = 2\n\
+                [global_tables.customers]\nfile = \"customers.jsonl\"\nfile_format = \"jsonl\"\n";
+    let run = |op: &str| {
+        let sc2 = Scratch::new();
+        for f in ["customers.jsonl", "orders.jsonl"] {
+            std::fs::copy(sc.path(f), sc2.path(f)).expect("copy an input");
+        }
+        let steps = format!(r#"{{ op = "{op}", table = "customers", key_selector = "kit", plugin = "jk" }}"#);
+        let mut got = kvs(&run_local(&sc2, &joins(decl, &through("orders", &steps)), &["out"]).expect("runs"), "out");
+        got.sort();
+        got
+    };
+    assert_eq!(run("join"), vec![kv("o1", "o1:a-book+Alice"), kv("o2", "o2:b-pen+Bobby")]);
+    assert_eq!(
+        run("left_join"),
+        vec![kv("o1", "o1:a-book+Alice"), kv("o2", "o2:b-pen+Bobby"), kv("o3", "o3:c-cup+none")]
+    );
+}

@@ -134,3 +134,52 @@ fn kafka_a_stream_stream_join_killed_half_way_emits_every_result_after_a_restart
     assert!(got && missing.is_empty(), "results missing after the restart: {missing:?}");
     assert!(wrong.is_empty(), "results no uninterrupted run gives: {wrong:?}");
 }
+
+/// A global table on the broker: every partition of its topic, restored before the tasks
+/// start and followed while they run, joined by a stream of another partition count.
+#[test]
+fn kafka_a_global_table_is_restored_at_start_and_followed_while_running() {
+    let broker = Broker::start();
+    broker.create_topics(&["gt-customers"], 2);
+    broker.create_topics(&["gt-orders", "gt-out"], 1);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pipeline = format!(
+        "{}[plugins.kit]\npath = \"{}\"\n",
+        with_join_kit(
+            "from = \"gt-orders\"\nto = \"gt-out\"\nsteps = [ { op = \"join\", table = \"customers\", \
+             key_selector = \"kit\", plugin = \"jk\" } ]\n[global_tables.customers]\ntopic = \"gt-customers\"",
+        ),
+        plugin("test-kit")
+    );
+    let manifest = |state: &str| plain_manifest(dir.path(), &broker, state, "gt", "threads = 1", &pipeline);
+    broker.produce("gt-customers", &[(Some("a"), "Alice"), (Some("b"), "Bob")]);
+    let mut reader = broker.reader(&["gt-out"]);
+    let mut wasp = start_wasp("wasp-gt-1", &manifest("state-1"));
+    broker.produce("gt-orders", &[(Some("o1"), "a-book")]);
+    let got = reader.read_until(START_TIMEOUT, |r| {
+        wasp.assert_running();
+        !r.is_empty()
+    });
+    assert!(got, "the first order joined: {:#?}", wasp.log_lines());
+    // An update while running reaches the table; the next order sees it.
+    broker.produce("gt-customers", &[(Some("b"), "Bobby")]);
+    std::thread::sleep(Duration::from_secs(2));
+    broker.produce("gt-orders", &[(Some("o2"), "b-pen")]);
+    let got = reader.read_until(START_TIMEOUT, |r| {
+        wasp.assert_running();
+        r.len() >= 2
+    });
+    wasp.kill();
+    assert!(got, "the second order joined");
+    // A new instance with no local state restores the table before its tasks run.
+    broker.produce("gt-orders", &[(Some("o3"), "b-cup")]);
+    let mut second = start_wasp("wasp-gt-2", &manifest("state-2"));
+    let got = reader.read_until(START_TIMEOUT, |r| {
+        second.assert_running();
+        r.len() >= 3
+    });
+    second.kill();
+    assert!(got, "the third order joined after the restart");
+    let pairs: Vec<(&str, &str)> = reader.records.iter().map(|r| (r.key_str(), r.value_str())).collect();
+    assert_eq!(pairs, [("o1", "o1:a-book+Alice"), ("o2", "o2:b-pen+Bobby"), ("o3", "o3:b-cup+Bobby")]);
+}

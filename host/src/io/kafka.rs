@@ -519,6 +519,37 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
     }
 }
 
+/// Reads every partition of a global table's topic as records arrive, with no group: the
+/// global table's own consumer, beside the stream threads'.
+pub struct GlobalReader {
+    consumer: BaseConsumer,
+    arena: Arena,
+}
+
+impl GlobalReader {
+    /// Starts reading `topic` from `from` (`(partition, offset)` for each partition).
+    pub fn new(config: &ClientConfig, application_id: &str, topic: &str, from: &[(i32, i64)]) -> anyhow::Result<Self> {
+        let mut c = without(config, PRODUCER_ONLY);
+        c.set("group.id", format!("{application_id}-global"));
+        c.set("enable.auto.commit", "false");
+        c.set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c.create().context("creating the global table reader")?;
+        let mut tpl = TopicPartitionList::new();
+        for &(p, offset) in from {
+            tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
+        }
+        consumer.assign(&tpl).with_context(|| format!("assigning the partitions of global table topic `{topic}`"))?;
+        Ok(Self { consumer, arena: Arena::default() })
+    }
+
+    /// The next record, with its partition and offset, if one arrives within `timeout`.
+    pub fn poll(&mut self, timeout: Duration) -> anyhow::Result<Option<(i32, i64, Record)>> {
+        let Some(m) = self.consumer.poll(timeout) else { return Ok(None) };
+        let m = m.context("reading a global table's topic")?;
+        Ok(Some((m.partition(), m.offset(), KafkaSource::record(&mut self.arena, &m))))
+    }
+}
+
 /// How long a restore may stall before it fails.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 

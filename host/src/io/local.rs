@@ -402,3 +402,29 @@ impl RecordSink for LocalSink {
         Ok(())
     }
 }
+
+/// Every record of a local input file, in order (a global table's file, read whole before the
+/// tasks start); each record's offset is its line.
+pub fn read_all(path: &std::path::Path, format: FileFormat) -> anyhow::Result<Vec<Record>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut input = FileInput {
+        topic: String::new(),
+        path: path.to_path_buf(),
+        format,
+        partition: 0,
+        partitions: 1,
+        reader: BufReader::new(file),
+        line_no: 0,
+        pending: String::new(),
+        at_end: false,
+        arena: Arena::default(),
+    };
+    let mut out = Vec::new();
+    loop {
+        let batch = input.read(4096, false)?;
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        out.extend(batch);
+    }
+}

@@ -22,6 +22,10 @@ pub struct Manifest {
     /// value kept in a store whose changelog is the topic itself.
     #[serde(default)]
     pub tables: BTreeMap<Spanned<String>, StreamDef>,
+    /// Named global tables (Kafka Streams' `GlobalKTable`): every instance keeps the whole
+    /// topic, all partitions, restored before any task runs and kept up to date meanwhile.
+    #[serde(default)]
+    pub global_tables: BTreeMap<Spanned<String>, StreamDef>,
     #[serde(default)]
     pub plugins: BTreeMap<Spanned<String>, PluginDef>,
     /// State stores, named by `store` in aggregation steps. A step without `store` gets one
@@ -33,11 +37,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Every declared stream and table: the section it is in (`streams` or `tables`), its
-    /// name and definition.
+    /// Every declared stream and table: the section it is in (`streams`, `tables` or
+    /// `global_tables`), its name and definition.
     pub fn declared(&self) -> impl Iterator<Item = (&'static str, &Spanned<String>, &StreamDef)> {
         let streams = self.streams.iter().map(|(k, d)| ("streams", k, d));
-        streams.chain(self.tables.iter().map(|(k, d)| ("tables", k, d)))
+        let tables = self.tables.iter().map(|(k, d)| ("tables", k, d));
+        streams.chain(tables).chain(self.global_tables.iter().map(|(k, d)| ("global_tables", k, d)))
     }
 }
 
@@ -373,8 +378,11 @@ pub struct StepDef {
     /// `suppress`: what a full buffer does: `emit_early` (emit its oldest keys, the default)
     /// or `shut_down` (fail the record, which the pipeline's `on_error` then handles).
     pub when_full: Option<Spanned<String>>,
-    /// `join`, `left_join`, `outer_join`: the table joined (`[tables]`).
+    /// `join`, `left_join`, `outer_join`: the table joined (`[tables]` or `[global_tables]`).
     pub table: Option<Spanned<String>>,
+    /// A join with a global table: the key-selector plugin that picks each record's lookup
+    /// key (default: the record's key).
+    pub key_selector: Option<Spanned<String>>,
     /// `join`, `left_join`, `outer_join`: the stream joined, within `time_difference`.
     pub stream: Option<Spanned<String>>,
     /// A stream-stream join: records join when their timestamps are at most this far apart

@@ -17,7 +17,7 @@ use crate::state::windows::{key_prefix, time_bytes, time_from};
 use crate::state::{DirectUpstream, Store, upstream_of};
 use crate::topology::{Field, Form, JoinKind, JoinWindow, JoinWith, Node, NodeId, NodeOp, PluginKind, PluginUse, StepSpec};
 
-const FIELDS: &[Field] = &[Field::Table, Field::Stream, Field::TimeDifference, Field::Before, Field::After, Field::Grace];
+const FIELDS: &[Field] = &[Field::Table, Field::KeySelector, Field::Stream, Field::TimeDifference, Field::Before, Field::After, Field::Grace];
 
 const fn spec(kind: JoinKind) -> OperatorSpec {
     OperatorSpec {
@@ -56,6 +56,12 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
         JoinWith::Table { table_store } => {
             Box::new(StreamTable { kind, joiner, table: table(ctx, table_store)?, table_node: right })
         }
+        JoinWith::Global { store, key_selector } => Box::new(StreamGlobal {
+            kind,
+            joiner,
+            table: table(ctx, store)?,
+            selector: key_selector.as_ref().map(|k| ctx.step(k)).transpose()?,
+        }),
         JoinWith::Tables { left_store, right_store } => Box::new(TableTable {
             kind,
             joiner,
@@ -207,6 +213,121 @@ impl Operator for StreamTable {
                     continue;
                 }
                 let row = match r.key.as_deref().map(|k| lookup(&table, k)).transpose() {
+                    Ok(row) => row.flatten(),
+                    Err(e) => {
+                        out.failures.push(state_failure(r, e));
+                        continue;
+                    }
+                };
+                if row.is_none() && self.kind == JoinKind::Inner {
+                    continue;
+                }
+                pairs.push(Pair { left: r, right: row.map(|(_, v)| v) });
+            }
+        }
+        let results = self.joiner.join(&pairs);
+        for (pair, result) in pairs.into_iter().zip(results) {
+            let mut r = pair.left;
+            match result {
+                Ok(v) => {
+                    r.value = v;
+                    out.all.push(r);
+                }
+                Err((code, message)) => out.failures.push(self.joiner.failure(r, code, message)),
+            }
+        }
+        out
+    }
+
+    fn rerunnable(&self) -> bool {
+        false
+    }
+}
+
+/// A stream joined with a global table (Kafka Streams' `KStreamGlobalKTableJoin`): each
+/// record looks up the row of the key its key selector picks (the record's own key without
+/// one) in the table every instance keeps whole; the stream needs no co-partitioning. An inner
+/// join drops records without a value, without a lookup key, or without a row; a left join
+/// drops records without a value, and records with a key whose selector picks none; the rest
+/// join with the row absent. The result keeps the stream record's key and timestamp.
+struct StreamGlobal {
+    kind: JoinKind,
+    joiner: Joiner,
+    table: SharedStore,
+    selector: Option<PluginStep>,
+}
+
+impl StreamGlobal {
+    /// Each record's lookup key, or why its selector failed.
+    fn lookup_keys(&mut self, input: &[Record]) -> Vec<Result<Option<Bytes>, (FailureCode, String)>> {
+        let Some(step) = &mut self.selector else {
+            return input.iter().map(|r| Ok(r.key.clone())).collect();
+        };
+        let failed = |e: &crate::wasm::CallFailure| {
+            let code = match e {
+                crate::wasm::CallFailure::Trap { .. } => FailureCode::Trap,
+                crate::wasm::CallFailure::Refused { .. } => FailureCode::Refused,
+            };
+            vec![Err((code, e.to_string())); input.len()]
+        };
+        let output = match step.call(input, |i, f, b| i.transform(PluginKind::KeySelector, f, b)) {
+            Ok(o) => o,
+            Err(e) => return failed(&e),
+        };
+        let malformed = |reason: &str| {
+            failed(&crate::wasm::CallFailure::Trap { plugin: step.label().to_owned(), reason: reason.to_owned() })
+        };
+        let Ok(keys) = DecodedBatch::output(output.records.index, output.records.timestamps, output.records.data)
+        else {
+            return malformed("returned a malformed batch");
+        };
+        let mut out: Vec<Result<Option<Bytes>, (FailureCode, String)>> = vec![Ok(None); input.len()];
+        if output.origins.is_empty() && keys.len() == input.len() {
+            for (i, slot) in out.iter_mut().enumerate() {
+                *slot = Ok(keys.key(i));
+            }
+        } else if output.origins.len() == keys.len() && output.origins.iter().all(|&o| (o as usize) < input.len()) {
+            for (j, &o) in output.origins.iter().enumerate() {
+                out[o as usize] = Ok(keys.key(j));
+            }
+        } else {
+            return malformed("returned keys that do not match its input");
+        }
+        for e in output.errors {
+            if let Some(slot) = out.get_mut(e.index as usize) {
+                *slot = Err((FailureCode::from(e.code), e.message));
+            }
+        }
+        out
+    }
+}
+
+impl Operator for StreamGlobal {
+    fn process(&mut self, input: Vec<Record>) -> Emitted {
+        let mut out = Emitted::default();
+        let keys = self.lookup_keys(&input);
+        let mut pairs = Vec::with_capacity(input.len());
+        {
+            let Ok(table) = self.table.lock() else { return out };
+            for (r, key) in input.into_iter().zip(keys) {
+                let key = match key {
+                    Ok(k) => k,
+                    Err((code, message)) => {
+                        let label = self.selector.as_ref().map_or("", |s| s.label()).to_owned();
+                        out.failures.push(Failure { record: r, code, message, plugin: label });
+                        continue;
+                    }
+                };
+                let keep = match self.kind {
+                    JoinKind::Inner => key.is_some() && r.value.is_some(),
+                    // KIP-962: a record without a key still joins; one whose key the selector
+                    // maps to none does not.
+                    _ => r.value.is_some() && (key.is_some() || r.key.is_none()),
+                };
+                if !keep {
+                    continue;
+                }
+                let row = match key.as_deref().map(|k| lookup(&table, k)).transpose() {
                     Ok(row) => row.flatten(),
                     Err(e) => {
                         out.failures.push(state_failure(r, e));

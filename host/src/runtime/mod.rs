@@ -11,6 +11,7 @@
 //! apply once, see [`crate::state`]).
 
 mod commit;
+pub mod global;
 mod order;
 mod policy;
 mod task;
@@ -74,6 +75,9 @@ pub struct RunOptions {
     /// it goes on with the others, when the source cannot tell whether more is coming
     /// (Kafka Streams' `max.task.idle.ms`).
     pub max_task_idle: Duration,
+    /// The global tables' stores, by name, restored before the threads start
+    /// ([`global::GlobalTables`]).
+    pub globals: std::collections::BTreeMap<String, crate::operators::SharedStore>,
 }
 
 /// What one stream thread reads from and writes to.

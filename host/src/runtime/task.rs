@@ -4,6 +4,7 @@
 //! task ([`Task::parked_until`]); the thread resumes it when the backoff ends
 //! ([`Task::resume`]) and meanwhile runs its other tasks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +12,9 @@ use bytes::Bytes;
 
 use super::policy::{Retrying, TaskError, Work, backoff, isolate, numbered, retry_once, unnumber};
 use crate::manifest::{Format, OnError};
-use crate::operators::{ConstructError, Emitted, Failure, FailureCode, Operator, PluginLookup, TaskContext, construct};
+use crate::operators::{
+    ConstructError, Emitted, Failure, FailureCode, Operator, PluginLookup, SharedStore, TaskContext, construct,
+};
 use crate::record::Record;
 use crate::state::{StateError, Store, StoreSpec};
 use crate::topology::{NodeId, NodeOp, Topology};
@@ -54,12 +57,25 @@ impl Task {
         open_store: &mut dyn FnMut(&StoreSpec) -> Result<Store, StateError>,
         metrics: &MetricsRegistry,
     ) -> Result<Self, ConstructError> {
+        Self::with_globals(topology, sub, partition, lookup, open_store, metrics, &BTreeMap::new())
+    }
+
+    /// [`Task::new`], for a process that keeps `globals`: the global tables' stores, by name.
+    pub fn with_globals(
+        topology: Arc<Topology>,
+        sub: usize,
+        partition: i32,
+        lookup: PluginLookup<'_>,
+        open_store: &mut dyn FnMut(&StoreSpec) -> Result<Store, StateError>,
+        metrics: &MetricsRegistry,
+        globals: &BTreeMap<String, SharedStore>,
+    ) -> Result<Self, ConstructError> {
         let mut operators: Vec<Option<Box<dyn Operator>>> = (0..topology.nodes.len()).map(|_| None).collect();
         let mut step_metrics: Vec<Option<StepMetrics>> = (0..topology.nodes.len()).map(|_| None).collect();
         let s = &topology.subtopologies[sub];
         let topics = s.source_topics.clone();
         let mut ctx =
-            TaskContext { lookup, topics: &topics, stores: &topology.stores, open_store, tables: Default::default() };
+            TaskContext { lookup, topics: &topics, stores: &topology.stores, open_store, tables: globals.clone() };
         for &id in &s.nodes {
             let node = topology.node(id);
             operators[id] = Some(construct(node, &mut ctx)?);

@@ -342,8 +342,16 @@ impl StreamThread<'_> {
             open_store(topology, spec, &name, partition, options, reader, stats)
         };
         let lookup = |n: &str| self.plugins.get(n);
-        let task = Task::new(topology.clone(), sub, partition, &lookup, &mut open, &options.metrics)
-            .with_context(|| format!("starting task {name}"))?;
+        let task = Task::with_globals(
+            topology.clone(),
+            sub,
+            partition,
+            &lookup,
+            &mut open,
+            &options.metrics,
+            &options.globals,
+        )
+        .with_context(|| format!("starting task {name}"))?;
         tracing::debug!(task = %name, "task started");
         Ok(task)
     }

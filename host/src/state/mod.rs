@@ -125,6 +125,12 @@ pub struct Store {
     undo: Option<BTreeMap<Vec<u8>, Pending>>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("name", &self.spec.name).finish_non_exhaustive()
+    }
+}
+
 /// A key's pending write before a savepoint: `None` when it had none, else the write
 /// (`Some(None)` a delete).
 type Pending = Option<Option<Vec<u8>>>;

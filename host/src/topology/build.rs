@@ -27,6 +27,7 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         sources: BTreeMap::new(),
         stores: BTreeMap::new(),
         tables: BTreeMap::new(),
+        globals: BTreeMap::new(),
         flow: Flow::Stream,
     };
     let m = &loaded.manifest;
@@ -154,6 +155,7 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         subtopologies,
         formats,
         stores: b.stores,
+        globals: b.globals,
     };
     Ok(topology)
 }
@@ -166,6 +168,8 @@ pub(super) struct Builder<'a> {
     stores: BTreeMap<String, StoreSpec>,
     /// The node that materializes each `[tables]` table, by name.
     tables: BTreeMap<String, NodeId>,
+    /// The global tables joined so far, by name.
+    globals: BTreeMap<String, super::GlobalTable>,
     /// What the nodes added next take in (set by each step of a chain).
     flow: Flow,
 }
@@ -622,6 +626,57 @@ impl<'a> Builder<'a> {
         state: &mut StreamState,
     ) -> Result<(NodeId, Option<TableState>), ManifestError> {
         let op = kind.name();
+        if let JoinTarget::Table(t, selector) = &with {
+            let global = self.loaded.manifest.global_tables.iter().find(|(k, _)| k.get_ref() == t.get_ref());
+            match (global, selector, state.table) {
+                (Some((k, def)), _, None) => {
+                    if kind == JoinKind::Outer {
+                        return Err(self.err(
+                            span,
+                            format!("{skey}.op"),
+                            "a stream joins a global table with `join` or `left_join`",
+                        ));
+                    }
+                    // Every instance has the whole table: no repartition, no co-partitioning.
+                    let store = match &def.store {
+                        Some(s) => s.get_ref().clone(),
+                        None => format!("{}-store", t.get_ref()),
+                    };
+                    if !self.globals.contains_key(t.get_ref()) {
+                        let store_span = def.store.as_ref().map_or_else(|| k.span(), Spanned::span);
+                        self.store(
+                            store.clone(),
+                            store_span,
+                            StoreKind::KeyValue,
+                            &format!("global_tables.{}", t.get_ref()),
+                        )?;
+                        let topic = def.topic_or(t.get_ref()).to_owned();
+                        if let Some(spec) = self.stores.get_mut(&store) {
+                            spec.source_topic = Some(topic.clone());
+                        }
+                        self.globals.insert(t.get_ref().clone(), super::GlobalTable { topic, store: store.clone() });
+                    }
+                    let with = JoinWith::Global { store, key_selector: selector.clone() };
+                    let id = self.add(ctx, name.to_owned(), NodeOp::Join { kind, joiner, with }, parents);
+                    return Ok((id, None));
+                }
+                (Some(_), _, Some(_)) => {
+                    return Err(self.err(
+                        t.span(),
+                        format!("{skey}.table"),
+                        "a global table joins a stream: put `to_stream` before it",
+                    ));
+                }
+                (None, Some(_), _) => {
+                    return Err(self.err(
+                        t.span(),
+                        format!("{skey}.key_selector"),
+                        "`key_selector` picks the lookup key of a global table join; a table is joined by the record's key",
+                    ));
+                }
+                (None, None, _) => {}
+            }
+        }
         if state.key_changed {
             // A key changed before the join: the left side is repartitioned by its new key, so
             // its records meet the other side's in the same partition.
@@ -629,16 +684,20 @@ impl<'a> Builder<'a> {
             state.key_changed = false;
         }
         let not_a_table = |b: &Self, t: &Spanned<String>, field: &str| {
-            let mut e =
-                b.err(t.span(), format!("{skey}.{field}"), format!("no table named `{}` in [tables]", t.get_ref()));
-            let names = b.loaded.manifest.tables.keys().map(|k| k.get_ref().as_str());
+            let mut e = b.err(
+                t.span(),
+                format!("{skey}.{field}"),
+                format!("no table named `{}` in [tables] or [global_tables]", t.get_ref()),
+            );
+            let m = &b.loaded.manifest;
+            let names = m.tables.keys().chain(m.global_tables.keys()).map(|k| k.get_ref().as_str());
             if let Some(c) = closest(t.get_ref(), names) {
                 e = e.with_help(format!("did you mean `{c}`?"));
             }
             e
         };
         match (with, state.table) {
-            (JoinTarget::Table(t), None) => {
+            (JoinTarget::Table(t, _), None) => {
                 if kind == JoinKind::Outer {
                     return Err(self.err(
                         span,
@@ -656,7 +715,7 @@ impl<'a> Builder<'a> {
                 self.nodes[id].flow = Flow::Stream;
                 Ok((id, None))
             }
-            (JoinTarget::Table(t), Some(left)) => {
+            (JoinTarget::Table(t, _), Some(left)) => {
                 if !self.is_table(t.get_ref()) {
                     return Err(not_a_table(self, t, "table"));
                 }

@@ -70,6 +70,10 @@ pub fn describe(t: &Topology) -> String {
                 NodeOp::Join { kind, joiner, with } => {
                     let (what, stores) = match with {
                         JoinWith::Table { table_store } => ("with a table".to_owned(), vec![table_store.as_str()]),
+                        JoinWith::Global { store, key_selector } => {
+                            let by = key_selector.as_ref().map_or_else(|| "its key".to_owned(), plugin);
+                            (format!("with a global table, by {by}"), vec![store.as_str()])
+                        }
                         JoinWith::Tables { left_store, right_store } => {
                             ("of two tables".to_owned(), vec![left_store.as_str(), right_store.as_str()])
                         }

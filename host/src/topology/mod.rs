@@ -121,6 +121,7 @@ impl NodeOp {
         match self {
             Self::Operator { plugin, .. } => plugin.iter().collect(),
             Self::Process { plugin, .. } => vec![plugin],
+            Self::Join { joiner, with: JoinWith::Global { key_selector: Some(k), .. }, .. } => vec![joiner, k],
             Self::Join { joiner, .. } => vec![joiner],
             Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), .. } => vec![p],
             Self::Aggregate { fold: FoldOp::Count, .. } | Self::Repartition { .. } | Self::Suppress { .. } => vec![],
@@ -162,6 +163,10 @@ pub enum JoinWith {
     /// A stream record looks up the table's current value; the table's updates (the second
     /// parent, a [`NodeOp::ToTable`] that owns `table_store`) emit nothing.
     Table { table_store: String },
+    /// A stream record looks up a global table's row for the key `key_selector` picks (the
+    /// record's key without one); the store is the process's, kept by the global table's
+    /// own consumer.
+    Global { store: String, key_selector: Option<PluginRef> },
     /// Two tables, each materialized by a [`NodeOp::ToTable`] parent: an update on either side
     /// looks up the other's current value.
     Tables { left_store: String, right_store: String },
@@ -281,6 +286,15 @@ pub struct Topology {
     pub formats: BTreeMap<String, TopicFormats>,
     /// Every state store, by name.
     pub stores: BTreeMap<String, StoreSpec>,
+    /// The global tables joins read, by name.
+    pub globals: BTreeMap<String, GlobalTable>,
+}
+
+/// A global table: its topic, read whole by every instance, and its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalTable {
+    pub topic: String,
+    pub store: String,
 }
 
 impl Topology {

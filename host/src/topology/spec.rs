@@ -71,6 +71,7 @@ pub enum Field {
     Stores,
     Children,
     Table,
+    KeySelector,
     Stream,
     TimeDifference,
     Before,
@@ -80,7 +81,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the order a step's fields are checked.
-    pub const ALL: [Field; 18] = [
+    pub const ALL: [Field; 19] = [
         Self::From,
         Self::Topic,
         Self::Branches,
@@ -94,6 +95,7 @@ impl Field {
         Self::Stores,
         Self::Children,
         Self::Table,
+        Self::KeySelector,
         Self::Stream,
         Self::TimeDifference,
         Self::Before,
@@ -117,6 +119,7 @@ impl Field {
             Self::Stores => "stores",
             Self::Children => "children",
             Self::Table => "table",
+            Self::KeySelector => "key_selector",
             Self::Stream => "stream",
             Self::TimeDifference => "time_difference",
             Self::Before => "before",

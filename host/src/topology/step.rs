@@ -69,7 +69,8 @@ pub enum StepKind<'a> {
 
 /// What a join step names: a table, or a stream within a window.
 pub enum JoinTarget<'a> {
-    Table(&'a Spanned<String>),
+    /// A table, and a key selector (global tables only).
+    Table(&'a Spanned<String>, Option<PluginRef>),
     Stream(&'a Spanned<String>, JoinWindow),
 }
 
@@ -113,6 +114,7 @@ fn present(s: &StepDef, f: Field) -> Option<Range<usize>> {
         Field::Stores => s.stores.as_ref().map(Spanned::span),
         Field::Children => s.children.as_ref().map(Spanned::span),
         Field::Table => s.table.as_ref().map(Spanned::span),
+        Field::KeySelector => s.key_selector.as_ref().map(Spanned::span),
         Field::Stream => s.stream.as_ref().map(Spanned::span),
         Field::TimeDifference => s.time_difference.as_ref().map(Spanned::span),
         Field::Before => s.before.as_ref().map(Spanned::span),
@@ -290,7 +292,18 @@ impl<'a> Builder<'a> {
                                 ));
                             }
                         }
-                        JoinTarget::Table(t)
+                        let selector = match &s.key_selector {
+                            Some(p) => Some(self.plugin_ref(
+                                Some(p),
+                                None,
+                                PluginKind::KeySelector,
+                                span.clone(),
+                                &format!("{key}.key_selector"),
+                                &op,
+                            )?),
+                            None => None,
+                        };
+                        JoinTarget::Table(t, selector)
                     }
                     (None, Some(st)) => {
                         let difference = s.time_difference.as_ref().ok_or_else(|| {
@@ -320,6 +333,13 @@ impl<'a> Builder<'a> {
                     }
                     (None, None) => return Err(need("`table` or `stream`: what the stream is joined with")),
                 };
+                if let (JoinTarget::Stream(..), Some(ks)) = (&with, &s.key_selector) {
+                    return Err(self.err(
+                        ks.span(),
+                        format!("{key}.key_selector"),
+                        "`key_selector` picks the lookup key of a global table join",
+                    ));
+                }
                 StepKind::Join { kind, joiner, with }
             }
             Form::Process => StepKind::Process {
