@@ -97,19 +97,34 @@ fn fraud_detection_alerts_on_velocity_with_a_processor_and_its_stores() {
 /// Runs an example with `topic` written as JSON lines instead of printed: each of its records'
 /// key (`null` for none) and timestamp, in order.
 fn keys_and_timestamps(name: &str, topic: &str) -> Vec<(String, i64)> {
+    topics_keys_and_timestamps(name, &[topic]).remove(0)
+}
+
+/// Runs an example once with each of `topics` (a topic another pipeline reads too) written as
+/// JSON lines instead of printed: per topic, each of its records' key (`null` for none) and
+/// timestamp, in order.
+fn topics_keys_and_timestamps(name: &str, topics: &[&str]) -> Vec<Vec<(String, i64)>> {
     let dir = tempfile::tempdir().expect("a directory");
-    let path = dir.path().join("out.jsonl");
-    let mut output = std::ffi::OsString::from(format!("{topic}="));
-    output.push(&path);
-    run_example_with(name, &dir.path().join("state"), &[std::ffi::OsStr::new("--output"), &output]);
-    let lines = std::fs::read_to_string(&path).expect("the output file");
-    lines
-        .lines()
-        .map(|l| {
-            let r: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            (r["key"].as_str().unwrap_or("null").to_owned(), r["timestamp"].as_i64().expect("a timestamp"))
-        })
-        .collect()
+    let paths: Vec<_> = (0..topics.len()).map(|i| dir.path().join(format!("out-{i}.jsonl"))).collect();
+    let mut args = Vec::new();
+    for (topic, path) in topics.iter().zip(&paths) {
+        let mut output = std::ffi::OsString::from(format!("{topic}="));
+        output.push(path);
+        args.extend([std::ffi::OsString::from("--output"), output]);
+    }
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
+    run_example_with(name, &dir.path().join("state"), &args);
+    let read = |path: &std::path::PathBuf| {
+        let lines = std::fs::read_to_string(path).expect("the output file");
+        lines
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                (r["key"].as_str().unwrap_or("null").to_owned(), r["timestamp"].as_i64().expect("a timestamp"))
+            })
+            .collect()
+    };
+    paths.iter().map(read).collect()
 }
 
 /// 2026-11-01 at `h:m:s` UTC, in milliseconds: the examples' event times.
@@ -157,4 +172,48 @@ fn orders_payments_emits_an_unpaid_order_once_stream_time_closes_its_window() {
     ]
     .map(|(k, t)| (k.to_owned(), t));
     assert_eq!(keys_and_timestamps("orders-payments", "order-settlements"), want);
+}
+
+#[test]
+fn ksml_modular_ingests_enriches_from_a_global_table_and_aggregates_in_three_pipelines() {
+    let state = tempfile::tempdir().expect("a state directory");
+    let (stdout, stderr) = run_example_in("ksml-modular", state.path());
+    // One partition throughout: the category totals come in the purchases' order.
+    assert_eq!(stdout, expected("ksml-modular"), "{stderr}");
+    // In: 12 raw events, 8 normalized purchases, 6 enriched ones, 6 repartitioned ones; the
+    // catalog is not among them, it is read before the tasks start.
+    assert!(stderr.contains("records_in=32 records_out=26"), "{stderr}");
+    // The catalog is read whole first: the head lamp bought at 10:10 is counted in the category
+    // the catalog gives it at 10:30.
+    let camping = |l: &&str| l.starts_with("category-sales\tcamping\t");
+    assert!(stdout.lines().filter(camping).any(|l| l.contains("\"Head lamp\"")), "{stdout}");
+    assert!(!stdout.contains("lighting"), "{stdout}");
+    // Each stage, by the order ids it passes on: ingestion drops o4 (quantity 0), o6 (price
+    // `eighty`), o1's refund and o9 (not JSON); enrichment drops o5 (its product deleted from
+    // the catalog) and o8 (its product never in it). Every record keeps its purchase's time.
+    let purchases = [
+        ("o1", at(10, 0, 0)),
+        ("o2", at(10, 2, 0)),
+        ("o3", at(10, 4, 0)),
+        ("o5", at(10, 7, 0)),
+        ("o7", at(10, 10, 0)),
+        ("o8", at(10, 12, 0)),
+        ("o10", at(10, 18, 0)),
+        ("o11", at(10, 20, 0)),
+    ]
+    .map(|(k, t)| (k.to_owned(), t));
+    let topics = ["normalized-purchases", "enriched-purchases", "category-sales"];
+    let [normalized, enriched, sales] =
+        <[_; 3]>::try_from(topics_keys_and_timestamps("ksml-modular", &topics)).expect("three topics");
+    assert_eq!(normalized, purchases);
+    let joined: Vec<_> = purchases.iter().filter(|(k, _)| k != "o5" && k != "o8").cloned().collect();
+    assert_eq!(enriched, joined);
+    // Each total has the category's key and the time of the purchase that updated it.
+    let categories = ["camping", "footwear", "camping", "camping", "footwear", "camping"];
+    let want: Vec<(String, i64)> =
+        categories.iter().map(|c| c.to_string()).zip(joined.iter().map(|(_, t)| *t)).collect();
+    assert_eq!(sales, want);
+    // The same input again, same state: the totals count nothing twice.
+    let (again, _) = run_example_in("ksml-modular", state.path());
+    assert_eq!(again, "", "a second run over the same input counts nothing twice");
 }
