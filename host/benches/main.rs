@@ -273,6 +273,8 @@ mod json_data;
 
 #[path = "footprint.rs"]
 mod bench_footprint;
+#[path = "joins.rs"]
+mod bench_joins;
 #[path = "sandbox.rs"]
 mod bench_sandbox;
 #[path = "state.rs"]
@@ -502,11 +504,17 @@ fn main() -> Result<()> {
     if !skip.split(',').any(|s| s == "sandbox") {
         bench_sandbox::run(input)?;
     }
+    if !skip.split(',').any(|s| s == "joins") {
+        bench_joins::run(env_usize("WASP_BENCH_JOIN_RECORDS", JOIN_RECORDS)?)?;
+    }
     if skip.split(',').any(|s| s == "state") {
         return Ok(());
     }
     bench_state::run(env_usize("WASP_BENCH_LINES", LINES)?)
 }
+
+/// Stream records per join benchmark.
+const JOIN_RECORDS: usize = 300_000;
 
 /// The identity filter, called on each batch once it is encoded: the call alone is timed.
 fn batch_filter(instance: &mut PluginInstance, input: &[Vec<Record>], check: bool) -> Measured {

@@ -27,9 +27,13 @@ pub const MARKER_HEADER: &str = "wasp.marker";
 /// (`<topic>/<partition>/<offset>/<seq>`), so the downstream store can skip duplicates.
 pub const POSITION_HEADER: &str = "wasp.position";
 
+/// The header that carries a table change's old value ([`Record::old`]) through a
+/// repartition topic (a grouped table's); a record without it has none.
+pub const OLD_VALUE_HEADER: &str = "wasp.old";
+
 /// Header names read back from topics that wasp writes on every record: shared, so reading
 /// them allocates nothing.
-const WELL_KNOWN_HEADERS: &[&str] = &[POSITION_HEADER, MARKER_HEADER];
+const WELL_KNOWN_HEADERS: &[&str] = &[POSITION_HEADER, MARKER_HEADER, OLD_VALUE_HEADER];
 
 impl Header {
     /// A header name read from a topic: static when wasp knows it, else copied.

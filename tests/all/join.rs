@@ -481,3 +481,52 @@ fn a_stream_joins_a_global_table_by_the_key_its_selector_picks_without_co_partit
         vec![kv("o1", "o1:a-book+Alice"), kv("o2", "o2:b-pen+Bobby"), kv("o3", "o3:c-cup+none")]
     );
 }
+
+/// A table of amounts grouped by their first digit: `a` moves from group 1 to 3, `b` is
+/// deleted, `c` changes within group 3.
+fn grouped_amounts(sc: &Scratch) -> &'static str {
+    file(
+        sc,
+        "t.jsonl",
+        &[
+            (Some("a"), Some("12"), 1),
+            (Some("b"), Some("15"), 2),
+            (Some("c"), Some("30"), 3),
+            (Some("a"), Some("35"), 4),
+            (Some("b"), None, 5),
+            (Some("c"), Some("31"), 6),
+        ],
+    );
+    "[tables.t]\nfile = \"t.jsonl\"\nfile_format = \"jsonl\"\n[plugins.add]\npath = \"ADD\"\n[plugins.sub]\npath = \"SUB\"\n"
+}
+
+fn grouped_table(fold: &str) -> (Vec<(String, String)>, Vec<i64>) {
+    let sc = Scratch::new();
+    let decl = grouped_amounts(&sc).replace("ADD", &plugin("sum-add")).replace("SUB", &plugin("sum-sub"));
+    let steps = format!(r#"{{ op = "group_by", plugin = "kit" }}, {fold}, {{ op = "to_stream" }}"#);
+    let out = run_local(&sc, &joins(&decl, &through("t", &steps)), &["out"]).expect("the grouped table runs");
+    (kvs(&out, "out"), timestamps(&out))
+}
+
+#[test]
+fn a_grouped_tables_aggregate_subtracts_a_value_from_the_group_it_leaves() {
+    // `KGroupedTable.aggregate(init, adder, subtractor)`: `a` moving from group 1 to 3 is
+    // taken out of 1, then added to 3; `c` changing within 3 is one update (out, then in).
+    let expected =
+        vec![kv("1", "12"), kv("1", "27"), kv("3", "30"), kv("1", "15"), kv("3", "65"), kv("1", "0"), kv("3", "66")];
+    let (got, ts) = grouped_table(r#"{ op = "aggregate", plugin = "add", subtractor = "sub" }"#);
+    assert_eq!(got, expected);
+    assert_eq!(ts, vec![1, 2, 3, 4, 4, 5, 6], "an update takes the later of the record's and the aggregate's time");
+    // A reduce gives the same sums (a group's first value is its first aggregate).
+    let (got, _) = grouped_table(r#"{ op = "reduce", plugin = "add", subtractor = "sub" }"#);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_grouped_tables_count_goes_down_when_a_row_leaves_its_group() {
+    let (got, _) = grouped_table(r#"{ op = "count" }"#);
+    assert_eq!(
+        got,
+        vec![kv("1", "1"), kv("1", "2"), kv("3", "1"), kv("1", "1"), kv("3", "2"), kv("1", "0"), kv("3", "2")]
+    );
+}

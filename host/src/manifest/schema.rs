@@ -363,6 +363,10 @@ pub struct StepDef {
     pub topic: Option<Spanned<String>>,
     /// `branch`: the ordered branches.
     pub branches: Option<Vec<Spanned<BranchDef>>>,
+    /// `reduce`, `aggregate` of a grouped table: the plugin that takes a value back out of an
+    /// aggregate when it leaves the group (Kafka Streams' subtractor): a reducer for `reduce`,
+    /// an aggregator for `aggregate`.
+    pub subtractor: Option<Spanned<String>>,
     /// `count`, `reduce`, `aggregate`: the store that keeps the aggregates.
     pub store: Option<Spanned<String>>,
     /// `windowed_by`: the window.

@@ -30,7 +30,7 @@ use crate::wasm::CallFailure;
 /// Sessions or windows of one key a record can touch are few; the cap guards a runaway key.
 pub const MAX_WINDOWS_PER_KEY_SCAN: usize = 10_000;
 
-const FIELDS: &[Field] = &[Field::Store, Field::LateTopic];
+const FIELDS: &[Field] = &[Field::Store, Field::LateTopic, Field::Subtractor];
 
 pub static COUNT: OperatorSpec = OperatorSpec {
     step: StepSpec {
@@ -66,9 +66,12 @@ pub static AGGREGATE: OperatorSpec = OperatorSpec {
 };
 
 fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
-    let NodeOp::Aggregate { fold, window, emit_final, store, late_topic } = &node.op else {
+    let NodeOp::Aggregate { fold, window, emit_final, store, late_topic, table } = &node.op else {
         return Err(wrong_node("aggregate", node));
     };
+    if let Some(t) = table {
+        return super::table_fold::construct(node, fold, t, store, ctx);
+    }
     let fold = match fold {
         FoldOp::Count => Fold::Count,
         FoldOp::Reduce(p) => Fold::Reduce(ctx.step(p)?),
@@ -915,7 +918,7 @@ impl Aggregate {
 }
 
 /// An aggregator instance's initial aggregate.
-fn initial_of(setup: &crate::wasm::Setup) -> Option<&[u8]> {
+pub(super) fn initial_of(setup: &crate::wasm::Setup) -> Option<&[u8]> {
     match setup {
         crate::wasm::Setup::Initial(v) => Some(v),
         _ => None,
@@ -923,7 +926,7 @@ fn initial_of(setup: &crate::wasm::Setup) -> Option<&[u8]> {
 }
 
 /// The per-entry results of an aggregate or reduce call.
-fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<EntryResults, CallFailure> {
+pub(super) fn decode_results(o: crate::wasm::WasmOutput, n: usize, label: &str) -> Result<EntryResults, CallFailure> {
     let bad = |reason: &str| CallFailure::Trap { plugin: label.to_owned(), reason: reason.to_owned() };
     let produced = crate::record::DecodedBatch::new(o.records.index, o.records.timestamps, o.records.data)
         .map_err(|e| bad(&e.to_string()))?;

@@ -17,7 +17,7 @@ pub static GROUP_BY: OperatorSpec = OperatorSpec {
         fields: &[],
         plugin: PluginUse::Required(PluginKind::KeySelector),
         form: Form::GroupBy,
-        note: None, tables: false
+        note: None, tables: true
     },
     construct: Some(|node, ctx| transform::transform(node, ctx, transform::Shape::Key)),
 };

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::table::lookup;
 use super::{
-    ConstructError, Emitted, Failure, FailureCode, Operator, OperatorSpec, PluginStep, SharedStore,
+    ConstructError, Emitted, Failure, FailureCode, Operator, OperatorSpec, PluginStep, SharedStore, locked,
     TaskContext, wrong_node,
 };
 use crate::record::{DecodedBatch, EncodedBatch, Record};
@@ -203,7 +203,7 @@ impl Operator for StreamTable {
         }
         let mut pairs = Vec::with_capacity(input.len());
         {
-            let Ok(table) = self.table.lock() else { return out };
+            let table = locked(&self.table);
             for r in input {
                 let keep = match self.kind {
                     JoinKind::Inner => r.key.is_some() && r.value.is_some(),
@@ -308,7 +308,7 @@ impl Operator for StreamGlobal {
         let keys = self.lookup_keys(&input);
         let mut pairs = Vec::with_capacity(input.len());
         {
-            let Ok(table) = self.table.lock() else { return out };
+            let table = locked(&self.table);
             for (r, key) in input.into_iter().zip(keys) {
                 let key = match key {
                     Ok(k) => k,
@@ -396,7 +396,7 @@ impl Operator for TableTable {
                 Side::Left => &self.right,
                 Side::Right => &self.left,
             };
-            let Ok(other) = other.lock() else { return out };
+            let other = locked(other);
             for r in input {
                 let Some(key) = r.key.clone() else { continue };
                 let row = match lookup(&other, &key) {

@@ -145,6 +145,7 @@ macro_rules! registry {
 }
 
 mod cache;
+mod table_fold;
 
 registry! {
     merge => [SOURCE, MERGE],
@@ -248,6 +249,13 @@ pub struct TaskContext<'a> {
 
 /// A store one operator owns (and commits) and others of its task read.
 pub type SharedStore = Arc<std::sync::Mutex<Store>>;
+
+/// Locks a shared store. A holder that panicked leaves it poisoned, not broken (every write
+/// is a whole entry in the pending map), so the store is used as it is rather than its
+/// records dropped.
+pub fn locked(store: &SharedStore) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl TaskContext<'_> {
     /// The plugin step of `r`.

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use bytes::{Bytes, BytesMut};
 
 use super::{ConstructError, Emitted, Operator, OperatorSpec, TaskContext, wrong_node};
-use crate::record::{Header, Record};
+use crate::record::{Header, OLD_VALUE_HEADER, Record};
 use crate::state::{DirectUpstream, POSITION_HEADER, POSITION_TAIL, Position, Sequencer, encode_position};
 use crate::topology::{self, Field, Form, Node, NodeOp, PluginUse, StepSpec};
 
@@ -85,6 +85,10 @@ impl Operator for Repartition {
             match r.headers.iter_mut().find(|h| h.name == POSITION_HEADER) {
                 Some(h) => h.value = Some(value),
                 None => r.headers.push(Header { name: Cow::Borrowed(POSITION_HEADER), value: Some(value) }),
+            }
+            // A grouped table's change keeps its old value across the topic.
+            if let Some(old) = r.old.take() {
+                r.headers.push(Header { name: Cow::Borrowed(OLD_VALUE_HEADER), value: Some(old) });
             }
         }
         Emitted { to_topics: vec![(self.topic.clone(), input)], ..Default::default() }

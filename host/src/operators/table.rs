@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::{ConstructError, Emitted, Operator, OperatorSpec, SharedStore, TaskContext, wrong_node};
+use super::{ConstructError, Emitted, Operator, OperatorSpec, SharedStore, TaskContext, locked, wrong_node};
 use crate::record::Record;
 use crate::state::{DirectUpstream, Store, table_row, table_row_parts, upstream_of};
 use crate::topology::{Form, Node, NodeOp, PluginUse, StepSpec};
@@ -59,10 +59,7 @@ pub fn lookup(store: &Store, key: &[u8]) -> Result<Option<(i64, Bytes)>, crate::
 impl Operator for ToTable {
     fn process(&mut self, input: Vec<Record>) -> Emitted {
         let mut out = Emitted { all: Vec::with_capacity(input.len()), ..Default::default() };
-        let Ok(mut store) = self.store.lock() else {
-            tracing::error!("a table's store is poisoned");
-            return out;
-        };
+        let mut store = locked(&self.store);
         let mut keyless = 0u64;
         for mut r in input {
             let Some(key) = r.key.clone() else {
@@ -104,9 +101,7 @@ impl Operator for ToTable {
     }
 
     fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
-        if let Ok(mut store) = self.store.lock() {
-            f(&mut store);
-        }
+        f(&mut locked(&self.store));
     }
 
     fn rerunnable(&self) -> bool {

@@ -206,9 +206,53 @@ impl Transform {
 
 impl Operator for Transform {
     fn process(&mut self, input: Vec<Record>) -> Emitted {
-        match self.table {
-            Some(old_values) => self.changes(old_values, input),
-            None => self.stream(input),
+        match (self.table, self.shape) {
+            (Some(_), Shape::Key) => self.regroup(input),
+            (Some(old_values), _) => self.changes(old_values, input),
+            (None, _) => self.stream(input),
         }
+    }
+}
+
+impl Transform {
+    /// `group_by` on a table (Kafka Streams' `KTableRepartitionMap`): each change's new and
+    /// old values get their groups' keys. A change that stays in its group goes on as one
+    /// record with both values; one that moves becomes a record that takes the old value out
+    /// of the old group, then one that adds the new value to the new group. A value whose
+    /// selector picks no key is left out.
+    fn regroup(&mut self, input: Vec<Record>) -> Emitted {
+        let values = ChangeValues::of(&input, true);
+        let p = match self.produce(&values.records) {
+            Ok(p) if p.origins.len() == values.records.len() && p.origins.iter().enumerate().all(|(j, &o)| o as usize == j) => p,
+            Ok(_) => {
+                let e = CallFailure::Trap {
+                    plugin: self.step.label().to_owned(),
+                    reason: "a table's `group_by` picks exactly one key per value".to_owned(),
+                };
+                return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() };
+            }
+            Err(e) => return Emitted { failures: self.step.fail_all(input, &e), ..Default::default() },
+        };
+        let mut out = Emitted { all: Vec::with_capacity(input.len()), ..Default::default() };
+        for (r, (new, old)) in input.into_iter().zip(values.at) {
+            if let Some((code, message)) = [new, old].into_iter().flatten().find_map(|j| p.failed[j].clone()) {
+                out.failures.push(self.step.failure(r, code, message));
+                continue;
+            }
+            let new_key = new.and_then(|j| p.records.key(j));
+            let old_key = old.and_then(|j| p.records.key(j));
+            match (old_key, new_key) {
+                (Some(ok), Some(nk)) if ok == nk => out.all.push(Record { key: Some(nk), ..r }),
+                (ok, nk) => {
+                    if let Some(ok) = ok {
+                        out.all.push(Record { key: Some(ok), value: None, old: r.old.clone(), ..r.clone() });
+                    }
+                    if let Some(nk) = nk {
+                        out.all.push(Record { key: Some(nk), old: None, ..r });
+                    }
+                }
+            }
+        }
+        out
     }
 }

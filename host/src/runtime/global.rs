@@ -18,7 +18,7 @@ use super::RunOptions;
 use crate::io::ChangelogReader;
 use crate::io::kafka::{GlobalReader, KafkaChangelogReader, partition_count};
 use crate::manifest::FileFormat;
-use crate::operators::SharedStore;
+use crate::operators::{SharedStore, locked};
 use crate::record::Record;
 use crate::state::{Position, Store, store_dir, table_row};
 use crate::topology::Topology;
@@ -126,8 +126,9 @@ pub fn open(topology: &Topology, options: &RunOptions, input: GlobalInput<'_>) -
     Ok(GlobalTables { stores, stop, updater })
 }
 
-fn log_restored(name: &str, rows: u64, started: Instant) {
-    tracing::info!(table = name, rows, elapsed_ms = started.elapsed().as_millis() as u64, "global table restored");
+/// `entries`: the records applied (upserts and deletes).
+fn log_restored(name: &str, entries: u64, started: Instant) {
+    tracing::info!(table = name, entries, elapsed_ms = started.elapsed().as_millis() as u64, "global table restored");
 }
 
 /// Applies a record of a global table's topic: an upsert, or a delete for a tombstone; a
@@ -153,11 +154,10 @@ fn keep_up(mut readers: Vec<(GlobalReader, String, SharedStore)>, stop: &AtomicB
     let mut last_commit = Instant::now();
     let commit = |readers: &[(GlobalReader, String, SharedStore)]| {
         for (_, topic, store) in readers {
-            if let Ok(mut s) = store.lock() {
-                s.prepare_commit();
-                if let Err(e) = s.commit(None) {
-                    tracing::error!(topic, error = %e, "committing a global table's store");
-                }
+            let mut s = locked(store);
+            s.prepare_commit();
+            if let Err(e) = s.commit(None) {
+                tracing::error!(topic, error = %e, "committing a global table's store");
             }
         }
     };
@@ -169,9 +169,7 @@ fn keep_up(mut readers: Vec<(GlobalReader, String, SharedStore)>, stop: &AtomicB
                 match reader.poll(Duration::from_millis(if idle { 50 } else { 0 })) {
                     Ok(Some((p, offset, r))) => {
                         idle = false;
-                        if let Ok(mut s) = store.lock() {
-                            apply(&mut s, topic, p, offset, &r, &mut row);
-                        }
+                        apply(&mut locked(store), topic, p, offset, &r, &mut row);
                     }
                     Ok(None) => break,
                     Err(e) => {

@@ -186,6 +186,8 @@ struct StreamState {
     last_aggregate: Option<NodeId>,
     /// The chain carries a table's changes (from a table, `to_table` or an aggregation).
     table: Option<TableState>,
+    /// The grouping is a table's (`group_by` on a table): its aggregation subtracts.
+    grouped_table: bool,
 }
 
 /// A table in a chain.
@@ -396,8 +398,8 @@ impl<'a> Builder<'a> {
             self.flow = state.flow();
             if state.table.is_some() && !spec.tables {
                 let help = match spec.form {
-                    Form::GroupBy | Form::GroupByKey => {
-                        "grouping a table (an aggregate with an adder and a subtractor) is not supported yet; `to_stream` first groups its updates as a stream"
+                    Form::GroupByKey => {
+                        "a table is grouped with `group_by` (a key-selector plugin), as Kafka Streams' `KTable.groupBy`; `to_stream` first groups its updates as a stream"
                     }
                     _ => "put `to_stream` before it to work on the table's updates as a stream",
                 };
@@ -438,12 +440,38 @@ impl<'a> Builder<'a> {
                     state.grouped = Some(None);
                 }
                 StepKind::GroupBy { selector } => {
+                    let grouped_table = match state.table {
+                        // The selector sees each change's old value too: a table whose changes
+                        // carry none (an aggregation's) is materialized first, which adds them.
+                        Some(t) => {
+                            if !t.old_values {
+                                let store = self.store(
+                                    format!("{name}-source-store"),
+                                    span.clone(),
+                                    StoreKind::KeyValue,
+                                    &skey,
+                                )?;
+                                parents =
+                                    vec![self.add(ctx, format!("{name}-source"), NodeOp::ToTable { store }, parents)];
+                                self.flow = Flow::Table { old_values: true };
+                            }
+                            true
+                        }
+                        None => false,
+                    };
                     let select = NodeOp::Operator { op, plugin: Some(selector), note: spec.note };
                     let id = self.add(ctx, name.clone(), select, parents);
                     parents = vec![self.repartition(ctx, &name, vec![id])];
-                    state = StreamState { grouped: Some(None), ..Default::default() };
+                    state = StreamState { grouped: Some(None), grouped_table, ..Default::default() };
                 }
                 StepKind::WindowedBy { window } => {
+                    if state.grouped_table {
+                        return Err(self.err(
+                            span,
+                            format!("{skey}.op"),
+                            "a grouped table has no windows: `windowed_by` follows a grouped stream",
+                        ));
+                    }
                     if state.grouped != Some(None) {
                         return Err(self.err(
                             span,
@@ -453,7 +481,25 @@ impl<'a> Builder<'a> {
                     }
                     state.grouped = Some(Some(window));
                 }
-                StepKind::Fold { fold, store, late_topic } => {
+                StepKind::Fold { fold, store, late_topic, subtractor } => {
+                    let table_fold = match (state.grouped_table, subtractor, &fold) {
+                        (true, None, super::FoldOp::Reduce(_) | super::FoldOp::Aggregate(_)) => {
+                            return Err(self.err(
+                                span,
+                                format!("{skey}.subtractor"),
+                                format!("`{op}` of a grouped table needs a `subtractor`: the plugin that takes a value back out of an aggregate when it leaves the group"),
+                            ));
+                        }
+                        (true, s, _) => Some(super::TableFold { subtractor: s.map(|(p, _)| p) }),
+                        (false, Some((_, sspan)), _) => {
+                            return Err(self.err(
+                                sspan,
+                                format!("{skey}.subtractor"),
+                                "`subtractor` is for a grouped table (`group_by` on a table): a stream's records are only added",
+                            ));
+                        }
+                        (false, None, _) => None,
+                    };
                     let Some(window) = state.grouped.take() else {
                         return Err(self.err(
                             span,
@@ -482,11 +528,14 @@ impl<'a> Builder<'a> {
                         }
                         (None, _) => None,
                     };
-                    let op = NodeOp::Aggregate { fold, window, emit_final: false, store, late_topic };
+                    let old_values = table_fold.is_some();
+                    let op =
+                        NodeOp::Aggregate { fold, window, emit_final: false, store, late_topic, table: table_fold };
                     let id = self.add(ctx, name, op, parents);
                     parents = vec![id];
-                    // The aggregation's results are a table; its updates carry no old values.
-                    let table = Some(TableState { old_values: false, materialized: None });
+                    // The aggregation's results are a table; a stream's updates carry no old
+                    // values, a grouped table's do.
+                    let table = Some(TableState { old_values, materialized: None });
                     state = StreamState { last_aggregate: Some(id), table, ..Default::default() };
                 }
                 StepKind::Suppress(Suppression::TimeLimit { limit_ms, max_records, emit_early }) => {

@@ -61,6 +61,9 @@ pub enum NodeOp {
         emit_final: bool,
         store: String,
         late_topic: Option<String>,
+        /// Aggregating a grouped table's changes (Kafka Streams' `KGroupedTable`): each
+        /// change's old value is subtracted from its old group, its new value added to its new.
+        table: Option<TableFold>,
     },
     /// `suppress` with `until = "time_limit"`: each key's updates held for `limit_ms` of
     /// stream time from the first, in a buffer kept in `store`, then the latest emitted.
@@ -123,7 +126,11 @@ impl NodeOp {
             Self::Process { plugin, .. } => vec![plugin],
             Self::Join { joiner, with: JoinWith::Global { key_selector: Some(k), .. }, .. } => vec![joiner, k],
             Self::Join { joiner, .. } => vec![joiner],
-            Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), .. } => vec![p],
+            Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), table, .. } => {
+                let mut v = vec![p];
+                v.extend(table.as_ref().and_then(|t| t.subtractor.as_ref()));
+                v
+            }
             Self::Aggregate { fold: FoldOp::Count, .. } | Self::Repartition { .. } | Self::Suppress { .. } => vec![],
             Self::Branch { predicates, .. } => predicates.iter().flatten().collect(),
             Self::Source { .. } | Self::Merge | Self::Sink { .. } | Self::ToTable { .. } => vec![],
@@ -204,6 +211,13 @@ pub enum Suppression {
     /// Each key's updates for `limit_ms` of stream time from the first, then the latest
     /// (Kafka Streams' `untilTimeLimit`), within `max_records` keys.
     TimeLimit { limit_ms: i64, max_records: Option<usize>, emit_early: bool },
+}
+
+/// A grouped table's aggregation: the plugin that takes a value back out of an aggregate (a
+/// reducer for `reduce`, an aggregator for `aggregate`; `count` needs none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFold {
+    pub subtractor: Option<PluginRef>,
 }
 
 /// How an aggregation folds values.

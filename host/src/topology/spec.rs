@@ -72,6 +72,7 @@ pub enum Field {
     Children,
     Table,
     KeySelector,
+    Subtractor,
     Stream,
     TimeDifference,
     Before,
@@ -81,7 +82,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the order a step's fields are checked.
-    pub const ALL: [Field; 19] = [
+    pub const ALL: [Field; 20] = [
         Self::From,
         Self::Topic,
         Self::Branches,
@@ -96,6 +97,7 @@ impl Field {
         Self::Children,
         Self::Table,
         Self::KeySelector,
+        Self::Subtractor,
         Self::Stream,
         Self::TimeDifference,
         Self::Before,
@@ -120,6 +122,7 @@ impl Field {
             Self::Children => "children",
             Self::Table => "table",
             Self::KeySelector => "key_selector",
+            Self::Subtractor => "subtractor",
             Self::Stream => "stream",
             Self::TimeDifference => "time_difference",
             Self::Before => "before",

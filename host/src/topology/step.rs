@@ -51,6 +51,8 @@ pub enum StepKind<'a> {
         fold: FoldOp,
         store: Option<&'a Spanned<String>>,
         late_topic: Option<&'a Spanned<String>>,
+        /// The subtractor plugin (a grouped table's `reduce` or `aggregate`), with its span.
+        subtractor: Option<(PluginRef, Range<usize>)>,
     },
     Suppress(Suppression),
     ToStream,
@@ -115,6 +117,7 @@ fn present(s: &StepDef, f: Field) -> Option<Range<usize>> {
         Field::Children => s.children.as_ref().map(Spanned::span),
         Field::Table => s.table.as_ref().map(Spanned::span),
         Field::KeySelector => s.key_selector.as_ref().map(Spanned::span),
+        Field::Subtractor => s.subtractor.as_ref().map(Spanned::span),
         Field::Stream => s.stream.as_ref().map(Spanned::span),
         Field::TimeDifference => s.time_difference.as_ref().map(Spanned::span),
         Field::Before => s.before.as_ref().map(Spanned::span),
@@ -219,6 +222,22 @@ impl<'a> Builder<'a> {
                 },
                 store: s.store.as_ref(),
                 late_topic: s.late_topic.as_ref(),
+                subtractor: match (&s.subtractor, k) {
+                    (Some(p), FoldKind::Reduce | FoldKind::Aggregate) => {
+                        let kind = if k == FoldKind::Reduce { PluginKind::Reducer } else { PluginKind::Aggregator };
+                        let r =
+                            self.plugin_ref(Some(p), None, kind, span.clone(), &format!("{key}.subtractor"), &op)?;
+                        Some((r, p.span()))
+                    }
+                    (Some(p), FoldKind::Count) => {
+                        return Err(self.err(
+                            p.span(),
+                            format!("{key}.subtractor"),
+                            "`count` needs no `subtractor`: it counts down by itself",
+                        ));
+                    }
+                    (None, _) => None,
+                },
             },
             Form::Suppress => {
                 let until = s.until.as_ref().map(|u| normalize_op(u.get_ref()));
