@@ -384,6 +384,9 @@ pub struct StepDef {
     pub when_full: Option<Spanned<String>>,
     /// `join`, `left_join`, `outer_join`: the table joined (`[tables]` or `[global_tables]`).
     pub table: Option<Spanned<String>>,
+    /// A foreign-key join of two tables (KIP-213): the foreign-key-extractor plugin that
+    /// picks, from each left row, the key of the right row it joins.
+    pub foreign_key: Option<Spanned<String>>,
     /// A join with a global table: the key-selector plugin that picks each record's lookup
     /// key (default: the record's key).
     pub key_selector: Option<Spanned<String>>,

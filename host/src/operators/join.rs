@@ -17,7 +17,7 @@ use crate::state::windows::{key_prefix, time_bytes, time_from};
 use crate::state::{DirectUpstream, Store, upstream_of};
 use crate::topology::{Field, Form, JoinKind, JoinWindow, JoinWith, Node, NodeId, NodeOp, PluginKind, PluginUse, StepSpec};
 
-const FIELDS: &[Field] = &[Field::Table, Field::KeySelector, Field::Stream, Field::TimeDifference, Field::Before, Field::After, Field::Grace];
+const FIELDS: &[Field] = &[Field::Table, Field::KeySelector, Field::ForeignKey, Field::Stream, Field::TimeDifference, Field::Before, Field::After, Field::Grace];
 
 const fn spec(kind: JoinKind) -> OperatorSpec {
     OperatorSpec {
@@ -91,25 +91,29 @@ enum Side {
 }
 
 /// One value-joiner call: the pairs of a batch, in order, and what each joined into.
-struct Joiner {
+pub(super) struct Joiner {
     step: PluginStep,
     /// The right sides, encoded as they are added.
     right: EncodedBatch,
 }
 
 /// A pair's joined value (absent when the joiner returned none), or why it failed.
-type Joined = Result<Option<Bytes>, (FailureCode, String)>;
+pub(super) type Joined = Result<Option<Bytes>, (FailureCode, String)>;
 
 /// A pair to join: the left value (a record, whose key, timestamp and headers the output
 /// keeps) and the right value.
-struct Pair {
-    left: Record,
-    right: Option<Bytes>,
+pub(super) struct Pair {
+    pub(super) left: Record,
+    pub(super) right: Option<Bytes>,
 }
 
 impl Joiner {
+    pub(super) fn new(step: PluginStep) -> Self {
+        Self { step, right: EncodedBatch::default() }
+    }
+
     /// Joins every pair in one call: each result is the joined value, or why it failed.
-    fn join(&mut self, pairs: &[Pair]) -> Vec<Joined> {
+    pub(super) fn join(&mut self, pairs: &[Pair]) -> Vec<Joined> {
         if pairs.is_empty() {
             return Vec::new();
         }
@@ -167,13 +171,13 @@ impl Joiner {
         results
     }
 
-    fn failure(&self, record: Record, code: FailureCode, message: String) -> Failure {
+    pub(super) fn failure(&self, record: Record, code: FailureCode, message: String) -> Failure {
         Failure { record, code, message, plugin: self.step.label().to_owned() }
     }
 }
 
 /// A store read failed: the record fails with `state`.
-fn state_failure(record: Record, e: impl std::fmt::Display) -> Failure {
+pub(super) fn state_failure(record: Record, e: impl std::fmt::Display) -> Failure {
     Failure { record, code: FailureCode::State, message: e.to_string(), plugin: String::new() }
 }
 

@@ -159,6 +159,7 @@ registry! {
     suppress => [SUPPRESS],
     table => [TO_TABLE],
     join => [JOIN, LEFT_JOIN, OUTER_JOIN],
+    foreign_key => [FOREIGN_KEY],
     aggregate => [COUNT, REDUCE, AGGREGATE],
     processor => [PROCESS],
     print => [PRINT],

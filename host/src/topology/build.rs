@@ -4,8 +4,8 @@ use toml::Spanned;
 
 use super::step::{JoinTarget, Step, StepKind};
 use super::{
-    ErrorPolicy, Flow, Form, JoinKind, JoinWith, Node, NodeId, NodeOp, PluginUse, StepSpec, SubTopology, TopicFormats,
-    Topology, WindowSpec,
+    ErrorPolicy, FkStage, Flow, Form, JoinKind, JoinWith, Node, NodeId, NodeOp, PluginUse, StepSpec, SubTopology,
+    TopicFormats, Topology, WindowSpec,
 };
 use super::{REPARTITION, SINK, SOURCE, Suppression};
 use crate::manifest::{Loaded, OnError};
@@ -539,13 +539,13 @@ impl<'a> Builder<'a> {
                     state = StreamState { last_aggregate: Some(id), table, ..Default::default() };
                 }
                 StepKind::Suppress(Suppression::TimeLimit { limit_ms, max_records, emit_early }) => {
-                    let Some(agg) = last_aggregate else {
+                    if last_aggregate.is_none() && state.table.is_none() {
                         return Err(self.err(
                             span,
                             format!("{skey}.op"),
-                            "`suppress` follows a `count`, `reduce` or `aggregate`: it holds a table's updates",
+                            "`suppress` holds a table's updates: it follows a table, `to_table`, or a `count`, `reduce` or `aggregate`",
                         ));
-                    };
+                    }
                     let store = self.store(format!("{name}-store"), span.clone(), StoreKind::KeyValue, &skey)?;
                     let op = NodeOp::Suppress { limit_ms, max_records, emit_early, store };
                     let id = self.add(ctx, name, op, parents);
@@ -554,7 +554,7 @@ impl<'a> Builder<'a> {
                     if let Some(t) = &mut state.table {
                         *t = TableState { old_values: false, materialized: None };
                     }
-                    state.last_aggregate = Some(agg);
+                    state.last_aggregate = last_aggregate;
                 }
                 StepKind::Suppress(Suppression::WindowCloses) => {
                     let Some(agg) = last_aggregate else {
@@ -675,7 +675,7 @@ impl<'a> Builder<'a> {
         state: &mut StreamState,
     ) -> Result<(NodeId, Option<TableState>), ManifestError> {
         let op = kind.name();
-        if let JoinTarget::Table(t, selector) = &with {
+        if let JoinTarget::Table(t, selector, _) = &with {
             let global = self.loaded.manifest.global_tables.iter().find(|(k, _)| k.get_ref() == t.get_ref());
             match (global, selector, state.table) {
                 (Some((k, def)), _, None) => {
@@ -746,7 +746,7 @@ impl<'a> Builder<'a> {
             e
         };
         match (with, state.table) {
-            (JoinTarget::Table(t, _), None) => {
+            (JoinTarget::Table(t, _, None), None) => {
                 if kind == JoinKind::Outer {
                     return Err(self.err(
                         span,
@@ -764,7 +764,25 @@ impl<'a> Builder<'a> {
                 self.nodes[id].flow = Flow::Stream;
                 Ok((id, None))
             }
-            (JoinTarget::Table(t, _), Some(left)) => {
+            (JoinTarget::Table(t, _, Some(extractor)), Some(left)) => {
+                if !self.is_table(t.get_ref()) {
+                    return Err(not_a_table(self, t, "table"));
+                }
+                if kind == JoinKind::Outer {
+                    return Err(self.err(
+                        span,
+                        format!("{skey}.op"),
+                        "a foreign-key join is a `join` or a `left_join` (Kafka Streams has no outer one)",
+                    ));
+                }
+                self.foreign_key_join(ctx, name, skey, span, kind, joiner, extractor, t, left, parents)
+            }
+            (JoinTarget::Table(_, _, Some(_)), None) => Err(self.err(
+                span,
+                format!("{skey}.foreign_key"),
+                "a foreign-key join joins two tables: the pipeline carries a stream here (`to_table` makes it one)",
+            )),
+            (JoinTarget::Table(t, _, None), Some(left)) => {
                 if !self.is_table(t.get_ref()) {
                     return Err(not_a_table(self, t, "table"));
                 }
@@ -812,6 +830,65 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A foreign-key table-table join (Kafka Streams' KIP-213): the left table's rows
+    /// subscribe, by the foreign key the extractor picks, to the right table's row of that key,
+    /// through the internal topic `<id>-<step>-subscription` (keyed by the foreign key, so the
+    /// subscriptions meet the right table's partition); the right side answers each
+    /// subscription, and each change of a row with subscribers, through `<id>-<step>-response`
+    /// (keyed by the left key), where the left side joins the answer if the row it was for is
+    /// still current. The result is a table (materialized, for its old values).
+    #[allow(clippy::too_many_arguments)]
+    fn foreign_key_join(
+        &mut self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        skey: &str,
+        span: std::ops::Range<usize>,
+        kind: JoinKind,
+        joiner: super::PluginRef,
+        extractor: super::PluginRef,
+        table: &Spanned<String>,
+        left: TableState,
+        parents: Vec<NodeId>,
+    ) -> Result<(NodeId, Option<TableState>), ManifestError> {
+        let left = match left.materialized {
+            Some(id) => id,
+            None => {
+                let store = self.store(format!("{name}-left-store"), span.clone(), StoreKind::KeyValue, skey)?;
+                self.add(ctx, format!("{name}-left"), NodeOp::ToTable { store }, parents)
+            }
+        };
+        let right = self.table(ctx, table.get_ref())?;
+        let (left_store, right_store) = (self.materialized_store(left), self.materialized_store(right));
+        self.flow = Flow::Table { old_values: true };
+        let subscribe = self.add(
+            ctx,
+            format!("{name}-subscribe"),
+            NodeOp::ForeignKey { kind, stage: FkStage::Subscribe { extractor } },
+            vec![left],
+        );
+        self.flow = Flow::Stream;
+        let subscriptions_in = self.through(ctx, name, "subscription", vec![subscribe]);
+        let subscriptions =
+            self.store(format!("{name}-subscriptions-store"), span.clone(), StoreKind::KeyValue, skey)?;
+        let respond = self.add(
+            ctx,
+            format!("{name}-respond"),
+            NodeOp::ForeignKey { kind, stage: FkStage::Respond { subscriptions, right_store } },
+            vec![subscriptions_in, right],
+        );
+        let responses_in = self.through(ctx, name, "response", vec![respond]);
+        let result = self.add(
+            ctx,
+            format!("{name}-result"),
+            NodeOp::ForeignKey { kind, stage: FkStage::Result { joiner, left_store } },
+            vec![responses_in, left],
+        );
+        let store = self.store(format!("{name}-store"), span, StoreKind::KeyValue, skey)?;
+        let id = self.add(ctx, name.to_owned(), NodeOp::ToTable { store }, vec![result]);
+        Ok((id, Some(TableState { old_values: true, materialized: Some(id) })))
+    }
+
     /// The store of a [`NodeOp::ToTable`] node.
     fn materialized_store(&self, id: NodeId) -> String {
         match &self.nodes[id].op {
@@ -823,8 +900,14 @@ impl<'a> Builder<'a> {
     /// A repartition through `<application-id>-<step>-repartition`: a sink stamping positions,
     /// and the source that reads it back (a new sub-topology).
     fn repartition(&mut self, ctx: &Ctx<'_>, step: &str, parents: Vec<NodeId>) -> NodeId {
-        let topic = format!("{}-{step}-repartition", self.loaded.manifest.application.id.get_ref());
-        self.add(ctx, format!("{step}-repartition-sink"), NodeOp::Repartition { topic: topic.clone() }, parents);
+        self.through(ctx, step, "repartition", parents)
+    }
+
+    /// Records written to the internal topic `<application-id>-<step>-<what>`, stamped with
+    /// their positions, and read back from it (a new sub-topology): the source's id.
+    fn through(&mut self, ctx: &Ctx<'_>, step: &str, what: &str, parents: Vec<NodeId>) -> NodeId {
+        let topic = format!("{}-{step}-{what}", self.loaded.manifest.application.id.get_ref());
+        self.add(ctx, format!("{step}-{what}-sink"), NodeOp::Repartition { topic: topic.clone() }, parents);
         let id = self.nodes.len();
         self.nodes.push(Node {
             id,

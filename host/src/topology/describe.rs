@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::WindowSpec;
-use super::{FoldOp, JoinWindow, JoinWith, NodeOp, PluginRef, Topology};
+use super::{FkStage, FoldOp, JoinWindow, JoinWith, NodeOp, PluginRef, Topology};
 
 fn window_text(w: &WindowSpec) -> String {
     match *w {
@@ -66,6 +66,27 @@ pub fn describe(t: &Topology) -> String {
                     )
                 }
                 NodeOp::Repartition { topic } => format!("Sink: {} (topic: {topic})", n.name),
+                NodeOp::ForeignKey { kind, stage } => match stage {
+                    FkStage::Subscribe { extractor } => {
+                        format!(
+                            "Processor: {} ({} by foreign key: subscribe, {})",
+                            n.name,
+                            kind.name(),
+                            plugin(extractor)
+                        )
+                    }
+                    FkStage::Respond { subscriptions, right_store } => format!(
+                        "Processor: {} ({} by foreign key: respond)\n      stores: [{subscriptions}, {right_store}]",
+                        n.name,
+                        kind.name()
+                    ),
+                    FkStage::Result { joiner, left_store } => format!(
+                        "Processor: {} ({} by foreign key: join, {})\n      stores: [{left_store}]",
+                        n.name,
+                        kind.name(),
+                        plugin(joiner)
+                    ),
+                },
                 NodeOp::ToTable { store } => format!("Processor: {} (to table)\n      stores: [{store}]", n.name),
                 NodeOp::Join { kind, joiner, with } => {
                     let (what, stores) = match with {

@@ -86,6 +86,11 @@ pub enum NodeOp {
         joiner: PluginRef,
         with: JoinWith,
     },
+    /// A stage of a foreign-key table-table join (see [`FkStage`]).
+    ForeignKey {
+        kind: JoinKind,
+        stage: FkStage,
+    },
     /// A custom processor: its stores, and its named children (each a topic).
     Process {
         plugin: PluginRef,
@@ -113,6 +118,7 @@ impl NodeOp {
             Self::Aggregate { fold, .. } => fold.name(),
             Self::Process { .. } => "process",
             Self::ToTable { .. } => "to_table",
+            Self::ForeignKey { .. } => FOREIGN_KEY,
             Self::Join { kind, .. } => kind.name(),
             Self::Suppress { .. } => "suppress",
             Self::Repartition { .. } => REPARTITION,
@@ -126,6 +132,12 @@ impl NodeOp {
             Self::Process { plugin, .. } => vec![plugin],
             Self::Join { joiner, with: JoinWith::Global { key_selector: Some(k), .. }, .. } => vec![joiner, k],
             Self::Join { joiner, .. } => vec![joiner],
+            Self::ForeignKey {
+                stage: FkStage::Subscribe { extractor: p } | FkStage::Result { joiner: p, .. }, ..
+            } => {
+                vec![p]
+            }
+            Self::ForeignKey { stage: FkStage::Respond { .. }, .. } => vec![],
             Self::Aggregate { fold: FoldOp::Reduce(p) | FoldOp::Aggregate(p), table, .. } => {
                 let mut v = vec![p];
                 v.extend(table.as_ref().and_then(|t| t.subtractor.as_ref()));
@@ -142,6 +154,22 @@ impl NodeOp {
 pub const SOURCE: &str = "source";
 pub const SINK: &str = "sink";
 pub const REPARTITION: &str = "repartition";
+/// The stages of a foreign-key join.
+pub const FOREIGN_KEY: &str = "foreign_key_join";
+
+/// A foreign-key join's three stages (Kafka Streams' KIP-213 processors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FkStage {
+    /// The left table's changes: each row's foreign key (`extractor`), sent as a subscription
+    /// to the right side (and the old key's unsubscription when it changed).
+    Subscribe { extractor: PluginRef },
+    /// The right side: keeps the subscriptions in `subscriptions` and answers each, and each
+    /// change of a right row (`right_store`) to its subscribers.
+    Respond { subscriptions: String, right_store: String },
+    /// The left side again: joins an answer with the left row (`left_store`) it was for, if
+    /// that row is still the current one.
+    Result { joiner: PluginRef, left_store: String },
+}
 
 /// Which unmatched records a join still emits (with the missing side absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,6 +73,7 @@ pub enum Field {
     Table,
     KeySelector,
     Subtractor,
+    ForeignKey,
     Stream,
     TimeDifference,
     Before,
@@ -82,7 +83,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the order a step's fields are checked.
-    pub const ALL: [Field; 20] = [
+    pub const ALL: [Field; 21] = [
         Self::From,
         Self::Topic,
         Self::Branches,
@@ -98,6 +99,7 @@ impl Field {
         Self::Table,
         Self::KeySelector,
         Self::Subtractor,
+        Self::ForeignKey,
         Self::Stream,
         Self::TimeDifference,
         Self::Before,
@@ -123,6 +125,7 @@ impl Field {
             Self::Table => "table",
             Self::KeySelector => "key_selector",
             Self::Subtractor => "subtractor",
+            Self::ForeignKey => "foreign_key",
             Self::Stream => "stream",
             Self::TimeDifference => "time_difference",
             Self::Before => "before",

@@ -71,8 +71,9 @@ pub enum StepKind<'a> {
 
 /// What a join step names: a table, or a stream within a window.
 pub enum JoinTarget<'a> {
-    /// A table, and a key selector (global tables only).
-    Table(&'a Spanned<String>, Option<PluginRef>),
+    /// A table, a key selector (global tables only), and a foreign-key extractor (a
+    /// foreign-key join of two tables).
+    Table(&'a Spanned<String>, Option<PluginRef>, Option<PluginRef>),
     Stream(&'a Spanned<String>, JoinWindow),
 }
 
@@ -118,6 +119,7 @@ fn present(s: &StepDef, f: Field) -> Option<Range<usize>> {
         Field::Table => s.table.as_ref().map(Spanned::span),
         Field::KeySelector => s.key_selector.as_ref().map(Spanned::span),
         Field::Subtractor => s.subtractor.as_ref().map(Spanned::span),
+        Field::ForeignKey => s.foreign_key.as_ref().map(Spanned::span),
         Field::Stream => s.stream.as_ref().map(Spanned::span),
         Field::TimeDifference => s.time_difference.as_ref().map(Spanned::span),
         Field::Before => s.before.as_ref().map(Spanned::span),
@@ -322,7 +324,18 @@ impl<'a> Builder<'a> {
                             )?),
                             None => None,
                         };
-                        JoinTarget::Table(t, selector)
+                        let foreign_key = match &s.foreign_key {
+                            Some(p) => Some(self.plugin_ref(
+                                Some(p),
+                                None,
+                                PluginKind::ForeignKeyExtractor,
+                                span.clone(),
+                                &format!("{key}.foreign_key"),
+                                &op,
+                            )?),
+                            None => None,
+                        };
+                        JoinTarget::Table(t, selector, foreign_key)
                     }
                     (None, Some(st)) => {
                         let difference = s.time_difference.as_ref().ok_or_else(|| {
