@@ -192,6 +192,8 @@ impl Broker {
         let producer: BaseProducer<Deliveries> = self
             .config()
             .set("linger.ms", "5")
+            // Keys to partitions as Kafka's Java clients (and wasp) send them.
+            .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .create_with_context(Deliveries::default())
             .expect("creating a producer");
@@ -228,6 +230,8 @@ impl RemoteProducer {
 fn produce_to(mut config: ClientConfig, topic: &str, records: &[Produced<'_>]) {
     let producer: BaseProducer<Deliveries> = config
         .set("linger.ms", "5")
+        // Keys to partitions as Kafka's Java clients (and wasp) send them.
+        .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .create_with_context(Deliveries::default())
         .expect("creating a producer");
