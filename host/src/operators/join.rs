@@ -181,6 +181,40 @@ pub(super) fn state_failure(record: Record, e: impl std::fmt::Display) -> Failur
     Failure { record, code: FailureCode::State, message: e.to_string(), plugin: String::new() }
 }
 
+/// Looks up each record's row in `table` by the record's lookup key and joins them in one
+/// call; an inner join leaves out records without a row. A result keeps its record's key,
+/// timestamp and headers.
+fn join_rows(kind: JoinKind, joiner: &mut Joiner, table: &SharedStore, keyed: Vec<(Record, Option<Bytes>)>, out: &mut Emitted) {
+    let mut pairs = Vec::with_capacity(keyed.len());
+    {
+        let table = locked(table);
+        for (r, key) in keyed {
+            let row = match key.as_deref().map(|k| lookup(&table, k)).transpose() {
+                Ok(row) => row.flatten(),
+                Err(e) => {
+                    out.failures.push(state_failure(r, e));
+                    continue;
+                }
+            };
+            if row.is_none() && kind == JoinKind::Inner {
+                continue;
+            }
+            pairs.push(Pair { left: r, right: row.map(|(_, v)| v) });
+        }
+    }
+    let results = joiner.join(&pairs);
+    for (pair, result) in pairs.into_iter().zip(results) {
+        let mut r = pair.left;
+        match result {
+            Ok(v) => {
+                r.value = v;
+                out.all.push(r);
+            }
+            Err((code, message)) => out.failures.push(joiner.failure(r, code, message)),
+        }
+    }
+}
+
 /// A stream joined with a table (Kafka Streams' `KStreamKTableJoin`): each stream record looks
 /// up the table's current value for its key; the table's own updates emit nothing. An inner
 /// join drops records without a key or value and records the table has no row for; a left
@@ -205,41 +239,19 @@ impl Operator for StreamTable {
         if parent == self.table_node {
             return out;
         }
-        let mut pairs = Vec::with_capacity(input.len());
-        {
-            let table = locked(&self.table);
-            for r in input {
-                let keep = match self.kind {
-                    JoinKind::Inner => r.key.is_some() && r.value.is_some(),
-                    _ => r.value.is_some(),
-                };
-                if !keep {
-                    continue;
-                }
-                let row = match r.key.as_deref().map(|k| lookup(&table, k)).transpose() {
-                    Ok(row) => row.flatten(),
-                    Err(e) => {
-                        out.failures.push(state_failure(r, e));
-                        continue;
-                    }
-                };
-                if row.is_none() && self.kind == JoinKind::Inner {
-                    continue;
-                }
-                pairs.push(Pair { left: r, right: row.map(|(_, v)| v) });
-            }
-        }
-        let results = self.joiner.join(&pairs);
-        for (pair, result) in pairs.into_iter().zip(results) {
-            let mut r = pair.left;
-            match result {
-                Ok(v) => {
-                    r.value = v;
-                    out.all.push(r);
-                }
-                Err((code, message)) => out.failures.push(self.joiner.failure(r, code, message)),
-            }
-        }
+        let keep = |r: &Record| match self.kind {
+            JoinKind::Inner => r.key.is_some() && r.value.is_some(),
+            _ => r.value.is_some(),
+        };
+        let keyed: Vec<(Record, Option<Bytes>)> = input
+            .into_iter()
+            .filter(keep)
+            .map(|r| {
+                let key = r.key.clone();
+                (r, key)
+            })
+            .collect();
+        join_rows(self.kind, &mut self.joiner, &self.table, keyed, &mut out);
         out
     }
 
@@ -310,51 +322,27 @@ impl Operator for StreamGlobal {
     fn process(&mut self, input: Vec<Record>) -> Emitted {
         let mut out = Emitted::default();
         let keys = self.lookup_keys(&input);
-        let mut pairs = Vec::with_capacity(input.len());
-        {
-            let table = locked(&self.table);
-            for (r, key) in input.into_iter().zip(keys) {
-                let key = match key {
-                    Ok(k) => k,
-                    Err((code, message)) => {
-                        let label = self.selector.as_ref().map_or("", |s| s.label()).to_owned();
-                        out.failures.push(Failure { record: r, code, message, plugin: label });
-                        continue;
-                    }
-                };
-                let keep = match self.kind {
-                    JoinKind::Inner => key.is_some() && r.value.is_some(),
-                    // KIP-962: a record without a key still joins; one whose key the selector
-                    // maps to none does not.
-                    _ => r.value.is_some() && (key.is_some() || r.key.is_none()),
-                };
-                if !keep {
+        let mut keyed = Vec::with_capacity(input.len());
+        for (r, key) in input.into_iter().zip(keys) {
+            let key = match key {
+                Ok(k) => k,
+                Err((code, message)) => {
+                    let label = self.selector.as_ref().map_or("", |s| s.label()).to_owned();
+                    out.failures.push(Failure { record: r, code, message, plugin: label });
                     continue;
                 }
-                let row = match key.as_deref().map(|k| lookup(&table, k)).transpose() {
-                    Ok(row) => row.flatten(),
-                    Err(e) => {
-                        out.failures.push(state_failure(r, e));
-                        continue;
-                    }
-                };
-                if row.is_none() && self.kind == JoinKind::Inner {
-                    continue;
-                }
-                pairs.push(Pair { left: r, right: row.map(|(_, v)| v) });
+            };
+            let keep = match self.kind {
+                JoinKind::Inner => key.is_some() && r.value.is_some(),
+                // KIP-962: a record without a key still joins; one whose key the selector
+                // maps to none does not.
+                _ => r.value.is_some() && (key.is_some() || r.key.is_none()),
+            };
+            if keep {
+                keyed.push((r, key));
             }
         }
-        let results = self.joiner.join(&pairs);
-        for (pair, result) in pairs.into_iter().zip(results) {
-            let mut r = pair.left;
-            match result {
-                Ok(v) => {
-                    r.value = v;
-                    out.all.push(r);
-                }
-                Err((code, message)) => out.failures.push(self.joiner.failure(r, code, message)),
-            }
-        }
+        join_rows(self.kind, &mut self.joiner, &self.table, keyed, &mut out);
         out
     }
 
