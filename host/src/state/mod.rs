@@ -277,17 +277,21 @@ impl Store {
 
     /// Entries with `from <= key < to`, the pending writes included, at most `limit`.
     pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, StateError> {
+        let upper = match to {
+            Some(t) => std::ops::Bound::Excluded(t),
+            None => std::ops::Bound::Unbounded,
+        };
+        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+            self.dirty.range::<[u8], _>((std::ops::Bound::Included(from), upper)).collect();
+        // Deleted pending keys in the range may hide stored ones, so read enough to still fill
+        // `limit` (counted in the range only: a scan costs what it covers, not every pending
+        // write).
+        let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        // Deleted pending keys may hide stored ones, so read enough to still fill `limit`.
-        let deletes = self.dirty.values().filter(|v| v.is_none()).count();
         for (k, v) in self.backend.range(from, to, limit.saturating_add(deletes)).map_err(|e| self.err(e))? {
             merged.insert(k, Some(v));
         }
-        let upper = match to {
-            Some(t) => std::ops::Bound::Excluded(t.to_vec()),
-            None => std::ops::Bound::Unbounded,
-        };
-        for (k, v) in self.dirty.range((std::ops::Bound::Included(from.to_vec()), upper)) {
+        for (k, v) in pending {
             merged.insert(k.clone(), v.clone());
         }
         Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
