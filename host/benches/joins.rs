@@ -1,7 +1,7 @@
 //! Join throughput, local mode, against a native Rust baseline doing the same lookups in the
 //! same run: a stream-table join with the table's rows in RocksDB, and a stream-stream join
-//! within a window. Each wasp figure is the stream's records per second: the run with the
-//! stream minus the same run without it (so loading the table is not counted).
+//! within a window. Each figure is records per second over the whole job (the stream-table
+//! join's table is loaded in the same run, by both).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -90,8 +90,6 @@ fn run_in(dir: &Path, n: usize) -> Result<()> {
         &clicks,
         (0..n).map(|i| (format!("user-{}", spread(i, TABLE_ROWS + 1000)), format!("click-{i}"), 1 + i as i64)),
     )?;
-    let empty = dir.join("empty.jsonl");
-    std::fs::write(&empty, "")?;
     let decls = |left: &Path| {
         format!(
             "[streams.left]\nfile = \"{}\"\nfile_format = \"jsonl\"\n[tables.users]\nfile = \"{}\"\nfile_format = \"jsonl\"\n",
@@ -116,24 +114,25 @@ fn run_in(dir: &Path, n: usize) -> Result<()> {
         std::hint::black_box(bytes);
         (loaded, t.elapsed().as_secs_f64())
     };
-    let load_only = seconds(&manifest(dir, "st-load", &decls(&empty), r#"table = "users""#)?, &out)?.0;
+    // The whole run against the whole native job (load the table, then look up and join).
     let (both, read) = seconds(&manifest(dir, "st", &decls(&clicks), r#"table = "users""#)?, &out)?;
-    let joined_s = (both - load_only).max(1e-9);
+    let native_all = native_table.0 + native_table.1;
+    let all = TABLE_ROWS + n;
     println!(
-        "  stream-table, table of {TABLE_ROWS} rows in RocksDB: loading it {:.2} s (native HashMap {:.2} s); {} records read",
-        load_only, native_table.0, read
+        "  stream-table: a table of {TABLE_ROWS} rows (loaded into RocksDB in the same run), then {n} clicks; {read} records read"
     );
     println!(
-        "  {:<58} {:>7.2} Mrecords/s {:>7}",
-        "native Rust (HashMap lookup, format the join)",
-        rate(n, native_table.1),
-        "1.00×"
+        "  {:<58} {:>7.2} Mrecords/s {:>7}  (lookups alone {:.2} M/s)",
+        "native Rust (HashMap: load, look up, format the join)",
+        rate(all, native_all),
+        "1.00×",
+        rate(n, native_table.1)
     );
     println!(
         "  {:<58} {:>7.2} Mrecords/s {:>6.3}×",
-        "wasp, left_join table (RocksDB lookup, Wasm joiner)",
-        rate(n, joined_s),
-        native_table.1 / joined_s
+        "wasp, left_join table (RocksDB rows, Wasm joiner)",
+        rate(all, both),
+        native_all / both
     );
 
     // Stream-stream: orders and payments half a second apart, within 10 s; a third unpaid.

@@ -5,9 +5,10 @@
 //! so an answer for a row changed since is dropped as stale). When a row's foreign key
 //! changes, its old subscription is deleted, so no result stays behind from the old key.
 //!
-//! Instructions follow Kafka Streams' `SubscriptionWrapper`: an inner join drops a change
-//! whose old or new foreign key is absent (as Kafka Streams does); a left join subscribes with
-//! an absent foreign key too, and is answered with no right row.
+//! Instructions follow Kafka Streams' `SubscriptionSendProcessorSupplier` (4.x): an inner join
+//! retracts a row's result when its foreign key becomes absent, and asks for an answer only
+//! when a row joins; a left join subscribes with an absent foreign key too, and is answered
+//! with no right row.
 
 use bytes::Bytes;
 
@@ -177,29 +178,29 @@ impl Operator for Subscribe {
                     ..Default::default()
                 });
             };
-            let had_old = r.old.is_some();
+            let (had_old, has_new) = (r.old.is_some(), r.value.is_some());
             match self.kind {
                 JoinKind::Left => {
-                    if had_old && old_fk.is_some() && old_fk != new_fk {
-                        send(old_fk, Instruction::DeleteKeyAndPropagate);
+                    if !had_old && !has_new {
+                        continue;
                     }
-                    if r.value.is_some() || had_old {
-                        send(new_fk, Instruction::PropagateNullIfNoFkVal);
+                    // A row that moved leaves its old key without an answer: the new key's
+                    // answer (with nothing, if it has no row) replaces the result.
+                    if old_fk.is_some() && old_fk != new_fk {
+                        send(old_fk, Instruction::DeleteKeyNoPropagate);
                     }
+                    send(new_fk, Instruction::PropagateNullIfNoFkVal);
                 }
-                _ => match (had_old, r.value.is_some()) {
-                    // An absent foreign key on either side drops the change, as in Kafka Streams.
-                    (true, _) if old_fk.is_none() => {}
-                    (true, true) if new_fk.is_none() => {}
-                    (true, true) => {
-                        if old_fk != new_fk {
-                            send(old_fk, Instruction::DeleteKeyNoPropagate);
-                        }
+                _ => match (has_new, new_fk.is_some(), old_fk.is_some()) {
+                    // No valid foreign key any more: the old result goes.
+                    (true, false, true) | (false, _, true) => send(old_fk, Instruction::DeleteKeyAndPropagate),
+                    (true, false, false) | (false, _, false) => {}
+                    (true, true, true) if old_fk != new_fk => {
+                        send(old_fk, Instruction::DeleteKeyNoPropagate);
                         send(new_fk, Instruction::PropagateNullIfNoFkVal);
                     }
-                    (true, false) => send(old_fk, Instruction::DeleteKeyAndPropagate),
-                    (false, true) if new_fk.is_some() => send(new_fk, Instruction::PropagateOnlyIfFkValAvailable),
-                    (false, _) => {}
+                    // The same key, or a new row: an answer only if it joins.
+                    (true, true, _) => send(new_fk, Instruction::PropagateOnlyIfFkValAvailable),
                 },
             }
         }
