@@ -79,6 +79,7 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
             left_node: left,
             topics: ctx.topics.to_vec(),
             direct: DirectUpstream::default(),
+            floors: Floors::default(),
         }),
     })
 }
@@ -490,6 +491,25 @@ struct StreamStream {
     left_node: NodeId,
     topics: Vec<String>,
     direct: DirectUpstream,
+    floors: Floors,
+}
+
+/// Where the scans of a stream-stream join's stores start: below each floor, everything was
+/// emitted or expired already (deleted, though still in the backend until the commit, which a
+/// scan from the start would read again and again). A record put below a floor lowers it; a
+/// new operator (a restart) starts from the bottom.
+#[derive(Debug, Clone, Copy)]
+struct Floors {
+    /// The time of the oldest unmatched record that may still be waiting.
+    unmatched: i64,
+    /// The expiry time up to which each side's buffer has been expired.
+    expiry: [i64; 2],
+}
+
+impl Default for Floors {
+    fn default() -> Self {
+        Self { unmatched: i64::MIN, expiry: [i64::MIN; 2] }
+    }
 }
 
 /// A side store's key: `key prefix | time | offset` (records of one key and time are kept
@@ -553,9 +573,14 @@ impl StreamStream {
     /// Emits (into `pairs`) the unmatched records whose windows closed by `stream_time`.
     fn emit_closed(&mut self, stream_time: i64, trigger: &Record, pairs: &mut Vec<Pair>, order: &mut Vec<Out>) {
         let Some(store) = &mut self.unmatched else { return };
-        // Only records older than this can have closed windows.
+        // Only records older than this can have closed windows; and none is older than the
+        // floor (what was below it is emitted), so nothing closed if the floor is not.
         let lookahead = self.window.after_ms.min(self.window.before_ms) + self.window.grace_ms;
-        let entries = match store.range(&[], Some(&time_bytes(stream_time - lookahead)), usize::MAX) {
+        if self.floors.unmatched >= stream_time - lookahead {
+            return;
+        }
+        let from = time_bytes(self.floors.unmatched);
+        let entries = match store.range(&from, Some(&time_bytes(stream_time - lookahead)), usize::MAX) {
             Ok(e) => e,
             Err(e) => {
                 order.push(Out::Failed(Box::new(state_failure(trigger.clone(), e))));
@@ -563,6 +588,8 @@ impl StreamStream {
             }
         };
         let mut open = (false, false);
+        // The scan ends at the first record still open, or after the last one it read.
+        let mut floor = stream_time - lookahead;
         for (k, v) in entries {
             let Some((ts, side, key)) = decode_unmatched(&k) else { continue };
             let lookahead = match side {
@@ -570,6 +597,7 @@ impl StreamStream {
                 Side::Right => self.window.before_ms,
             };
             if ts + lookahead + self.window.grace_ms >= stream_time {
+                floor = floor.min(ts);
                 match side {
                     Side::Left => open.0 = true,
                     Side::Right => open.1 = true,
@@ -596,6 +624,7 @@ impl StreamStream {
             order.push(Out::Pair(pairs.len() - 1));
             store.delete(k);
         }
+        self.floors.unmatched = floor;
     }
 }
 
@@ -632,6 +661,8 @@ impl Operator for StreamStream {
             if t == stream_time {
                 self.emit_closed(stream_time, &r, &mut pairs, &mut order);
             }
+            let floor = &mut self.floors.expiry[usize::from(side == Side::Right)];
+            *floor = (*floor).min(t + retention);
             let (this, other) = self.stores(side);
             // Keep the record for the other side's later records, until it expires.
             let data_key = buffered_key(&key, t, r.origin.offset);
@@ -683,7 +714,10 @@ impl Operator for StreamStream {
             if matches.is_empty() && self.outer(side) {
                 let closed = t + after < stream_time;
                 match (&mut self.unmatched, closed) {
-                    (Some(u), false) => u.put(unmatched_key(side, &key, t, r.origin.offset), value.to_vec()),
+                    (Some(u), false) => {
+                        u.put(unmatched_key(side, &key, t, r.origin.offset), value.to_vec());
+                        self.floors.unmatched = self.floors.unmatched.min(t);
+                    }
                     _ => {
                         let mut alone = r.clone();
                         let right = match side {
@@ -747,11 +781,18 @@ impl StreamStream {
     /// Forgets buffered records older than the join can still use: `before + after + grace`
     /// of stream time.
     fn expire(&mut self) -> Result<(), crate::state::StateError> {
-        for store in [&mut self.left, &mut self.right] {
+        for (i, store) in [&mut self.left, &mut self.right].into_iter().enumerate() {
             let Some(now) = store.stream_time() else { continue };
+            let floor = &mut self.floors.expiry[i];
+            if *floor >= now {
+                continue;
+            }
+            let mut from = vec![EXPIRY];
+            from.extend_from_slice(&time_bytes(*floor));
             let mut to = vec![EXPIRY];
             to.extend_from_slice(&time_bytes(now));
-            let expired = store.range(&[EXPIRY], Some(&to), usize::MAX)?;
+            let expired = store.range(&from, Some(&to), usize::MAX)?;
+            *floor = now;
             let mut keys = BTreeMap::new();
             for (k, _) in expired {
                 keys.insert(k[9..].to_vec(), ());
