@@ -61,7 +61,13 @@ impl Backend for RocksBackend {
 
     fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String> {
         let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(from, Direction::Forward)) {
+        // The upper bound goes to RocksDB too: without it a seek past the last live key of
+        // the range walks every deleted key after it (a join's expired records) to find one.
+        let mut read = rocksdb::ReadOptions::default();
+        if let Some(t) = to {
+            read.set_iterate_upper_bound(t.to_vec());
+        }
+        for item in self.db.iterator_opt(IteratorMode::From(from, Direction::Forward), read) {
             let (k, v) = item.map_err(|e| e.to_string())?;
             if to.is_some_and(|t| &*k >= t) || out.len() >= limit {
                 break;
