@@ -348,6 +348,7 @@ fn a_table_table_outer_join_keeps_every_row_of_either_side() {
 }
 
 /// Orders and payments within 10 (grace 5); a payment at 100 moves stream time on at the end.
+/// An order and a payment without a key, and a payment without a value, join nothing.
 fn orders_and_payments(sc: &Scratch) -> &'static str {
     file(
         sc,
@@ -355,6 +356,7 @@ fn orders_and_payments(sc: &Scratch) -> &'static str {
         &[
             (Some("o1"), Some("A"), 0),
             (Some("o2"), Some("B"), 5),
+            (None, Some("N"), 6),
             (Some("o3"), Some("C"), 30),
             (Some("o1"), Some("D"), 50),
         ],
@@ -363,7 +365,9 @@ fn orders_and_payments(sc: &Scratch) -> &'static str {
         sc,
         "payments.jsonl",
         &[
+            (None, Some("q"), 7),
             (Some("o1"), Some("p1"), 8),
+            (Some("o2"), None, 9),
             (Some("o3"), Some("p3"), 45),
             (Some("o1"), Some("p2"), 55),
             (Some("o9"), Some("px"), 100),
@@ -391,9 +395,20 @@ fn a_stream_stream_inner_join_pairs_records_of_one_key_within_the_window() {
 fn a_stream_stream_left_join_emits_an_unmatched_order_once_when_its_window_closes() {
     // No early `o2:B+none` at 5: it comes when stream time passes 5 + 10 + 5 (at 30), with
     // the order's own timestamp; `o3` at 30 waits until stream time passes 45 (at 50).
+    // The order without a key goes out at once, alone (KIP-962); the payment without one is
+    // dropped (a left join keeps only the left side's).
     let (got, ts) = stream_join("left_join", r#"time_difference = 10, grace = 5"#);
-    assert_eq!(got, vec![kv("o1", "o1:A+p1"), kv("o2", "o2:B+none"), kv("o3", "o3:C+none"), kv("o1", "o1:D+p2")]);
-    assert_eq!(ts, vec![8, 5, 30, 55]);
+    assert_eq!(
+        got,
+        vec![
+            kv("null", "none:N+none"),
+            kv("o1", "o1:A+p1"),
+            kv("o2", "o2:B+none"),
+            kv("o3", "o3:C+none"),
+            kv("o1", "o1:D+p2")
+        ]
+    );
+    assert_eq!(ts, vec![6, 8, 5, 30, 55]);
 }
 
 #[test]
@@ -402,6 +417,8 @@ fn a_stream_stream_outer_join_also_emits_unmatched_payments_when_their_windows_c
     assert_eq!(
         got,
         vec![
+            kv("null", "none:N+none"),
+            kv("null", "none:none+q"),
             kv("o1", "o1:A+p1"),
             kv("o2", "o2:B+none"),
             kv("o3", "o3:C+none"),
@@ -409,7 +426,7 @@ fn a_stream_stream_outer_join_also_emits_unmatched_payments_when_their_windows_c
             kv("o3", "o3:none+p3"),
         ]
     );
-    assert_eq!(ts, vec![8, 5, 30, 55, 45]);
+    assert_eq!(ts, vec![6, 7, 8, 5, 30, 55, 45]);
 }
 
 #[test]

@@ -479,8 +479,9 @@ impl Operator for TableTable {
 /// right record: `t + before + grace`), checked when an in-order record arrives. A record
 /// whose window has closed already, but not its grace, and that finds no partner is emitted
 /// at once (as Kafka Streams does). A record later than its window's grace is dropped and
-/// counted as late (Kafka Streams still probes it: KAFKA-16123). Records without a key or
-/// value are dropped.
+/// counted as late (Kafka Streams still probes it: KAFKA-16123). Records without a value are
+/// dropped; one without a key joins nothing, and a left (outer) join emits it at once, alone
+/// (KIP-962).
 struct StreamStream {
     kind: JoinKind,
     joiner: Joiner,
@@ -642,7 +643,6 @@ impl Operator for StreamStream {
         let mut pairs: Vec<Pair> = Vec::new();
         let mut order: Vec<Out> = Vec::new();
         for r in input {
-            let (Some(key), Some(value)) = (r.key.clone(), r.value.clone()) else { continue };
             let Some((upstream, position)) = upstream_of(&r, self.direct.name(&self.topics, &r)) else { continue };
             let upstream = upstream.to_owned();
             let t = r.timestamp;
@@ -650,10 +650,29 @@ impl Operator for StreamStream {
             if !this.first_time(&upstream, position) {
                 continue;
             }
-            // Stream time is shared by both sides (each store keeps the same).
+            // Stream time is shared by both sides (each store keeps the same), and moved by
+            // every record, those dropped below too (as in Kafka Streams).
             let stream_time = this.advance_stream_time(t).max(other.stream_time().unwrap_or(i64::MIN));
             other.advance_stream_time(stream_time);
             this.advance_stream_time(stream_time);
+            let Some(value) = r.value.clone() else { continue };
+            let Some(key) = r.key.clone() else {
+                // KIP-962: a record without a key joins nothing; a left (outer) join's side
+                // emits it at once, alone.
+                if self.outer(side) {
+                    let mut alone = r.clone();
+                    let right = match side {
+                        Side::Left => None,
+                        Side::Right => {
+                            alone.value = None;
+                            Some(value)
+                        }
+                    };
+                    pairs.push(Pair { left: alone, right });
+                    order.push(Out::Pair(pairs.len() - 1));
+                }
+                continue;
+            };
             if t + after + window.grace_ms < stream_time {
                 out.late += 1;
                 continue;
