@@ -11,6 +11,7 @@ use crate::io::kafka::{KafkaChangelogReader, KafkaSink, KafkaSource, client_conf
 use crate::io::local::{LocalFile, LocalPlan, local_io};
 use crate::manifest::{self, FileFormat, Loaded};
 use crate::runtime::global::GlobalInput;
+use crate::runtime::query::Queries;
 use crate::runtime::{self, RunOptions, RunStats, ThreadIo};
 use crate::topology::{self, NodeOp, PluginKind, Topology};
 use crate::wasm::{EngineOptions, MetricsRegistry, PluginDirectory, PluginSpec, Runtime};
@@ -181,7 +182,12 @@ impl Prepared {
 
     /// Starts what runs beside the batch loop: the admin endpoint (when the manifest or
     /// `--admin` asks for it) and the plugin file watcher (see [`Self::watches`]).
-    pub fn start_services(&self, local: &LocalOptions, ready: Arc<AtomicBool>) -> anyhow::Result<Services> {
+    pub fn start_services(
+        &self,
+        local: &LocalOptions,
+        ready: Arc<AtomicBool>,
+        queries: Queries,
+    ) -> anyhow::Result<Services> {
         let bind = match &local.admin {
             Some(addr) => Some((addr.clone(), "--admin".to_owned())),
             None => admin_bind(&self.loaded),
@@ -195,6 +201,7 @@ impl Prepared {
                         plugins: self.plugins.clone(),
                         ready,
                         token: admin_token(&self.loaded),
+                        queries,
                     },
                 )
                 .with_context(|| format!("{set_by}: the admin endpoint cannot listen on `{addr}`"))?,
@@ -205,7 +212,7 @@ impl Prepared {
         Ok(Services { admin, watcher })
     }
 
-    fn run_options(&self, local: &LocalOptions, ready: Arc<AtomicBool>) -> RunOptions {
+    fn run_options(&self, local: &LocalOptions, ready: Arc<AtomicBool>, queries: Queries) -> RunOptions {
         let interval = self
             .loaded
             .manifest
@@ -224,6 +231,7 @@ impl Prepared {
                 self.loaded.manifest.application.max_task_idle_ms.as_ref().map_or(0, |m| *m.get_ref()),
             ),
             globals: BTreeMap::new(),
+            queries,
         }
     }
 
@@ -341,7 +349,8 @@ impl Prepared {
     /// endpoint and the plugin file watcher beside it.
     pub fn run(&self, local: &LocalOptions, stop: &AtomicBool) -> anyhow::Result<RunStats> {
         let ready = Arc::new(AtomicBool::new(false));
-        let _services = self.start_services(local, ready.clone())?;
+        let queries = Queries::default();
+        let _services = self.start_services(local, ready.clone(), queries.clone())?;
         match &self.loaded.manifest.application.kafka {
             None => {
                 let (mut inputs, mut global_files) = (BTreeMap::new(), BTreeMap::new());
@@ -365,7 +374,7 @@ impl Prepared {
                     .into_iter()
                     .map(|(source, sink)| ThreadIo { source: Box::new(source), sink: Box::new(sink), restorer: None })
                     .collect();
-                let mut options = self.run_options(local, ready);
+                let mut options = self.run_options(local, ready, queries);
                 let globals = runtime::global::open(&self.topology, &options, GlobalInput::Files(&global_files))
                     .context("restoring the global tables")?;
                 options.globals = globals.stores.clone();
@@ -386,7 +395,7 @@ impl Prepared {
                         restorer: Some(Box::new(KafkaChangelogReader::new(&config, id)?)),
                     });
                 }
-                let mut options = self.run_options(local, ready);
+                let mut options = self.run_options(local, ready, queries);
                 let globals = runtime::global::open(&self.topology, &options, GlobalInput::Kafka(&config))
                     .context("restoring the global tables")?;
                 options.globals = globals.stores.clone();

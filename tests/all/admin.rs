@@ -196,3 +196,59 @@ fn an_admin_address_that_cannot_be_bound_names_the_file_line_and_key() {
     assert!(e.contains("pipeline.toml:7:8: `application.admin.bind`"), "{e}");
     assert!(e.contains("cannot listen on `not-an-address`"), "{e}");
 }
+
+/// Interactive queries: a table's store read through the endpoint while the pipeline runs (a
+/// key, a prefix, a range, a key it does not have, a store it does not have), and a row
+/// appended to the table's file is read back once processed.
+#[test]
+fn a_tables_store_answers_key_prefix_and_range_queries_while_the_pipeline_runs() {
+    let sc = Scratch::new();
+    let rows = [("u1", "alice"), ("u2", "bob"), ("v1", "vera"), ("u1", "alicia")];
+    let lines: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| serde_json::json!({"key": k, "value": v, "timestamp": i}).to_string())
+        .collect();
+    sc.write("users.jsonl", &(lines.join("\n") + "\n"));
+    let manifest = r#"version = 1
+[application]
+id = "iq"
+commit_interval_ms = 50
+[application.admin]
+bind = "127.0.0.1:0"
+[tables.users]
+file = "users.jsonl"
+file_format = "jsonl"
+[pipelines.p]
+from = "users"
+steps = [{ op = "to_stream" }]
+to = "out"
+"#;
+    let path = sc.write("iq.toml", manifest);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    c.arg("run").arg(&path).arg("--follow").arg("--state-dir").arg(sc.path("state")).env("WASP_CACHE_DIR", cache_dir());
+    let mut p = Process::spawn("wasp-iq", c);
+    let base = format!("http://{}", admin_address(&mut p));
+    let key = wait_http(&format!("{base}/stores/users-store/keys/u1"), "u1", |b| b.contains("alicia"));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&key).expect("JSON"),
+        serde_json::json!({"key": "u1", "value": "alicia"})
+    );
+    let json = |url: &str| serde_json::from_str::<serde_json::Value>(&http("GET", url, None, None).1).expect("JSON");
+    assert_eq!(
+        json(&format!("{base}/stores/users-store?prefix=u")),
+        serde_json::json!([{"key": "u1", "value": "alicia"}, {"key": "u2", "value": "bob"}])
+    );
+    assert_eq!(
+        json(&format!("{base}/stores/users-store?from=u2&to=v2&limit=5")),
+        serde_json::json!([{"key": "u2", "value": "bob"}, {"key": "v1", "value": "vera"}])
+    );
+    assert_eq!(http("GET", &format!("{base}/stores/users-store/keys/nobody"), None, None).0, 404);
+    let (status, body) = http("GET", &format!("{base}/stores/no-such-store/keys/u1"), None, None);
+    assert!(status == 404 && body.contains("no queryable store `no-such-store`"), "{status}: {body}");
+    // A row appended to the file (tailed) is in the store once processed.
+    let more = serde_json::json!({"key": "u3", "value": "cid", "timestamp": 10}).to_string();
+    std::fs::write(sc.path("users.jsonl"), lines.join("\n") + "\n" + &more + "\n").expect("append");
+    wait_http(&format!("{base}/stores/users-store/keys/u3"), "u3", |b| b.contains("cid"));
+    p.kill();
+}

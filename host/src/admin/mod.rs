@@ -8,6 +8,8 @@
 //! | `GET /metrics` | every metric, built-in and plugin-defined, in the Prometheus text format |
 //! | `GET /plugins` | each plugin's running version (digest, load time) and its last swap |
 //! | `POST /plugins/{name}/reload` | loads a new version (body `{"path": "…"}`, optional); needs `Authorization: Bearer <token>` |
+//! | `GET /stores/{store}/keys/{key}` | a key's value in a table's store, across this instance's tasks (404 when absent; 503 `restoring` while stores restore) |
+//! | `GET /stores/{store}?from=&to=` or `?prefix=` | a range or a prefix of it, in key order, `limit` at most (10,000) |
 //!
 //! It binds 127.0.0.1 unless told otherwise. Mutations need the token from the manifest
 //! (`[application.admin] token`) or `$WASP_ADMIN_TOKEN`; without one configured, every
@@ -38,6 +40,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// The token mutations must carry; `None` refuses them all.
     pub token: Option<String>,
+    /// Interactive queries of the tasks' stores.
+    pub queries: crate::runtime::query::Queries,
 }
 
 /// A running endpoint; dropping it stops the server.
@@ -105,6 +109,8 @@ fn router(state: AdminState) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/plugins", get(plugins))
         .route("/plugins/{name}/reload", post(reload))
+        .route("/stores/{store}", get(store_scan))
+        .route("/stores/{store}/keys/{key}", get(store_key))
         .with_state(state)
 }
 
@@ -119,6 +125,71 @@ async fn ready(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
         .into_response()
+}
+
+/// The most entries a scan returns, whatever `limit` asks.
+const MAX_QUERY_ROWS: usize = 10_000;
+
+/// Entries as JSON: `[{"key": …, "value": …}]` (text where it is UTF-8, else lossy).
+fn rows_json(rows: &[(Vec<u8>, Vec<u8>)]) -> serde_json::Value {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    serde_json::Value::Array(rows.iter().map(|(k, v)| serde_json::json!({"key": text(k), "value": text(v)})).collect())
+}
+
+/// Runs a query on a blocking thread (the stream threads answer between batches).
+async fn query(
+    s: AdminState,
+    store: String,
+    q: crate::runtime::query::StoreQuery,
+    limit: usize,
+    one: bool,
+) -> Response {
+    use crate::runtime::query::QueryAnswer;
+    let asked = store.clone();
+    let answer = tokio::task::spawn_blocking(move || s.queries.ask(&store, q, limit)).await;
+    match answer {
+        Ok(Ok(QueryAnswer::Rows(rows))) if one => match rows.first() {
+            Some(_) => Json(rows_json(&rows[..1])[0].clone()).into_response(),
+            None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such key"}))).into_response(),
+        },
+        Ok(Ok(QueryAnswer::Rows(rows))) => Json(rows_json(&rows)).into_response(),
+        Ok(Ok(QueryAnswer::NoSuchStore)) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": format!("no queryable store `{asked}` in this instance's tasks")})),
+        )
+            .into_response(),
+        Ok(Ok(QueryAnswer::Restoring)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "restoring"}))).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e}))).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
+    }
+}
+
+/// `GET /stores/{store}/keys/{key}`: a key's value in a table's store.
+async fn store_key(State(s): State<AdminState>, Path((store, key)): Path<(String, String)>) -> Response {
+    query(s, store, crate::runtime::query::StoreQuery::Key(key.into_bytes()), 1, true).await
+}
+
+/// `GET /stores/{store}?from=&to=` (a range) or `?prefix=`, with `limit` (default and most
+/// 10,000).
+async fn store_scan(
+    State(s): State<AdminState>,
+    Path(store): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    use crate::runtime::query::StoreQuery;
+    let limit = params.get("limit").and_then(|l| l.parse().ok()).unwrap_or(MAX_QUERY_ROWS).min(MAX_QUERY_ROWS);
+    let q = match params.get("prefix") {
+        Some(p) => StoreQuery::Prefix(p.clone().into_bytes()),
+        None => StoreQuery::Range {
+            from: params.get("from").cloned().unwrap_or_default().into_bytes(),
+            to: params.get("to").map(|t| t.clone().into_bytes()),
+        },
+    };
+    query(s, store, q, limit, false).await
 }
 
 async fn plugins(State(s): State<AdminState>) -> Response {

@@ -127,6 +127,18 @@ pub trait Operator: Send {
         Emitted::default()
     }
 
+    /// An interactive query of the store named `store`, if the operator owns it and answers
+    /// queries: its entries (values as users wrote them), at most `limit`.
+    fn query(
+        &mut self,
+        store: &str,
+        query: &crate::state::StoreQuery,
+        limit: usize,
+    ) -> Option<Result<crate::state::Entries, crate::state::StateError>> {
+        let _ = (store, query, limit);
+        None
+    }
+
     /// Whether the task may run records of a batch that trapped again, in halves, to find the
     /// ones that trap. Not for operators that remember what they have seen.
     fn rerunnable(&self) -> bool {

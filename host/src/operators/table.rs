@@ -104,6 +104,16 @@ impl Operator for ToTable {
         f(&mut locked(&self.store));
     }
 
+    fn query(
+        &mut self,
+        store: &str,
+        query: &crate::state::StoreQuery,
+        limit: usize,
+    ) -> Option<Result<crate::state::Entries, crate::state::StateError>> {
+        let s = locked(&self.store);
+        (s.name() == store).then(|| crate::state::query_rows(&s, query, limit))
+    }
+
     fn rerunnable(&self) -> bool {
         false
     }

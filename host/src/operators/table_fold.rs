@@ -249,6 +249,15 @@ impl Operator for TableAggregate {
         f(&mut self.store);
     }
 
+    fn query(
+        &mut self,
+        store: &str,
+        query: &crate::state::StoreQuery,
+        limit: usize,
+    ) -> Option<Result<crate::state::Entries, crate::state::StateError>> {
+        (self.store.name() == store).then(|| crate::state::query_rows(&self.store, query, limit))
+    }
+
     fn rerunnable(&self) -> bool {
         false
     }

@@ -14,6 +14,7 @@ mod commit;
 pub mod global;
 mod order;
 mod policy;
+pub mod query;
 mod task;
 mod thread;
 
@@ -78,6 +79,8 @@ pub struct RunOptions {
     /// The global tables' stores, by name, restored before the threads start
     /// ([`global::GlobalTables`]).
     pub globals: std::collections::BTreeMap<String, crate::operators::SharedStore>,
+    /// Where interactive queries reach the stream threads.
+    pub queries: query::Queries,
 }
 
 /// What one stream thread reads from and writes to.

@@ -86,6 +86,17 @@ impl Task {
         Ok(Self { topology, operators, topics, partition, metrics: step_metrics, retrying: None })
     }
 
+    /// An interactive query of the store named `store`, if one of the task's operators owns
+    /// it and answers queries.
+    pub fn query(
+        &mut self,
+        store: &str,
+        query: &crate::state::StoreQuery,
+        limit: usize,
+    ) -> Option<Result<crate::state::Entries, StateError>> {
+        self.operators.iter_mut().flatten().find_map(|op| op.query(store, query, limit))
+    }
+
     /// Calls `f` on each of the task's state stores.
     pub fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
         for op in self.operators.iter_mut().flatten() {

@@ -84,6 +84,8 @@ struct StreamThread<'a> {
     plugins: &'a PluginDirectory,
     options: &'a RunOptions,
     io: ThreadIo,
+    /// Interactive queries for this thread's tasks' stores.
+    inbox: std::sync::mpsc::Receiver<super::query::Request>,
     tasks: BTreeMap<(usize, i32), Task>,
     held: BTreeMap<(usize, i32), Held>,
     /// The next offset to commit per input partition, for the batches that are done.
@@ -118,6 +120,7 @@ pub fn run(
         plugins,
         options,
         io,
+        inbox: options.queries.register(),
         tasks: BTreeMap::new(),
         held: BTreeMap::new(),
         offsets: BTreeMap::new(),
@@ -183,8 +186,28 @@ impl StreamThread<'_> {
                 Poll::Exhausted => std::thread::sleep(self.until_next_resume()),
             }
             self.report_held();
+            self.answer_queries();
         }
         Ok(())
+    }
+
+    /// Answers the interactive queries waiting, from the stores of this thread's tasks.
+    fn answer_queries(&mut self) {
+        while let Ok(q) = self.inbox.try_recv() {
+            let mut found = None::<crate::state::Entries>;
+            let mut failed = None;
+            for task in self.tasks.values_mut() {
+                match task.query(&q.store, &q.query, q.limit) {
+                    Some(Ok(mut rows)) => found.get_or_insert_with(Vec::new).append(&mut rows),
+                    Some(Err(e)) => failed = Some(e.to_string()),
+                    None => {}
+                }
+            }
+            let _ = q.reply.send(match failed {
+                Some(e) => Err(e),
+                None => Ok(found),
+            });
+        }
     }
 
     /// Polls without running anything until every thread of the process has joined the group
@@ -333,7 +356,15 @@ impl StreamThread<'_> {
         self.io.source.processed(topic, partition, n);
     }
 
-    fn open_task(&mut self, (sub, partition): (usize, i32)) -> anyhow::Result<Task> {
+    fn open_task(&mut self, key: (usize, i32)) -> anyhow::Result<Task> {
+        // Queries answer "restoring" meanwhile.
+        self.options.queries.restoring(true);
+        let task = self.build_task(key);
+        self.options.queries.restoring(false);
+        task
+    }
+
+    fn build_task(&mut self, (sub, partition): (usize, i32)) -> anyhow::Result<Task> {
         let name = Task::name(sub, partition);
         let (topology, options, stats) = (self.topology, self.options, &mut self.stats);
         let mut restorer = self.io.restorer.as_deref_mut();

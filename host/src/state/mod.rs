@@ -87,6 +87,18 @@ pub struct Progress {
 /// Key-value pairs, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// What an interactive query reads of a key-value store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreQuery {
+    Key(Vec<u8>),
+    /// Keys from `from` (inclusive) to `to` (exclusive; no bound without one).
+    Range {
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+    },
+    Prefix(Vec<u8>),
+}
+
 /// Durable key-value storage under a [`Store`]. Keys sort bytewise.
 pub trait Backend: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
@@ -423,6 +435,21 @@ pub fn table_row(out: &mut Vec<u8>, timestamp: i64, value: &[u8]) {
     out.clear();
     out.extend_from_slice(&timestamp.to_be_bytes());
     out.extend_from_slice(value);
+}
+
+/// Answers an interactive query from a store of table rows ([`table_row`]: a table's, a
+/// grouped table's aggregates): the values alone, at most `limit`.
+pub fn query_rows(store: &Store, query: &StoreQuery, limit: usize) -> Result<Entries, StateError> {
+    let rows = match query {
+        StoreQuery::Key(k) => store.get(k)?.map(|v| vec![(k.clone(), v)]).unwrap_or_default(),
+        StoreQuery::Range { from, to } => store.range(from, to.as_deref(), limit)?,
+        StoreQuery::Prefix(p) => store.prefix(p, limit)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(k, row)| table_row_parts(&row).map(|(_, v)| (k, v.to_vec())))
+        .take(limit)
+        .collect())
 }
 
 /// A row's timestamp and value.
