@@ -198,8 +198,8 @@ fn an_admin_address_that_cannot_be_bound_names_the_file_line_and_key() {
 }
 
 /// Interactive queries: a table's store read through the endpoint while the pipeline runs (a
-/// key, a prefix, a range, a key it does not have, a store it does not have), and a row
-/// appended to the table's file is read back once processed.
+/// key, a prefix, a range, a key it does not have, a store it does not have), a count's store,
+/// and a row appended to the table's file read back once processed.
 #[test]
 fn a_tables_store_answers_key_prefix_and_range_queries_while_the_pipeline_runs() {
     let sc = Scratch::new();
@@ -223,6 +223,10 @@ file_format = "jsonl"
 from = "users"
 steps = [{ op = "to_stream" }]
 to = "out"
+[pipelines.q]
+from = "out"
+steps = [{ op = "group_by_key" }, { op = "count", store = "updates" }, { op = "to_stream" }]
+to = "counts"
 "#;
     let path = sc.write("iq.toml", manifest);
     let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
@@ -244,6 +248,12 @@ to = "out"
         serde_json::json!([{"key": "u2", "value": "bob"}, {"key": "v1", "value": "vera"}])
     );
     assert_eq!(http("GET", &format!("{base}/stores/users-store/keys/nobody"), None, None).0, 404);
+    // A count's store: each user's updates so far.
+    let counts = wait_http(&format!("{base}/stores/updates?prefix=u"), "counts", |b| b.contains("\"u2\""));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&counts).expect("JSON"),
+        serde_json::json!([{"key": "u1", "value": "2"}, {"key": "u2", "value": "1"}])
+    );
     let (status, body) = http("GET", &format!("{base}/stores/no-such-store/keys/u1"), None, None);
     assert!(status == 404 && body.contains("no queryable store `no-such-store`"), "{status}: {body}");
     // A row appended to the file (tailed) is in the store once processed.

@@ -1079,6 +1079,46 @@ impl Operator for Aggregate {
         f(&mut self.store);
     }
 
+    /// A key-value aggregation's store (no windows): each group's aggregate, a count as
+    /// decimal text; an entry past the store's TTL reads as absent.
+    fn query(
+        &mut self,
+        store: &str,
+        query: &crate::state::StoreQuery,
+        limit: usize,
+    ) -> Option<Result<crate::state::Entries, crate::state::StateError>> {
+        use crate::state::StoreQuery;
+        if self.store.name() != store || self.window.is_some() {
+            return None;
+        }
+        let data = |k: &[u8]| [&[DATA][..], k].concat();
+        let rows = match query {
+            StoreQuery::Key(k) => self.store.get(&data(k)).map(|v| v.map(|v| vec![(data(k), v)]).unwrap_or_default()),
+            StoreQuery::Range { from, to } => {
+                let end = to.as_deref().map_or_else(|| vec![DATA + 1], data);
+                self.store.range(&data(from), Some(&end), limit)
+            }
+            StoreQuery::Prefix(p) => self.store.prefix(&data(p), limit),
+        };
+        let live = |t: i64| match (self.store.spec.ttl_ms, self.store.stream_time()) {
+            (Some(ttl), Some(now)) => t >= now - ttl,
+            _ => true,
+        };
+        Some(rows.map(|rows| {
+            rows.into_iter()
+                .filter_map(|(k, v)| {
+                    let (t, agg) = decode_value(&v)?;
+                    let agg = match self.fold {
+                        Fold::Count => count_of(agg).to_string().into_bytes(),
+                        _ => agg.to_vec(),
+                    };
+                    (live(t) && k.len() > 1).then(|| (k[1..].to_vec(), agg))
+                })
+                .take(limit)
+                .collect()
+        }))
+    }
+
     fn held(&self) -> usize {
         self.cache.as_ref().map_or(0, RecordCache::len)
     }
