@@ -5,11 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Result;
-use wasp_host::app::{self, LocalOptions};
 
 /// Rows of the stream-table join's table.
 const TABLE_ROWS: usize = 1_000_000;
@@ -53,19 +51,6 @@ steps = [ {{ op = "left_join", plugin = "jk", {with} }} ]
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text)?;
     Ok(path)
-}
-
-/// Seconds a local run of `manifest` takes (state reset first), and the records it read.
-fn seconds(manifest: &Path, out: &Path) -> Result<(f64, u64)> {
-    let prepared = app::prepare(manifest, wasp_host::wasm::default_cache_dir())?;
-    let options = LocalOptions {
-        outputs: [("bench-out".to_owned(), out.to_path_buf())].into_iter().collect(),
-        ..Default::default()
-    };
-    prepared.reset_local_state(&options)?;
-    let t = Instant::now();
-    let stats = prepared.run(&options, &AtomicBool::new(false))?;
-    Ok((t.elapsed().as_secs_f64(), stats.records_in))
 }
 
 pub fn run(stream_n: usize) -> Result<()> {
@@ -115,7 +100,8 @@ fn run_in(dir: &Path, n: usize) -> Result<()> {
         (loaded, t.elapsed().as_secs_f64())
     };
     // The whole run against the whole native job (load the table, then look up and join).
-    let (both, read) = seconds(&manifest(dir, "st", &decls(&clicks), r#"table = "users""#)?, &out)?;
+    let (both, read) =
+        super::bench_state::run_local(&manifest(dir, "st", &decls(&clicks), r#"table = "users""#)?, &out)?;
     let native_all = native_table.0 + native_table.1;
     let all = TABLE_ROWS + n;
     println!(
@@ -180,7 +166,10 @@ fn run_in(dir: &Path, n: usize) -> Result<()> {
         orders.display(),
         payments.display()
     );
-    let (ss, read) = seconds(&manifest(dir, "ss", &decls, r#"stream = "payments", time_difference = "10s""#)?, &out)?;
+    let (ss, read) = super::bench_state::run_local(
+        &manifest(dir, "ss", &decls, r#"stream = "payments", time_difference = "10s""#)?,
+        &out,
+    )?;
     let records = n + paid;
     println!("  stream-stream, left join within 10 s ({n} orders, {paid} payments; {read} records read)");
     println!(

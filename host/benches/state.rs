@@ -107,7 +107,7 @@ steps = [ {steps} ]
 }
 
 /// Runs a local manifest over its input; returns the seconds the run took.
-fn run_local(manifest: &Path, out: &Path) -> Result<(f64, u64)> {
+pub(crate) fn run_local(manifest: &Path, out: &Path) -> Result<(f64, u64)> {
     let prepared = app::prepare(manifest, wasp_host::wasm::default_cache_dir())?;
     let options = LocalOptions {
         outputs: [("bench-out".to_owned(), out.to_path_buf())].into_iter().collect(),

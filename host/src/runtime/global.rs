@@ -76,7 +76,9 @@ pub fn open(topology: &Topology, options: &RunOptions, input: GlobalInput<'_>) -
                 // The file is the whole table: read it again from the start.
                 store.wipe()?;
                 let Some((path, format)) = files.get(&g.topic) else {
-                    anyhow::bail!("global table `{name}` has no `file` to read in local mode");
+                    anyhow::bail!(
+                        "`global_tables.{name}` has no `file`: local mode reads a global table from its file"
+                    );
                 };
                 let mut restore = store.begin_table_restore(upstream(&g.topic, 0));
                 for r in crate::io::local::read_all(path, *format)? {

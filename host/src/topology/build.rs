@@ -786,13 +786,7 @@ impl<'a> Builder<'a> {
                 if !self.is_table(t.get_ref()) {
                     return Err(not_a_table(self, t, "table"));
                 }
-                let left = match left.materialized {
-                    Some(id) => id,
-                    None => {
-                        let store = self.store(format!("{name}-left-store"), span.clone(), StoreKind::KeyValue, skey)?;
-                        self.add(ctx, format!("{name}-left"), NodeOp::ToTable { store }, parents)
-                    }
-                };
+                let left = self.materialize(ctx, name, skey, span.clone(), left, parents)?;
                 let right = self.table(ctx, t.get_ref())?;
                 let with = JoinWith::Tables { left_store: self.materialized_store(left), right_store: self.materialized_store(right) };
                 self.flow = Flow::Table { old_values: true };
@@ -851,13 +845,7 @@ impl<'a> Builder<'a> {
         left: TableState,
         parents: Vec<NodeId>,
     ) -> Result<(NodeId, Option<TableState>), ManifestError> {
-        let left = match left.materialized {
-            Some(id) => id,
-            None => {
-                let store = self.store(format!("{name}-left-store"), span.clone(), StoreKind::KeyValue, skey)?;
-                self.add(ctx, format!("{name}-left"), NodeOp::ToTable { store }, parents)
-            }
-        };
+        let left = self.materialize(ctx, name, skey, span.clone(), left, parents)?;
         let right = self.table(ctx, table.get_ref())?;
         let (left_store, right_store) = (self.materialized_store(left), self.materialized_store(right));
         self.flow = Flow::Table { old_values: true };
@@ -887,6 +875,26 @@ impl<'a> Builder<'a> {
         let store = self.store(format!("{name}-store"), span, StoreKind::KeyValue, skey)?;
         let id = self.add(ctx, name.to_owned(), NodeOp::ToTable { store }, vec![result]);
         Ok((id, Some(TableState { old_values: true, materialized: Some(id) })))
+    }
+
+    /// The node whose store holds the table a join's left side carries: its own
+    /// [`NodeOp::ToTable`], or (a table derived by a step) a new one after `parents`.
+    fn materialize(
+        &mut self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        skey: &str,
+        span: std::ops::Range<usize>,
+        table: TableState,
+        parents: Vec<NodeId>,
+    ) -> Result<NodeId, ManifestError> {
+        Ok(match table.materialized {
+            Some(id) => id,
+            None => {
+                let store = self.store(format!("{name}-left-store"), span, StoreKind::KeyValue, skey)?;
+                self.add(ctx, format!("{name}-left"), NodeOp::ToTable { store }, parents)
+            }
+        })
     }
 
     /// The store of a [`NodeOp::ToTable`] node.
