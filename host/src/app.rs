@@ -7,10 +7,13 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
-use crate::io::kafka::{KafkaChangelogReader, KafkaSink, KafkaSource, client_config, ensure_topics, partition_count};
+use crate::io::kafka::{
+    KafkaChangelogReader, KafkaInstanceLog, KafkaSink, KafkaSource, client_config, ensure_topics, partition_count,
+};
 use crate::io::local::{LocalFile, LocalPlan, local_io};
 use crate::manifest::{self, FileFormat, Loaded};
 use crate::runtime::global::GlobalInput;
+use crate::runtime::hosts::Hosts;
 use crate::runtime::query::Queries;
 use crate::runtime::{self, RunOptions, RunStats, ThreadIo};
 use crate::topology::{self, NodeOp, PluginKind, Topology};
@@ -187,6 +190,7 @@ impl Prepared {
         local: &LocalOptions,
         ready: Arc<AtomicBool>,
         queries: Queries,
+        hosts: &Hosts,
     ) -> anyhow::Result<Services> {
         let bind = match &local.admin {
             Some(addr) => Some((addr.clone(), "--admin".to_owned())),
@@ -202,17 +206,37 @@ impl Prepared {
                         ready,
                         token: admin_token(&self.loaded),
                         queries,
+                        hosts: hosts.clone(),
                     },
                 )
                 .with_context(|| format!("{set_by}: the admin endpoint cannot listen on `{addr}`"))?,
             ),
             None => None,
         };
+        hosts.set_server(self.application_server(admin.as_ref().map(crate::admin::AdminServer::addr)));
         let watcher = if self.watches(local) { Some(crate::wasm::watch::watch(self.plugins.clone())?) } else { None };
         Ok(Services { admin, watcher })
     }
 
-    fn run_options(&self, local: &LocalOptions, ready: Arc<AtomicBool>, queries: Queries) -> RunOptions {
+    /// This instance's address for the others: `application_server`, else the admin
+    /// endpoint's (none without an endpoint).
+    fn application_server(&self, admin: Option<std::net::SocketAddr>) -> Option<String> {
+        let configured = self.loaded.manifest.application.admin.as_ref().and_then(|a| a.application_server.as_ref());
+        if let Some(s) = configured {
+            return Some(s.get_ref().clone());
+        }
+        let addr = admin?;
+        if addr.ip().is_unspecified() && !self.is_local() {
+            tracing::warn!(
+                %addr,
+                "the admin endpoint listens on every interface: set `application.admin.application_server` to the \
+                 address other instances and clients reach it at"
+            );
+        }
+        Some(addr.to_string())
+    }
+
+    fn run_options(&self, local: &LocalOptions, ready: Arc<AtomicBool>, queries: Queries, hosts: Hosts) -> RunOptions {
         let interval = self
             .loaded
             .manifest
@@ -232,6 +256,7 @@ impl Prepared {
             ),
             globals: BTreeMap::new(),
             queries,
+            hosts,
         }
     }
 
@@ -350,7 +375,8 @@ impl Prepared {
     pub fn run(&self, local: &LocalOptions, stop: &AtomicBool) -> anyhow::Result<RunStats> {
         let ready = Arc::new(AtomicBool::new(false));
         let queries = Queries::default();
-        let _services = self.start_services(local, ready.clone(), queries.clone())?;
+        let hosts = Hosts::new(self.topology.clone());
+        let _services = self.start_services(local, ready.clone(), queries.clone(), &hosts)?;
         match &self.loaded.manifest.application.kafka {
             None => {
                 let (mut inputs, mut global_files) = (BTreeMap::new(), BTreeMap::new());
@@ -370,11 +396,13 @@ impl Prepared {
                     };
                     inputs.insert(topic.clone(), (path.clone(), format));
                 }
-                let io = local_io(self.local_plan(&inputs, local)?)?
+                let plan = self.local_plan(&inputs, local)?;
+                hosts.set_partitions(self.local_partitions(&plan));
+                let io = local_io(plan)?
                     .into_iter()
                     .map(|(source, sink)| ThreadIo { source: Box::new(source), sink: Box::new(sink), restorer: None })
                     .collect();
-                let mut options = self.run_options(local, ready, queries);
+                let mut options = self.run_options(local, ready, queries, hosts);
                 let globals = runtime::global::open(&self.topology, &options, GlobalInput::Files(&global_files))
                     .context("restoring the global tables")?;
                 options.globals = globals.stores.clone();
@@ -395,11 +423,17 @@ impl Prepared {
                         restorer: Some(Box::new(KafkaChangelogReader::new(&config, id)?)),
                     });
                 }
-                let mut options = self.run_options(local, ready, queries);
+                hosts.spread(self.kafka_partitions(&config)?);
+                let mut options = self.run_options(local, ready, queries, hosts.clone());
                 let globals = runtime::global::open(&self.topology, &options, GlobalInput::Kafka(&config))
                     .context("restoring the global tables")?;
                 options.globals = globals.stores.clone();
-                runtime::run(&self.topology, &self.plugins, io, &options, stop)
+                let follower = self.follow_instances(&config, &hosts)?;
+                let result = runtime::run(&self.topology, &self.plugins, io, &options, stop);
+                if let Some(f) = follower {
+                    f.stop()?;
+                }
+                result
             }
         }
     }
@@ -438,6 +472,64 @@ impl Prepared {
         Ok(())
     }
 
+    /// Each sub-topology's task count in local mode: the partitions of its topics.
+    fn local_partitions(&self, plan: &LocalPlan) -> Vec<usize> {
+        self.topology
+            .subtopologies
+            .iter()
+            .map(|sub| {
+                sub.source_topics
+                    .iter()
+                    .filter_map(|t| {
+                        plan.files
+                            .iter()
+                            .find(|f| f.topic == *t)
+                            .map(|f| f.partitions as usize)
+                            .or_else(|| plan.memory.get(t).map(Vec::len))
+                    })
+                    .max()
+                    .unwrap_or(1)
+            })
+            .collect()
+    }
+
+    /// Each sub-topology's task count on Kafka: the partitions of its topics (0 for one whose
+    /// topics do not exist yet).
+    fn kafka_partitions(&self, config: &rdkafka::ClientConfig) -> anyhow::Result<Vec<usize>> {
+        let mut out = Vec::with_capacity(self.topology.subtopologies.len());
+        for sub in &self.topology.subtopologies {
+            let mut n = 0;
+            for topic in &sub.source_topics {
+                n = n.max(partition_count(config, topic)?.unwrap_or(0) as usize);
+            }
+            out.push(n);
+        }
+        Ok(out)
+    }
+
+    /// The instances topic: the one where instances announce their tasks.
+    fn instances_topic(&self) -> String {
+        format!("{}-instances", self.topology.application_id)
+    }
+
+    /// With an address to announce, a thread that announces this instance's tasks and reads
+    /// the others' ([`runtime::hosts::follow`]).
+    fn follow_instances(&self, config: &rdkafka::ClientConfig, hosts: &Hosts) -> anyhow::Result<Option<Follower>> {
+        if hosts.server().is_none() {
+            return Ok(None);
+        }
+        let topic = self.instances_topic();
+        ensure_topics(config, &[(topic.clone(), 1, true)])?;
+        let mut log = KafkaInstanceLog::new(config, &self.topology.application_id, &topic)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hosts.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("wasp-hosts".into())
+            .spawn(move || runtime::hosts::follow(&h, &mut log, &s))
+            .context("starting the instances thread")?;
+        Ok(Some(Follower { stop, thread }))
+    }
+
     /// Repartition and changelog topics get as many partitions as the largest input topic
     /// (Kafka Streams does the same), so tasks line up with partitions.
     fn create_internal_topics(&self, config: &rdkafka::ClientConfig) -> anyhow::Result<()> {
@@ -454,5 +546,22 @@ impl Prepared {
             topics.push((self.topology.changelog_topic(&spec.name), partitions, true));
         }
         ensure_topics(config, &topics)
+    }
+}
+
+/// The thread of [`runtime::hosts::follow`].
+struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Follower {
+    /// Stops it: it withdraws this instance's announcement first.
+    fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        match self.thread.join() {
+            Ok(r) => r.context("announcing this instance's tasks"),
+            Err(_) => anyhow::bail!("the instances thread panicked"),
+        }
     }
 }

@@ -262,3 +262,73 @@ to = "counts"
     wait_http(&format!("{base}/stores/users-store/keys/u3"), "u3", |b| b.contains("cid"));
     p.kill();
 }
+
+/// Interactive queries of window and session stores: a key's windows in a time range, each
+/// with its bounds (Kafka Streams' `WindowStore.fetch` and `SessionStore.findSessions`); a
+/// key query on a window store, or a windows query on a key-value one, says what to ask.
+#[test]
+fn window_and_session_stores_answer_a_keys_windows_in_a_time_range() {
+    let sc = Scratch::new();
+    let clicks = [("a", 1), ("a", 4), ("a", 12), ("b", 5), ("a", 40), ("a", 45)];
+    let lines: Vec<String> =
+        clicks.iter().map(|(k, t)| serde_json::json!({"key": k, "value": "x", "timestamp": t}).to_string()).collect();
+    sc.write("clicks.jsonl", &(lines.join("\n") + "\n"));
+    let manifest = r#"version = 1
+[application]
+id = "iqw"
+commit_interval_ms = 50
+[application.admin]
+bind = "127.0.0.1:0"
+[streams.clicks]
+file = "clicks.jsonl"
+file_format = "jsonl"
+[pipelines.tumbling]
+from = "clicks"
+steps = [{ op = "group_by_key" }, { op = "windowed_by", window = { type = "tumbling", size = 10, grace = 1000 } }, { op = "count", store = "per-ten" }, { op = "to_stream" }]
+to = "tumbling-out"
+[pipelines.sessions]
+from = "clicks"
+steps = [{ op = "group_by_key" }, { op = "windowed_by", window = { type = "session", gap = 5, grace = 1000 } }, { op = "count", store = "visits" }, { op = "to_stream" }]
+to = "session-out"
+[pipelines.totals]
+from = "clicks"
+steps = [{ op = "group_by_key" }, { op = "count", store = "totals" }, { op = "to_stream" }]
+to = "totals-out"
+"#;
+    let path = sc.write("iqw.toml", manifest);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    c.arg("run").arg(&path).arg("--follow").arg("--state-dir").arg(sc.path("state")).env("WASP_CACHE_DIR", cache_dir());
+    let mut p = Process::spawn("wasp-iqw", c);
+    let base = format!("http://{}", admin_address(&mut p));
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).expect("JSON");
+    let all =
+        wait_http(&format!("{base}/stores/per-ten/keys/a/windows"), "a's windows", |b| b.contains("\"start\":40"));
+    let w = |start: i64, end: i64, value: &str| serde_json::json!({"key": "a", "window": {"start": start, "end": end}, "value": value});
+    assert_eq!(json(&all), serde_json::json!([w(0, 10, "2"), w(10, 20, "1"), w(40, 50, "2")]));
+    // Windows that start from 5 to 40, both included.
+    let (status, some) = http("GET", &format!("{base}/stores/per-ten/keys/a/windows?from=5&to=40"), None, None);
+    assert_eq!((status, json(&some)), (200, serde_json::json!([w(10, 20, "1"), w(40, 50, "2")])));
+    // Sessions (gap 5): [1,4] merged, [12], [40,45]; those ending at 10 or later and starting
+    // at 40 or earlier.
+    let sessions = wait_http(&format!("{base}/stores/visits/keys/a/windows?from=10&to=40"), "a's sessions", |b| {
+        b.contains("\"start\":40")
+    });
+    assert_eq!(json(&sessions), serde_json::json!([w(12, 12, "1"), w(40, 45, "2")]));
+    let (status, b_windows) = http("GET", &format!("{base}/stores/per-ten/keys/b/windows"), None, None);
+    assert_eq!(
+        (status, json(&b_windows)),
+        (200, serde_json::json!([{"key": "b", "window": {"start": 0, "end": 10}, "value": "1"}]))
+    );
+    // The wrong question for a store's kind says which to ask.
+    let (status, body) = http("GET", &format!("{base}/stores/per-ten/keys/a"), None, None);
+    assert!(status == 400 && body.contains("/stores/per-ten/keys/KEY/windows"), "{status}: {body}");
+    let (status, body) = http("GET", &format!("{base}/stores/totals/keys/a/windows"), None, None);
+    assert!(status == 400 && body.contains("key-value store"), "{status}: {body}");
+    let (status, body) = http("GET", &format!("{base}/stores/per-ten/keys/a/windows?from=soon"), None, None);
+    assert!(status == 400 && body.contains("`from` must be a time"), "{status}: {body}");
+    assert_eq!(
+        json(&http("GET", &format!("{base}/stores/totals/keys/a"), None, None).1),
+        serde_json::json!({"key": "a", "value": "5"})
+    );
+    p.kill();
+}

@@ -249,3 +249,130 @@ fn kafka_a_foreign_key_join_killed_half_way_ends_with_every_orders_current_custo
         expected.iter().filter(|(k, v)| last.get(*k) != Some(*v)).map(|(k, v)| (k, v, last.get(k))).collect();
     assert!(got, "the result table after the restart differs from an uninterrupted run's: {differ:?}");
 }
+
+/// Interactive queries across two instances of one application id (Kafka Streams'
+/// `queryMetadataForKey` and `application.server`): each instance announces its tasks and
+/// admin address; either one says which instance hosts a key, answers the keys it hosts,
+/// and redirects a query for another's key there. When one instance leaves, the other takes
+/// its partitions, and answers for every key.
+#[test]
+fn kafka_two_instances_each_say_which_hosts_a_key_and_send_queries_there() {
+    use crate::admin::{admin_address, http};
+    let broker = Broker::start();
+    broker.create_topics(&["iq-users", "iq-out"], 4);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pipeline = "from = \"users\"\nto = \"iq-out\"\nsteps = [ { op = \"to_stream\" } ]\n\
+                    [tables.users]\ntopic = \"iq-users\"\n\
+                    [application.admin]\nbind = \"127.0.0.1:0\"";
+    let manifest = |state: &str| plain_manifest(dir.path(), &broker, state, "iq2", "threads = 1", pipeline);
+    let users: Vec<(String, String, i64)> = (0..24).map(|i| (format!("u{i}"), format!("name{i}"), 1000 + i)).collect();
+    produce(&broker, "iq-users", &users);
+    let mut a = start_wasp("wasp-iq-a", &manifest("state-a"));
+    let a_url = format!("http://{}", admin_address(&mut a));
+    let mut b = start_wasp("wasp-iq-b", &manifest("state-b"));
+    let b_url = format!("http://{}", admin_address(&mut b));
+    let servers = [a_url.trim_start_matches("http://").to_owned(), b_url.trim_start_matches("http://").to_owned()];
+
+    // Until both instances run two of the four tasks each, and each knows the other's.
+    let tasks_of = |url: &str| -> Vec<(String, Vec<String>)> {
+        let (_, body) = http("GET", &format!("{url}/instances"), None, None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v.as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|i| {
+                        let server = i["server"].as_str().unwrap_or_default().to_owned();
+                        let tasks = i["tasks"].as_array().map_or_else(Vec::new, |t| {
+                            t.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()
+                        });
+                        (server, tasks)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let settled = |view: &[(String, Vec<String>)]| {
+        let all: BTreeSet<&String> = view.iter().flat_map(|(_, t)| t).collect();
+        view.len() == 2 && view.iter().all(|(_, t)| t.len() == 2) && all.len() == 4
+    };
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    loop {
+        a.assert_running();
+        b.assert_running();
+        if settled(&tasks_of(&a_url)) && settled(&tasks_of(&b_url)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "instances never settled: {:?} / {:?}",
+            tasks_of(&a_url),
+            tasks_of(&b_url)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let no_redirects: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+    let get = |url: &str| -> (u16, Option<String>, String) {
+        let mut r = no_redirects.get(url).call().expect("a response");
+        let location = r.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_owned);
+        (r.status().as_u16(), location, r.body_mut().read_to_string().unwrap_or_default())
+    };
+    let mut hosted = [0usize; 2];
+    for (key, name, _) in &users {
+        // Both instances name the same host, and it is one of the two.
+        let answers: Vec<serde_json::Value> = [&a_url, &b_url]
+            .iter()
+            .map(|u| serde_json::from_str(&get(&format!("{u}/stores/users-store/hosts/{key}")).2).expect("JSON"))
+            .collect();
+        assert_eq!(answers[0]["host"], answers[1]["host"], "{key}: {answers:?}");
+        assert_eq!(answers[0]["partition"], answers[1]["partition"]);
+        assert_ne!(answers[0]["this_instance"], answers[1]["this_instance"], "{key}: exactly one hosts it");
+        let host = answers[0]["host"].as_str().expect("a host").to_owned();
+        let at = servers.iter().position(|s| *s == host).unwrap_or_else(|| panic!("{key}: host {host} is neither"));
+        hosted[at] += 1;
+        let (home, away) = if at == 0 { (&a_url, &b_url) } else { (&b_url, &a_url) };
+        // The host answers, once the row is in (the table may still be catching up).
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let value = loop {
+            let (status, _, body) = get(&format!("{home}/stores/users-store/keys/{key}"));
+            if status == 200 {
+                break body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{key} never answered at its host: {status} {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&value).expect("JSON"),
+            serde_json::json!({"key": key, "value": name})
+        );
+        // The other redirects there.
+        let (status, location, body) = get(&format!("{away}/stores/users-store/keys/{key}"));
+        assert_eq!(status, 307, "{key} at the other instance: {body}");
+        assert_eq!(location.as_deref(), Some(format!("{home}/stores/users-store/keys/{key}").as_str()));
+        // A client that follows redirects gets the value from either.
+        let (status, followed) = http("GET", &format!("{away}/stores/users-store/keys/{key}"), None, None);
+        assert_eq!((status, followed), (200, value));
+    }
+    assert!(hosted.iter().all(|&n| n > 0), "both instances host some of the keys: {hosted:?}");
+
+    // B leaves: A takes its partitions over and answers for every key.
+    b.terminate();
+    assert!(b.wait_exit(Duration::from_secs(60)).success(), "B stops cleanly");
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    for (key, name, _) in &users {
+        loop {
+            a.assert_running();
+            let (status, _, body) = get(&format!("{a_url}/stores/users-store/keys/{key}"));
+            if status == 200 {
+                assert!(body.contains(name.as_str()), "{key}: {body}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{key} never answered by A alone: {status} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let view = tasks_of(&a_url);
+    assert_eq!(view.len(), 1, "B withdrew its announcement: {view:?}");
+    assert_eq!(view[0].1.len(), 4);
+    a.kill();
+}

@@ -8,8 +8,10 @@
 //! | `GET /metrics` | every metric, built-in and plugin-defined, in the Prometheus text format |
 //! | `GET /plugins` | each plugin's running version (digest, load time) and its last swap |
 //! | `POST /plugins/{name}/reload` | loads a new version (body `{"path": "…"}`, optional); needs `Authorization: Bearer <token>` |
-//! | `GET /stores/{store}/keys/{key}` | a key's value in a table's store, across this instance's tasks (404 when absent; 503 `restoring` while stores restore) |
-//! | `GET /stores/{store}?from=&to=` or `?prefix=` | a range or a prefix of it, in key order, `limit` at most (10,000) |
+//! | `GET /stores/{store}/keys/{key}` | a key's value in a table's store (404 when absent; 503 `restoring` while stores restore); a key another instance hosts is redirected there (307, `Location`) |
+//! | `GET /stores/{store}?from=&to=` or `?prefix=` | a range or a prefix of it across this instance's tasks, in key order, `limit` at most (10,000) |
+//! | `GET /stores/{store}/hosts/{key}` | which instance hosts the key: its partition, task and `application_server` |
+//! | `GET /instances` | every instance of the application id, with its address and tasks |
 //!
 //! It binds 127.0.0.1 unless told otherwise. Mutations need the token from the manifest
 //! (`[application.admin] token`) or `$WASP_ADMIN_TOKEN`; without one configured, every
@@ -42,6 +44,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Interactive queries of the tasks' stores.
     pub queries: crate::runtime::query::Queries,
+    /// Which instance hosts which task.
+    pub hosts: crate::runtime::hosts::Hosts,
 }
 
 /// A running endpoint; dropping it stops the server.
@@ -111,6 +115,9 @@ fn router(state: AdminState) -> axum::Router {
         .route("/plugins/{name}/reload", post(reload))
         .route("/stores/{store}", get(store_scan))
         .route("/stores/{store}/keys/{key}", get(store_key))
+        .route("/stores/{store}/keys/{key}/windows", get(store_windows))
+        .route("/stores/{store}/hosts/{key}", get(store_host))
+        .route("/instances", get(instances))
         .with_state(state)
 }
 
@@ -130,10 +137,20 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 /// The most entries a scan returns, whatever `limit` asks.
 const MAX_QUERY_ROWS: usize = 10_000;
 
-/// Entries as JSON: `[{"key": …, "value": …}]` (text where it is UTF-8, else lossy).
-fn rows_json(rows: &[(Vec<u8>, Vec<u8>)]) -> serde_json::Value {
+/// Entries as JSON: `[{"key": …, "value": …}]` (text where it is UTF-8, else lossy), with
+/// `"window": {"start": …, "end": …}` for a window or session store's.
+fn rows_json(rows: &[crate::state::QueryRow]) -> serde_json::Value {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    serde_json::Value::Array(rows.iter().map(|(k, v)| serde_json::json!({"key": text(k), "value": text(v)})).collect())
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|r| match r.window {
+                Some(w) => serde_json::json!({
+                    "key": text(&r.key), "window": {"start": w.start, "end": w.end}, "value": text(&r.value),
+                }),
+                None => serde_json::json!({"key": text(&r.key), "value": text(&r.value)}),
+            })
+            .collect(),
+    )
 }
 
 /// Runs a query on a blocking thread (the stream threads answer between batches).
@@ -168,9 +185,136 @@ async fn query(
     }
 }
 
-/// `GET /stores/{store}/keys/{key}`: a key's value in a table's store.
+/// `GET /stores/{store}/keys/{key}`: a key's value in a table's store, or where to ask for
+/// it.
 async fn store_key(State(s): State<AdminState>, Path((store, key)): Path<(String, String)>) -> Response {
-    query(s, store, crate::runtime::query::StoreQuery::Key(key.into_bytes()), 1, true).await
+    if let Some(refused) = wrong_kind(&s, &store, false) {
+        return refused;
+    }
+    let q = crate::runtime::query::StoreQuery::Key(key.clone().into_bytes());
+    keyed(s, store, key, q, "", true).await
+}
+
+/// `GET /stores/{store}/keys/{key}/windows?from=&to=`: a key's windows whose start is in
+/// `from..=to` (milliseconds; default all), or its sessions that end at `from` or later and
+/// start at `to` or earlier, each with its bounds, in time order.
+async fn store_windows(
+    State(s): State<AdminState>,
+    Path((store, key)): Path<(String, String)>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) = wrong_kind(&s, &store, true) {
+        return refused;
+    }
+    let bound = |name: &str, default: i64| match params.get(name) {
+        None => Ok(default),
+        Some(t) => t.parse::<i64>().map_err(|_| format!("`{name}` must be a time in milliseconds, not `{t}`")),
+    };
+    let (from, to) = match (bound("from", i64::MIN), bound("to", i64::MAX)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let query = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&");
+    let q = crate::runtime::query::StoreQuery::Windows { key: key.clone().into_bytes(), from, to };
+    let suffix = if query.is_empty() { "/windows".to_owned() } else { format!("/windows?{query}") };
+    keyed(s, store, key, q, &suffix, false).await
+}
+
+/// A query about one key: answered here when this instance hosts it, else redirected to the
+/// instance that does (`suffix` follows the key in the redirect).
+async fn keyed(
+    s: AdminState,
+    store: String,
+    key: String,
+    q: crate::runtime::query::StoreQuery,
+    suffix: &str,
+    one: bool,
+) -> Response {
+    use crate::runtime::hosts::Location;
+    match s.hosts.locate(&store, key.as_bytes()) {
+        Location::There { server, partition, .. } => {
+            let to = format!("http://{server}/stores/{}/keys/{}{suffix}", encode(&store), encode(&key));
+            let body = serde_json::json!({
+                "error": "another instance hosts this key",
+                "host": server,
+                "partition": partition,
+                "location": to,
+            });
+            (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to.clone())], Json(body)).into_response()
+        }
+        Location::Unknown { partition, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "rebalancing", "partition": partition})),
+        )
+            .into_response(),
+        Location::Here { .. } | Location::NoSuchStore => {
+            let limit = if one { 1 } else { MAX_QUERY_ROWS };
+            query(s, store, q, limit, one).await
+        }
+    }
+}
+
+/// A refusal of a key query on a window or session store (`windows` false), or of a windows
+/// query on a key-value store, saying which to ask instead.
+fn wrong_kind(s: &AdminState, store: &str, windows: bool) -> Option<Response> {
+    use crate::state::StoreKind;
+    let kind = s.hosts.store_kind(store)?;
+    match (kind, windows) {
+        (StoreKind::KeyValue, true) => Some(error(
+            StatusCode::BAD_REQUEST,
+            format!("`{store}` is a key-value store: ask for a key with GET /stores/{store}/keys/KEY"),
+        )),
+        (StoreKind::Window | StoreKind::Session, false) => Some(error(
+            StatusCode::BAD_REQUEST,
+            format!("`{store}` is a {kind} store: ask for a key's windows with GET /stores/{store}/keys/KEY/windows"),
+        )),
+        _ => None,
+    }
+}
+
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A path segment, percent-encoded.
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+/// `GET /stores/{store}/hosts/{key}`: the instance that hosts `key` of `store` (Kafka
+/// Streams' `queryMetadataForKey`).
+async fn store_host(State(s): State<AdminState>, Path((store, key)): Path<(String, String)>) -> Response {
+    use crate::runtime::hosts::Location;
+    let task = |(sub, p): (usize, i32)| crate::runtime::Task::name(sub, p);
+    match s.hosts.locate(&store, key.as_bytes()) {
+        Location::Here { partition, task: t } => Json(serde_json::json!({
+            "store": store, "key": key, "partition": partition, "task": task(t),
+            "host": s.hosts.server(), "this_instance": true,
+        }))
+        .into_response(),
+        Location::There { partition, task: t, server } => Json(serde_json::json!({
+            "store": store, "key": key, "partition": partition, "task": task(t),
+            "host": server, "this_instance": false,
+        }))
+        .into_response(),
+        Location::Unknown { partition, task: t } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "store": store, "key": key, "partition": partition, "task": task(t),
+                "status": "rebalancing: no instance has announced this task yet",
+            })),
+        )
+            .into_response(),
+        Location::NoSuchStore => {
+            error(StatusCode::NOT_FOUND, format!("no sub-topology of this application has a store `{store}`"))
+        }
+    }
+}
+
+/// `GET /instances`: every instance of the application id and its tasks (Kafka Streams'
+/// `metadataForAllStreamsClients`).
+async fn instances(State(s): State<AdminState>) -> Response {
+    Json(s.hosts.instances()).into_response()
 }
 
 /// `GET /stores/{store}?from=&to=` (a range) or `?prefix=`, with `limit` (default and most

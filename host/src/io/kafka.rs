@@ -121,6 +121,9 @@ struct GroupContext {
     unbuffer: Mutex<Vec<(String, i32)>>,
     /// Whether `unbuffer` has entries: checked once per polled record without a lock.
     any_unbuffer: std::sync::atomic::AtomicBool,
+    /// The partitions assigned now, and whether that changed since the runtime last asked.
+    assignment: Mutex<std::collections::BTreeSet<(String, i32)>>,
+    assignment_changed: std::sync::atomic::AtomicBool,
     /// Each assigned partition's consumer lag, from librdkafka's last statistics.
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
@@ -152,6 +155,12 @@ impl ConsumerContext for GroupContext {
                 r.extend(parts.iter().cloned());
                 self.any_unbuffer.store(true, std::sync::atomic::Ordering::Release);
             }
+            if let Ok(mut a) = self.assignment.lock() {
+                for p in &parts {
+                    a.remove(p);
+                }
+                self.assignment_changed.store(true, std::sync::atomic::Ordering::Release);
+            }
             if let Ok(mut r) = self.revoked.lock() {
                 r.extend(parts);
             }
@@ -163,6 +172,10 @@ impl ConsumerContext for GroupContext {
             let parts: Vec<(String, i32)> =
                 tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             tracing::info!(partitions = ?parts, "partitions assigned");
+            if let Ok(mut a) = self.assignment.lock() {
+                a.extend(parts.iter().cloned());
+                self.assignment_changed.store(true, std::sync::atomic::Ordering::Release);
+            }
             self.assigned.store(true, std::sync::atomic::Ordering::Release);
         }
     }
@@ -328,6 +341,14 @@ impl RecordSource for KafkaSource {
     fn take_revoked(&mut self) -> Vec<(String, i32)> {
         // Their buffered records are already gone (see `poll`).
         self.consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    }
+
+    fn take_assignment(&mut self) -> Option<Vec<(String, i32)>> {
+        let c = self.consumer.context();
+        if !c.assignment_changed.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return None;
+        }
+        c.assignment.lock().ok().map(|a| a.iter().cloned().collect())
     }
 
     fn close(&mut self) -> anyhow::Result<()> {
@@ -547,6 +568,55 @@ impl GlobalReader {
         let Some(m) = self.consumer.poll(timeout) else { return Ok(None) };
         let m = m.context("reading a global table's topic")?;
         Ok(Some((m.partition(), m.offset(), KafkaSource::record(&mut self.arena, &m))))
+    }
+}
+
+/// The instances topic (`<application-id>-instances`, one compacted partition), read whole
+/// from its start by a consumer of its own and written by an idempotent producer.
+pub struct KafkaInstanceLog {
+    topic: String,
+    producer: rdkafka::producer::BaseProducer,
+    consumer: BaseConsumer,
+}
+
+impl KafkaInstanceLog {
+    pub fn new(config: &ClientConfig, application_id: &str, topic: &str) -> anyhow::Result<Self> {
+        let mut c = without(config, PRODUCER_ONLY);
+        c.set("group.id", format!("{application_id}-instances"));
+        c.set("enable.auto.commit", "false");
+        c.set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c.create().context("creating the instances topic reader")?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+        consumer.assign(&tpl).with_context(|| format!("reading the instances topic `{topic}`"))?;
+        let mut p = without(config, CONSUMER_ONLY);
+        p.set("enable.idempotence", "true");
+        let producer = p.create().context("creating the instances topic writer")?;
+        Ok(Self { topic: topic.to_owned(), producer, consumer })
+    }
+}
+
+impl crate::io::InstanceLog for KafkaInstanceLog {
+    fn publish(&mut self, key: &str, value: Option<&[u8]>) -> anyhow::Result<()> {
+        let mut r: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic).key(key).partition(0);
+        if let Some(v) = value {
+            r = r.payload(v);
+        }
+        self.producer.send(r).map_err(|(e, _)| e).with_context(|| format!("announcing to `{}`", self.topic))?;
+        self.producer.flush(Duration::from_secs(10)).with_context(|| format!("announcing to `{}`", self.topic))?;
+        Ok(())
+    }
+
+    fn poll(&mut self, timeout: Duration) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+        let mut out = Vec::new();
+        let mut wait = timeout;
+        while let Some(m) = self.consumer.poll(wait) {
+            let m = m.with_context(|| format!("reading `{}`", self.topic))?;
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            out.push((key, m.payload().map(<[u8]>::to_vec)));
+            wait = Duration::ZERO;
+        }
+        Ok(out)
     }
 }
 

@@ -37,6 +37,11 @@ pub trait RecordSource {
     fn take_revoked(&mut self) -> Vec<(String, i32)> {
         Vec::new()
     }
+    /// The partitions assigned to this source, when they changed since the last call (its
+    /// whole assignment, not the change). `None` from sources that are not group members.
+    fn take_assignment(&mut self) -> Option<Vec<(String, i32)>> {
+        None
+    }
     /// Records not yet read, per assigned partition, as far as the source knows without a
     /// round trip (`(topic, partition, lag)`).
     fn lag(&self) -> Vec<(String, i32, i64)> {
@@ -117,4 +122,13 @@ pub trait ChangelogReader {
     /// a table read from its own topic is restored up to there, and what follows is
     /// processed (and emitted) as new.
     fn committed(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i64>>;
+}
+
+/// A small log of keyed entries every instance of an application writes and reads whole (on
+/// Kafka, a compacted topic): the instances announce which tasks they run in it.
+pub trait InstanceLog {
+    /// Writes `key`'s entry (`None`: a tombstone) and waits until the log has it.
+    fn publish(&mut self, key: &str, value: Option<&[u8]>) -> anyhow::Result<()>;
+    /// The entries read within `timeout`, in log order.
+    fn poll(&mut self, timeout: std::time::Duration) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>>;
 }

@@ -86,6 +86,11 @@ pub struct AdminDef {
     /// The token reload requests must carry (`Authorization: Bearer …`). Without it (here or
     /// in `$WASP_ADMIN_TOKEN`) the endpoint refuses every reload.
     pub token: Option<String>,
+    /// The `host:port` at which other instances and clients reach this endpoint (Kafka
+    /// Streams' `application.server`): every instance of the application id announces it
+    /// with its tasks, so any of them can say which instance hosts a key. Default: the
+    /// address the endpoint listens on.
+    pub application_server: Option<Spanned<String>>,
 }
 
 /// A state store's settings.

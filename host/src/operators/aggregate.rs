@@ -1079,17 +1079,52 @@ impl Operator for Aggregate {
         f(&mut self.store);
     }
 
-    /// A key-value aggregation's store (no windows): each group's aggregate, a count as
-    /// decimal text; an entry past the store's TTL reads as absent.
+    /// An aggregation's store: each group's aggregate (a count as decimal text). Without
+    /// windows, by key, range or prefix, an entry past the store's TTL reading as absent; with
+    /// windows, a key's windows (or sessions) in a time range, each with its bounds.
     fn query(
         &mut self,
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<crate::state::Entries, crate::state::StateError>> {
-        use crate::state::StoreQuery;
-        if self.store.name() != store || self.window.is_some() {
+    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
+        use crate::state::{QueryRow, StoreQuery};
+        if self.store.name() != store {
             return None;
+        }
+        let value = |agg: &[u8]| match self.fold {
+            Fold::Count => count_of(agg).to_string().into_bytes(),
+            _ => agg.to_vec(),
+        };
+        if let Some(spec) = self.window {
+            let StoreQuery::Windows { key, from, to } = query else { return Some(Ok(Vec::new())) };
+            let session = matches!(spec, WindowSpec::Session { .. });
+            let prefix = key_prefix(key);
+            // Sessions sort by end, windows by start: either way `from` is where to begin.
+            let first = [&prefix[..], &time_bytes(*from)].concat();
+            let past = match crate::state::prefix_end(&prefix) {
+                Some(p) => p,
+                None => return Some(Ok(Vec::new())),
+            };
+            let rows = match self.store.range(&first, Some(&past), MAX_WINDOWS_PER_KEY_SCAN) {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            let found = rows
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let (_, mut w) = decode_data_key(&k, session)?;
+                    match spec {
+                        WindowSpec::Time { size, .. } => w.end = w.start + size,
+                        WindowSpec::Sliding { difference, .. } => w.end = w.start + difference,
+                        WindowSpec::Session { .. } => {}
+                    }
+                    let (_, agg) = decode_value(&v)?;
+                    (w.start <= *to).then(|| QueryRow { key: key.clone(), window: Some(w), value: value(agg) })
+                })
+                .take(limit)
+                .collect();
+            return Some(Ok(found));
         }
         let data = |k: &[u8]| [&[DATA][..], k].concat();
         let rows = match query {
@@ -1099,6 +1134,7 @@ impl Operator for Aggregate {
                 self.store.range(&data(from), Some(&end), limit)
             }
             StoreQuery::Prefix(p) => self.store.prefix(&data(p), limit),
+            StoreQuery::Windows { .. } => Ok(Vec::new()),
         };
         let live = |t: i64| match (self.store.spec.ttl_ms, self.store.stream_time()) {
             (Some(ttl), Some(now)) => t >= now - ttl,
@@ -1108,11 +1144,7 @@ impl Operator for Aggregate {
             rows.into_iter()
                 .filter_map(|(k, v)| {
                     let (t, agg) = decode_value(&v)?;
-                    let agg = match self.fold {
-                        Fold::Count => count_of(agg).to_string().into_bytes(),
-                        _ => agg.to_vec(),
-                    };
-                    (live(t) && k.len() > 1).then(|| (k[1..].to_vec(), agg))
+                    (live(t) && k.len() > 1).then(|| QueryRow { key: k[1..].to_vec(), window: None, value: value(agg) })
                 })
                 .take(limit)
                 .collect()

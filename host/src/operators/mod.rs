@@ -134,7 +134,7 @@ pub trait Operator: Send {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<crate::state::Entries, crate::state::StateError>> {
+    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
         let _ = (store, query, limit);
         None
     }

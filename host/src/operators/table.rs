@@ -109,7 +109,7 @@ impl Operator for ToTable {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<crate::state::Entries, crate::state::StateError>> {
+    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
         let s = locked(&self.store);
         (s.name() == store).then(|| crate::state::query_rows(&s, query, limit))
     }

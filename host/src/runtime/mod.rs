@@ -12,6 +12,7 @@
 
 mod commit;
 pub mod global;
+pub mod hosts;
 mod order;
 mod policy;
 pub mod query;
@@ -81,6 +82,8 @@ pub struct RunOptions {
     pub globals: std::collections::BTreeMap<String, crate::operators::SharedStore>,
     /// Where interactive queries reach the stream threads.
     pub queries: query::Queries,
+    /// Which instance runs which task: each thread reports its assignment here.
+    pub hosts: hosts::Hosts,
 }
 
 /// What one stream thread reads from and writes to.
@@ -121,7 +124,7 @@ pub fn run(
                 std::thread::Builder::new().name(format!("wasp-stream-{i}")).spawn_scoped(s, move || {
                     // A panic stops the other threads too: they may be waiting for its records.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        thread::run(topology, plugins, io, options, flags)
+                        thread::run(i, topology, plugins, io, options, flags)
                     }))
                     .unwrap_or_else(|_| {
                         // The others need not wait for its last commit.

@@ -9,14 +9,14 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::state::Entries;
+use crate::state::QueryRow;
 pub use crate::state::StoreQuery;
 
 /// The answer to a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryAnswer {
     /// The entries found, in key order, at most the limit asked for.
-    Rows(Entries),
+    Rows(Vec<QueryRow>),
     /// No task of this process has a store of that name (it may be another instance's, or
     /// not queryable).
     NoSuchStore,
@@ -30,7 +30,7 @@ pub struct Request {
     pub query: StoreQuery,
     pub limit: usize,
     /// The thread's answer: `None` when none of its tasks has the store.
-    pub reply: Sender<Result<Option<Entries>, String>>,
+    pub reply: Sender<Result<Option<Vec<QueryRow>>, String>>,
 }
 
 /// The process's side of queries: each stream thread's inbox, and how many threads are
@@ -82,7 +82,7 @@ impl Queries {
             }
         }
         let mut found = false;
-        let mut rows: Entries = Vec::new();
+        let mut rows: Vec<QueryRow> = Vec::new();
         for _ in 0..asked {
             match rx.recv_timeout(ANSWER_WAIT) {
                 Ok(Ok(Some(mut r))) => {

@@ -80,6 +80,8 @@ impl StopFlags<'_> {
 }
 
 struct StreamThread<'a> {
+    /// The thread's index in the process.
+    index: usize,
     topology: &'a Arc<Topology>,
     plugins: &'a PluginDirectory,
     options: &'a RunOptions,
@@ -109,6 +111,7 @@ const GROUP_BATCHES: usize = 4;
 /// Runs one stream thread until its source is exhausted or `stop` says so. In-flight batches
 /// finish and are committed before it returns.
 pub fn run(
+    index: usize,
     topology: &Arc<Topology>,
     plugins: &PluginDirectory,
     io: ThreadIo,
@@ -116,6 +119,7 @@ pub fn run(
     stop: &StopFlags<'_>,
 ) -> anyhow::Result<RunStats> {
     let mut t = StreamThread {
+        index,
         topology,
         plugins,
         options,
@@ -148,6 +152,7 @@ impl StreamThread<'_> {
         self.join(stop)?;
         while !stop.stopped() {
             self.close_revoked();
+            self.sync_assignment()?;
             self.resume_held()?;
             let polled = match self.early.pop_front() {
                 Some(b) => Poll::Batch(b),
@@ -194,7 +199,7 @@ impl StreamThread<'_> {
     /// Answers the interactive queries waiting, from the stores of this thread's tasks.
     fn answer_queries(&mut self) {
         while let Ok(q) = self.inbox.try_recv() {
-            let mut found = None::<crate::state::Entries>;
+            let mut found = None::<Vec<crate::state::QueryRow>>;
             let mut failed = None;
             for task in self.tasks.values_mut() {
                 match task.query(&q.store, &q.query, q.limit) {
@@ -311,6 +316,37 @@ impl StreamThread<'_> {
                 tracing::info!(task = %Task::name(sub.id, partition), "task closed: partition revoked");
             }
         }
+    }
+
+    /// When the group changed what this thread's consumer owns: reports the tasks to the
+    /// process's [`super::hosts::Hosts`] (for "which instance hosts this key"), and opens the
+    /// new ones now, as Kafka Streams does on assignment, so that their stores are restored
+    /// and queryable before (or without) new input. A task whose stores another thread of
+    /// the process still holds opens with its first batch instead.
+    fn sync_assignment(&mut self) -> anyhow::Result<()> {
+        let Some(parts) = self.io.source.take_assignment() else { return Ok(()) };
+        let mut keys = std::collections::BTreeSet::new();
+        for (topic, partition) in parts {
+            if let Some(sub) = self.topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic)) {
+                keys.insert((sub.id, partition));
+            }
+        }
+        self.options.hosts.set_thread(self.index, keys.clone());
+        for key in keys {
+            if self.tasks.contains_key(&key) || self.held.contains_key(&key) {
+                continue;
+            }
+            match self.open_task(key) {
+                Ok(task) => {
+                    self.tasks.insert(key, task);
+                }
+                Err(e) if is_locked(&e) => {
+                    tracing::debug!(task = %Task::name(key.0, key.1), "stores held by a closing task; opened later");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Runs a batch through its task, opening the task first if it is new.

@@ -91,6 +91,14 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreQuery {
     Key(Vec<u8>),
+    /// A key's windows in a window store whose start is in `from..=to` (Kafka Streams'
+    /// `WindowStore.fetch(key, timeFrom, timeTo)`), or its sessions in a session store that
+    /// end at `from` or later and start at `to` or earlier (`SessionStore.findSessions`).
+    Windows {
+        key: Vec<u8>,
+        from: i64,
+        to: i64,
+    },
     /// Keys from `from` (inclusive) to `to` (exclusive; no bound without one).
     Range {
         from: Vec<u8>,
@@ -439,17 +447,28 @@ pub fn table_row(out: &mut Vec<u8>, timestamp: i64, value: &[u8]) {
 
 /// Answers an interactive query from a store of table rows ([`table_row`]: a table's, a
 /// grouped table's aggregates): the values alone, at most `limit`.
-pub fn query_rows(store: &Store, query: &StoreQuery, limit: usize) -> Result<Entries, StateError> {
+pub fn query_rows(store: &Store, query: &StoreQuery, limit: usize) -> Result<Vec<QueryRow>, StateError> {
     let rows = match query {
         StoreQuery::Key(k) => store.get(k)?.map(|v| vec![(k.clone(), v)]).unwrap_or_default(),
         StoreQuery::Range { from, to } => store.range(from, to.as_deref(), limit)?,
         StoreQuery::Prefix(p) => store.prefix(p, limit)?,
+        // A key-value store has no windows.
+        StoreQuery::Windows { .. } => Vec::new(),
     };
     Ok(rows
         .into_iter()
-        .filter_map(|(k, row)| table_row_parts(&row).map(|(_, v)| (k, v.to_vec())))
+        .filter_map(|(key, row)| table_row_parts(&row).map(|(_, v)| QueryRow { key, window: None, value: v.to_vec() }))
         .take(limit)
         .collect())
+}
+
+/// What an interactive query found: a key's value, and for window and session stores the
+/// window it is the value of.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueryRow {
+    pub key: Vec<u8>,
+    pub window: Option<windows::Window>,
+    pub value: Vec<u8>,
 }
 
 /// A row's timestamp and value.

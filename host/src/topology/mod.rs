@@ -126,6 +126,25 @@ impl NodeOp {
         }
     }
 
+    /// The state stores the node's operator opens (a global table's store is the process's,
+    /// not the node's).
+    pub fn stores(&self) -> Vec<&str> {
+        match self {
+            Self::Aggregate { store, .. } | Self::Suppress { store, .. } | Self::ToTable { store } => vec![store],
+            Self::Process { stores, .. } => stores.iter().map(String::as_str).collect(),
+            Self::Join { with, .. } => match with {
+                JoinWith::Table { .. } | JoinWith::Global { .. } | JoinWith::Tables { .. } => vec![],
+                JoinWith::Stream { left_store, right_store, unmatched, .. } => {
+                    let mut v = vec![left_store.as_str(), right_store.as_str()];
+                    v.extend(unmatched.as_deref());
+                    v
+                }
+            },
+            Self::ForeignKey { stage: FkStage::Respond { subscriptions, .. }, .. } => vec![subscriptions],
+            _ => vec![],
+        }
+    }
+
     pub fn plugins(&self) -> Vec<&PluginRef> {
         match self {
             Self::Operator { plugin, .. } => plugin.iter().collect(),
@@ -378,6 +397,15 @@ impl Topology {
     /// Formats of `topic`.
     pub fn formats(&self, topic: &str) -> TopicFormats {
         self.formats.get(topic).copied().unwrap_or_default()
+    }
+
+    /// The sub-topology whose tasks own the store named `store` (each task its partition's
+    /// copy), if a node of one does. Global tables' stores belong to no sub-topology.
+    pub fn store_subtopology(&self, store: &str) -> Option<usize> {
+        self.subtopologies
+            .iter()
+            .find(|s| s.nodes.iter().any(|&id| self.node(id).op.stores().contains(&store)))
+            .map(|s| s.id)
     }
 
     /// Every plugin use, with the node it is in.
