@@ -376,6 +376,7 @@ fn restore_rate(dir: &Path, config: &rdkafka::ClientConfig, producer: &BaseProdu
     let mut reader = KafkaChangelogReader::new(config, "bench-restore")?;
     let spec = StoreSpec {
         source_topic: None,
+        history_ms: None,
         name: "restore".to_owned(),
         kind: StoreKind::KeyValue,
         persistent: true,

@@ -661,3 +661,156 @@ fn a_left_foreign_key_join_keeps_rows_whose_customer_is_missing() {
         "a stale result of the old key: {results:?}"
     );
 }
+
+/// A versioned table (`history_retention`, KIP-889) keeps each user's earlier names; a
+/// stream-table join looks each click up as of the click's own time (KIP-914), so a click
+/// that arrives late still meets the name its user had then. An update older than the
+/// user's newest goes into the history only: the table's changes downstream skip it.
+#[test]
+fn a_versioned_table_is_looked_up_as_of_each_records_time() {
+    let users = [
+        (Some("u1"), Some("alice"), 1),
+        (Some("u2"), Some("bob"), 3),
+        (Some("u2"), None, 8),
+        (Some("u1"), Some("alicia"), 10),
+        // Out of order: valid from 6 until alicia at 10.
+        (Some("u1"), Some("ally"), 6),
+    ];
+    let clicks = [
+        (Some("u1"), Some("c1"), 2),
+        (Some("u1"), Some("c2"), 12),
+        (Some("u1"), Some("c3"), 5),
+        (Some("u2"), Some("c4"), 13),
+        (Some("u2"), Some("c5"), 4),
+        (Some("u1"), Some("c6"), 7),
+    ];
+    let decls = |retention: &str| {
+        format!(
+            "[streams.clicks]\nfile = \"clicks.jsonl\"\nfile_format = \"jsonl\"\n\
+             [tables.users]\nfile = \"users.jsonl\"\nfile_format = \"jsonl\"\nhistory_retention = {retention}\n"
+        )
+    };
+    let pipelines = |op: &str| {
+        format!(
+            "[pipelines.p]\nfrom = \"clicks\"\nto = \"out\"\nsteps = [{{ op = \"{op}\", table = \"users\", plugin = \"jk\" }}]\n\
+             [pipelines.changes]\nfrom = \"users\"\nto = \"changes\"\nsteps = [{{ op = \"to_stream\" }}]\n"
+        )
+    };
+    let run = |retention: &str, op: &str| {
+        let sc = Scratch::new();
+        file(&sc, "users.jsonl", &users);
+        file(&sc, "clicks.jsonl", &clicks);
+        run_local(&sc, &joins(&decls(retention), &pipelines(op)), &["out", "changes"]).unwrap()
+    };
+    let out = run("\"1h\"", "join");
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![
+            kv("u1", "u1:c1+alice"),
+            kv("u1", "u1:c2+alicia"),
+            kv("u1", "u1:c3+alice"),
+            kv("u2", "u2:c5+bob"),
+            kv("u1", "u1:c6+ally"),
+        ],
+        "each click meets its user as of the click; u2 was deleted at 8"
+    );
+    assert_eq!(
+        kvs(&out, "changes"),
+        vec![kv("u1", "alice"), kv("u2", "bob"), kv("u2", "null"), kv("u1", "alicia")],
+        "the out-of-order update is history only"
+    );
+    let out = run("\"1h\"", "left_join");
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![
+            kv("u1", "u1:c1+alice"),
+            kv("u1", "u1:c2+alicia"),
+            kv("u1", "u1:c3+alice"),
+            kv("u2", "u2:c4+none"),
+            kv("u2", "u2:c5+bob"),
+            kv("u1", "u1:c6+ally"),
+        ]
+    );
+    // With 3 ms of history (the table's stream time reaches 10): lookups before 7 find
+    // nothing, and `ally` at 6 came too late to be kept; alice is still valid at 7.
+    let out = run("3", "join");
+    assert_eq!(kvs(&out, "out"), vec![kv("u1", "u1:c1+alice"), kv("u1", "u1:c2+alicia"), kv("u1", "u1:c6+alice")]);
+}
+
+/// A stream-table join with a grace period (KIP-923): each click waits until the join's
+/// stream time is `grace` past it, then joins as of its time, in timestamp order, so a
+/// table update that arrives after the click but is older than it still counts. A click
+/// already older than that joins at once; the last clicks wait for stream time to move.
+#[test]
+fn a_grace_period_holds_stream_records_for_late_table_updates() {
+    let sc = Scratch::new();
+    file(
+        &sc,
+        "users.jsonl",
+        &[(Some("u1"), Some("alice"), 1), (Some("u1"), Some("alicia"), 10), (Some("u1"), Some("ally"), 6)],
+    );
+    file(
+        &sc,
+        "clicks.jsonl",
+        &[
+            (Some("u1"), Some("c1"), 2),
+            (Some("u1"), Some("c2"), 7),
+            (Some("u1"), Some("c3"), 11),
+            (Some("u1"), Some("c4"), 20),
+            (Some("u1"), Some("c5"), 9),
+        ],
+    );
+    let decls = "[streams.clicks]\nfile = \"clicks.jsonl\"\nfile_format = \"jsonl\"\n\
+                 [tables.users]\nfile = \"users.jsonl\"\nfile_format = \"jsonl\"\nhistory_retention = \"1h\"\n";
+    let step = |grace: &str| {
+        format!(
+            "[pipelines.p]\nfrom = \"clicks\"\nto = \"out\"\nsteps = [{{ op = \"join\", table = \"users\", plugin = \"jk\"{grace} }}]\n"
+        )
+    };
+    let out = run_local(&sc, &joins(decls, &step(", grace = 3")), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![kv("u1", "u1:c1+alice"), kv("u1", "u1:c2+ally"), kv("u1", "u1:c3+alicia"), kv("u1", "u1:c5+ally")],
+        "c2 waited for ally; c4 waits still; c5 was past the grace and joined at once"
+    );
+    assert_eq!(timestamps(&out), vec![2, 7, 11, 9]);
+    // Without the grace period c2 joins before ally arrives.
+    let sc2 = Scratch::new();
+    for f in ["users.jsonl", "clicks.jsonl"] {
+        std::fs::copy(sc.path(f), sc2.path(f)).expect("copy");
+    }
+    let out = run_local(&sc2, &joins(decls, &step("")), &["out"]).unwrap();
+    assert_eq!(
+        kvs(&out, "out"),
+        vec![
+            kv("u1", "u1:c1+alice"),
+            kv("u1", "u1:c2+alice"),
+            kv("u1", "u1:c3+alicia"),
+            kv("u1", "u1:c4+alicia"),
+            kv("u1", "u1:c5+ally"),
+        ]
+    );
+}
+
+/// A grace period needs the table's history, and only tables keep one.
+#[test]
+fn a_grace_period_needs_a_versioned_table_and_only_tables_keep_history() {
+    let sc = Scratch::new();
+    file(&sc, "users.jsonl", &[(Some("u1"), Some("alice"), 1)]);
+    file(&sc, "clicks.jsonl", &[(Some("u1"), Some("c1"), 2)]);
+    let plain = "[streams.clicks]\nfile = \"clicks.jsonl\"\nfile_format = \"jsonl\"\n\
+                 [tables.users]\nfile = \"users.jsonl\"\nfile_format = \"jsonl\"\n";
+    let step = "[pipelines.p]\nfrom = \"clicks\"\nto = \"out\"\nsteps = [{ op = \"join\", table = \"users\", plugin = \"jk\", grace = \"5s\" }]\n";
+    let e = format!("{:#}", run_local(&sc, &joins(plain, step), &["out"]).expect_err("refused"));
+    assert!(
+        e.contains("pipelines.p.steps[0].grace")
+            && e.contains("`users` is not versioned")
+            && e.contains("history_retention"),
+        "{e}"
+    );
+    let on_a_stream = "[streams.clicks]\nfile = \"clicks.jsonl\"\nfile_format = \"jsonl\"\nhistory_retention = \"1h\"\n\
+                       [tables.users]\nfile = \"users.jsonl\"\nfile_format = \"jsonl\"\n";
+    let step = "[pipelines.p]\nfrom = \"clicks\"\nto = \"out\"\nsteps = [{ op = \"join\", table = \"users\", plugin = \"jk\" }]\n";
+    let e = format!("{:#}", run_local(&sc, &joins(on_a_stream, step), &["out"]).expect_err("refused"));
+    assert!(e.contains("streams.clicks.history_retention") && e.contains("only a `[tables]` table"), "{e}");
+}

@@ -10,6 +10,7 @@
 //! | `POST /plugins/{name}/reload` | loads a new version (body `{"path": "…"}`, optional); needs `Authorization: Bearer <token>` |
 //! | `GET /stores/{store}/keys/{key}` | a key's value in a table's store (404 when absent; 503 `restoring` while stores restore); a key another instance hosts is redirected there (307, `Location`) |
 //! | `GET /stores/{store}?from=&to=` or `?prefix=` | a range or a prefix of it across this instance's tasks, in key order, `limit` at most (10,000) |
+//! | `GET /stores/{store}/keys/{key}/windows?from=&to=` | a key's windows (or sessions) in a window (session) store, each with its bounds |
 //! | `GET /stores/{store}/hosts/{key}` | which instance hosts the key: its partition, task and `application_server` |
 //! | `GET /instances` | every instance of the application id, with its address and tasks |
 //!

@@ -200,6 +200,11 @@ pub struct StreamDef {
     /// Tables: the name of the store that keeps the table (default `<table>-store`), which
     /// queries name.
     pub store: Option<Spanned<String>>,
+    /// Tables: keep each key's earlier values for this long of stream time, as a versioned
+    /// store does (Kafka Streams' `persistentVersionedKeyValueStore`, KIP-889). A stream-table
+    /// join then looks up the row as of each stream record's time, and may take a `grace`
+    /// period; an update older than the key's latest goes into its history only.
+    pub history_retention: Option<Spanned<Duration>>,
 }
 
 impl StreamDef {

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::record::{DecodedBatch, EncodedBatch, Record};
 use crate::state::windows::{key_prefix, time_bytes, time_from};
-use crate::state::{DirectUpstream, Store, upstream_of};
+use crate::state::{DirectUpstream, Store, upstream_of, versions};
 use crate::topology::{Field, Form, JoinKind, JoinWindow, JoinWith, Node, NodeId, NodeOp, PluginKind, PluginUse, StepSpec};
 
 const FIELDS: &[Field] = &[Field::Table, Field::KeySelector, Field::ForeignKey, Field::Stream, Field::TimeDifference, Field::Before, Field::After, Field::Grace];
@@ -53,8 +53,17 @@ fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>
     let joiner = Joiner { step: ctx.step(joiner)?, right: EncodedBatch::default() };
     let kind = *kind;
     Ok(match with {
-        JoinWith::Table { table_store } => {
-            Box::new(StreamTable { kind, joiner, table: table(ctx, table_store)?, table_node: right })
+        JoinWith::Table { table_store, versions, grace } => {
+            // A versioned table is looked up in its history, as of each record's time.
+            let (lookup, versioned) = match versions {
+                Some(v) => (table(ctx, v)?, true),
+                None => (table(ctx, table_store)?, false),
+            };
+            let grace = match grace {
+                Some((ms, store)) => Some(GraceBuffer::open(*ms, ctx.open(store)?, ctx.topics.to_vec())?),
+                None => None,
+            };
+            Box::new(StreamTable { kind, joiner, table: lookup, versioned, grace, table_node: right })
         }
         JoinWith::Global { store, key_selector } => Box::new(StreamGlobal {
             kind,
@@ -185,12 +194,28 @@ pub(super) fn state_failure(record: Record, e: impl std::fmt::Display) -> Failur
 /// Looks up each record's row in `table` by the record's lookup key and joins them in one
 /// call; an inner join leaves out records without a row. A result keeps its record's key,
 /// timestamp and headers.
-fn join_rows(kind: JoinKind, joiner: &mut Joiner, table: &SharedStore, keyed: Vec<(Record, Option<Bytes>)>, out: &mut Emitted) {
+/// With `versioned`, `table` is a versioned table's history, and each record finds the row
+/// as of its own timestamp.
+fn join_rows(
+    kind: JoinKind,
+    joiner: &mut Joiner,
+    table: &SharedStore,
+    versioned: bool,
+    keyed: Vec<(Record, Option<Bytes>)>,
+    out: &mut Emitted,
+) {
     let mut pairs = Vec::with_capacity(keyed.len());
     {
         let table = locked(table);
+        let find = |k: &[u8], ts: i64| {
+            if versioned {
+                versions::as_of(&table, k, ts).map(|row| row.map(|(t, v)| (t, Bytes::from(v))))
+            } else {
+                lookup(&table, k)
+            }
+        };
         for (r, key) in keyed {
-            let row = match key.as_deref().map(|k| lookup(&table, k)).transpose() {
+            let row = match key.as_deref().map(|k| find(k, r.timestamp)).transpose() {
                 Ok(row) => row.flatten(),
                 Err(e) => {
                     out.failures.push(state_failure(r, e));
@@ -222,10 +247,18 @@ fn join_rows(kind: JoinKind, joiner: &mut Joiner, table: &SharedStore, keyed: Ve
 /// join drops only records without a value, and joins the others with the missing row absent
 /// (a record without a key too, KIP-962). The result keeps the stream record's key, timestamp
 /// and headers.
+///
+/// With a versioned table (`history_retention`), a record finds the row as of its own
+/// timestamp. With a `grace` period too (KIP-923), records wait in a buffer until the join's
+/// stream time passes their timestamp by the grace, then join in timestamp order, so table
+/// updates that arrive late still count; a record already older than that joins at once.
 struct StreamTable {
     kind: JoinKind,
     joiner: Joiner,
+    /// The table's store, or its history when versioned.
     table: SharedStore,
+    versioned: bool,
+    grace: Option<GraceBuffer>,
     /// The table's node: its batches are the table's updates.
     table_node: NodeId,
 }
@@ -252,12 +285,100 @@ impl Operator for StreamTable {
                 (r, key)
             })
             .collect();
-        join_rows(self.kind, &mut self.joiner, &self.table, keyed, &mut out);
+        let keyed = match &mut self.grace {
+            Some(g) => g.pass(keyed, &mut out),
+            None => keyed,
+        };
+        join_rows(self.kind, &mut self.joiner, &self.table, self.versioned, keyed, &mut out);
         out
+    }
+
+    fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
+        if let Some(g) = &mut self.grace {
+            f(&mut g.store);
+        }
     }
 
     fn rerunnable(&self) -> bool {
         false
+    }
+}
+
+/// The buffer of a stream-table join with a grace period: records by timestamp, then key,
+/// then input position (Kafka Streams' time-ordered buffer), with the join's stream time.
+struct GraceBuffer {
+    grace_ms: i64,
+    store: Store,
+    topics: Vec<String>,
+    direct: DirectUpstream,
+    /// The earliest buffered timestamp (`None`: the buffer is empty).
+    earliest: Option<i64>,
+    encoded: Vec<u8>,
+}
+
+/// The most records one eviction takes from a join's grace buffer at once.
+const EVICT_AT_ONCE: usize = 100_000;
+
+impl GraceBuffer {
+    fn open(grace_ms: i64, store: Store, topics: Vec<String>) -> Result<Self, crate::state::StateError> {
+        let earliest = store.range(&[], None, 1)?.first().and_then(|(k, _)| time_from(k));
+        Ok(Self { grace_ms, store, topics, direct: DirectUpstream::default(), earliest, encoded: Vec::new() })
+    }
+
+    /// Takes a batch of stream records; returns those to join now, in order: each late one as
+    /// it comes, and after each buffered one, every buffered record its stream time made due.
+    fn pass(&mut self, keyed: Vec<(Record, Option<Bytes>)>, out: &mut Emitted) -> Vec<(Record, Option<Bytes>)> {
+        let mut now = Vec::with_capacity(keyed.len());
+        for (r, key) in keyed {
+            let Some((upstream, position)) = upstream_of(&r, self.direct.name(&self.topics, &r)) else { continue };
+            // Buffered (or joined) before a restart.
+            if !self.store.first_time(upstream, position) {
+                continue;
+            }
+            let st = self.store.advance_stream_time(r.timestamp);
+            let bound = st.saturating_sub(self.grace_ms);
+            if r.timestamp < bound {
+                now.push((r, key));
+                continue;
+            }
+            let Some(k) = key.as_deref() else {
+                // A left join's record without a key has nothing to wait for.
+                now.push((r, key));
+                continue;
+            };
+            let mut buffer_key = Vec::with_capacity(8 + 4 + k.len() + 12);
+            buffer_key.extend_from_slice(&time_bytes(r.timestamp));
+            buffer_key.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            buffer_key.extend_from_slice(k);
+            buffer_key.extend_from_slice(&position.offset.to_be_bytes());
+            buffer_key.extend_from_slice(&position.seq.to_be_bytes());
+            super::suppress::encode_into(&mut self.encoded, r.timestamp, &r);
+            self.store.put(buffer_key, self.encoded.clone());
+            self.earliest = Some(self.earliest.map_or(r.timestamp, |e| e.min(r.timestamp)));
+            if let Err(e) = self.evict(bound, &mut now) {
+                out.failures.push(state_failure(r, e));
+            }
+        }
+        now
+    }
+
+    /// Moves every buffered record with a timestamp at or before `bound` to `to`.
+    fn evict(&mut self, bound: i64, to: &mut Vec<(Record, Option<Bytes>)>) -> Result<(), crate::state::StateError> {
+        if self.earliest.is_none_or(|e| e > bound) {
+            return Ok(());
+        }
+        let end = time_bytes(bound.saturating_add(1));
+        let due = self.store.range(&[], Some(&end), EVICT_AT_ONCE)?;
+        for (k, v) in due {
+            let len = k.get(8..12).map_or(0, |l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
+            if let Some(record) = k.get(12..12 + len).and_then(|key| super::suppress::decode(key, &v)) {
+                let key = record.key.clone();
+                to.push((record, key));
+            }
+            self.store.delete(k);
+        }
+        self.earliest = self.store.range(&end, None, 1)?.first().and_then(|(k, _)| time_from(k));
+        Ok(())
     }
 }
 
@@ -343,7 +464,7 @@ impl Operator for StreamGlobal {
                 keyed.push((r, key));
             }
         }
-        join_rows(self.kind, &mut self.joiner, &self.table, keyed, &mut out);
+        join_rows(self.kind, &mut self.joiner, &self.table, false, keyed, &mut out);
         out
     }
 

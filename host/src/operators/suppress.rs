@@ -71,7 +71,7 @@ pub struct Suppress {
 
 /// A held record: buffer time, timestamp, origin, headers, value; written into `out`
 /// (cleared first), a buffer the operator keeps.
-fn encode_into(out: &mut Vec<u8>, time: i64, r: &Record) {
+pub(super) fn encode_into(out: &mut Vec<u8>, time: i64, r: &Record) {
     out.clear();
     out.extend_from_slice(&time_bytes(time));
     out.extend_from_slice(&r.timestamp.to_be_bytes());
@@ -94,7 +94,7 @@ fn encode_into(out: &mut Vec<u8>, time: i64, r: &Record) {
 }
 
 /// The record [`encode`] held for `key`.
-fn decode(key: &[u8], held: &[u8]) -> Option<Record> {
+pub(super) fn decode(key: &[u8], held: &[u8]) -> Option<Record> {
     let mut at = 8usize;
     let mut take = |n: usize| -> Option<&[u8]> {
         let s = held.get(at..at + n)?;

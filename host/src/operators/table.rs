@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::{ConstructError, Emitted, Operator, OperatorSpec, SharedStore, TaskContext, locked, wrong_node};
 use crate::record::Record;
-use crate::state::{DirectUpstream, Store, table_row, table_row_parts, upstream_of};
+use crate::state::{DirectUpstream, Store, table_row, table_row_parts, upstream_of, versions};
 use crate::topology::{Form, Node, NodeOp, PluginUse, StepSpec};
 
 pub static TO_TABLE: OperatorSpec = OperatorSpec {
@@ -34,16 +34,32 @@ pub static TO_TABLE: OperatorSpec = OperatorSpec {
 };
 
 fn construct(node: &Node, ctx: &mut TaskContext<'_>) -> Result<Box<dyn Operator>, ConstructError> {
-    let NodeOp::ToTable { store } = &node.op else {
+    let NodeOp::ToTable { store, versions } = &node.op else {
         return Err(wrong_node("to_table", node));
     };
     let opened: SharedStore = Arc::new(Mutex::new(ctx.open(store)?));
     ctx.tables.insert(store.clone(), opened.clone());
-    Ok(Box::new(ToTable { store: opened, topics: ctx.topics.to_vec(), direct: DirectUpstream::default(), row: Vec::new() }))
+    let versions = match versions {
+        Some(v) => {
+            let history: SharedStore = Arc::new(Mutex::new(ctx.open(v)?));
+            ctx.tables.insert(v.clone(), history.clone());
+            Some(history)
+        }
+        None => None,
+    };
+    Ok(Box::new(ToTable {
+        store: opened,
+        versions,
+        topics: ctx.topics.to_vec(),
+        direct: DirectUpstream::default(),
+        row: Vec::new(),
+    }))
 }
 
 pub struct ToTable {
     store: SharedStore,
+    /// A versioned table's history ([`crate::state::versions`]).
+    versions: Option<SharedStore>,
     /// The task's input topics (for the upstream names of records read directly).
     topics: Vec<String>,
     direct: DirectUpstream,
@@ -67,6 +83,31 @@ impl Operator for ToTable {
                 continue;
             };
             let Some((upstream, position)) = upstream_of(&r, self.direct.name(&self.topics, &r)) else { continue };
+            // A versioned table keeps every update in the key's history; one older than the
+            // key's newest is history only: the current value, and so the table's changes
+            // downstream, stay as they are (KIP-914).
+            if let Some(versions) = &self.versions {
+                let mut history = locked(versions);
+                if history.first_time(upstream, position) {
+                    match versions::put(&mut history, &key, r.timestamp, r.value.as_deref()) {
+                        Ok(versions::Put::Latest) => {}
+                        Ok(put) => {
+                            tracing::debug!(?put, timestamp = r.timestamp, "an out-of-order table update went into the history only");
+                            store.first_time(upstream, position);
+                            continue;
+                        }
+                        Err(e) => {
+                            out.failures.push(super::Failure {
+                                record: r,
+                                code: super::FailureCode::State,
+                                message: e.to_string(),
+                                plugin: String::new(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+            }
             // Applied before a restart: its update went downstream then.
             if !store.first_time(upstream, position) {
                 continue;
@@ -102,6 +143,9 @@ impl Operator for ToTable {
 
     fn with_stores(&mut self, f: &mut dyn FnMut(&mut Store)) {
         f(&mut locked(&self.store));
+        if let Some(v) = &self.versions {
+            f(&mut locked(v));
+        }
     }
 
     fn query(

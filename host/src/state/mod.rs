@@ -15,6 +15,7 @@
 
 mod memory;
 mod rocks;
+pub mod versions;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,9 @@ pub struct StoreSpec {
     /// A table's store whose changelog is the topic the table reads (Kafka Streams' source
     /// topic optimization): restored from that topic, never written to it.
     pub source_topic: Option<String>,
+    /// A versioned table's history store (KIP-889): each key's values by timestamp
+    /// ([`versions`]), kept this long in stream time; restored from the table's topic too.
+    pub history_ms: Option<i64>,
 }
 
 /// Where an upstream record was: the unit of idempotence.
@@ -481,6 +485,17 @@ impl Restore<'_> {
     pub fn apply(&mut self, offset: i64, r: Record) -> Result<(), StateError> {
         if let Some(upstream) = &self.rows_of {
             let Some(k) = r.key else { return Ok(()) };
+            if self.store.spec.history_ms.is_some() {
+                // A versioned table's history: every record is a version (pruned by later puts).
+                self.pending
+                    .insert(versions::version_key(&k, r.timestamp), Some(versions::version_value(r.value.as_deref())));
+                self.store.advance_stream_time(r.timestamp);
+                self.store.progress.positions.insert(upstream.clone(), Position { offset, seq: 0 });
+                if self.pending.len() >= ROWS_PER_WRITE {
+                    self.write_rows()?;
+                }
+                return Ok(());
+            }
             let row = r.value.map(|v| {
                 let mut row = Vec::with_capacity(8 + v.len());
                 table_row(&mut row, r.timestamp, &v);
@@ -643,6 +658,7 @@ mod tests {
             cache_bytes: 1 << 20,
             caching: false,
             source_topic: None,
+            history_ms: None,
         };
         let mut store = Store::open(spec, None, None).unwrap();
         let recount = |s: &Store| s.dirty.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum::<usize>();

@@ -46,6 +46,12 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
             let key = format!("streams.{}.store", name.get_ref());
             return Err(b.err(st.span(), key, "only a table has a store: declare it in [tables]"));
         }
+        if section != "tables"
+            && let Some(h) = &s.history_retention
+        {
+            let key = format!("{section}.{}.history_retention", name.get_ref());
+            return Err(b.err(h.span(), key, "only a `[tables]` table keeps a history (a versioned store)"));
+        }
         let topic = s.topic_or(name.get_ref());
         let here = format!("{section}.{}", name.get_ref());
         if let Some(first) = topics.insert(topic, here.clone()) {
@@ -269,10 +275,23 @@ impl<'a> Builder<'a> {
         };
         let store = self.store(store, span, StoreKind::KeyValue, &key)?;
         if let Some(spec) = self.stores.get_mut(&store) {
-            spec.source_topic = Some(topic);
+            spec.source_topic = Some(topic.clone());
         }
+        // A versioned table: its history in a store of its own, restored from the topic too.
+        let versions = match &def.history_retention {
+            Some(h) => {
+                let retention = self.duration(h, format!("{key}.history_retention"))?;
+                let versions = self.store(format!("{store}-versions"), h.span(), StoreKind::KeyValue, &key)?;
+                if let Some(spec) = self.stores.get_mut(&versions) {
+                    spec.source_topic = Some(topic);
+                    spec.history_ms = Some(retention);
+                }
+                Some(versions)
+            }
+            None => None,
+        };
         let flow = std::mem::replace(&mut self.flow, Flow::Stream);
-        let id = self.add(ctx, format!("table-{name}"), NodeOp::ToTable { store }, vec![source]);
+        let id = self.add(ctx, format!("table-{name}"), NodeOp::ToTable { store, versions }, vec![source]);
         self.flow = flow;
         self.tables.insert(name.to_owned(), id);
         Ok(id)
@@ -451,8 +470,12 @@ impl<'a> Builder<'a> {
                                     StoreKind::KeyValue,
                                     &skey,
                                 )?;
-                                parents =
-                                    vec![self.add(ctx, format!("{name}-source"), NodeOp::ToTable { store }, parents)];
+                                parents = vec![self.add(
+                                    ctx,
+                                    format!("{name}-source"),
+                                    NodeOp::ToTable { store, versions: None },
+                                    parents,
+                                )];
                                 self.flow = Flow::Table { old_values: true };
                             }
                             true
@@ -589,7 +612,7 @@ impl<'a> Builder<'a> {
                         state.key_changed = false;
                     }
                     let store = self.store(format!("{name}-store"), span.clone(), StoreKind::KeyValue, &skey)?;
-                    let id = self.add(ctx, name, NodeOp::ToTable { store }, parents);
+                    let id = self.add(ctx, name, NodeOp::ToTable { store, versions: None }, parents);
                     parents = vec![id];
                     state.table = Some(TableState { old_values: true, materialized: Some(id) });
                 }
@@ -675,7 +698,17 @@ impl<'a> Builder<'a> {
         state: &mut StreamState,
     ) -> Result<(NodeId, Option<TableState>), ManifestError> {
         let op = kind.name();
-        if let JoinTarget::Table(t, selector, _) = &with {
+        if let JoinTarget::Table(t, selector, _, grace) = &with {
+            if let Some((_, g)) = grace.as_ref().filter(|_| {
+                state.table.is_some()
+                    || self.loaded.manifest.global_tables.iter().any(|(k, _)| k.get_ref() == t.get_ref())
+            }) {
+                return Err(self.err(
+                    g.clone(),
+                    format!("{skey}.grace"),
+                    "`grace` is for a stream joined with a stream, or with a versioned table (`history_retention`)",
+                ));
+            }
             let global = self.loaded.manifest.global_tables.iter().find(|(k, _)| k.get_ref() == t.get_ref());
             match (global, selector, state.table) {
                 (Some((k, def)), _, None) => {
@@ -746,7 +779,7 @@ impl<'a> Builder<'a> {
             e
         };
         match (with, state.table) {
-            (JoinTarget::Table(t, _, None), None) => {
+            (JoinTarget::Table(t, _, None, grace), None) => {
                 if kind == JoinKind::Outer {
                     return Err(self.err(
                         span,
@@ -759,12 +792,29 @@ impl<'a> Builder<'a> {
                 }
                 let table = self.table(ctx, t.get_ref())?;
                 let table_store = self.materialized_store(table);
+                let versions = match &self.nodes[table].op {
+                    NodeOp::ToTable { versions, .. } => versions.clone(),
+                    _ => None,
+                };
+                let grace = match (grace, &versions) {
+                    (Some((_, g)), None) => {
+                        return Err(self
+                            .err(g, format!("{skey}.grace"), format!("`{}` is not versioned: a stream-table join waits for late table updates only with the table's history", t.get_ref()))
+                            .with_help(format!("give `[tables.{}]` a `history_retention` (e.g. \"1h\"), at least the grace period", t.get_ref())));
+                    }
+                    (Some((ms, _)), Some(_)) => {
+                        let buffer = self.store(format!("{name}-buffer"), span.clone(), StoreKind::KeyValue, skey)?;
+                        Some((ms, buffer))
+                    }
+                    (None, _) => None,
+                };
                 parents.push(table);
-                let id = self.add(ctx, name.to_owned(), NodeOp::Join { kind, joiner, with: JoinWith::Table { table_store } }, parents);
+                let with = JoinWith::Table { table_store, versions, grace };
+                let id = self.add(ctx, name.to_owned(), NodeOp::Join { kind, joiner, with }, parents);
                 self.nodes[id].flow = Flow::Stream;
                 Ok((id, None))
             }
-            (JoinTarget::Table(t, _, Some(extractor)), Some(left)) => {
+            (JoinTarget::Table(t, _, Some(extractor), _), Some(left)) => {
                 if !self.is_table(t.get_ref()) {
                     return Err(not_a_table(self, t, "table"));
                 }
@@ -777,12 +827,12 @@ impl<'a> Builder<'a> {
                 }
                 self.foreign_key_join(ctx, name, skey, span, kind, joiner, extractor, t, left, parents)
             }
-            (JoinTarget::Table(_, _, Some(_)), None) => Err(self.err(
+            (JoinTarget::Table(_, _, Some(_), _), None) => Err(self.err(
                 span,
                 format!("{skey}.foreign_key"),
                 "a foreign-key join joins two tables: the pipeline carries a stream here (`to_table` makes it one)",
             )),
-            (JoinTarget::Table(t, _, None), Some(left)) => {
+            (JoinTarget::Table(t, _, None, _), Some(left)) => {
                 if !self.is_table(t.get_ref()) {
                     return Err(not_a_table(self, t, "table"));
                 }
@@ -873,7 +923,7 @@ impl<'a> Builder<'a> {
             vec![responses_in, left],
         );
         let store = self.store(format!("{name}-store"), span, StoreKind::KeyValue, skey)?;
-        let id = self.add(ctx, name.to_owned(), NodeOp::ToTable { store }, vec![result]);
+        let id = self.add(ctx, name.to_owned(), NodeOp::ToTable { store, versions: None }, vec![result]);
         Ok((id, Some(TableState { old_values: true, materialized: Some(id) })))
     }
 
@@ -892,7 +942,7 @@ impl<'a> Builder<'a> {
             Some(id) => id,
             None => {
                 let store = self.store(format!("{name}-left-store"), span, StoreKind::KeyValue, skey)?;
-                self.add(ctx, format!("{name}-left"), NodeOp::ToTable { store }, parents)
+                self.add(ctx, format!("{name}-left"), NodeOp::ToTable { store, versions: None }, parents)
             }
         })
     }
@@ -900,7 +950,7 @@ impl<'a> Builder<'a> {
     /// The store of a [`NodeOp::ToTable`] node.
     fn materialized_store(&self, id: NodeId) -> String {
         match &self.nodes[id].op {
-            NodeOp::ToTable { store } => store.clone(),
+            NodeOp::ToTable { store, .. } => store.clone(),
             other => unreachable!("node {id} materializes no table: {other:?}"),
         }
     }
@@ -963,6 +1013,7 @@ impl<'a> Builder<'a> {
         };
         let spec = StoreSpec {
             source_topic: None,
+            history_ms: None,
             name: name.clone(),
             kind,
             persistent: def.is_none_or(|d| d.persistent),

@@ -87,10 +87,18 @@ pub fn describe(t: &Topology) -> String {
                         plugin(joiner)
                     ),
                 },
-                NodeOp::ToTable { store } => format!("Processor: {} (to table)\n      stores: [{store}]", n.name),
+                NodeOp::ToTable { store, versions } => match versions {
+                    Some(v) => format!("Processor: {} (to table)\n      stores: [{store}, {v}]", n.name),
+                    None => format!("Processor: {} (to table)\n      stores: [{store}]", n.name),
+                },
                 NodeOp::Join { kind, joiner, with } => {
                     let (what, stores) = match with {
-                        JoinWith::Table { table_store } => ("with a table".to_owned(), vec![table_store.as_str()]),
+                        JoinWith::Table { table_store, versions, grace } => {
+                            let mut stores = vec![table_store.as_str()];
+                            stores.extend(versions.as_deref());
+                            stores.extend(grace.as_ref().map(|(_, s)| s.as_str()));
+                            ("with a table".to_owned(), stores)
+                        }
                         JoinWith::Global { store, key_selector } => {
                             let by = key_selector.as_ref().map_or_else(|| "its key".to_owned(), plugin);
                             (format!("with a global table, by {by}"), vec![store.as_str()])

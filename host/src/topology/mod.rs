@@ -79,6 +79,9 @@ pub enum NodeOp {
     /// the value it replaces ([`crate::record::Record::old`]). Null keys are dropped.
     ToTable {
         store: String,
+        /// A versioned table's history (KIP-889): each key's values with their timestamps,
+        /// kept for the store's `history_ms` of stream time.
+        versions: Option<String>,
     },
     /// A join of the node's first parent (the left side) with its second (the right side).
     Join {
@@ -130,10 +133,12 @@ impl NodeOp {
     /// not the node's).
     pub fn stores(&self) -> Vec<&str> {
         match self {
-            Self::Aggregate { store, .. } | Self::Suppress { store, .. } | Self::ToTable { store } => vec![store],
+            Self::Aggregate { store, .. } | Self::Suppress { store, .. } => vec![store],
+            Self::ToTable { store, versions } => std::iter::once(store).chain(versions).map(String::as_str).collect(),
             Self::Process { stores, .. } => stores.iter().map(String::as_str).collect(),
             Self::Join { with, .. } => match with {
-                JoinWith::Table { .. } | JoinWith::Global { .. } | JoinWith::Tables { .. } => vec![],
+                JoinWith::Table { grace, .. } => grace.iter().map(|(_, s)| s.as_str()).collect(),
+                JoinWith::Global { .. } | JoinWith::Tables { .. } => vec![],
                 JoinWith::Stream { left_store, right_store, unmatched, .. } => {
                     let mut v = vec![left_store.as_str(), right_store.as_str()];
                     v.extend(unmatched.as_deref());
@@ -216,7 +221,14 @@ impl JoinKind {
 pub enum JoinWith {
     /// A stream record looks up the table's current value; the table's updates (the second
     /// parent, a [`NodeOp::ToTable`] that owns `table_store`) emit nothing.
-    Table { table_store: String },
+    Table {
+        table_store: String,
+        /// The table's history, when it is versioned: lookups are as of the record's time.
+        versions: Option<String>,
+        /// With a versioned table, how long records wait (in stream time) for table updates
+        /// that arrive late, and the store they wait in (KIP-923).
+        grace: Option<(i64, String)>,
+    },
     /// A stream record looks up a global table's row for the key `key_selector` picks (the
     /// record's key without one); the store is the process's, kept by the global table's
     /// own consumer.

@@ -71,9 +71,10 @@ pub enum StepKind<'a> {
 
 /// What a join step names: a table, or a stream within a window.
 pub enum JoinTarget<'a> {
-    /// A table, a key selector (global tables only), and a foreign-key extractor (a
-    /// foreign-key join of two tables).
-    Table(&'a Spanned<String>, Option<PluginRef>, Option<PluginRef>),
+    /// A table, a key selector (global tables only), a foreign-key extractor (a
+    /// foreign-key join of two tables), and a grace period (with its span: a stream joined
+    /// with a versioned table).
+    Table(&'a Spanned<String>, Option<PluginRef>, Option<PluginRef>, Option<(i64, std::ops::Range<usize>)>),
     Stream(&'a Spanned<String>, JoinWindow),
 }
 
@@ -303,7 +304,6 @@ impl<'a> Builder<'a> {
                             ("time_difference", &s.time_difference),
                             ("before", &s.before),
                             ("after", &s.after),
-                            ("grace", &s.grace),
                         ] {
                             if let Some(d) = field {
                                 return Err(self.err(
@@ -335,7 +335,11 @@ impl<'a> Builder<'a> {
                             )?),
                             None => None,
                         };
-                        JoinTarget::Table(t, selector, foreign_key)
+                        let grace = match &s.grace {
+                            Some(g) => Some((self.duration(g, format!("{key}.grace"))?, g.span())),
+                            None => None,
+                        };
+                        JoinTarget::Table(t, selector, foreign_key, grace)
                     }
                     (None, Some(st)) => {
                         let difference = s.time_difference.as_ref().ok_or_else(|| {
