@@ -397,7 +397,7 @@ impl Prepared {
                     inputs.insert(topic.clone(), (path.clone(), format));
                 }
                 let plan = self.local_plan(&inputs, local)?;
-                hosts.set_partitions(self.local_partitions(&plan));
+                hosts.all_here(self.local_partitions(&plan));
                 let io = local_io(plan)?
                     .into_iter()
                     .map(|(source, sink)| ThreadIo { source: Box::new(source), sink: Box::new(sink), restorer: None })

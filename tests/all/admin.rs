@@ -332,3 +332,64 @@ to = "totals-out"
     );
     p.kill();
 }
+
+/// A versioned table answers for a key as of a time (Kafka Streams' `VersionedKeyQuery`):
+/// the value valid then, nothing before its first version or after a tombstone; a table
+/// without history refuses `as_of`.
+#[test]
+fn a_versioned_table_answers_a_key_as_of_a_time() {
+    let sc = Scratch::new();
+    let rows = [("u1", Some("alice"), 1), ("u1", Some("alicia"), 10), ("u1", Some("ally"), 6), ("u1", None, 20)];
+    let lines: Vec<String> =
+        rows.iter().map(|(k, v, t)| serde_json::json!({"key": k, "value": v, "timestamp": t}).to_string()).collect();
+    sc.write("users.jsonl", &(lines.join("\n") + "\n"));
+    sc.write("plain.jsonl", &(lines.join("\n") + "\n"));
+    let manifest = r#"version = 1
+[application]
+id = "iqv"
+commit_interval_ms = 50
+[application.admin]
+bind = "127.0.0.1:0"
+[tables.users]
+file = "users.jsonl"
+file_format = "jsonl"
+history_retention = "1h"
+[tables.plain]
+file = "plain.jsonl"
+file_format = "jsonl"
+[pipelines.p]
+from = "users"
+steps = [{ op = "to_stream" }]
+to = "out"
+[pipelines.q]
+from = "plain"
+steps = [{ op = "to_stream" }]
+to = "plain-out"
+"#;
+    let path = sc.write("iqv.toml", manifest);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    c.arg("run").arg(&path).arg("--follow").arg("--state-dir").arg(sc.path("state")).env("WASP_CACHE_DIR", cache_dir());
+    let mut p = Process::spawn("wasp-iqv", c);
+    let base = format!("http://{}", admin_address(&mut p));
+    // Once the tombstone is in, the current value is gone; the history is not.
+    let deadline = Instant::now() + TIMEOUT;
+    while http("GET", &format!("{base}/stores/users-store/keys/u1?as_of=100"), None, None).0 != 404 {
+        assert!(Instant::now() < deadline, "the tombstone never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = |t: i64| http("GET", &format!("{base}/stores/users-store/keys/u1?as_of={t}"), None, None);
+    for (t, name) in [(1, "alice"), (5, "alice"), (6, "ally"), (9, "ally"), (10, "alicia"), (19, "alicia")] {
+        let (status, body) = at(t);
+        assert_eq!(status, 200, "as of {t}: {body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).expect("JSON"),
+            serde_json::json!({"key": "u1", "value": name}),
+            "as of {t}"
+        );
+    }
+    assert_eq!(at(0).0, 404, "before its first version");
+    assert_eq!(http("GET", &format!("{base}/stores/users-store/keys/u1"), None, None).0, 404, "deleted now");
+    let (status, body) = http("GET", &format!("{base}/stores/plain-store/keys/u1?as_of=5"), None, None);
+    assert!(status == 400 && body.contains("keeps no history"), "{status}: {body}");
+    p.kill();
+}

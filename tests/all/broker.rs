@@ -198,8 +198,21 @@ impl Broker {
             .create_with_context(Deliveries::default())
             .expect("creating a producer");
         for &(key, value, ts) in records {
-            let r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
-            producer.send(r).map_err(|(e, _)| e).unwrap_or_else(|e| panic!("producing to `{topic}`: {e}"));
+            let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
+            // A full queue waits for acknowledgements, then takes the record.
+            loop {
+                match producer.send(r) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) => {
+                        producer.poll(Duration::from_millis(50));
+                        r = back;
+                    }
+                    Err((e, _)) => panic!("producing to `{topic}`: {e}"),
+                }
+            }
             producer.poll(Duration::ZERO);
         }
         producer.flush(ADMIN_TIMEOUT).unwrap_or_else(|e| panic!("flushing the records for `{topic}`: {e}"));

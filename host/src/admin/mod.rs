@@ -8,7 +8,7 @@
 //! | `GET /metrics` | every metric, built-in and plugin-defined, in the Prometheus text format |
 //! | `GET /plugins` | each plugin's running version (digest, load time) and its last swap |
 //! | `POST /plugins/{name}/reload` | loads a new version (body `{"path": "…"}`, optional); needs `Authorization: Bearer <token>` |
-//! | `GET /stores/{store}/keys/{key}` | a key's value in a table's store (404 when absent; 503 `restoring` while stores restore); a key another instance hosts is redirected there (307, `Location`) |
+//! | `GET /stores/{store}/keys/{key}` | a key's value in a table's store (404 when absent; 503 `restoring` while stores restore); a key another instance hosts is redirected there (307, `Location`); `?as_of=T`: a versioned table's value at time `T` |
 //! | `GET /stores/{store}?from=&to=` or `?prefix=` | a range or a prefix of it across this instance's tasks, in key order, `limit` at most (10,000) |
 //! | `GET /stores/{store}/keys/{key}/windows?from=&to=` | a key's windows (or sessions) in a window (session) store, each with its bounds |
 //! | `GET /stores/{store}/hosts/{key}` | which instance hosts the key: its partition, task and `application_server` |
@@ -188,12 +188,33 @@ async fn query(
 
 /// `GET /stores/{store}/keys/{key}`: a key's value in a table's store, or where to ask for
 /// it.
-async fn store_key(State(s): State<AdminState>, Path((store, key)): Path<(String, String)>) -> Response {
+///
+/// `?as_of=T` asks a versioned table for the key's value at time `T`.
+async fn store_key(
+    State(s): State<AdminState>,
+    Path((store, key)): Path<(String, String)>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    use crate::runtime::query::StoreQuery;
     if let Some(refused) = wrong_kind(&s, &store, false) {
         return refused;
     }
-    let q = crate::runtime::query::StoreQuery::Key(key.clone().into_bytes());
-    keyed(s, store, key, q, "", true).await
+    let (q, suffix) = match params.get("as_of") {
+        None => (StoreQuery::Key(key.clone().into_bytes()), String::new()),
+        Some(t) => {
+            let Ok(ts) = t.parse::<i64>() else {
+                return error(StatusCode::BAD_REQUEST, format!("`as_of` must be a time in milliseconds, not `{t}`"));
+            };
+            if !s.hosts.versioned(&store) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{store}` keeps no history: `as_of` asks a versioned table (`history_retention`)"),
+                );
+            }
+            (StoreQuery::KeyAsOf { key: key.clone().into_bytes(), ts }, format!("?as_of={ts}"))
+        }
+    };
+    keyed(s, store, key, q, &suffix, true).await
 }
 
 /// `GET /stores/{store}/keys/{key}/windows?from=&to=`: a key's windows whose start is in

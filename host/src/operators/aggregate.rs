@@ -1134,7 +1134,7 @@ impl Operator for Aggregate {
                 self.store.range(&data(from), Some(&end), limit)
             }
             StoreQuery::Prefix(p) => self.store.prefix(&data(p), limit),
-            StoreQuery::Windows { .. } => Ok(Vec::new()),
+            StoreQuery::Windows { .. } | StoreQuery::KeyAsOf { .. } => Ok(Vec::new()),
         };
         let live = |t: i64| match (self.store.spec.ttl_ms, self.store.stream_time()) {
             (Some(ttl), Some(now)) => t >= now - ttl,

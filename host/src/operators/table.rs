@@ -155,7 +155,16 @@ impl Operator for ToTable {
         limit: usize,
     ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
         let s = locked(&self.store);
-        (s.name() == store).then(|| crate::state::query_rows(&s, query, limit))
+        if s.name() != store {
+            return None;
+        }
+        if let (crate::state::StoreQuery::KeyAsOf { key, ts }, Some(history)) = (query, &self.versions) {
+            let found = versions::as_of(&locked(history), key, *ts);
+            return Some(found.map(|row| {
+                row.map(|(_, value)| crate::state::QueryRow { key: key.clone(), window: None, value }).into_iter().collect()
+            }));
+        }
+        Some(crate::state::query_rows(&s, query, limit))
     }
 
     fn rerunnable(&self) -> bool {

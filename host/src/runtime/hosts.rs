@@ -83,10 +83,11 @@ struct Announcement {
 }
 
 impl Hosts {
-    /// Hosts of `topology`'s tasks; until told otherwise ([`Self::spread`]), all of them here.
+    /// Hosts of `topology`'s tasks; none known until the run says where they are
+    /// ([`Self::all_here`] or [`Self::spread`]).
     pub fn new(topology: Arc<Topology>) -> Self {
         let partitions = vec![0; topology.subtopologies.len()];
-        let inner = Inner { all_here: true, partitions, ..Inner::default() };
+        let inner = Inner { partitions, ..Inner::default() };
         Self { topology, inner: Arc::new(Mutex::new(inner)) }
     }
 
@@ -113,9 +114,11 @@ impl Hosts {
         i.partitions = partitions;
     }
 
-    /// Local mode: every sub-topology's task count.
-    pub fn set_partitions(&self, partitions: Vec<usize>) {
-        self.lock().partitions = partitions;
+    /// Local mode: this process runs every task; `partitions` is each sub-topology's count.
+    pub fn all_here(&self, partitions: Vec<usize>) {
+        let mut i = self.lock();
+        i.all_here = true;
+        i.partitions = partitions;
     }
 
     /// Stream thread `thread` now runs `tasks`.
@@ -130,6 +133,14 @@ impl Hosts {
     /// The kind of the store named `store`, if the topology has one.
     pub fn store_kind(&self, store: &str) -> Option<crate::state::StoreKind> {
         self.topology.stores.get(store).map(|s| s.kind)
+    }
+
+    /// Whether `store` is a versioned table's (it keeps each key's history).
+    pub fn versioned(&self, store: &str) -> bool {
+        self.topology
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.op, crate::topology::NodeOp::ToTable { store: s, versions: Some(_) } if s == store))
     }
 
     /// Where the task that owns `key` in `store` runs.

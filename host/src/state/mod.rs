@@ -95,6 +95,12 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreQuery {
     Key(Vec<u8>),
+    /// A versioned table's value for a key as of a time (Kafka Streams' `VersionedKeyQuery`
+    /// with `asOf`).
+    KeyAsOf {
+        key: Vec<u8>,
+        ts: i64,
+    },
     /// A key's windows in a window store whose start is in `from..=to` (Kafka Streams'
     /// `WindowStore.fetch(key, timeFrom, timeTo)`), or its sessions in a session store that
     /// end at `from` or later and start at `to` or earlier (`SessionStore.findSessions`).
@@ -456,8 +462,8 @@ pub fn query_rows(store: &Store, query: &StoreQuery, limit: usize) -> Result<Vec
         StoreQuery::Key(k) => store.get(k)?.map(|v| vec![(k.clone(), v)]).unwrap_or_default(),
         StoreQuery::Range { from, to } => store.range(from, to.as_deref(), limit)?,
         StoreQuery::Prefix(p) => store.prefix(p, limit)?,
-        // A key-value store has no windows.
-        StoreQuery::Windows { .. } => Vec::new(),
+        // A key-value store has no windows, and (this one) no history.
+        StoreQuery::Windows { .. } | StoreQuery::KeyAsOf { .. } => Vec::new(),
     };
     Ok(rows
         .into_iter()

@@ -300,11 +300,9 @@ impl<'a> Builder<'a> {
                 let joiner = required()?;
                 let with = match (&s.table, &s.stream) {
                     (Some(t), None) => {
-                        for (f, field) in [
-                            ("time_difference", &s.time_difference),
-                            ("before", &s.before),
-                            ("after", &s.after),
-                        ] {
+                        for (f, field) in
+                            [("time_difference", &s.time_difference), ("before", &s.before), ("after", &s.after)]
+                        {
                             if let Some(d) = field {
                                 return Err(self.err(
                                     d.span(),
