@@ -377,6 +377,7 @@ fn restore_rate(dir: &Path, config: &rdkafka::ClientConfig, producer: &BaseProdu
     let spec = StoreSpec {
         source_topic: None,
         history_ms: None,
+        latest_by_time: false,
         name: "restore".to_owned(),
         kind: StoreKind::KeyValue,
         persistent: true,

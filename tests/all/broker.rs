@@ -198,21 +198,8 @@ impl Broker {
             .create_with_context(Deliveries::default())
             .expect("creating a producer");
         for &(key, value, ts) in records {
-            let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
-            // A full queue waits for acknowledgements, then takes the record.
-            loop {
-                match producer.send(r) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        back,
-                    )) => {
-                        producer.poll(Duration::from_millis(50));
-                        r = back;
-                    }
-                    Err((e, _)) => panic!("producing to `{topic}`: {e}"),
-                }
-            }
+            let r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
+            send_waiting(&producer, topic, r);
             producer.poll(Duration::ZERO);
         }
         producer.flush(ADMIN_TIMEOUT).unwrap_or_else(|e| panic!("flushing the records for `{topic}`: {e}"));
@@ -240,6 +227,24 @@ impl RemoteProducer {
     }
 }
 
+/// Sends `r`; a full queue waits for acknowledgements, then takes it.
+fn send_waiting<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &BaseProducer<Deliveries>,
+    topic: &str,
+    mut r: BaseRecord<'_, K, P>,
+) {
+    loop {
+        match producer.send(r) {
+            Ok(()) => return,
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(10));
+                r = back;
+            }
+            Err((e, _)) => panic!("producing to `{topic}`: {e}"),
+        }
+    }
+}
+
 fn produce_to(mut config: ClientConfig, topic: &str, records: &[Produced<'_>]) {
     let producer: BaseProducer<Deliveries> = config
         .set("linger.ms", "5")
@@ -256,19 +261,7 @@ fn produce_to(mut config: ClientConfig, topic: &str, records: &[Produced<'_>]) {
         if let Some(p) = partition {
             r = r.partition(p);
         }
-        loop {
-            match producer.send(r) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    producer.poll(Duration::from_millis(10));
-                    r = back;
-                }
-                Err((e, _)) => panic!("producing to `{topic}`: {e}"),
-            }
-        }
+        send_waiting(&producer, topic, r);
     }
     producer.flush(ADMIN_TIMEOUT).unwrap_or_else(|e| panic!("flushing the records for `{topic}`: {e}"));
     let failures = std::mem::take(&mut *producer.context().failures.lock().expect("the failures lock"));

@@ -387,7 +387,7 @@ fn kafka_a_versioned_tables_history_restores_from_its_topic_on_a_fresh_state_dir
     let dir = tempfile::tempdir().expect("a temporary directory");
     let pipeline = with_join_kit(
         "from = \"vt-clicks\"\nto = \"vt-out\"\nsteps = [ { op = \"join\", table = \"users\", plugin = \"jk\", grace = 1000 } ]\n\
-         [tables.users]\ntopic = \"vt-users\"\nhistory_retention = \"1h\"",
+         [tables.users]\ntopic = \"vt-users\"\nhistory_retention = \"1h\"\n[application.admin]\nbind = \"127.0.0.1:0\"",
     );
     let settings = "threads = 1\nmax_task_idle_ms = 3000";
     let manifest = |state: &str| plain_manifest(dir.path(), &broker, state, "vt", settings, &pipeline);
@@ -413,13 +413,30 @@ fn kafka_a_versioned_tables_history_restores_from_its_topic_on_a_fresh_state_dir
         r.len() >= 4
     });
     reader.poll_for(Duration::from_secs(2));
-    second.kill();
+    second.terminate();
+    assert!(second.wait_exit(Duration::from_secs(60)).success(), "the second run stops cleanly");
     assert!(got, "the clicks after the restart joined: {:?}", reader.records.len());
     let pairs: Vec<(&str, &str)> = reader.records.iter().map(|r| (r.key_str(), r.value_str())).collect();
     // c1 joined in the first run; c2 (at 4500, buffered across the restart in the grace
     // buffer's changelog) meets ally; c3 is past the grace and joins at once as of 3000;
     // c4 meets alicia; c5 waits for more stream time.
     assert_eq!(pairs, [("u1", "u1:c1+alice"), ("u1", "u1:c3+alice"), ("u1", "u1:c2+ally"), ("u1", "u1:c4+alicia")]);
+    // A third, on an empty state dir, restores ally (read last) into the history only: the
+    // current value is still alicia.
+    let mut third = start_wasp("wasp-vt-3", &manifest("state-3"));
+    let url = format!("http://{}", crate::admin::admin_address(&mut third));
+    let ask = |q: &str| crate::admin::http("GET", &format!("{url}/stores/users-store/keys/u1{q}"), None, None);
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while ask("").0 != 200 {
+        third.assert_running();
+        assert!(std::time::Instant::now() < deadline, "the third run never answered: {:?}", ask(""));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let value = |q: &str| serde_json::from_str::<serde_json::Value>(&ask(q).1).expect("JSON")["value"].clone();
+    assert_eq!(value(""), "alicia");
+    assert_eq!(value("?as_of=4500"), "ally");
+    assert_eq!(value("?as_of=3000"), "alice");
+    third.kill();
 }
 
 /// While a task's stores restore, a query answers 503 "restoring" rather than what the store

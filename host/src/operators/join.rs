@@ -193,8 +193,7 @@ pub(super) fn state_failure(record: Record, e: impl std::fmt::Display) -> Failur
 
 /// Looks up each record's row in `table` by the record's lookup key and joins them in one
 /// call; an inner join leaves out records without a row. A result keeps its record's key,
-/// timestamp and headers.
-/// With `versioned`, `table` is a versioned table's history, and each record finds the row
+/// timestamp and headers. With `versioned`, `table` is a versioned table's history, and each record finds the row
 /// as of its own timestamp.
 fn join_rows(
     kind: JoinKind,

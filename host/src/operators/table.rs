@@ -97,12 +97,7 @@ impl Operator for ToTable {
                             continue;
                         }
                         Err(e) => {
-                            out.failures.push(super::Failure {
-                                record: r,
-                                code: super::FailureCode::State,
-                                message: e.to_string(),
-                                plugin: String::new(),
-                            });
+                            out.failures.push(super::join::state_failure(r, e));
                             continue;
                         }
                     }
@@ -115,12 +110,7 @@ impl Operator for ToTable {
             let old = match lookup(&store, &key) {
                 Ok(old) => old.map(|(_, v)| v),
                 Err(e) => {
-                    out.failures.push(super::Failure {
-                        record: r,
-                        code: super::FailureCode::State,
-                        message: e.to_string(),
-                        plugin: String::new(),
-                    });
+                    out.failures.push(super::join::state_failure(r, e));
                     continue;
                 }
             };

@@ -4,7 +4,7 @@
 //! never sees half a batch), and the answers of all tasks are merged. While a thread restores
 //! stores, a query answers "restoring" rather than what a store holds so far.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,17 +33,17 @@ pub struct Request {
     pub reply: Sender<Result<Option<Vec<QueryRow>>, String>>,
 }
 
-/// The process's side of queries: each stream thread's inbox, and how many threads are
-/// restoring stores.
+/// The process's side of queries: each stream thread's inbox, and the stores being restored
+/// (by name, with how many tasks restore a copy of each).
 #[derive(Clone, Default)]
 pub struct Queries {
     threads: Arc<Mutex<Vec<Sender<Request>>>>,
-    restoring: Arc<AtomicUsize>,
+    restoring: Arc<Mutex<BTreeMap<String, usize>>>,
 }
 
 impl std::fmt::Debug for Queries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queries").field("restoring", &self.restoring.load(Ordering::Relaxed)).finish_non_exhaustive()
+        f.debug_struct("Queries").field("restoring", &self.restoring).finish_non_exhaustive()
     }
 }
 
@@ -58,18 +58,24 @@ impl Queries {
         rx
     }
 
-    /// A thread starts (`true`) or ends (`false`) restoring stores.
-    pub fn restoring(&self, on: bool) {
-        if on {
-            self.restoring.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.restoring.fetch_sub(1, Ordering::AcqRel);
+    /// A task starts (`true`) or ends (`false`) restoring its copies of `stores`.
+    pub fn restoring(&self, stores: &[&str], on: bool) {
+        let mut r = self.restoring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &s in stores {
+            if on {
+                *r.entry(s.to_owned()).or_default() += 1;
+            } else if let Some(n) = r.get_mut(s) {
+                *n -= 1;
+                if *n == 0 {
+                    r.remove(s);
+                }
+            }
         }
     }
 
     /// Asks every stream thread, and merges what their tasks hold.
     pub fn ask(&self, store: &str, query: StoreQuery, limit: usize) -> Result<QueryAnswer, String> {
-        if self.restoring.load(Ordering::Acquire) > 0 {
+        if self.restoring.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(store) {
             return Ok(QueryAnswer::Restoring);
         }
         let threads = self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();

@@ -393,10 +393,13 @@ impl StreamThread<'_> {
     }
 
     fn open_task(&mut self, key: (usize, i32)) -> anyhow::Result<Task> {
-        // Queries answer "restoring" meanwhile.
-        self.options.queries.restoring(true);
+        // Queries of its stores answer "restoring" meanwhile.
+        let topology = self.topology.clone();
+        let stores: Vec<&str> =
+            topology.subtopologies[key.0].nodes.iter().flat_map(|&id| topology.node(id).op.stores()).collect();
+        self.options.queries.restoring(&stores, true);
         let task = self.build_task(key);
-        self.options.queries.restoring(false);
+        self.options.queries.restoring(&stores, false);
         task
     }
 

@@ -67,6 +67,9 @@ pub struct StoreSpec {
     /// A versioned table's history store (KIP-889): each key's values by timestamp
     /// ([`versions`]), kept this long in stream time; restored from the table's topic too.
     pub history_ms: Option<i64>,
+    /// A versioned table's latest rows: a restore from the table's topic keeps each key's row
+    /// with the greatest timestamp (an older update is history only), not the last one read.
+    pub latest_by_time: bool,
 }
 
 /// Where an upstream record was: the unit of idempotence.
@@ -409,14 +412,20 @@ impl Store {
     /// Starts restoring from changelog records read from the checkpoint on (see
     /// [`Restore`]).
     pub fn begin_restore(&mut self) -> Restore<'_> {
-        Restore { store: self, pending: BTreeMap::new(), applied: 0, rows_of: None }
+        Restore { store: self, pending: BTreeMap::new(), applied: 0, rows_of: None, latest: Default::default() }
     }
 
     /// Starts restoring a table's store from the topic the table reads (`upstream` names its
     /// partition): every record is a row ([`table_row`]), applied in runs, each with the
     /// position it reached.
     pub fn begin_table_restore(&mut self, upstream: String) -> Restore<'_> {
-        Restore { store: self, pending: BTreeMap::new(), applied: 0, rows_of: Some(upstream) }
+        Restore {
+            store: self,
+            pending: BTreeMap::new(),
+            applied: 0,
+            rows_of: Some(upstream),
+            latest: Default::default(),
+        }
     }
 
     /// The position up to which `upstream`'s records are applied, if any are.
@@ -443,6 +452,8 @@ pub struct Restore<'a> {
     applied: u64,
     /// A table's restore from its own topic: the upstream name of that topic's partition.
     rows_of: Option<String>,
+    /// With [`StoreSpec::latest_by_time`], the timestamp of each key's row restored so far.
+    latest: std::collections::HashMap<Vec<u8>, i64>,
 }
 
 /// The rows a table's restore writes at once.
@@ -502,11 +513,18 @@ impl Restore<'_> {
                 }
                 return Ok(());
             }
+            if self.store.spec.latest_by_time && self.newer_row(&k, r.timestamp)? {
+                self.store.progress.positions.insert(upstream.clone(), Position { offset, seq: 0 });
+                return Ok(());
+            }
             let row = r.value.map(|v| {
                 let mut row = Vec::with_capacity(8 + v.len());
                 table_row(&mut row, r.timestamp, &v);
                 row
             });
+            if self.store.spec.latest_by_time {
+                self.latest.insert(k.to_vec(), r.timestamp);
+            }
             self.pending.insert(k.to_vec(), row);
             self.store.progress.positions.insert(upstream.clone(), Position { offset, seq: 0 });
             if self.pending.len() >= ROWS_PER_WRITE {
@@ -526,6 +544,16 @@ impl Restore<'_> {
             self.pending.insert(k.to_vec(), r.value.map(|v| v.to_vec()));
         }
         Ok(())
+    }
+
+    /// Whether `key` has a row newer than `ts` already: from this restore (a tombstone too),
+    /// or in the store before it.
+    fn newer_row(&self, key: &[u8], ts: i64) -> Result<bool, StateError> {
+        if let Some(&t) = self.latest.get(key) {
+            return Ok(t > ts);
+        }
+        let row = self.store.backend.get(key).map_err(|e| self.store.err(e))?;
+        Ok(row.as_deref().and_then(table_row_parts).is_some_and(|(t, _)| t > ts))
     }
 
     fn write_rows(&mut self) -> Result<(), StateError> {
@@ -665,6 +693,7 @@ mod tests {
             caching: false,
             source_topic: None,
             history_ms: None,
+            latest_by_time: false,
         };
         let mut store = Store::open(spec, None, None).unwrap();
         let recount = |s: &Store| s.dirty.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum::<usize>();

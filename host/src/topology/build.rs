@@ -286,6 +286,9 @@ impl<'a> Builder<'a> {
                     spec.source_topic = Some(topic);
                     spec.history_ms = Some(retention);
                 }
+                if let Some(spec) = self.stores.get_mut(&store) {
+                    spec.latest_by_time = true;
+                }
                 Some(versions)
             }
             None => None,
@@ -1014,6 +1017,7 @@ impl<'a> Builder<'a> {
         let spec = StoreSpec {
             source_topic: None,
             history_ms: None,
+            latest_by_time: false,
             name: name.clone(),
             kind,
             persistent: def.is_none_or(|d| d.persistent),
