@@ -565,3 +565,199 @@ impl Follower {
         }
     }
 }
+
+/// What `wasp test` counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TestCount {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// The test files `paths` name: files as they are, and every `*.test.toml` under a directory,
+/// in path order.
+pub fn test_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        for e in entries {
+            let p = e.with_context(|| format!("reading {}", dir.display()))?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".test.toml")) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs every case of the test file at `path` (`wasp test`), writing `test … ok` or
+/// `FAILED` with what differed to `out`. `batch_size` overrides the cases' own.
+pub fn run_test_file(
+    path: &Path,
+    batch_size: Option<usize>,
+    cache_dir: Option<PathBuf>,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<TestCount> {
+    let tests = manifest::testfile::load_tests(path)?;
+    let manifest = tests.manifest_path();
+    let prepared = prepare(&manifest, cache_dir).with_context(|| {
+        let (line, col) = tests.source.line_col(tests.file.manifest.span().start);
+        format!("{}:{line}:{col}: `manifest`: the manifest under test", path.display())
+    })?;
+    let mut count = TestCount::default();
+    for case in &tests.file.tests {
+        let name = case.name.get_ref();
+        match run_case(&prepared, &tests, case, batch_size) {
+            Ok(failures) if failures.is_empty() => {
+                count.passed += 1;
+                writeln!(out, "test {} :: {name} ... ok", path.display())?;
+            }
+            Ok(failures) => {
+                count.failed += 1;
+                writeln!(out, "test {} :: {name} ... FAILED", path.display())?;
+                for f in failures {
+                    for l in f.lines() {
+                        writeln!(out, "    {l}")?;
+                    }
+                }
+            }
+            Err(e) => {
+                count.failed += 1;
+                writeln!(out, "test {} :: {name} ... FAILED\n    error: {e:#}", path.display())?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Runs one case; what did not match, each with its diff.
+fn run_case(
+    p: &Prepared,
+    tests: &manifest::testfile::LoadedTests,
+    case: &manifest::testfile::TestCase,
+    batch_size: Option<usize>,
+) -> anyhow::Result<Vec<String>> {
+    use manifest::testfile::{Order, duration_ms, value_bytes};
+    use runtime::driver::{Driver, Expected, Match, check_entries, check_records};
+    let batch = batch_size.or(case.batch_size.as_ref().map(|b| *b.get_ref())).unwrap_or(1).max(1);
+    let mut driver = Driver::new(p.topology.clone(), &p.plugins, p.runtime.metrics(), case.wall_clock_start)?;
+    let mut pending: Option<(String, Vec<crate::record::Record>)> = None;
+    let mut last_ts = 0;
+    let flush = |driver: &mut Driver, pending: &mut Option<(String, Vec<crate::record::Record>)>| match pending.take() {
+        Some((topic, records)) => driver.pipe(&topic, records),
+        None => Ok(()),
+    };
+    for (j, step) in case.steps.iter().enumerate() {
+        let s = step.get_ref();
+        if let Some(d) = &s.advance_wall_clock {
+            flush(&mut driver, &mut pending)?;
+            let ms = duration_ms(d.get_ref()).map_err(|e| anyhow::anyhow!(e))?;
+            driver.advance_wall_clock(ms)?;
+            continue;
+        }
+        let Some(topic) = &s.topic else { continue };
+        if !driver.reads(topic.get_ref()) {
+            let key = format!("{}.steps[{j}].topic", case.name.get_ref());
+            let read: Vec<&str> = p.topology.sources.keys().map(String::as_str).collect();
+            let mut e = tests.error(topic.span(), key, format!("no pipeline reads topic `{}`", topic.get_ref()));
+            if let Some(c) = manifest::closest(topic.get_ref(), read.iter().copied()) {
+                e = e.with_help(format!("did you mean `{c}`?"));
+            }
+            return Err(e.into());
+        }
+        last_ts = s.timestamp.unwrap_or(last_ts);
+        let key = s.key.as_ref().map(value_bytes);
+        let value = s.value.as_ref().map(value_bytes);
+        let mut r = crate::record::Record::new(key.as_deref(), value.as_deref(), last_ts);
+        for (k, v) in &s.headers {
+            r.headers.push(crate::record::Header {
+                name: crate::record::Header::name_from(k),
+                value: Some(bytes::Bytes::copy_from_slice(v.as_bytes())),
+            });
+        }
+        let same = pending.as_ref().is_some_and(|(t, rs)| t == topic.get_ref() && rs.len() < batch);
+        if !same {
+            flush(&mut driver, &mut pending)?;
+            pending = Some((topic.get_ref().clone(), Vec::new()));
+        }
+        if let Some((_, rs)) = &mut pending {
+            rs.push(r);
+        }
+    }
+    flush(&mut driver, &mut pending)?;
+    let mut failures = Vec::new();
+    for e in &case.expect {
+        let topic = e.topic.get_ref();
+        let expected: Vec<Expected> = e
+            .records
+            .iter()
+            .map(|r| Expected {
+                key: r.key.as_ref().map(value_bytes),
+                value: r.value.as_ref().map(value_bytes),
+                timestamp: r.timestamp,
+                headers: r.headers.clone(),
+            })
+            .collect();
+        let (order, how) = match e.order {
+            Order::InOrder => (Match::InOrder, "in order"),
+            Order::AnyOrder => (Match::AnyOrder, "in any order"),
+            Order::LastPerKey => (Match::LastPerKey, "last per key"),
+        };
+        let actual = driver.output(topic);
+        if actual.is_empty() && !p.topology.sink_topics().contains(&topic.as_str()) {
+            let written: Vec<&str> = driver.written().collect();
+            let mut err = tests.error(e.topic.span(), "expect.topic", format!("no step writes topic `{topic}`"));
+            if let Some(c) = manifest::closest(topic, p.topology.sink_topics().into_iter().chain(written)) {
+                err = err.with_help(format!("did you mean `{c}`?"));
+            }
+            return Err(err.into());
+        }
+        if let Err(diff) = check_records(order, &expected, actual) {
+            failures.push(format!(
+                "topic `{topic}` ({how}): {} expected, {} written\n{diff}",
+                expected.len(),
+                actual.len()
+            ));
+        }
+    }
+    for s in &case.stores {
+        let name = s.store.get_ref();
+        if let Some(spec) = p.topology.stores.get(name.as_str())
+            && spec.kind != crate::state::StoreKind::KeyValue
+        {
+            return Err(tests
+                .error(
+                    s.store.span(),
+                    "stores.store",
+                    format!("`{name}` is a {} store: expect its output topic instead", spec.kind),
+                )
+                .into());
+        }
+        let Some(rows) = driver.store(name)? else {
+            let names = p.topology.stores.keys().map(String::as_str);
+            let mut err = tests.error(s.store.span(), "stores.store", format!("no queryable store `{name}`"));
+            if let Some(c) = manifest::closest(name, names) {
+                err = err.with_help(format!("did you mean `{c}`?"));
+            }
+            return Err(err.into());
+        };
+        let expected: Vec<(Vec<u8>, Vec<u8>)> =
+            s.entries.iter().map(|e| (value_bytes(&e.key), value_bytes(&e.value))).collect();
+        if let Err(diff) = check_entries(&expected, &rows) {
+            failures.push(format!("store `{name}`: {} expected, {} held\n{diff}", expected.len(), rows.len()));
+        }
+    }
+    Ok(failures)
+}

@@ -78,6 +78,17 @@ enum Command {
     },
     /// Checks the manifest and its plugins without running anything.
     Validate { manifest: PathBuf },
+    /// Runs test files (`*.test.toml`: records in, records and store entries expected)
+    /// against their manifests with no broker, and prints `N passed, N failed`.
+    Test {
+        /// Test files, or directories searched for `*.test.toml`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Pipe this many records at once instead of each case's own (default 1: one record
+        /// at a time, each committed); the results must not depend on it.
+        #[arg(long)]
+        batch_size: Option<usize>,
+    },
     /// Prints the topology, sources to sinks.
     Describe {
         manifest: PathBuf,
@@ -103,15 +114,17 @@ fn topic_path(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `wasp test` prints its own report: only warnings and errors besides it.
+    let default_filter =
+        if matches!(cli.command, Command::Test { .. }) { "warn" } else { "info,wasmtime=warn,cranelift=warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WASP_LOG")
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -147,6 +160,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reload { manifest, plugin, path, admin, token } => reload(&manifest, &plugin, path, admin, token),
+        Command::Test { paths, batch_size } => {
+            if batch_size == Some(0) {
+                anyhow::bail!("--batch-size: a batch has at least one record");
+            }
+            let mut total = app::TestCount::default();
+            let mut stdout = std::io::stdout();
+            for file in app::test_files(&paths)? {
+                match app::run_test_file(&file, batch_size, cache.clone(), &mut stdout) {
+                    Ok(c) => {
+                        total.passed += c.passed;
+                        total.failed += c.failed;
+                    }
+                    Err(e) => {
+                        total.failed += 1;
+                        println!("test {} ... FAILED\n    error: {e:#}", file.display());
+                    }
+                }
+            }
+            println!("{} passed, {} failed", total.passed, total.failed);
+            if total.failed > 0 {
+                anyhow::bail!("{} test(s) failed", total.failed);
+            }
+            Ok(())
+        }
         Command::Run { manifest, inputs, outputs, follow, state_dir, reset, admin, watch, no_watch } => {
             let p = app::prepare(&manifest, cache)?;
             if !p.is_local() && (!inputs.is_empty() || !outputs.is_empty() || follow) {

@@ -101,3 +101,78 @@ fn validate_loads_every_plugin_of_the_example() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("ok (2 pipelines, 6 plugins, 2 sub-topologies, local mode)"), "{stdout}");
 }
+
+/// `wasp test` on a path: its report and exit status.
+fn wasp_test(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .env("WASP_CACHE_DIR", cache_dir())
+        .arg("test")
+        .args(args)
+        .output()
+        .expect("run wasp test");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Every example in `pipelines/` has a `wasp test` file, and each passes one record at a
+/// time (each committed) and in batches alike: the results do not depend on batching.
+#[test]
+fn every_example_passes_its_wasp_test_one_record_at_a_time_and_in_batches() {
+    let pipelines = repo().join("pipelines");
+    let mut examples: Vec<String> = std::fs::read_dir(&pipelines)
+        .expect("pipelines/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("pipeline.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    examples.sort();
+    for ex in &examples {
+        let tests = std::fs::read_dir(pipelines.join(ex))
+            .expect("an example's folder")
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".test.toml"));
+        assert!(tests, "pipelines/{ex} has no `*.test.toml`");
+    }
+    for batch in ["1", "64"] {
+        let (ok, report) = wasp_test(&["--batch-size".as_ref(), batch.as_ref(), pipelines.as_os_str()]);
+        assert!(ok, "batch size {batch}:\n{report}");
+        let last = report.lines().rfind(|l| l.ends_with("failed")).unwrap_or_default();
+        assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 "), "{report}");
+    }
+}
+
+/// A wrong expectation fails with a diff of expected against actual records, and the run
+/// exits non-zero; a step naming a topic no pipeline reads names the file, line and key.
+#[test]
+fn a_wrong_expectation_prints_a_diff_and_fails() {
+    let sc = Scratch::new();
+    let manifest = repo().join("pipelines/wordcount/pipeline.toml");
+    let file = |expect: &str, topic: &str| {
+        format!(
+            "manifest = {:?}\n\n[[test]]\nname = \"counts\"\nsteps = [\n  {{ topic = \"{topic}\", value = \"b a b\" }},\n]\n\
+             expect = [{{ topic = \"streams-wordcount-output\", records = [{expect}] }}]\n",
+            manifest.display().to_string()
+        )
+    };
+    let good = r#"{ key = "b", value = "1" }, { key = "a", value = "1" }, { key = "b", value = "2" }"#;
+    let path = sc.write("good.test.toml", &file(good, "streams-plaintext-input"));
+    let (ok, report) = wasp_test(&[path.as_os_str()]);
+    assert!(ok && report.contains("1 passed, 0 failed"), "{report}");
+    let wrong = r#"{ key = "b", value = "1" }, { key = "a", value = "1" }, { key = "b", value = "3" }"#;
+    let path = sc.write("wrong.test.toml", &file(wrong, "streams-plaintext-input"));
+    let (ok, report) = wasp_test(&[path.as_os_str()]);
+    assert!(!ok, "{report}");
+    assert!(report.contains("counts ... FAILED"), "{report}");
+    assert!(report.contains("topic `streams-wordcount-output` (in order): 3 expected, 3 written"), "{report}");
+    assert!(report.contains("-b → 3") && report.contains("+b → 2") && report.contains(" a → 1"), "{report}");
+    assert!(report.contains("0 passed, 1 failed"), "{report}");
+    let path = sc.write("typo.test.toml", &file(good, "streams-plaintext-inptu"));
+    let (ok, report) = wasp_test(&[path.as_os_str()]);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("typo.test.toml:6:")
+            && report.contains("`counts.steps[0].topic`: no pipeline reads topic `streams-plaintext-inptu`")
+            && report.contains("did you mean `streams-plaintext-input`?"),
+        "{report}"
+    );
+}

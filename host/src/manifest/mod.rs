@@ -7,6 +7,7 @@
 mod duration;
 mod error;
 mod schema;
+pub mod testfile;
 
 use std::path::{Path, PathBuf};
 

@@ -160,6 +160,42 @@ impl Processor {
         }
     }
 
+    /// Whether a stream-time timer is due at stream time `now` (one never fired is due at once).
+    fn stream_timer_due(&self, now: i64) -> bool {
+        self.timers.iter().any(|t| matches!(t.clock, Clock::StreamTime) && t.next.is_none_or(|n| n <= now))
+    }
+
+    /// Runs a run of records through the plugin.
+    fn process_run(&mut self, run: &[Record], out: &mut Emitted) {
+        let origin = run.last().map_or(self.last_origin, |r| r.origin);
+        match self.step.call(run, |i, f, b| i.process(f, b)) {
+            Ok(forwarded) => self.route(forwarded, run, origin, out),
+            Err(e) => out.failures.extend(self.step.fail_all(run.to_vec(), &e)),
+        }
+        self.take_timers();
+    }
+
+    /// Fires each stream-time timer due at stream time `now`, once per interval passed (the
+    /// first at once, as in Kafka Streams).
+    fn fire_stream_timers(&mut self, now: i64, origin: crate::record::Origin, out: &mut Emitted) {
+        for i in 0..self.timers.len() {
+            if !matches!(self.timers[i].clock, Clock::StreamTime) {
+                continue;
+            }
+            let mut fires = 0;
+            let mut next = self.timers[i].next.unwrap_or(now);
+            while next <= now && fires < MAX_FIRES_PER_ADVANCE {
+                self.fire(i, next, origin, out);
+                next = next.saturating_add(self.timers[i].interval);
+                fires += 1;
+            }
+            if next <= now {
+                next = now.saturating_add(self.timers[i].interval);
+            }
+            self.timers[i].next = Some(next);
+        }
+    }
+
     fn fire(&mut self, index: usize, time: i64, origin: crate::record::Origin, out: &mut Emitted) {
         let name = self.timers[index].name.clone();
         match self.step.call_plain(|i, f| i.punctuate(f, &name, time)) {
@@ -179,8 +215,11 @@ impl Operator for Processor {
         // Records applied before (read again after a crash) are skipped, as in aggregations.
         let mut fresh = Vec::with_capacity(input.len());
         let mut stream_time = self.stream_time;
+        // Stream time before this batch (a store keeps it across restarts).
+        let mut prior = self.stream_time;
         let mut direct = DirectUpstream::default();
         if let Ok(mut stores) = self.stores.lock() {
+            prior = prior.or_else(|| stores.values().next().and_then(|s| s.stream_time()));
             for r in input {
                 let name = direct.name(&self.topics, &r);
                 let new = match (upstream_of(&r, name), stores.values_mut().next()) {
@@ -205,32 +244,27 @@ impl Operator for Processor {
             fresh = input;
         }
         self.stream_time = stream_time;
-        if !fresh.is_empty() {
-            match self.step.call(&fresh, |i, f, b| i.process(f, b)) {
-                Ok(forwarded) => self.route(forwarded, &fresh, last_origin, &mut out),
-                Err(e) => out.failures.extend(self.step.fail_all(fresh, &e)),
+        // Stream-time timers fire as stream time passes them, between the records, as Kafka
+        // Streams punctuates after each record: the batch goes to the plugin in runs, cut
+        // after each record that makes a timer due, so the outputs do not depend on batching.
+        let mut st = prior;
+        let mut start = 0;
+        for j in 0..fresh.len() {
+            st = Some(st.map_or(fresh[j].timestamp, |t| t.max(fresh[j].timestamp)));
+            if st.is_some_and(|now| self.stream_timer_due(now)) {
+                self.process_run(&fresh[start..=j], &mut out);
+                start = j + 1;
+                if let Some(now) = st {
+                    self.fire_stream_timers(now, fresh[j].origin, &mut out);
+                }
             }
         }
+        if start < fresh.len() {
+            self.process_run(&fresh[start..], &mut out);
+        }
         self.take_timers();
-        // Stream-time timers fire as stream time passes them; the first fires at once, as in
-        // Kafka Streams.
         if let Some(now) = self.stream_time {
-            for i in 0..self.timers.len() {
-                if !matches!(self.timers[i].clock, Clock::StreamTime) {
-                    continue;
-                }
-                let mut fires = 0;
-                let mut next = self.timers[i].next.unwrap_or(now);
-                while next <= now && fires < MAX_FIRES_PER_ADVANCE {
-                    self.fire(i, next, last_origin, &mut out);
-                    next = next.saturating_add(self.timers[i].interval);
-                    fires += 1;
-                }
-                if next <= now {
-                    next = now.saturating_add(self.timers[i].interval);
-                }
-                self.timers[i].next = Some(next);
-            }
+            self.fire_stream_timers(now, last_origin, &mut out);
         }
         out
     }

@@ -135,7 +135,7 @@ fn log_restored(name: &str, entries: u64, started: Instant) {
 
 /// Applies a record of a global table's topic: an upsert, or a delete for a tombstone; a
 /// record without a key has no row.
-fn apply(store: &mut Store, topic: &str, partition: i32, offset: i64, r: &Record, row: &mut Vec<u8>) {
+pub(super) fn apply(store: &mut Store, topic: &str, partition: i32, offset: i64, r: &Record, row: &mut Vec<u8>) {
     let Some(key) = &r.key else { return };
     if !store.first_time(&upstream(topic, partition), Position { offset, seq: 0 }) {
         return;

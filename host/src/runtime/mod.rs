@@ -11,6 +11,7 @@
 //! apply once, see [`crate::state`]).
 
 mod commit;
+pub mod driver;
 pub mod global;
 pub mod hosts;
 mod order;
