@@ -67,28 +67,15 @@ $(BUILD)/enrich.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit
 	componentize-py -d wit -w value-mapper-plugin componentize app \
 	  -p plugins/python/enrich -p plugins/python/sdk -o $@
 
-## Starts a Rust plugin from the template: make new-plugin NAME=my-filter → plugins/rust/my-filter.
+## Thin wrappers of `wasp new` and `wasp build`: make new-plugin NAME=my-filter [KIND=map-values]
+## starts a plugin in plugins/new/NAME; make plugin DIR=path/to/crate builds one into DIR/NAME.wasm.
 new-plugin:
-	@test -n "$(NAME)" || { echo "usage: make new-plugin NAME=my-filter"; exit 1; }
-	@test ! -e plugins/rust/$(NAME) || { echo "plugins/rust/$(NAME) exists"; exit 1; }
-	mkdir -p plugins/rust/$(NAME)/src
-	sed -e 's|{{name}}|$(NAME)|g' -e 's|{{sdk}}|../../../guest-sdk|' guest-sdk/template/Cargo.toml.tmpl \
-	  > plugins/rust/$(NAME)/Cargo.toml
-	sed -e 's|{{name}}|$(NAME)|g' -e 's|{{dir}}|plugins/rust/$(NAME)|g' guest-sdk/template/src/lib.rs.tmpl \
-	  > plugins/rust/$(NAME)/src/lib.rs
-	@echo "created plugins/rust/$(NAME); build it with: make plugin DIR=plugins/rust/$(NAME)"
+	@test -n "$(NAME)" || { echo "usage: make new-plugin NAME=my-filter [KIND=filter|map-values]"; exit 1; }
+	$(CARGO) run --quiet --release --bin wasp -- new rust $(NAME) --kind $(or $(KIND),filter) --dir plugins/new
 
-## Builds one Rust plugin crate (DIR=path/to/crate) into DIR/<name>.wasm.
 plugin:
 	@test -n "$(DIR)" || { echo "usage: make plugin DIR=path/to/crate"; exit 1; }
-	cd $(DIR) && $(CARGO) build --release --target wasm32-unknown-unknown
-	cd $(DIR) && $(CARGO) metadata --no-deps --format-version 1 | python3 -c 'import json, os, sys; \
-	  m = json.load(sys.stdin); want = os.path.realpath("Cargo.toml"); \
-	  p = next(p for p in m["packages"] if os.path.realpath(p["manifest_path"]) == want); \
-	  print(m["target_directory"], p["name"].replace("-", "_"))' > /tmp/wasp-plugin-$$$$.txt; \
-	  read target name < /tmp/wasp-plugin-$$$$.txt; rm -f /tmp/wasp-plugin-$$$$.txt; \
-	  wasm-tools component new $$target/wasm32-unknown-unknown/release/$$name.wasm -o $$name.wasm && \
-	  echo "built $(DIR)/$$name.wasm"
+	$(CARGO) run --quiet --release --bin wasp -- build $(DIR)
 
 ## Benchmarks: figures printed as ratios against a native baseline measured in the same run.
 bench: setup plugins

@@ -23,8 +23,8 @@
 //! `Result<_, E>` with `E: Display`: an `Err` fails that record alone, and the record follows
 //! the step's error policy on the host. A panic is a trap: it fails the whole batch.
 //!
-//! Build a plugin crate with `make plugin DIR=path/to/crate` (see the README): it compiles for
-//! `wasm32-unknown-unknown` and wraps the module into a component with `wasm-tools`.
+//! Start a plugin with `wasp new rust NAME` and build it with `wasp build NAME` (see the
+//! README): it compiles for `wasm32-unknown-unknown`, and wasp makes the module a component.
 
 mod batch;
 mod bytes;

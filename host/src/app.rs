@@ -761,3 +761,128 @@ fn run_case(
     }
     Ok(failures)
 }
+
+/// The function kinds `wasp new` scaffolds, with the manifest step that uses each.
+pub const NEW_KINDS: &[(&str, &str)] = &[("filter", "filter"), ("map-values", "map_values")];
+
+mod template {
+    pub const CARGO: &str = include_str!("../../guest-sdk/template/Cargo.toml.tmpl");
+    pub const PIPELINE: &str = include_str!("../../guest-sdk/template/pipeline.toml.tmpl");
+    pub const EVENTS: &str = include_str!("../../guest-sdk/template/events.jsonl.tmpl");
+    pub const GITIGNORE: &str = include_str!("../../guest-sdk/template/gitignore.tmpl");
+    pub const FILTER: &str = include_str!("../../guest-sdk/template/filter.rs.tmpl");
+    pub const FILTER_TEST: &str = include_str!("../../guest-sdk/template/filter.test.toml.tmpl");
+    pub const MAP_VALUES: &str = include_str!("../../guest-sdk/template/map-values.rs.tmpl");
+    pub const MAP_VALUES_TEST: &str = include_str!("../../guest-sdk/template/map-values.test.toml.tmpl");
+    /// The plugins' lock file: a new crate starts from the versions the examples build with.
+    pub const LOCK: &str = include_str!("../../plugins/Cargo.lock");
+}
+
+/// `wasp new rust NAME --kind KIND`: a plugin crate in `parent/NAME` with one function of
+/// `kind`, a pipeline that uses it on sample events, and a `wasp test` file that passes as
+/// generated. Returns the new folder.
+pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::Result<PathBuf> {
+    if lang != "rust" {
+        anyhow::bail!("`wasp new` scaffolds `rust` plugins so far, not `{lang}`");
+    }
+    let valid = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_lowercase());
+    if !valid {
+        anyhow::bail!("`{name}`: a plugin's name is lowercase letters, digits and `-`, starting with a letter");
+    }
+    let Some(&(_, op)) = NEW_KINDS.iter().find(|(k, _)| *k == kind) else {
+        let kinds: Vec<&str> = NEW_KINDS.iter().map(|(k, _)| *k).collect();
+        anyhow::bail!("--kind `{kind}`: `wasp new` scaffolds {} so far", kinds.join(", "));
+    };
+    let dir = parent.join(name);
+    if dir.exists() {
+        anyhow::bail!("{} exists already", dir.display());
+    }
+    // The guest SDK beside this wasp's sources.
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    let sdk = sdk.canonicalize().with_context(|| format!("the guest SDK at {}", sdk.display()))?;
+    let fill =
+        |t: &str| t.replace("{{name}}", name).replace("{{op}}", op).replace("{{sdk}}", &sdk.display().to_string());
+    let (code, test) = match kind {
+        "filter" => (template::FILTER, template::FILTER_TEST),
+        _ => (template::MAP_VALUES, template::MAP_VALUES_TEST),
+    };
+    let files = [
+        ("Cargo.toml", fill(template::CARGO)),
+        ("Cargo.lock", template::LOCK.to_owned()),
+        ("src/lib.rs", fill(code)),
+        ("pipeline.toml", fill(template::PIPELINE)),
+        ("data/events.jsonl", template::EVENTS.to_owned()),
+        (&format!("{name}.test.toml"), fill(test)),
+        (".gitignore", fill(template::GITIGNORE)),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir)
+}
+
+/// What `wasp build` made.
+#[derive(Debug)]
+pub struct Built {
+    pub component: PathBuf,
+    pub bytes: u64,
+    pub kinds: Vec<PluginKind>,
+}
+
+/// `wasp build DIR`: builds the plugin in `dir` into a component. A Rust crate is built for
+/// `wasm32-unknown-unknown` with cargo, and its core module made a component in-process
+/// (`wit-component`, what `wasm-tools component new` does), written as `DIR/<crate>.wasm`.
+pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Built> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.exists() {
+        anyhow::bail!(
+            "{}: no Cargo.toml; `wasp build` builds Rust plugin crates so far (Python: componentize-py, see the README)",
+            dir.display()
+        );
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        anyhow::bail!("cargo build failed in {} ({status})", dir.display());
+    }
+    let meta = std::process::Command::new(&cargo)
+        .current_dir(dir)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("running cargo metadata")?;
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).context("reading cargo metadata")?;
+    let want = manifest.canonicalize().with_context(|| format!("{}", manifest.display()))?;
+    let package = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["manifest_path"].as_str().and_then(|m| Path::new(m).canonicalize().ok()).is_some_and(|m| m == want))
+        .context("cargo metadata names no package for this Cargo.toml")?;
+    let name = package["name"].as_str().context("a package without a name")?;
+    let target = meta["target_directory"].as_str().context("cargo metadata gives no target directory")?;
+    let module =
+        Path::new(target).join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_")));
+    let bytes = std::fs::read(&module).with_context(|| format!("reading the built module {}", module.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&bytes)
+        .and_then(|e| e.encode())
+        .with_context(|| format!("making {} a component", module.display()))?;
+    let out = dir.join(format!("{name}.wasm"));
+    std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
+    let runtime = Runtime::new(cache_dir, MetricsRegistry::default())?;
+    let loaded = runtime
+        .load(name, &out, &toml::Table::new(), &Default::default(), &Default::default(), &[])
+        .with_context(|| format!("loading {}", out.display()))?;
+    Ok(Built { component: out, bytes: component.len() as u64, kinds: loaded.kinds.clone() })
+}

@@ -78,6 +78,27 @@ enum Command {
     },
     /// Checks the manifest and its plugins without running anything.
     Validate { manifest: PathBuf },
+    /// Starts a plugin: a crate with one function, a pipeline that uses it on sample events,
+    /// and a `wasp test` file that passes as generated.
+    New {
+        /// The plugin's language (`rust`).
+        lang: String,
+        /// The plugin's name: its folder, crate and component.
+        name: String,
+        /// The function's kind: `filter` or `map-values`.
+        #[arg(long, default_value = "filter")]
+        kind: String,
+        /// Where the plugin's folder goes (default: here).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Builds a plugin into a component (`DIR/<name>.wasm`) and prints its size, kinds and
+    /// WIT version.
+    Build {
+        /// The plugin's folder (default: here).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Runs test files (`*.test.toml`: records in, records and store entries expected)
     /// against their manifests with no broker, and prints `N passed, N failed`.
     Test {
@@ -160,6 +181,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reload { manifest, plugin, path, admin, token } => reload(&manifest, &plugin, path, admin, token),
+        Command::New { lang, name, kind, dir } => {
+            let made = app::new_plugin(&lang, &name, &kind, &dir)?;
+            println!("created {}", made.display());
+            println!("next: wasp build {0} && wasp test {0}", made.display());
+            Ok(())
+        }
+        Command::Build { dir } => {
+            let built = app::build_plugin(&dir, cache)?;
+            let kinds: Vec<&str> = built.kinds.iter().map(|k| k.interface()).collect();
+            println!(
+                "built {}: {:.1} KiB, kinds: {}, WIT {}@{}",
+                built.component.display(),
+                built.bytes as f64 / 1024.0,
+                if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+                wasp_host::wasm::WIT_PACKAGE,
+                wasp_host::wasm::WIT_VERSION,
+            );
+            Ok(())
+        }
         Command::Test { paths, batch_size } => {
             if batch_size == Some(0) {
                 anyhow::bail!("--batch-size: a batch has at least one record");

@@ -176,3 +176,62 @@ fn a_wrong_expectation_prints_a_diff_and_fails() {
         "{report}"
     );
 }
+
+/// `wasp new rust NAME --kind KIND`, then `wasp build` and `wasp test` on what it made: each
+/// kind's scaffold builds into a component of that kind and passes its own test as generated,
+/// so the templates cannot rot.
+#[test]
+fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
+    let sc = Scratch::new();
+    // Not the target directory this test runs from: cargo holds it while tests run.
+    let target = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target");
+    let wasp = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .env("WASP_CACHE_DIR", cache_dir())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(args)
+            .output()
+            .expect("run wasp");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    for (kind, export) in [("filter", "filter"), ("map-values", "value-mapper")] {
+        let name = format!("demo-{kind}");
+        let (ok, out) = wasp(&[
+            "new".as_ref(),
+            "rust".as_ref(),
+            name.as_ref(),
+            "--kind".as_ref(),
+            kind.as_ref(),
+            "--dir".as_ref(),
+            sc.dir.path().as_os_str(),
+        ]);
+        assert!(ok && out.contains(&format!("created {}", sc.path(&name).display())), "{out}");
+        let (ok, out) = wasp(&["build".as_ref(), sc.path(&name).as_os_str()]);
+        assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!("built {}", sc.path(&name).join(format!("{name}.wasm")).display()))
+                && out.contains(&format!("kinds: {export}, WIT wasp:plugin@0.1.0")),
+            "{out}"
+        );
+        let (ok, out) = wasp(&["test".as_ref(), sc.path(&name).as_os_str()]);
+        assert!(ok && out.contains("1 passed, 0 failed"), "{out}");
+    }
+    // A name that is not a crate name, a kind it cannot scaffold, an existing folder.
+    let (ok, out) =
+        wasp(&["new".as_ref(), "rust".as_ref(), "My Filter".as_ref(), "--dir".as_ref(), sc.dir.path().as_os_str()]);
+    assert!(!ok && out.contains("lowercase letters, digits and `-`"), "{out}");
+    let (ok, out) = wasp(&[
+        "new".as_ref(),
+        "rust".as_ref(),
+        "x".as_ref(),
+        "--kind".as_ref(),
+        "reduce".as_ref(),
+        "--dir".as_ref(),
+        sc.dir.path().as_os_str(),
+    ]);
+    assert!(!ok && out.contains("--kind `reduce`"), "{out}");
+    let (ok, out) =
+        wasp(&["new".as_ref(), "rust".as_ref(), "demo-filter".as_ref(), "--dir".as_ref(), sc.dir.path().as_os_str()]);
+    assert!(!ok && out.contains("exists already"), "{out}");
+}

@@ -25,7 +25,7 @@ pub use bindings::{CallError, Verdicts, WasmOutput};
 pub use host::HostState;
 pub use instance::{CallFailure, PluginInstance, Setup};
 pub use kind::PluginKind;
-pub use loader::{LoadedPlugin, PluginError, short_digest};
+pub use loader::{LoadedPlugin, PluginError, WIT_PACKAGE, WIT_VERSION, short_digest};
 pub use metrics::{MetricsRegistry, StepMetrics};
 pub use step::PluginStep;
 pub use swap::{PluginDirectory, PluginSlot, PluginSpec, SwapError, SwapEvent, SwapResult, Version};
