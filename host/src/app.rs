@@ -762,8 +762,13 @@ fn run_case(
     Ok(failures)
 }
 
-/// The function kinds `wasp new` scaffolds, with the manifest step that uses each.
-pub const NEW_KINDS: &[(&str, &str)] = &[("filter", "filter"), ("map-values", "map_values")];
+/// The function kinds `wasp new` scaffolds: the manifest step that uses each, and the WIT
+/// world a Python plugin of that kind exports.
+pub const NEW_KINDS: &[(&str, &str, &str)] =
+    &[("filter", "filter", "filter-plugin"), ("map-values", "map_values", "value-mapper-plugin")];
+
+/// The languages `wasp new` scaffolds.
+pub const NEW_LANGUAGES: &[&str] = &["rust", "python"];
 
 mod template {
     pub const CARGO: &str = include_str!("../../guest-sdk/template/Cargo.toml.tmpl");
@@ -776,14 +781,22 @@ mod template {
     pub const MAP_VALUES_TEST: &str = include_str!("../../guest-sdk/template/map-values.test.toml.tmpl");
     /// The plugins' lock file: a new crate starts from the versions the examples build with.
     pub const LOCK: &str = include_str!("../../plugins/Cargo.lock");
+    pub const PY_PROJECT: &str = include_str!("../../guest-sdk/template/python/pyproject.toml.tmpl");
+    pub const PY_FILTER: &str = include_str!("../../guest-sdk/template/python/filter.py.tmpl");
+    pub const PY_MAP_VALUES: &str = include_str!("../../guest-sdk/template/python/map-values.py.tmpl");
+    pub const PY_GITIGNORE: &str = include_str!("../../guest-sdk/template/python/gitignore.tmpl");
+    /// The batch helpers of the Python SDK, copied beside a new Python plugin.
+    pub const PY_BATCH: &str = include_str!("../../plugins/python/sdk/wasp_batch.py");
+    /// The WIT contract, for componentize-py.
+    pub const WIT: &str = include_str!("../../wit/plugin.wit");
 }
 
-/// `wasp new rust NAME --kind KIND`: a plugin crate in `parent/NAME` with one function of
-/// `kind`, a pipeline that uses it on sample events, and a `wasp test` file that passes as
-/// generated. Returns the new folder.
+/// `wasp new LANG NAME --kind KIND`: a plugin in `parent/NAME` with one function of `kind` (a
+/// Rust crate, or a Python module with its `pyproject.toml`), a pipeline that uses it on sample
+/// events, and a `wasp test` file that passes as generated. Returns the new folder.
 pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::Result<PathBuf> {
-    if lang != "rust" {
-        anyhow::bail!("`wasp new` scaffolds `rust` plugins so far, not `{lang}`");
+    if !NEW_LANGUAGES.contains(&lang) {
+        anyhow::bail!("`wasp new` scaffolds {} plugins so far, not `{lang}`", NEW_LANGUAGES.join(" and "));
     }
     let valid = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -791,8 +804,8 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
     if !valid {
         anyhow::bail!("`{name}`: a plugin's name is lowercase letters, digits and `-`, starting with a letter");
     }
-    let Some(&(_, op)) = NEW_KINDS.iter().find(|(k, _)| *k == kind) else {
-        let kinds: Vec<&str> = NEW_KINDS.iter().map(|(k, _)| *k).collect();
+    let Some(&(_, op, world)) = NEW_KINDS.iter().find(|(k, _, _)| *k == kind) else {
+        let kinds: Vec<&str> = NEW_KINDS.iter().map(|(k, _, _)| *k).collect();
         anyhow::bail!("--kind `{kind}`: `wasp new` scaffolds {} so far", kinds.join(", "));
     };
     let dir = parent.join(name);
@@ -802,21 +815,36 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
     // The guest SDK beside this wasp's sources.
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
     let sdk = sdk.canonicalize().with_context(|| format!("the guest SDK at {}", sdk.display()))?;
-    let fill =
-        |t: &str| t.replace("{{name}}", name).replace("{{op}}", op).replace("{{sdk}}", &sdk.display().to_string());
-    let (code, test) = match kind {
-        "filter" => (template::FILTER, template::FILTER_TEST),
-        _ => (template::MAP_VALUES, template::MAP_VALUES_TEST),
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{op}}", op)
+            .replace("{{world}}", world)
+            .replace("{{sdk}}", &sdk.display().to_string())
     };
-    let files = [
-        ("Cargo.toml", fill(template::CARGO)),
-        ("Cargo.lock", template::LOCK.to_owned()),
-        ("src/lib.rs", fill(code)),
+    let test = if kind == "filter" { template::FILTER_TEST } else { template::MAP_VALUES_TEST };
+    let test_file = format!("{name}.test.toml");
+    let mut files: Vec<(&str, String)> = vec![
         ("pipeline.toml", fill(template::PIPELINE)),
         ("data/events.jsonl", template::EVENTS.to_owned()),
-        (&format!("{name}.test.toml"), fill(test)),
-        (".gitignore", fill(template::GITIGNORE)),
+        (&test_file, fill(test)),
     ];
+    if lang == "rust" {
+        let code = if kind == "filter" { template::FILTER } else { template::MAP_VALUES };
+        files.extend([
+            ("Cargo.toml", fill(template::CARGO)),
+            ("Cargo.lock", template::LOCK.to_owned()),
+            ("src/lib.rs", fill(code)),
+            (".gitignore", fill(template::GITIGNORE)),
+        ]);
+    } else {
+        let code = if kind == "filter" { template::PY_FILTER } else { template::PY_MAP_VALUES };
+        files.extend([
+            ("pyproject.toml", fill(template::PY_PROJECT)),
+            ("app.py", fill(code)),
+            ("wasp_batch.py", template::PY_BATCH.to_owned()),
+            (".gitignore", fill(template::PY_GITIGNORE)),
+        ]);
+    }
     for (file, text) in files {
         let path = dir.join(file);
         if let Some(p) = path.parent() {
@@ -835,17 +863,71 @@ pub struct Built {
     pub kinds: Vec<PluginKind>,
 }
 
-/// `wasp build DIR`: builds the plugin in `dir` into a component. A Rust crate is built for
-/// `wasm32-unknown-unknown` with cargo, and its core module made a component in-process
-/// (`wit-component`, what `wasm-tools component new` does), written as `DIR/<crate>.wasm`.
+/// `wasp build DIR`: builds the plugin in `dir` into a component, by its language. A Rust
+/// crate (`Cargo.toml`) is built for `wasm32-unknown-unknown` with cargo, and its core module
+/// made a component in-process (`wit-component`, what `wasm-tools component new` does),
+/// written as `DIR/<crate>.wasm`. A Python plugin (`pyproject.toml` with `[tool.wasp] world`)
+/// is built by componentize-py from `app.py` against wasp's WIT, as `DIR/<project>.wasm`.
 pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Built> {
-    let manifest = dir.join("Cargo.toml");
-    if !manifest.exists() {
+    let (name, out) = if dir.join("Cargo.toml").exists() {
+        build_rust(dir)?
+    } else if dir.join("pyproject.toml").exists() {
+        build_python(dir)?
+    } else {
         anyhow::bail!(
-            "{}: no Cargo.toml; `wasp build` builds Rust plugin crates so far (Python: componentize-py, see the README)",
+            "{}: neither a Rust crate (Cargo.toml) nor a Python plugin (pyproject.toml); `wasp new` starts one",
             dir.display()
         );
+    };
+    let bytes = std::fs::metadata(&out).with_context(|| format!("{}", out.display()))?.len();
+    let runtime = Runtime::new(cache_dir, MetricsRegistry::default())?;
+    let loaded = runtime
+        .load(&name, &out, &toml::Table::new(), &Default::default(), &Default::default(), &[])
+        .with_context(|| format!("loading {}", out.display()))?;
+    Ok(Built { component: out, bytes, kinds: loaded.kinds.clone() })
+}
+
+/// A Python plugin through componentize-py: `(name, component)`.
+fn build_python(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join("pyproject.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let project: toml::Table = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let name = project
+        .get("project")
+        .and_then(|p| p.get("name"))
+        .and_then(toml::Value::as_str)
+        .with_context(|| format!("{}: no `[project] name`", path.display()))?
+        .to_owned();
+    let world = project
+        .get("tool")
+        .and_then(|t| t.get("wasp"))
+        .and_then(|w| w.get("world"))
+        .and_then(toml::Value::as_str)
+        .with_context(|| format!("{}: no `[tool.wasp] world` (e.g. \"value-mapper-plugin\")", path.display()))?
+        .to_owned();
+    let wit = std::env::temp_dir().join(format!("wasp-wit-{}", std::process::id()));
+    std::fs::create_dir_all(&wit).with_context(|| format!("creating {}", wit.display()))?;
+    std::fs::write(wit.join("plugin.wit"), template::WIT).with_context(|| format!("writing {}", wit.display()))?;
+    let out = dir.join(format!("{name}.wasm"));
+    let status = std::process::Command::new("componentize-py")
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", &world, "componentize", "app", "-p"])
+        .arg(dir)
+        .arg("-o")
+        .arg(&out)
+        .status();
+    let _ = std::fs::remove_dir_all(&wit);
+    let status = status.context("running componentize-py (`make setup` installs it)")?;
+    if !status.success() {
+        anyhow::bail!("componentize-py failed in {} ({status})", dir.display());
     }
+    Ok((name, out))
+}
+
+/// A Rust crate through cargo and wit-component: `(name, component)`.
+fn build_rust(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let manifest = dir.join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(&cargo)
         .current_dir(dir)
@@ -880,9 +962,5 @@ pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Bu
         .with_context(|| format!("making {} a component", module.display()))?;
     let out = dir.join(format!("{name}.wasm"));
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
-    let runtime = Runtime::new(cache_dir, MetricsRegistry::default())?;
-    let loaded = runtime
-        .load(name, &out, &toml::Table::new(), &Default::default(), &Default::default(), &[])
-        .with_context(|| format!("loading {}", out.display()))?;
-    Ok(Built { component: out, bytes: component.len() as u64, kinds: loaded.kinds.clone() })
+    Ok((name.to_owned(), out))
 }

@@ -177,9 +177,10 @@ fn a_wrong_expectation_prints_a_diff_and_fails() {
     );
 }
 
-/// `wasp new rust NAME --kind KIND`, then `wasp build` and `wasp test` on what it made: each
-/// kind's scaffold builds into a component of that kind and passes its own test as generated,
-/// so the templates cannot rot.
+/// `wasp new LANG NAME --kind KIND`, then `wasp build` and `wasp test` on what it made: each
+/// language's and kind's scaffold builds into a component of that kind (Rust through cargo and
+/// wit-component, Python through componentize-py) and passes its own test as generated, so the
+/// templates cannot rot.
 #[test]
 fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
     let sc = Scratch::new();
@@ -195,11 +196,17 @@ fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     };
-    for (kind, export) in [("filter", "filter"), ("map-values", "value-mapper")] {
-        let name = format!("demo-{kind}");
+    let cases = [
+        ("rust", "filter", "filter"),
+        ("rust", "map-values", "value-mapper"),
+        ("python", "filter", "filter"),
+        ("python", "map-values", "value-mapper"),
+    ];
+    for (lang, kind, export) in cases {
+        let name = format!("{lang}-{kind}");
         let (ok, out) = wasp(&[
             "new".as_ref(),
-            "rust".as_ref(),
+            lang.as_ref(),
             name.as_ref(),
             "--kind".as_ref(),
             kind.as_ref(),
@@ -232,6 +239,9 @@ fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
     ]);
     assert!(!ok && out.contains("--kind `reduce`"), "{out}");
     let (ok, out) =
-        wasp(&["new".as_ref(), "rust".as_ref(), "demo-filter".as_ref(), "--dir".as_ref(), sc.dir.path().as_os_str()]);
+        wasp(&["new".as_ref(), "rust".as_ref(), "rust-filter".as_ref(), "--dir".as_ref(), sc.dir.path().as_os_str()]);
     assert!(!ok && out.contains("exists already"), "{out}");
+    let (ok, out) =
+        wasp(&["new".as_ref(), "cobol".as_ref(), "x".as_ref(), "--dir".as_ref(), sc.dir.path().as_os_str()]);
+    assert!(!ok && out.contains("rust and python"), "{out}");
 }
