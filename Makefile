@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/wasp/target
 WASM_TOOLS_VERSION := 1.263.0
 NISSHI_VERSION := 0.8.1
 COMPONENTIZE_PY_VERSION := 0.25.1
+COMPONENTIZE_JS_VERSION := 0.23.0
+NPM_PREFIX := $(HOME)/.cache/wasp/npm
 RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add
 BUILD := plugins/build
 WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
@@ -31,8 +33,9 @@ test: setup plugins
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
 	  target/test-output.log
 
-## What the commands need: wasm targets, wasm-tools, componentize-py, libclang (bindgen's libclang.so,
-## not libclang-cpp, which some images ship alone), the test broker.
+## What the commands need: wasm targets, wasm-tools, componentize-py, componentize-js (npm, into
+## ~/.cache/wasp/npm), libclang (bindgen's libclang.so, not libclang-cpp, which some images ship
+## alone), the test broker.
 setup: .setup-done
 .setup-done: Makefile
 	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
@@ -44,6 +47,13 @@ setup: .setup-done
 	  $(CARGO) install wasm-tools --version $(WASM_TOOLS_VERSION) --locked; fi
 	@if ! command -v componentize-py >/dev/null || [ "$$(componentize-py --version | cut -d' ' -f2)" != "$(COMPONENTIZE_PY_VERSION)" ]; then \
 	  python3 -m pip install --quiet componentize-py==$(COMPONENTIZE_PY_VERSION); fi
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm; fi; fi
+	@if ! grep -qs '"version": "$(COMPONENTIZE_JS_VERSION)"' \
+	    $(NPM_PREFIX)/node_modules/@bytecodealliance/componentize-js/package.json; then \
+	  mkdir -p $(NPM_PREFIX) && npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent \
+	    @bytecodealliance/componentize-js@$(COMPONENTIZE_JS_VERSION); fi
 	@if [ "$$(nisshi --version 2>/dev/null | awk '{print $$2}')" != "$(NISSHI_VERSION)" ]; then \
 	  echo "building the test broker nisshi $(NISSHI_VERSION) once (about 9 minutes; cached in ~/.cargo/bin)"; \
 	  $(CARGO) install nisshi --version $(NISSHI_VERSION) --locked --ignore-rust-version; fi

@@ -768,7 +768,10 @@ pub const NEW_KINDS: &[(&str, &str, &str)] =
     &[("filter", "filter", "filter-plugin"), ("map-values", "map_values", "value-mapper-plugin")];
 
 /// The languages `wasp new` scaffolds.
-pub const NEW_LANGUAGES: &[&str] = &["rust", "python"];
+pub const NEW_LANGUAGES: &[&str] = &["rust", "python", "javascript"];
+
+/// The componentize-js release `make setup` installs (into `~/.cache/wasp/npm`).
+pub const COMPONENTIZE_JS: &str = "0.23.0";
 
 mod template {
     pub const CARGO: &str = include_str!("../../guest-sdk/template/Cargo.toml.tmpl");
@@ -787,7 +790,13 @@ mod template {
     pub const PY_GITIGNORE: &str = include_str!("../../guest-sdk/template/python/gitignore.tmpl");
     /// The batch helpers of the Python SDK, copied beside a new Python plugin.
     pub const PY_BATCH: &str = include_str!("../../plugins/python/sdk/wasp_batch.py");
-    /// The WIT contract, for componentize-py.
+    pub const JS_PACKAGE: &str = include_str!("../../guest-sdk/template/javascript/package.json.tmpl");
+    pub const JS_FILTER: &str = include_str!("../../guest-sdk/template/javascript/filter.js.tmpl");
+    pub const JS_MAP_VALUES: &str = include_str!("../../guest-sdk/template/javascript/map-values.js.tmpl");
+    /// The batch helpers a JavaScript plugin starts with, put into its `app.js`.
+    pub const JS_BATCH: &str = include_str!("../../guest-sdk/template/javascript/batch.js.part");
+    pub const JS_GITIGNORE: &str = include_str!("../../guest-sdk/template/javascript/gitignore.tmpl");
+    /// The WIT contract, for componentize-py and componentize-js.
     pub const WIT: &str = include_str!("../../wit/plugin.wit");
 }
 
@@ -796,7 +805,7 @@ mod template {
 /// events, and a `wasp test` file that passes as generated. Returns the new folder.
 pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::Result<PathBuf> {
     if !NEW_LANGUAGES.contains(&lang) {
-        anyhow::bail!("`wasp new` scaffolds {} plugins so far, not `{lang}`", NEW_LANGUAGES.join(" and "));
+        anyhow::bail!("`wasp new` scaffolds {} plugins so far, not `{lang}`", NEW_LANGUAGES.join(", "));
     }
     let valid = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -836,6 +845,13 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
             ("src/lib.rs", fill(code)),
             (".gitignore", fill(template::GITIGNORE)),
         ]);
+    } else if lang == "javascript" {
+        let code = if kind == "filter" { template::JS_FILTER } else { template::JS_MAP_VALUES };
+        files.extend([
+            ("package.json", fill(template::JS_PACKAGE)),
+            ("app.js", fill(code).replace("{{batch}}", template::JS_BATCH)),
+            (".gitignore", fill(template::JS_GITIGNORE)),
+        ]);
     } else {
         let code = if kind == "filter" { template::PY_FILTER } else { template::PY_MAP_VALUES };
         files.extend([
@@ -873,9 +889,11 @@ pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Bu
         build_rust(dir)?
     } else if dir.join("pyproject.toml").exists() {
         build_python(dir)?
+    } else if dir.join("package.json").exists() {
+        build_javascript(dir)?
     } else {
         anyhow::bail!(
-            "{}: neither a Rust crate (Cargo.toml) nor a Python plugin (pyproject.toml); `wasp new` starts one",
+            "{}: not a Rust crate (Cargo.toml), a Python plugin (pyproject.toml) or a JavaScript one (package.json); `wasp new` starts one",
             dir.display()
         );
     };
@@ -885,6 +903,56 @@ pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Bu
         .load(&name, &out, &toml::Table::new(), &Default::default(), &Default::default(), &[])
         .with_context(|| format!("loading {}", out.display()))?;
     Ok(Built { component: out, bytes, kinds: loaded.kinds.clone() })
+}
+
+/// The WIT contract in a temporary folder of its own, for a componentizer to read.
+fn wit_dir() -> anyhow::Result<PathBuf> {
+    let wit = std::env::temp_dir().join(format!("wasp-wit-{}", std::process::id()));
+    std::fs::create_dir_all(&wit).with_context(|| format!("creating {}", wit.display()))?;
+    std::fs::write(wit.join("plugin.wit"), template::WIT).with_context(|| format!("writing {}", wit.display()))?;
+    Ok(wit)
+}
+
+/// A JavaScript plugin through componentize-js, from `app.js`, exporting the world that
+/// `package.json` names in `wasp.world`, with every WASI feature componentize-js can leave out
+/// disabled: `(name, component)`.
+fn build_javascript(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join("package.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let package: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let name = package["name"].as_str().with_context(|| format!("{}: no `name`", path.display()))?.to_owned();
+    let world = package["wasp"]["world"]
+        .as_str()
+        .with_context(|| format!("{}: no `wasp.world` (e.g. \"value-mapper-plugin\")", path.display()))?
+        .to_owned();
+    let tool = match std::env::var_os("WASP_COMPONENTIZE_JS") {
+        Some(t) => PathBuf::from(t),
+        None => {
+            let cached = std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/wasp/npm/node_modules/.bin/componentize-js"));
+            cached.filter(|c| c.exists()).unwrap_or_else(|| PathBuf::from("componentize-js"))
+        }
+    };
+    let wit = wit_dir()?;
+    let out = dir.join(format!("{name}.wasm"));
+    let status = std::process::Command::new(&tool)
+        .arg(dir.join("app.js"))
+        .arg("--wit")
+        .arg(&wit)
+        .args(["--world-name", &world, "-d", "stdio", "random", "clocks", "http", "fetch-event", "-o"])
+        .arg(&out)
+        .status();
+    let _ = std::fs::remove_dir_all(&wit);
+    let status = status.with_context(|| {
+        format!(
+            "running {} (`make setup` installs @bytecodealliance/componentize-js {COMPONENTIZE_JS} into ~/.cache/wasp/npm)",
+            tool.display()
+        )
+    })?;
+    if !status.success() {
+        anyhow::bail!("componentize-js failed in {} ({status})", dir.display());
+    }
+    Ok((name, out))
 }
 
 /// A Python plugin through componentize-py: `(name, component)`.
@@ -905,9 +973,7 @@ fn build_python(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
         .and_then(toml::Value::as_str)
         .with_context(|| format!("{}: no `[tool.wasp] world` (e.g. \"value-mapper-plugin\")", path.display()))?
         .to_owned();
-    let wit = std::env::temp_dir().join(format!("wasp-wit-{}", std::process::id()));
-    std::fs::create_dir_all(&wit).with_context(|| format!("creating {}", wit.display()))?;
-    std::fs::write(wit.join("plugin.wit"), template::WIT).with_context(|| format!("writing {}", wit.display()))?;
+    let wit = wit_dir()?;
     let out = dir.join(format!("{name}.wasm"));
     let status = std::process::Command::new("componentize-py")
         .arg("-d")

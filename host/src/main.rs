@@ -81,7 +81,7 @@ enum Command {
     /// Starts a plugin: a crate with one function, a pipeline that uses it on sample events,
     /// and a `wasp test` file that passes as generated.
     New {
-        /// The plugin's language: `rust` or `python`.
+        /// The plugin's language: `rust`, `python` or `javascript`.
         lang: String,
         /// The plugin's name: its folder, crate and component.
         name: String,

@@ -201,6 +201,8 @@ fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
         ("rust", "map-values", "value-mapper"),
         ("python", "filter", "filter"),
         ("python", "map-values", "value-mapper"),
+        ("javascript", "filter", "filter"),
+        ("javascript", "map-values", "value-mapper"),
     ];
     for (lang, kind, export) in cases {
         let name = format!("{lang}-{kind}");
@@ -243,5 +245,5 @@ fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
     assert!(!ok && out.contains("exists already"), "{out}");
     let (ok, out) =
         wasp(&["new".as_ref(), "cobol".as_ref(), "x".as_ref(), "--dir".as_ref(), sc.dir.path().as_os_str()]);
-    assert!(!ok && out.contains("rust and python"), "{out}");
+    assert!(!ok && out.contains("rust, python, javascript"), "{out}");
 }
