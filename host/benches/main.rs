@@ -13,7 +13,7 @@
 //! is timed. Rounds are interleaved and the median is printed, with the best round and the
 //! spread, since the machine may be shared. A first pass warms up and checks that every path
 //! computes the same output. `WASP_BENCH_RECORDS` and `WASP_BENCH_ROUNDS` shrink a run, and
-//! `WASP_BENCH_SKIP=sandbox,state` leaves the later parts out.
+//! `WASP_BENCH_SKIP=sandbox,joins,languages,state` leaves the later parts out.
 
 use std::hash::{DefaultHasher, Hasher};
 use std::path::PathBuf;
@@ -275,6 +275,8 @@ mod json_data;
 mod bench_footprint;
 #[path = "joins.rs"]
 mod bench_joins;
+#[path = "languages.rs"]
+mod bench_languages;
 #[path = "sandbox.rs"]
 mod bench_sandbox;
 #[path = "state.rs"]
@@ -507,6 +509,9 @@ fn main() -> Result<()> {
     if !skip.split(',').any(|s| s == "joins") {
         bench_joins::run(env_usize("WASP_BENCH_JOIN_RECORDS", JOIN_RECORDS)?)?;
     }
+    if !skip.split(',').any(|s| s == "languages") {
+        bench_languages::run(env_usize("WASP_BENCH_LANGUAGE_RECORDS", LANGUAGE_RECORDS)?)?;
+    }
     if skip.split(',').any(|s| s == "state") {
         return Ok(());
     }
@@ -515,6 +520,9 @@ fn main() -> Result<()> {
 
 /// Stream records per join benchmark.
 const JOIN_RECORDS: usize = 300_000;
+
+/// Events per plugin-language benchmark.
+const LANGUAGE_RECORDS: usize = 100_000;
 
 /// The identity filter, called on each batch once it is encoded: the call alone is timed.
 fn batch_filter(instance: &mut PluginInstance, input: &[Vec<Record>], check: bool) -> Measured {

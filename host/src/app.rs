@@ -884,9 +884,12 @@ pub struct Built {
 /// made a component in-process (`wit-component`, what `wasm-tools component new` does),
 /// written as `DIR/<crate>.wasm`. A Python plugin (`pyproject.toml` with `[tool.wasp] world`)
 /// is built by componentize-py from `app.py` against wasp's WIT, as `DIR/<project>.wasm`.
-pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Built> {
+///
+/// `target_dir` is where cargo builds (default: its own choice, `$CARGO_TARGET_DIR` or the
+/// crate's `target/`).
+pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>, target_dir: Option<&Path>) -> anyhow::Result<Built> {
     let (name, out) = if dir.join("Cargo.toml").exists() {
-        build_rust(dir)?
+        build_rust(dir, target_dir)?
     } else if dir.join("pyproject.toml").exists() {
         build_python(dir)?
     } else if dir.join("package.json").exists() {
@@ -992,22 +995,24 @@ fn build_python(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
 }
 
 /// A Rust crate through cargo and wit-component: `(name, component)`.
-fn build_rust(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+fn build_rust(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<(String, PathBuf)> {
     let manifest = dir.join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(&cargo)
-        .current_dir(dir)
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
-        .status()
-        .context("running cargo")?;
+    let cargo_in = |args: &[&str]| {
+        let mut c = std::process::Command::new(&cargo);
+        c.current_dir(dir).args(args);
+        if let Some(t) = target_dir {
+            c.env("CARGO_TARGET_DIR", t);
+        }
+        c
+    };
+    let status =
+        cargo_in(&["build", "--release", "--target", "wasm32-unknown-unknown"]).status().context("running cargo")?;
     if !status.success() {
         anyhow::bail!("cargo build failed in {} ({status})", dir.display());
     }
-    let meta = std::process::Command::new(&cargo)
-        .current_dir(dir)
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .output()
-        .context("running cargo metadata")?;
+    let meta =
+        cargo_in(&["metadata", "--no-deps", "--format-version", "1"]).output().context("running cargo metadata")?;
     let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).context("reading cargo metadata")?;
     let want = manifest.canonicalize().with_context(|| format!("{}", manifest.display()))?;
     let package = meta["packages"]

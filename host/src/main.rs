@@ -188,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Build { dir } => {
-            let built = app::build_plugin(&dir, cache)?;
+            let built = app::build_plugin(&dir, cache, None)?;
             let kinds: Vec<&str> = built.kinds.iter().map(|k| k.interface()).collect();
             println!(
                 "built {}: {:.1} KiB, kinds: {}, WIT {}@{}",
