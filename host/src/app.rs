@@ -746,6 +746,10 @@ fn run_case(
                 .into());
         }
         let Some(rows) = driver.store(name)? else {
+            if !failures.is_empty() {
+                failures.push(format!("and no queryable store `{name}`"));
+                continue;
+            }
             let names = p.topology.stores.keys().map(String::as_str);
             let mut err = tests.error(s.store.span(), "stores.store", format!("no queryable store `{name}`"));
             if let Some(c) = manifest::closest(name, names) {
@@ -764,8 +768,11 @@ fn run_case(
 
 /// The function kinds `wasp new` scaffolds: the manifest step that uses each, and the WIT
 /// world a Python plugin of that kind exports.
-pub const NEW_KINDS: &[(&str, &str, &str)] =
-    &[("filter", "filter", "filter-plugin"), ("map-values", "map_values", "value-mapper-plugin")];
+pub const NEW_KINDS: &[(&str, &str, &str)] = &[
+    ("filter", "filter", "filter-plugin"),
+    ("map-values", "map_values", "value-mapper-plugin"),
+    ("processor", "process", "processor-plugin"),
+];
 
 /// The languages `wasp new` scaffolds.
 pub const NEW_LANGUAGES: &[&str] = &["rust", "python", "javascript"];
@@ -782,6 +789,9 @@ mod template {
     pub const FILTER_TEST: &str = include_str!("../../guest-sdk/template/filter.test.toml.tmpl");
     pub const MAP_VALUES: &str = include_str!("../../guest-sdk/template/map-values.rs.tmpl");
     pub const MAP_VALUES_TEST: &str = include_str!("../../guest-sdk/template/map-values.test.toml.tmpl");
+    pub const PROCESSOR: &str = include_str!("../../guest-sdk/template/processor.rs.tmpl");
+    pub const PROCESSOR_TEST: &str = include_str!("../../guest-sdk/template/processor.test.toml.tmpl");
+    pub const PY_PROCESSOR: &str = include_str!("../../guest-sdk/template/python/processor.py.tmpl");
     /// The plugins' lock file: a new crate starts from the versions the examples build with.
     pub const LOCK: &str = include_str!("../../plugins/Cargo.lock");
     pub const PY_PROJECT: &str = include_str!("../../guest-sdk/template/python/pyproject.toml.tmpl");
@@ -793,6 +803,7 @@ mod template {
     pub const JS_PACKAGE: &str = include_str!("../../guest-sdk/template/javascript/package.json.tmpl");
     pub const JS_FILTER: &str = include_str!("../../guest-sdk/template/javascript/filter.js.tmpl");
     pub const JS_MAP_VALUES: &str = include_str!("../../guest-sdk/template/javascript/map-values.js.tmpl");
+    pub const JS_PROCESSOR: &str = include_str!("../../guest-sdk/template/javascript/processor.js.tmpl");
     /// The batch helpers a JavaScript plugin starts with, put into its `app.js`.
     pub const JS_BATCH: &str = include_str!("../../guest-sdk/template/javascript/batch.js.part");
     pub const JS_GITIGNORE: &str = include_str!("../../guest-sdk/template/javascript/gitignore.tmpl");
@@ -824,13 +835,26 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
     // The guest SDK beside this wasp's sources.
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
     let sdk = sdk.canonicalize().with_context(|| format!("the guest SDK at {}", sdk.display()))?;
+    // A processor names the store it keeps its counts in.
+    let step = if kind == "processor" {
+        format!(r#"{{ op = "process", plugin = "{name}", stores = ["counts"] }}"#)
+    } else {
+        format!(r#"{{ op = "{op}", plugin = "{name}" }}"#)
+    };
     let fill = |t: &str| {
-        t.replace("{{name}}", name)
+        t.replace("{{step}}", &step)
+            .replace("{{name}}", name)
             .replace("{{op}}", op)
             .replace("{{world}}", world)
             .replace("{{sdk}}", &sdk.display().to_string())
     };
-    let test = if kind == "filter" { template::FILTER_TEST } else { template::MAP_VALUES_TEST };
+    // Each kind's code in each language, and its test.
+    let pick = |filter: &'static str, map_values: &'static str, processor: &'static str| match kind {
+        "filter" => filter,
+        "map-values" => map_values,
+        _ => processor,
+    };
+    let test = pick(template::FILTER_TEST, template::MAP_VALUES_TEST, template::PROCESSOR_TEST);
     let test_file = format!("{name}.test.toml");
     let mut files: Vec<(&str, String)> = vec![
         ("pipeline.toml", fill(template::PIPELINE)),
@@ -838,7 +862,7 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
         (&test_file, fill(test)),
     ];
     if lang == "rust" {
-        let code = if kind == "filter" { template::FILTER } else { template::MAP_VALUES };
+        let code = pick(template::FILTER, template::MAP_VALUES, template::PROCESSOR);
         files.extend([
             ("Cargo.toml", fill(template::CARGO)),
             ("Cargo.lock", template::LOCK.to_owned()),
@@ -846,14 +870,14 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
             (".gitignore", fill(template::GITIGNORE)),
         ]);
     } else if lang == "javascript" {
-        let code = if kind == "filter" { template::JS_FILTER } else { template::JS_MAP_VALUES };
+        let code = pick(template::JS_FILTER, template::JS_MAP_VALUES, template::JS_PROCESSOR);
         files.extend([
             ("package.json", fill(template::JS_PACKAGE)),
             ("app.js", fill(code).replace("{{batch}}", template::JS_BATCH)),
             (".gitignore", fill(template::JS_GITIGNORE)),
         ]);
     } else {
-        let code = if kind == "filter" { template::PY_FILTER } else { template::PY_MAP_VALUES };
+        let code = pick(template::PY_FILTER, template::PY_MAP_VALUES, template::PY_PROCESSOR);
         files.extend([
             ("pyproject.toml", fill(template::PY_PROJECT)),
             ("app.py", fill(code)),

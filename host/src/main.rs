@@ -85,7 +85,8 @@ enum Command {
         lang: String,
         /// The plugin's name: its folder, crate and component.
         name: String,
-        /// The function's kind: `filter` or `map-values`.
+        /// The function's kind: `filter`, `map-values`, or `processor` (a key-value store and
+        /// a stream-time timer).
         #[arg(long, default_value = "filter")]
         kind: String,
         /// Where the plugin's folder goes (default: here).

@@ -203,6 +203,10 @@ fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
         ("python", "map-values", "value-mapper"),
         ("javascript", "filter", "filter"),
         ("javascript", "map-values", "value-mapper"),
+        // A key-value store and a stream-time timer, in each language.
+        ("rust", "processor", "processor"),
+        ("python", "processor", "processor"),
+        ("javascript", "processor", "processor"),
     ];
     for (lang, kind, export) in cases {
         let name = format!("{lang}-{kind}");

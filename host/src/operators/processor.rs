@@ -298,6 +298,19 @@ impl Operator for Processor {
         }
     }
 
+    /// A processor's key-value stores answer queries with the keys and values it wrote (its
+    /// window and session stores answer nothing yet).
+    fn query(
+        &mut self,
+        store: &str,
+        query: &crate::state::StoreQuery,
+        limit: usize,
+    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
+        let stores = self.stores.lock().ok()?;
+        let s = stores.get(store)?;
+        (s.spec.kind == crate::state::StoreKind::KeyValue).then(|| crate::state::query_values(s, &[crate::state::windows::DATA], query, limit))
+    }
+
     fn rerunnable(&self) -> bool {
         false
     }

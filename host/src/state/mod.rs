@@ -483,6 +483,34 @@ pub fn query_rows(store: &Store, query: &StoreQuery, limit: usize) -> Result<Vec
         .collect())
 }
 
+/// The entries of a key-value store whose keys are `namespace | key` and whose values are what
+/// its writer put (a processor's store: [`windows::DATA`] is its namespace), for a query.
+pub fn query_values(
+    store: &Store,
+    namespace: &[u8],
+    query: &StoreQuery,
+    limit: usize,
+) -> Result<Vec<QueryRow>, StateError> {
+    let within = |k: &[u8]| [namespace, k].concat();
+    let rows = match query {
+        StoreQuery::Key(k) => store.get(&within(k))?.map(|v| vec![(within(k), v)]).unwrap_or_default(),
+        StoreQuery::Range { from, to } => {
+            let end = match to {
+                Some(t) => Some(within(t)),
+                None => prefix_end(namespace),
+            };
+            store.range(&within(from), end.as_deref(), limit)?
+        }
+        StoreQuery::Prefix(p) => store.prefix(&within(p), limit)?,
+        StoreQuery::Windows { .. } | StoreQuery::KeyAsOf { .. } => Vec::new(),
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(k, value)| Some(QueryRow { key: k.strip_prefix(namespace)?.to_vec(), window: None, value }))
+        .take(limit)
+        .collect())
+}
+
 /// What an interactive query found: a key's value, and for window and session stores the
 /// window it is the value of.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
