@@ -716,7 +716,8 @@ fn run_case(
             Order::LastPerKey => (Match::LastPerKey, "last per key"),
         };
         let actual = driver.output(topic);
-        if actual.is_empty() && !p.topology.sink_topics().contains(&topic.as_str()) {
+        let dead_letters = p.topology.nodes.iter().any(|n| n.policy.dead_letter_topic == *topic);
+        if actual.is_empty() && !dead_letters && !p.topology.sink_topics().contains(&topic.as_str()) {
             let written: Vec<&str> = driver.written().collect();
             let mut err = tests.error(e.topic.span(), "expect.topic", format!("no step writes topic `{topic}`"));
             if let Some(c) = manifest::closest(topic, p.topology.sink_topics().into_iter().chain(written)) {
