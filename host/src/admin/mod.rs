@@ -140,7 +140,7 @@ const MAX_QUERY_ROWS: usize = 10_000;
 
 /// Entries as JSON: `[{"key": …, "value": …}]` (text where it is UTF-8, else lossy), with
 /// `"window": {"start": …, "end": …}` for a window or session store's.
-fn rows_json(rows: &[crate::state::QueryRow]) -> serde_json::Value {
+fn rows_json(rows: &[crate::runtime::query::QueryRow]) -> serde_json::Value {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     serde_json::Value::Array(
         rows.iter()
@@ -279,7 +279,7 @@ async fn keyed(
 /// A refusal of a key query on a window or session store (`windows` false), or of a windows
 /// query on a key-value store, saying which to ask instead.
 fn wrong_kind(s: &AdminState, store: &str, windows: bool) -> Option<Response> {
-    use crate::state::StoreKind;
+    use crate::runtime::query::StoreKind;
     let kind = s.hosts.store_kind(store)?;
     match (kind, windows) {
         (StoreKind::KeyValue, true) => Some(error(

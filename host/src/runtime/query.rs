@@ -9,8 +9,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::state::QueryRow;
-pub use crate::state::StoreQuery;
+pub use crate::state::{QueryRow, StoreKind, StoreQuery};
 
 /// The answer to a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
