@@ -642,6 +642,23 @@ pub fn run_test_file(
     Ok(count)
 }
 
+/// An error at `span` of a test file about a name that is not there, with the closest of
+/// `known` as a suggestion.
+fn unknown_name<'a>(
+    tests: &manifest::testfile::LoadedTests,
+    span: std::ops::Range<usize>,
+    key: String,
+    message: String,
+    name: &str,
+    known: impl Iterator<Item = &'a str>,
+) -> anyhow::Error {
+    let mut e = tests.error(span, key, message);
+    if let Some(c) = manifest::closest(name, known) {
+        e = e.with_help(format!("did you mean `{c}`?"));
+    }
+    e.into()
+}
+
 /// Runs one case; what did not match, each with its diff.
 fn run_case(
     p: &Prepared,
@@ -670,12 +687,9 @@ fn run_case(
         let Some(topic) = &s.topic else { continue };
         if !driver.reads(topic.get_ref()) {
             let key = format!("{}.steps[{j}].topic", case.name.get_ref());
-            let read: Vec<&str> = p.topology.sources.keys().map(String::as_str).collect();
-            let mut e = tests.error(topic.span(), key, format!("no pipeline reads topic `{}`", topic.get_ref()));
-            if let Some(c) = manifest::closest(topic.get_ref(), read.iter().copied()) {
-                e = e.with_help(format!("did you mean `{c}`?"));
-            }
-            return Err(e.into());
+            let message = format!("no pipeline reads topic `{}`", topic.get_ref());
+            let read = p.topology.sources.keys().map(String::as_str);
+            return Err(unknown_name(tests, topic.span(), key, message, topic.get_ref(), read));
         }
         last_ts = s.timestamp.unwrap_or(last_ts);
         let key = s.key.as_ref().map(value_bytes);
@@ -698,7 +712,7 @@ fn run_case(
     }
     flush(&mut driver, &mut pending)?;
     let mut failures = Vec::new();
-    for e in &case.expect {
+    for (i, e) in case.expect.iter().enumerate() {
         let topic = e.topic.get_ref();
         let expected: Vec<Expected> = e
             .records
@@ -718,12 +732,10 @@ fn run_case(
         let actual = driver.output(topic);
         let dead_letters = p.topology.nodes.iter().any(|n| n.policy.dead_letter_topic == *topic);
         if actual.is_empty() && !dead_letters && !p.topology.sink_topics().contains(&topic.as_str()) {
-            let written: Vec<&str> = driver.written().collect();
-            let mut err = tests.error(e.topic.span(), "expect.topic", format!("no step writes topic `{topic}`"));
-            if let Some(c) = manifest::closest(topic, p.topology.sink_topics().into_iter().chain(written)) {
-                err = err.with_help(format!("did you mean `{c}`?"));
-            }
-            return Err(err.into());
+            let key = format!("{}.expect[{i}].topic", case.name.get_ref());
+            let message = format!("no step writes topic `{topic}`");
+            let known = p.topology.sink_topics().into_iter().chain(driver.written());
+            return Err(unknown_name(tests, e.topic.span(), key, message, topic, known));
         }
         if let Err(diff) = check_records(order, &expected, actual) {
             failures.push(format!(
@@ -733,7 +745,7 @@ fn run_case(
             ));
         }
     }
-    for s in &case.stores {
+    for (i, s) in case.stores.iter().enumerate() {
         let name = s.store.get_ref();
         if let Some(spec) = p.topology.stores.get(name.as_str())
             && spec.kind != crate::state::StoreKind::KeyValue
@@ -741,7 +753,7 @@ fn run_case(
             return Err(tests
                 .error(
                     s.store.span(),
-                    "stores.store",
+                    format!("{}.stores[{i}].store", case.name.get_ref()),
                     format!("`{name}` is a {} store: expect its output topic instead", spec.kind),
                 )
                 .into());
@@ -751,12 +763,9 @@ fn run_case(
                 failures.push(format!("and no queryable store `{name}`"));
                 continue;
             }
+            let key = format!("{}.stores[{i}].store", case.name.get_ref());
             let names = p.topology.stores.keys().map(String::as_str);
-            let mut err = tests.error(s.store.span(), "stores.store", format!("no queryable store `{name}`"));
-            if let Some(c) = manifest::closest(name, names) {
-                err = err.with_help(format!("did you mean `{c}`?"));
-            }
-            return Err(err.into());
+            return Err(unknown_name(tests, s.store.span(), key, format!("no queryable store `{name}`"), name, names));
         };
         let expected: Vec<(Vec<u8>, Vec<u8>)> =
             s.entries.iter().map(|e| (value_bytes(&e.key), value_bytes(&e.value))).collect();

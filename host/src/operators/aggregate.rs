@@ -1087,7 +1087,7 @@ impl Operator for Aggregate {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
+    ) -> Option<crate::state::QueryResult> {
         use crate::state::{QueryRow, StoreQuery};
         if self.store.name() != store {
             return None;

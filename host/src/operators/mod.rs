@@ -134,7 +134,7 @@ pub trait Operator: Send {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
+    ) -> Option<crate::state::QueryResult> {
         let _ = (store, query, limit);
         None
     }

@@ -305,7 +305,7 @@ impl Operator for Processor {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
+    ) -> Option<crate::state::QueryResult> {
         let stores = self.stores.lock().ok()?;
         let s = stores.get(store)?;
         (s.spec.kind == crate::state::StoreKind::KeyValue).then(|| crate::state::query_values(s, &[crate::state::windows::DATA], query, limit))

@@ -143,7 +143,7 @@ impl Operator for ToTable {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
+    ) -> Option<crate::state::QueryResult> {
         let s = locked(&self.store);
         if s.name() != store {
             return None;

@@ -254,7 +254,7 @@ impl Operator for TableAggregate {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<Vec<crate::state::QueryRow>, crate::state::StateError>> {
+    ) -> Option<crate::state::QueryResult> {
         (self.store.name() == store).then(|| crate::state::query_rows(&self.store, query, limit))
     }
 

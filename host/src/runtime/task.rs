@@ -93,7 +93,7 @@ impl Task {
         store: &str,
         query: &crate::state::StoreQuery,
         limit: usize,
-    ) -> Option<Result<Vec<crate::state::QueryRow>, StateError>> {
+    ) -> Option<crate::state::QueryResult> {
         self.operators.iter_mut().flatten().find_map(|op| op.query(store, query, limit))
     }
 

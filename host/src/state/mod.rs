@@ -511,6 +511,9 @@ pub fn query_values(
         .collect())
 }
 
+/// A store's answer to an interactive query.
+pub type QueryResult = Result<Vec<QueryRow>, StateError>;
+
 /// What an interactive query found: a key's value, and for window and session stores the
 /// window it is the value of.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
