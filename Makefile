@@ -10,10 +10,12 @@ NISSHI_VERSION := 0.8.1
 COMPONENTIZE_PY_VERSION := 0.25.1
 COMPONENTIZE_JS_VERSION := 0.23.0
 NPM_PREFIX := $(HOME)/.cache/wasp/npm
+# C and C++ plugins: Debian's clang and lld, wasi-libc, and the wasm32 builtins and libc++.
+C_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32
 RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add
 BUILD := plugins/build
 WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
-PY_PLUGIN_SRC := $(wildcard plugins/python/*/*.py) $(wildcard plugins/python/sdk/*.py)
+PY_PLUGIN_SRC := $(wildcard plugins/python/*/*.py) guest-sdk/python/wasp.py
 
 .PHONY: run test setup plugins bench clean-plugins plugin new-plugin
 
@@ -27,6 +29,7 @@ test: setup plugins
 	cd plugins && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) clippy --release -- -D warnings
+	python3 -m unittest guest-sdk/python/test_wasp.py
 	@mkdir -p target
 	set -o pipefail; WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --release --workspace --all-targets 2>&1 \
 	  | tee target/test-output.log
@@ -34,8 +37,8 @@ test: setup plugins
 	  target/test-output.log
 
 ## What the commands need: wasm targets, wasm-tools, componentize-py, componentize-js (npm, into
-## ~/.cache/wasp/npm), libclang (bindgen's libclang.so, not libclang-cpp, which some images ship
-## alone), the test broker.
+## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), libclang (bindgen's
+## libclang.so, not libclang-cpp, which some images ship alone), the test broker.
 setup: .setup-done
 .setup-done: Makefile
 	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
@@ -47,6 +50,10 @@ setup: .setup-done
 	  $(CARGO) install wasm-tools --version $(WASM_TOOLS_VERSION) --locked; fi
 	@if ! command -v componentize-py >/dev/null || [ "$$(componentize-py --version | cut -d' ' -f2)" != "$(COMPONENTIZE_PY_VERSION)" ]; then \
 	  python3 -m pip install --quiet componentize-py==$(COMPONENTIZE_PY_VERSION); fi
+	@if ! command -v clang++ >/dev/null || ! command -v wasm-ld >/dev/null || [ ! -e /usr/lib/wasm32-wasi/libc++.a ] \
+	    || ! ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(C_PACKAGES); \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(C_PACKAGES); fi; fi
 	@if ! command -v npm >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm; fi; fi
@@ -75,7 +82,7 @@ $(BUILD)/.rust-done: $(shell find plugins/rust guest-sdk wit -type f 2>/dev/null
 $(BUILD)/enrich.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit
 	mkdir -p $(BUILD)
 	componentize-py -d wit -w value-mapper-plugin componentize app \
-	  -p plugins/python/enrich -p plugins/python/sdk -o $@
+	  -p plugins/python/enrich -p guest-sdk/python -o $@
 
 ## Thin wrappers of `wasp new` and `wasp build`: make new-plugin NAME=my-filter [KIND=map-values]
 ## starts a plugin in plugins/new/NAME; make plugin DIR=path/to/crate builds one into DIR/NAME.wasm.

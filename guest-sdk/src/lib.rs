@@ -88,6 +88,33 @@ pub mod __rt {
         RecordError::new("plugin-error", e.to_string())
     }
 
+    /// A function's `Err(e)`, as the record error it stands for: a [`RecordError`] as it is
+    /// (its code kept), any other error as `plugin-error` with its text. The macros call
+    /// `(&Failure(e)).record_error()`, which picks [`KeepRecordError`] for a `RecordError`
+    /// before [`DisplayRecordError`] (method resolution tries `&Failure<E>` before
+    /// `&&Failure<E>`).
+    pub struct Failure<E>(pub E);
+
+    pub trait KeepRecordError {
+        fn record_error(&self) -> RecordError;
+    }
+
+    impl KeepRecordError for Failure<RecordError> {
+        fn record_error(&self) -> RecordError {
+            self.0.clone()
+        }
+    }
+
+    pub trait DisplayRecordError {
+        fn record_error(&self) -> RecordError;
+    }
+
+    impl<E: core::fmt::Display> DisplayRecordError for &Failure<E> {
+        fn record_error(&self) -> RecordError {
+            plugin_error(&self.0)
+        }
+    }
+
     /// What a timer callback may return: `()` or `Result<(), E>`.
     pub trait TimerResult {
         fn into_result(self) -> Result<(), String>;

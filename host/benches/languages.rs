@@ -12,7 +12,7 @@ use wasp_host::record::{EncodedBatch, Record};
 use wasp_host::topology::PluginKind;
 use wasp_host::wasm::{MetricsRegistry, PluginInstance, Runtime};
 
-const LANGUAGES: [&str; 3] = ["rust", "python", "javascript"];
+const LANGUAGES: [&str; 5] = ["rust", "python", "javascript", "c", "cpp"];
 const BATCH: usize = 1024;
 
 /// `n` events in batches: a click, a view, a checkout in turn.

@@ -41,7 +41,27 @@ pub fn plan(path: &Path) -> anyhow::Result<(Loaded, Topology)> {
 /// Plans, then loads and validates every plugin the topology uses: each must exist, compile,
 /// export the kinds its steps need, and know the functions they name.
 pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepared> {
+    prepare_with(path, cache_dir, &BTreeMap::new())
+}
+
+/// [`prepare`], with some plugins loaded from other files than the manifest says (`wasp test
+/// --plugin NAME=PATH`: the same pipeline against another build of a plugin).
+pub fn prepare_with(
+    path: &Path,
+    cache_dir: Option<PathBuf>,
+    plugin_paths: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Prepared> {
     let (loaded, topology) = plan(path)?;
+    for name in plugin_paths.keys() {
+        if !loaded.manifest.plugins.keys().any(|p| p.get_ref() == name) {
+            let names: Vec<&str> = loaded.manifest.plugins.keys().map(|p| p.get_ref().as_str()).collect();
+            anyhow::bail!(
+                "--plugin {name}=…: {} declares no plugin `{name}` (it has: {})",
+                path.display(),
+                names.join(", ")
+            );
+        }
+    }
     let app = &loaded.manifest.application;
     let max_instances = app.max_instances.as_ref().map_or(crate::wasm::DEFAULT_MAX_INSTANCES, |m| *m.get_ref());
     let options = EngineOptions::for_limits(loaded.manifest.plugins.values().map(|d| &d.limits), max_instances);
@@ -60,7 +80,7 @@ pub fn prepare(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Prepar
             continue;
         };
         let spec = PluginSpec {
-            path: loaded.resolve(def.path.get_ref()),
+            path: plugin_paths.get(name.get_ref()).cloned().unwrap_or_else(|| loaded.resolve(def.path.get_ref())),
             config: def.config.clone(),
             grants: def.grants.clone(),
             limits: def.limits,
@@ -606,20 +626,22 @@ pub fn test_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// `FAILED` with what differed to `out`. `batch_size` overrides the cases' own.
 pub fn run_test_file(
     path: &Path,
-    batch_size: Option<usize>,
+    options: &TestOptions,
     cache_dir: Option<PathBuf>,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<TestCount> {
+    let batch_size = options.batch_size;
     let tests = manifest::testfile::load_tests(path)?;
     let manifest = tests.manifest_path();
-    let prepared = prepare(&manifest, cache_dir).with_context(|| {
+    let prepared = prepare_with(&manifest, cache_dir, &options.plugins).with_context(|| {
         let (line, col) = tests.source.line_col(tests.file.manifest.span().start);
         format!("{}:{line}:{col}: `manifest`: the manifest under test", path.display())
     })?;
     let mut count = TestCount::default();
     for case in &tests.file.tests {
         let name = case.name.get_ref();
-        match run_case(&prepared, &tests, case, batch_size) {
+        let logs = runtime::driver::LogCapture::default();
+        match logs.during(|| run_case(&prepared, &tests, case, batch_size, &logs)) {
             Ok(failures) if failures.is_empty() => {
                 count.passed += 1;
                 writeln!(out, "test {} :: {name} ... ok", path.display())?;
@@ -665,9 +687,11 @@ fn run_case(
     tests: &manifest::testfile::LoadedTests,
     case: &manifest::testfile::TestCase,
     batch_size: Option<usize>,
+    logs: &runtime::driver::LogCapture,
 ) -> anyhow::Result<Vec<String>> {
-    use manifest::testfile::{Order, duration_ms, value_bytes};
-    use runtime::driver::{Driver, Expected, Match, check_entries, check_records};
+    use manifest::testfile::{Order, duration_ms, is_json, value_bytes};
+    use runtime::driver::{Driver, Expected, Match, check_entries, check_records, metric_samples};
+    let metrics_before = metric_samples(&p.runtime.metrics().encode());
     let batch = batch_size.or(case.batch_size.as_ref().map(|b| *b.get_ref())).unwrap_or(1).max(1);
     let mut driver = Driver::new(p.topology.clone(), &p.plugins, p.runtime.metrics(), case.wall_clock_start)?;
     let mut pending: Option<(String, Vec<crate::record::Record>)> = None;
@@ -722,6 +746,7 @@ fn run_case(
                 value: r.value.as_ref().map(value_bytes),
                 timestamp: r.timestamp,
                 headers: r.headers.clone(),
+                json: r.value.as_ref().is_some_and(is_json),
             })
             .collect();
         let (order, how) = match e.order {
@@ -769,23 +794,82 @@ fn run_case(
         };
         let expected: Vec<(Vec<u8>, Vec<u8>)> =
             s.entries.iter().map(|e| (value_bytes(&e.key), value_bytes(&e.value))).collect();
-        if let Err(diff) = check_entries(&expected, &rows) {
+        let json = s.entries.iter().any(|e| is_json(&e.value));
+        if let Err(diff) = check_entries(&expected, json, &rows) {
             failures.push(format!("store `{name}`: {} expected, {} held\n{diff}", expected.len(), rows.len()));
+        }
+    }
+    if !case.metrics.is_empty() {
+        let after = metric_samples(&p.runtime.metrics().encode());
+        for m in &case.metrics {
+            let name = m.name.get_ref();
+            let matching = |samples: &[(String, String, BTreeMap<String, String>, f64)]| -> (bool, f64, String) {
+                let mut found = (false, 0.0, String::new());
+                for (kind, n, labels, v) in samples {
+                    if n == name && m.labels.iter().all(|(k, want)| labels.get(k) == Some(want)) {
+                        found = (true, found.1 + v, kind.clone());
+                    }
+                }
+                found
+            };
+            let (seen, end, kind) = matching(&after);
+            let value = if kind == "gauge" { end } else { end - matching(&metrics_before).1 };
+            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let shown = format!("{name}{{{}}}", labels.join(","));
+            if !seen {
+                let names: std::collections::BTreeSet<&str> = after.iter().map(|s| s.1.as_str()).collect();
+                let hint = manifest::closest(name, names).map(|c| format!(" (did you mean `{c}`?)"));
+                failures.push(format!("metric {shown}: no such sample{}", hint.unwrap_or_default()));
+            } else if (value - m.value).abs() > 1e-9 * m.value.abs().max(1.0) {
+                let how = if kind == "gauge" { "is" } else { "went up by" };
+                failures.push(format!("metric {shown}: expected {}, {how} {value}", m.value));
+            }
+        }
+    }
+    let lines = logs.lines();
+    for l in &case.logs {
+        let found = lines.iter().any(|line| {
+            line.message.contains(&l.contains)
+                && l.level.as_ref().is_none_or(|lv| line.level == lv.get_ref())
+                && l.plugin.as_ref().is_none_or(|p| &line.plugin == p)
+        });
+        if !found {
+            let level = l.level.as_ref().map(|lv| format!(" at {}", lv.get_ref())).unwrap_or_default();
+            let plugin = l.plugin.as_ref().map(|p| format!(" from `{p}`")).unwrap_or_default();
+            let mut f = format!("no log line{level}{plugin} contains `{}`; the plugins logged:", l.contains);
+            for line in lines.iter().take(20) {
+                f.push_str(&format!("\n  {} {}: {}", line.level, line.plugin, line.message));
+            }
+            if lines.is_empty() {
+                f.push_str(" nothing");
+            }
+            failures.push(f);
         }
     }
     Ok(failures)
 }
 
+/// How `wasp test` runs.
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// Records piped at once, over each case's own `batch_size`.
+    pub batch_size: Option<usize>,
+    /// Plugins loaded from these files instead of the manifest's paths.
+    pub plugins: BTreeMap<String, PathBuf>,
+}
+
 /// The function kinds `wasp new` scaffolds: the manifest step that uses each, and the WIT
-/// world a Python plugin of that kind exports.
+/// world a plugin of that kind exports.
 pub const NEW_KINDS: &[(&str, &str, &str)] = &[
     ("filter", "filter", "filter-plugin"),
     ("map-values", "map_values", "value-mapper-plugin"),
+    ("flat-map", "flat_map", "flat-mapper-plugin"),
+    ("aggregate", "aggregate", "aggregator-plugin"),
     ("processor", "process", "processor-plugin"),
 ];
 
 /// The languages `wasp new` scaffolds.
-pub const NEW_LANGUAGES: &[&str] = &["rust", "python", "javascript"];
+pub const NEW_LANGUAGES: &[&str] = &["rust", "python", "javascript", "c", "cpp"];
 
 /// The componentize-js release `make setup` installs (into `~/.cache/wasp/npm`).
 pub const COMPONENTIZE_JS: &str = "0.23.0";
@@ -795,30 +879,78 @@ mod template {
     pub const PIPELINE: &str = include_str!("../../guest-sdk/template/pipeline.toml.tmpl");
     pub const EVENTS: &str = include_str!("../../guest-sdk/template/events.jsonl.tmpl");
     pub const GITIGNORE: &str = include_str!("../../guest-sdk/template/gitignore.tmpl");
-    pub const FILTER: &str = include_str!("../../guest-sdk/template/filter.rs.tmpl");
-    pub const FILTER_TEST: &str = include_str!("../../guest-sdk/template/filter.test.toml.tmpl");
-    pub const MAP_VALUES: &str = include_str!("../../guest-sdk/template/map-values.rs.tmpl");
-    pub const MAP_VALUES_TEST: &str = include_str!("../../guest-sdk/template/map-values.test.toml.tmpl");
-    pub const PROCESSOR: &str = include_str!("../../guest-sdk/template/processor.rs.tmpl");
-    pub const PROCESSOR_TEST: &str = include_str!("../../guest-sdk/template/processor.test.toml.tmpl");
-    pub const PY_PROCESSOR: &str = include_str!("../../guest-sdk/template/python/processor.py.tmpl");
     /// The plugins' lock file: a new crate starts from the versions the examples build with.
     pub const LOCK: &str = include_str!("../../plugins/Cargo.lock");
     pub const PY_PROJECT: &str = include_str!("../../guest-sdk/template/python/pyproject.toml.tmpl");
-    pub const PY_FILTER: &str = include_str!("../../guest-sdk/template/python/filter.py.tmpl");
-    pub const PY_MAP_VALUES: &str = include_str!("../../guest-sdk/template/python/map-values.py.tmpl");
     pub const PY_GITIGNORE: &str = include_str!("../../guest-sdk/template/python/gitignore.tmpl");
-    /// The batch helpers of the Python SDK, copied beside a new Python plugin.
-    pub const PY_BATCH: &str = include_str!("../../plugins/python/sdk/wasp_batch.py");
+    /// The Python SDK, which `wasp build` puts on componentize-py's path.
+    pub const PY_SDK: &str = include_str!("../../guest-sdk/python/wasp.py");
     pub const JS_PACKAGE: &str = include_str!("../../guest-sdk/template/javascript/package.json.tmpl");
-    pub const JS_FILTER: &str = include_str!("../../guest-sdk/template/javascript/filter.js.tmpl");
-    pub const JS_MAP_VALUES: &str = include_str!("../../guest-sdk/template/javascript/map-values.js.tmpl");
-    pub const JS_PROCESSOR: &str = include_str!("../../guest-sdk/template/javascript/processor.js.tmpl");
-    /// The batch helpers a JavaScript plugin starts with, put into its `app.js`.
-    pub const JS_BATCH: &str = include_str!("../../guest-sdk/template/javascript/batch.js.part");
+    /// The JavaScript SDK, put into a new plugin's `app.js`.
+    pub const JS_SDK: &str = include_str!("../../guest-sdk/javascript/wasp.js");
     pub const JS_GITIGNORE: &str = include_str!("../../guest-sdk/template/javascript/gitignore.tmpl");
+    pub const C_PLUGIN: &str = include_str!("../../guest-sdk/template/c/wasp.toml.tmpl");
+    pub const C_GITIGNORE: &str = include_str!("../../guest-sdk/template/c/gitignore.tmpl");
+    /// The C SDK (header-only), written beside a C or C++ plugin's generated bindings.
+    pub const C_SDK: &str = include_str!("../../guest-sdk/c/wasp.h");
+    pub const C_JSON: &str = include_str!("../../guest-sdk/c/wasp_json.h");
+    /// The C++ SDK, on the C one.
+    pub const CPP_SDK: &str = include_str!("../../guest-sdk/c/wasp.hpp");
     /// The WIT contract, for componentize-py and componentize-js.
     pub const WIT: &str = include_str!("../../wit/plugin.wit");
+
+    /// The `wasp test` file of each kind: one per kind, whatever the language.
+    pub const TESTS: &[(&str, &str)] = &[
+        ("filter", include_str!("../../guest-sdk/template/filter.test.toml.tmpl")),
+        ("map-values", include_str!("../../guest-sdk/template/map-values.test.toml.tmpl")),
+        ("flat-map", include_str!("../../guest-sdk/template/flat-map.test.toml.tmpl")),
+        ("aggregate", include_str!("../../guest-sdk/template/aggregate.test.toml.tmpl")),
+        ("processor", include_str!("../../guest-sdk/template/processor.test.toml.tmpl")),
+    ];
+
+    macro_rules! code {
+        ($($lang:literal, $kind:literal => $file:literal;)*) => {
+            /// The code of each language and kind.
+            pub const CODE: &[(&str, &str, &str)] =
+                &[$(($lang, $kind, include_str!(concat!("../../guest-sdk/template/", $file)))),*];
+        };
+    }
+    code! {
+        "rust", "filter" => "filter.rs.tmpl";
+        "rust", "map-values" => "map-values.rs.tmpl";
+        "rust", "flat-map" => "flat-map.rs.tmpl";
+        "rust", "aggregate" => "aggregate.rs.tmpl";
+        "rust", "processor" => "processor.rs.tmpl";
+        "python", "filter" => "python/filter.py.tmpl";
+        "python", "map-values" => "python/map-values.py.tmpl";
+        "python", "flat-map" => "python/flat-map.py.tmpl";
+        "python", "aggregate" => "python/aggregate.py.tmpl";
+        "python", "processor" => "python/processor.py.tmpl";
+        "javascript", "filter" => "javascript/filter.js.tmpl";
+        "javascript", "map-values" => "javascript/map-values.js.tmpl";
+        "javascript", "flat-map" => "javascript/flat-map.js.tmpl";
+        "javascript", "aggregate" => "javascript/aggregate.js.tmpl";
+        "javascript", "processor" => "javascript/processor.js.tmpl";
+        "c", "filter" => "c/filter.c.tmpl";
+        "c", "map-values" => "c/map-values.c.tmpl";
+        "c", "flat-map" => "c/flat-map.c.tmpl";
+        "c", "aggregate" => "c/aggregate.c.tmpl";
+        "c", "processor" => "c/processor.c.tmpl";
+        "cpp", "filter" => "cpp/filter.cpp.tmpl";
+        "cpp", "map-values" => "cpp/map-values.cpp.tmpl";
+        "cpp", "flat-map" => "cpp/flat-map.cpp.tmpl";
+        "cpp", "aggregate" => "cpp/aggregate.cpp.tmpl";
+        "cpp", "processor" => "cpp/processor.cpp.tmpl";
+    }
+
+    /// A template of the table, by language and kind (both from the tables above).
+    pub fn code(lang: &str, kind: &str) -> &'static str {
+        CODE.iter().find(|(l, k, _)| *l == lang && *k == kind).map_or("", |(_, _, c)| c)
+    }
+
+    pub fn test(kind: &str) -> &'static str {
+        TESTS.iter().find(|(k, _)| *k == kind).map_or("", |(_, t)| t)
+    }
 }
 
 /// `wasp new LANG NAME --kind KIND`: a plugin in `parent/NAME` with one function of `kind` (a
@@ -845,11 +977,13 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
     // The guest SDK beside this wasp's sources.
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
     let sdk = sdk.canonicalize().with_context(|| format!("the guest SDK at {}", sdk.display()))?;
-    // A processor names the store it keeps its counts in.
-    let step = if kind == "processor" {
-        format!(r#"{{ op = "process", plugin = "{name}", stores = ["counts"] }}"#)
-    } else {
-        format!(r#"{{ op = "{op}", plugin = "{name}" }}"#)
+    // A processor names the store it keeps its counts in; an aggregate groups by key first.
+    let step = match kind {
+        "processor" => format!(r#"{{ op = "process", plugin = "{name}", stores = ["counts"] }}"#),
+        "aggregate" => {
+            format!(r#"{{ op = "group_by_key" }}, {{ op = "aggregate", plugin = "{name}" }}, {{ op = "to_stream" }}"#)
+        }
+        _ => format!(r#"{{ op = "{op}", plugin = "{name}" }}"#),
     };
     let fill = |t: &str| {
         t.replace("{{step}}", &step)
@@ -858,42 +992,40 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
             .replace("{{world}}", world)
             .replace("{{sdk}}", &sdk.display().to_string())
     };
-    // Each kind's code in each language, and its test.
-    let pick = |filter: &'static str, map_values: &'static str, processor: &'static str| match kind {
-        "filter" => filter,
-        "map-values" => map_values,
-        _ => processor,
-    };
-    let test = pick(template::FILTER_TEST, template::MAP_VALUES_TEST, template::PROCESSOR_TEST);
+    let code = fill(template::code(lang, kind));
     let test_file = format!("{name}.test.toml");
     let mut files: Vec<(&str, String)> = vec![
         ("pipeline.toml", fill(template::PIPELINE)),
         ("data/events.jsonl", template::EVENTS.to_owned()),
-        (&test_file, fill(test)),
+        (&test_file, fill(template::test(kind))),
     ];
-    if lang == "rust" {
-        let code = pick(template::FILTER, template::MAP_VALUES, template::PROCESSOR);
-        files.extend([
+    match lang {
+        "rust" => files.extend([
             ("Cargo.toml", fill(template::CARGO)),
             ("Cargo.lock", template::LOCK.to_owned()),
-            ("src/lib.rs", fill(code)),
+            ("src/lib.rs", code),
             (".gitignore", fill(template::GITIGNORE)),
-        ]);
-    } else if lang == "javascript" {
-        let code = pick(template::JS_FILTER, template::JS_MAP_VALUES, template::JS_PROCESSOR);
-        files.extend([
+        ]),
+        "javascript" => files.extend([
             ("package.json", fill(template::JS_PACKAGE)),
-            ("app.js", fill(code).replace("{{batch}}", template::JS_BATCH)),
+            ("app.js", code.replace("{{batch}}", template::JS_SDK)),
             (".gitignore", fill(template::JS_GITIGNORE)),
-        ]);
-    } else {
-        let code = pick(template::PY_FILTER, template::PY_MAP_VALUES, template::PY_PROCESSOR);
-        files.extend([
+        ]),
+        "python" => files.extend([
             ("pyproject.toml", fill(template::PY_PROJECT)),
-            ("app.py", fill(code)),
-            ("wasp_batch.py", template::PY_BATCH.to_owned()),
+            ("app.py", code),
             (".gitignore", fill(template::PY_GITIGNORE)),
-        ]);
+        ]),
+        "c" => files.extend([
+            ("wasp.toml", fill(template::C_PLUGIN)),
+            ("app.c", code),
+            (".gitignore", fill(template::C_GITIGNORE)),
+        ]),
+        _ => files.extend([
+            ("wasp.toml", fill(template::C_PLUGIN)),
+            ("app.cpp", code),
+            (".gitignore", fill(template::C_GITIGNORE)),
+        ]),
     }
     for (file, text) in files {
         let path = dir.join(file);
@@ -928,9 +1060,11 @@ pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>, target_dir: Option<&
         build_python(dir)?
     } else if dir.join("package.json").exists() {
         build_javascript(dir)?
+    } else if dir.join("wasp.toml").exists() {
+        build_c(dir)?
     } else {
         anyhow::bail!(
-            "{}: not a Rust crate (Cargo.toml), a Python plugin (pyproject.toml) or a JavaScript one (package.json); `wasp new` starts one",
+            "{}: not a Rust crate (Cargo.toml), a Python plugin (pyproject.toml), a JavaScript one (package.json) or a C or C++ one (wasp.toml); `wasp new` starts one",
             dir.display()
         );
     };
@@ -1011,20 +1145,150 @@ fn build_python(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
         .with_context(|| format!("{}: no `[tool.wasp] world` (e.g. \"value-mapper-plugin\")", path.display()))?
         .to_owned();
     let wit = wit_dir()?;
+    // The SDK (`import wasp`), after the plugin's own folder on the path.
+    let sdk = std::env::temp_dir().join(format!("wasp-python-sdk-{}", std::process::id()));
+    std::fs::create_dir_all(&sdk).with_context(|| format!("creating {}", sdk.display()))?;
+    std::fs::write(sdk.join("wasp.py"), template::PY_SDK).with_context(|| format!("writing {}", sdk.display()))?;
     let out = dir.join(format!("{name}.wasm"));
     let status = std::process::Command::new("componentize-py")
         .arg("-d")
         .arg(&wit)
         .args(["-w", &world, "componentize", "app", "-p"])
         .arg(dir)
+        .arg("-p")
+        .arg(&sdk)
         .arg("-o")
         .arg(&out)
         .status();
+    let _ = std::fs::remove_dir_all(&sdk);
     let _ = std::fs::remove_dir_all(&wit);
     let status = status.context("running componentize-py (`make setup` installs it)")?;
     if !status.success() {
         anyhow::bail!("componentize-py failed in {} ({status})", dir.display());
     }
+    Ok((name, out))
+}
+
+/// The file extensions of C++ sources; `.c` is C.
+const CPP_SOURCES: &[&str] = &["cpp", "cc", "cxx"];
+
+/// A C or C++ plugin: `wasp.toml` names it and its world (`[plugin] name`, `world`); its
+/// sources are the folder's `.c` files, or `.cpp`/`.cc`/`.cxx` ones for C++. The bindings of
+/// the world are generated in-process (`wit-bindgen-c`, the world named `plugin`, so types
+/// are `plugin_string_t`, …) into `bindings/` with the SDK headers (`wasp.h`, `wasp.hpp`);
+/// Debian's clang compiles for `wasm32-wasi` (wasi-libc, libc++ for C++) as a reactor, and
+/// the module becomes a component in-process, through the WASI preview 1 adapter when it
+/// imports WASI (which the host then links deny-by-default). `(name, component)`.
+fn build_c(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    // clang runs in `dir`: every path it is given is absolute.
+    let dir = &dir.canonicalize().with_context(|| format!("{}", dir.display()))?;
+    let path = dir.join("wasp.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let loaded: toml::Table = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let field = |key: &str, example: &str| {
+        loaded
+            .get("plugin")
+            .and_then(|p| p.get(key))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("{}: no `[plugin] {key}` (e.g. {example})", path.display()))
+    };
+    let name = field("name", "\"my-filter\"")?;
+    let world = field("world", "\"filter-plugin\"")?;
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = entry.with_context(|| format!("reading {}", dir.display()))?.path();
+        if let Some(ext) = p.extension().and_then(|e| e.to_str())
+            && (ext == "c" || CPP_SOURCES.contains(&ext))
+        {
+            sources.push(p);
+        }
+    }
+    sources.sort();
+    if sources.is_empty() {
+        anyhow::bail!("{}: no .c or .cpp sources beside wasp.toml", dir.display());
+    }
+    let cpp = sources.iter().any(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| CPP_SOURCES.contains(&e)));
+    // The world's bindings, and the SDK headers.
+    let generated = dir.join("bindings");
+    std::fs::create_dir_all(&generated).with_context(|| format!("creating {}", generated.display()))?;
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("plugin.wit", template::WIT).context("wasp's WIT")?;
+    let id = resolve
+        .select_world(&[package], Some(&world))
+        .with_context(|| format!("{}: `[plugin] world`: wasp's WIT has no world `{world}`", path.display()))?;
+    // What the world has, for the SDK: `WASP_EXPORTS_FILTER`, `WASP_IMPORTS_STATE`, ….
+    let mut world_h = String::from("/* Generated by `wasp build`: what this plugin's world has. */\n");
+    let w = &resolve.worlds[id];
+    for (what, items) in [("EXPORTS", &w.exports), ("IMPORTS", &w.imports)] {
+        for key in items.keys() {
+            if let wit_parser::WorldKey::Interface(i) = key
+                && let Some(name) = &resolve.interfaces[*i].name
+            {
+                world_h.push_str(&format!("#define WASP_{what}_{} 1\n", name.to_uppercase().replace('-', "_")));
+            }
+        }
+    }
+    let mut files = wit_bindgen_core::Files::default();
+    let options = wit_bindgen_c::Opts { rename_world: Some("plugin".into()), ..Default::default() };
+    wit_bindgen_core::WorldGenerator::generate(&mut *options.build(), &mut resolve, id, &mut files)
+        .with_context(|| format!("generating the C bindings of `{world}`"))?;
+    let sdk: [(&str, &[u8]); 4] = [
+        ("wasp_world.h", world_h.as_bytes()),
+        ("wasp.h", template::C_SDK.as_bytes()),
+        ("wasp_json.h", template::C_JSON.as_bytes()),
+        ("wasp.hpp", template::CPP_SDK.as_bytes()),
+    ];
+    for (file, bytes) in files.iter().chain(sdk) {
+        let p = generated.join(file);
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
+    // Compile and link.
+    let module = generated.join(format!("{name}.core.wasm"));
+    let clang = |cxx: bool| {
+        let tool = if cxx { "clang++" } else { "clang" };
+        let mut c = std::process::Command::new(tool);
+        c.current_dir(dir).args(["--target=wasm32-wasi", "-O2", "-Wall", "-Ibindings"]);
+        if cxx {
+            c.args(["-std=c++17", "-fno-exceptions"]);
+        }
+        (tool, c)
+    };
+    let run = |(tool, mut c): (&str, std::process::Command)| -> anyhow::Result<()> {
+        let status = c.status().with_context(|| {
+            format!("running {tool} (`make setup` installs Debian's clang, lld, wasi-libc and libc++ for wasm32)")
+        })?;
+        if !status.success() {
+            anyhow::bail!("{tool} failed in {} ({status})", dir.display());
+        }
+        Ok(())
+    };
+    let bindings_object = generated.join("plugin.o");
+    let (tool, mut c) = clang(false);
+    c.args(["-c", "bindings/plugin.c", "-o"]).arg(&bindings_object);
+    run((tool, c))?;
+    let (tool, mut c) = clang(cpp);
+    c.arg("-mexec-model=reactor")
+        .args(&sources)
+        .arg(&bindings_object)
+        .arg(generated.join("plugin_component_type.o"))
+        .arg("-o")
+        .arg(&module);
+    run((tool, c))?;
+    let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&bytes)
+        .and_then(|e| {
+            e.adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+        })
+        .and_then(|e| e.encode())
+        .with_context(|| format!("making {} a component", module.display()))?;
+    let out = dir.join(format!("{name}.wasm"));
+    std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     Ok((name, out))
 }
 

@@ -110,6 +110,10 @@ enum Command {
         /// at a time, each committed); the results must not depend on it.
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Loads plugin NAME from PATH instead of the manifest's path (repeatable): the same
+        /// pipeline and expectations against another build.
+        #[arg(long, value_name = "NAME=PATH", value_parser = plugin_override)]
+        plugin: Vec<(String, PathBuf)>,
     },
     /// Prints the topology, sources to sinks.
     Describe {
@@ -153,6 +157,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `NAME=PATH` of `wasp test --plugin`.
+fn plugin_override(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_owned(), PathBuf::from(path))),
+        _ => Err(format!("`{s}`: expected NAME=PATH, e.g. kit=plugins/kit.wasm")),
     }
 }
 
@@ -201,14 +213,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Test { paths, batch_size } => {
+        Command::Test { paths, batch_size, plugin } => {
+            let options = app::TestOptions { batch_size, plugins: plugin.into_iter().collect() };
             if batch_size == Some(0) {
                 anyhow::bail!("--batch-size: a batch has at least one record");
             }
             let mut total = app::TestCount::default();
             let mut stdout = std::io::stdout();
             for file in app::test_files(&paths)? {
-                match app::run_test_file(&file, batch_size, cache.clone(), &mut stdout) {
+                match app::run_test_file(&file, &options, cache.clone(), &mut stdout) {
                     Ok(c) => {
                         total.passed += c.passed;
                         total.failed += c.failed;

@@ -178,9 +178,8 @@ fn a_wrong_expectation_prints_a_diff_and_fails() {
 }
 
 /// `wasp new LANG NAME --kind KIND`, then `wasp build` and `wasp test` on what it made: each
-/// language's and kind's scaffold builds into a component of that kind (Rust through cargo and
-/// wit-component, Python through componentize-py) and passes its own test as generated, so the
-/// templates cannot rot.
+/// language's and kind's scaffold builds into a component of that kind and passes its own test
+/// as generated, so the templates cannot rot.
 #[test]
 fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
     let sc = Scratch::new();
@@ -196,18 +195,20 @@ fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     };
-    let cases = [
-        ("rust", "filter", "filter"),
-        ("rust", "map-values", "value-mapper"),
-        ("python", "filter", "filter"),
-        ("python", "map-values", "value-mapper"),
-        ("javascript", "filter", "filter"),
-        ("javascript", "map-values", "value-mapper"),
+    // Every language and kind: Rust through cargo and wit-component, Python through
+    // componentize-py, JavaScript through componentize-js, C and C++ through clang and
+    // wit-bindgen's C generator (in-process).
+    let exports = [
+        ("filter", "filter"),
+        ("map-values", "value-mapper"),
+        ("flat-map", "flat-mapper"),
+        ("aggregate", "aggregator"),
         // A key-value store and a stream-time timer, in each language.
-        ("rust", "processor", "processor"),
-        ("python", "processor", "processor"),
-        ("javascript", "processor", "processor"),
+        ("processor", "processor"),
     ];
+    let kinds: Vec<&str> = wasp_host::app::NEW_KINDS.iter().map(|(k, _, _)| *k).collect();
+    assert_eq!(exports.map(|(k, _)| k).to_vec(), kinds);
+    let cases = wasp_host::app::NEW_LANGUAGES.iter().flat_map(|l| exports.iter().map(move |(k, e)| (*l, *k, *e)));
     for (lang, kind, export) in cases {
         let name = format!("{lang}-{kind}");
         let (ok, out) = wasp(&[

@@ -4,6 +4,7 @@ mod admin;
 mod broker;
 mod cli;
 mod common;
+mod conformance;
 mod containment_kafka;
 mod errors;
 mod examples;

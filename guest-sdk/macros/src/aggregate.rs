@@ -103,7 +103,13 @@ fn aggregate(sig: &Signature) -> TokenStream {
             let finish = finish_output();
             let ty = sig.aggregate_ty.as_ref().map_or_else(|| quote! { &[u8] }, |t| quote! { #t });
             // The merger is fallible exactly when the aggregator is.
-            let unwrap = sig.fallible.then(|| quote! { .map_err(::wasp::__rt::plugin_error)? });
+            let unwrap = sig.fallible.then(|| {
+                quote! { .map_err(|e| {
+                    #[allow(unused_imports)]
+                    use ::wasp::__rt::{DisplayRecordError as _, KeepRecordError as _};
+                    (&::wasp::__rt::Failure(e)).record_error()
+                })? }
+            });
             let key = sig.key_ty.as_ref().map(|k| quote! { <#k as ::wasp::FromBytes>::from_bytes(rec.key)?, });
             let pairs = each_pair(
                 "merge",

@@ -82,7 +82,11 @@ impl Signature {
         }
         let call = quote! { super::#ident(#(#args),*) };
         if self.fallible {
-            quote_spanned! {self.ret_span=> #call.map_err(::wasp::__rt::plugin_error) }
+            quote_spanned! {self.ret_span=> #call.map_err(|e| {
+                #[allow(unused_imports)]
+                use ::wasp::__rt::{DisplayRecordError as _, KeepRecordError as _};
+                (&::wasp::__rt::Failure(e)).record_error()
+            }) }
         } else {
             quote_spanned! {self.ret_span=> ::core::result::Result::<_, ::wasp::RecordError>::Ok(#call) }
         }

@@ -140,6 +140,7 @@ fn did_you_mean_from_message(message: &str) -> Option<String> {
 pub fn closest<'a>(wrong: &str, options: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     options
         .into_iter()
+        .filter(|o| *o != wrong)
         .map(|o| (strsim::jaro_winkler(wrong, o), o))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))

@@ -16,7 +16,12 @@
 //!   { topic = "counts", order = "last_per_key", records = [{ key = "a", value = "2" }, { key = "b", value = "1" }] },
 //! ]
 //! stores = [{ store = "counts", entries = [{ key = "a", value = "2" }, { key = "b", value = "1" }] }]
+//! metrics = [{ name = "wasp_plugin_words_total", labels = { plugin = "split" }, value = 3 }]
+//! logs = [{ plugin = "split", level = "info", contains = "split 1 line" }]
 //! ```
+//!
+//! An expected value written as a TOML table or array is JSON, compared as JSON (key order
+//! and spacing aside); a string is compared byte for byte.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +61,36 @@ pub struct TestCase {
     /// Entries expected in stores.
     #[serde(default)]
     pub stores: Vec<StoreExpectDef>,
+    /// Metric samples expected after the case.
+    #[serde(default)]
+    pub metrics: Vec<MetricExpectDef>,
+    /// Log lines the plugins are expected to have written during the case.
+    #[serde(default)]
+    pub logs: Vec<LogExpectDef>,
+}
+
+/// A metric sample, as the admin endpoint's `/metrics` names it (e.g.
+/// `wasp_plugin_kit_records_total` for a plugin's counter `kit_records`). `labels` need only
+/// be a subset of the sample's; the samples that match are summed. For a counter or a
+/// histogram's `_count` and `_sum`, `value` is how much it went up during the case; for a
+/// gauge, its value at the end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricExpectDef {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A log line: some line of the case's plugin logs contains `contains`, at `level` (any when
+/// absent), from `plugin` (any when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogExpectDef {
+    pub contains: String,
+    pub level: Option<Spanned<String>>,
+    pub plugin: Option<String>,
 }
 
 /// A step: a record for `topic`, or `advance_wall_clock`.
@@ -160,6 +195,15 @@ pub fn value_bytes(v: &toml::Value) -> Vec<u8> {
     }
 }
 
+/// The levels a log expectation names, as the WIT `log.level`.
+pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+
+/// Whether an expected value is JSON (written as a TOML table or array): then it is compared
+/// as JSON.
+pub fn is_json(v: &toml::Value) -> bool {
+    matches!(v, toml::Value::Table(_) | toml::Value::Array(_))
+}
+
 /// Milliseconds of a duration written in a test file.
 pub fn duration_ms(d: &Duration) -> Result<i64, String> {
     match d {
@@ -176,6 +220,14 @@ pub fn load_tests(path: &Path) -> Result<LoadedTests, ManifestError> {
     let source = SourceText::new(path.to_path_buf(), text);
     let file: TestFile = toml::from_str(&source.text).map_err(|e| source.from_toml(&e))?;
     for (i, case) in file.tests.iter().enumerate() {
+        for (j, log) in case.logs.iter().enumerate() {
+            if let Some(level) = &log.level
+                && !LOG_LEVELS.contains(&level.get_ref().as_str())
+            {
+                let message = format!("`{}` is not a level: {}", level.get_ref(), LOG_LEVELS.join(", "));
+                return Err(source.error(level.span(), format!("test[{i}].logs[{j}].level"), message));
+            }
+        }
         for (j, step) in case.steps.iter().enumerate() {
             let s = step.get_ref();
             let key = format!("test[{i}].steps[{j}]");

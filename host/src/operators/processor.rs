@@ -15,10 +15,6 @@ use crate::wasm::Setup;
 use crate::wasm::bindings::processor::{Clock, Forwarded};
 use crate::wasm::host::state::SharedStores;
 
-/// The most times one timer fires for one advance of stream time (a jump of days in event
-/// time must not stall the task in callbacks).
-pub const MAX_FIRES_PER_ADVANCE: u32 = 1_000;
-
 /// The longest timer interval: a year. A longer one (`u64::MAX` for "never") is this.
 pub const MAX_TIMER_INTERVAL_MS: i64 = 365 * 24 * 3_600_000;
 
@@ -162,7 +158,7 @@ impl Processor {
 
     /// Whether a stream-time timer is due at stream time `now` (one never fired is due at once).
     fn stream_timer_due(&self, now: i64) -> bool {
-        self.timers.iter().any(|t| matches!(t.clock, Clock::StreamTime) && t.next.is_none_or(|n| n <= now))
+        self.timers.iter().any(|t| matches!(t.clock, Clock::StreamTime) && t.next.unwrap_or(0) <= now)
     }
 
     /// Runs a run of records through the plugin.
@@ -175,24 +171,24 @@ impl Processor {
         self.take_timers();
     }
 
-    /// Fires each stream-time timer due at stream time `now`, once per interval passed (the
-    /// first at once, as in Kafka Streams).
+    /// Fires each stream-time timer due at stream time `now`, as Kafka Streams'
+    /// `PunctuationQueue` does: schedules are aligned to 0, so a timer first fires as soon as
+    /// there is data; it is called back with the stream time (not the scheduled time); and an
+    /// advance past several intervals fires it once, its next time the first aligned one
+    /// after `now` (`PunctuationSchedule.next`: missed punctuations are skipped).
     fn fire_stream_timers(&mut self, now: i64, origin: crate::record::Origin, out: &mut Emitted) {
         for i in 0..self.timers.len() {
             if !matches!(self.timers[i].clock, Clock::StreamTime) {
                 continue;
             }
-            let mut fires = 0;
-            let mut next = self.timers[i].next.unwrap_or(now);
-            while next <= now && fires < MAX_FIRES_PER_ADVANCE {
-                self.fire(i, next, origin, out);
-                next = next.saturating_add(self.timers[i].interval);
-                fires += 1;
+            let due = self.timers[i].next.unwrap_or(0);
+            if now < due {
+                continue;
             }
-            if next <= now {
-                next = now.saturating_add(self.timers[i].interval);
-            }
-            self.timers[i].next = Some(next);
+            self.fire(i, now, origin, out);
+            let interval = self.timers[i].interval.max(1);
+            let missed = now.saturating_sub(due) / interval;
+            self.timers[i].next = Some(due.saturating_add(missed.saturating_add(1).saturating_mul(interval)));
         }
     }
 
@@ -280,9 +276,13 @@ impl Operator for Processor {
             }
             match self.timers[i].next {
                 None => self.timers[i].next = Some(now_ms.saturating_add(self.timers[i].interval)),
-                Some(next) if now_ms >= next => {
+                // As Kafka Streams: called back with the wall-clock time, the schedule kept
+                // aligned to when it started, missed intervals skipped.
+                Some(due) if now_ms >= due => {
                     self.fire(i, now_ms, self.last_origin, &mut out);
-                    self.timers[i].next = Some(now_ms.saturating_add(self.timers[i].interval));
+                    let interval = self.timers[i].interval.max(1);
+                    let missed = now_ms.saturating_sub(due) / interval;
+                    self.timers[i].next = Some(due.saturating_add(missed.saturating_add(1).saturating_mul(interval)));
                 }
                 Some(_) => {}
             }

@@ -207,6 +207,8 @@ pub struct Expected {
     pub value: Option<Vec<u8>>,
     pub timestamp: Option<i64>,
     pub headers: Option<BTreeMap<String, String>>,
+    /// The value is JSON, compared as JSON: key order and spacing aside.
+    pub json: bool,
 }
 
 /// How a topic's records are held against the expected ones.
@@ -244,15 +246,27 @@ fn headers_text(h: &BTreeMap<String, String>) -> String {
 
 /// Whether `actual` (a topic's records) matches `expected`; if not, a unified diff of the
 /// two, a record a line.
+///
+/// When some expected value is JSON, every value that parses as JSON is shown (and compared)
+/// in one canonical form. Headers are compared when some expected record gives them: the
+/// record's own, and wasp's (`wasp.error.code`, …) that an expected record names.
 pub fn check_records(order: Match, expected: &[Expected], actual: &[Record]) -> Result<(), String> {
     let with_ts = expected.iter().any(|e| e.timestamp.is_some());
     let with_headers = expected.iter().any(|e| e.headers.is_some());
+    let json = expected.iter().any(|e| e.json);
+    let named: std::collections::BTreeSet<&str> =
+        expected.iter().flat_map(|e| e.headers.iter().flat_map(|h| h.keys().map(String::as_str))).collect();
+    let value = |v: Option<&[u8]>| match v {
+        Some(v) if json => canonical_json(v).map_or_else(|| v.to_vec(), String::into_bytes),
+        v => v.map(<[u8]>::to_vec).unwrap_or_default(),
+    };
     let mut want: Vec<(Option<Vec<u8>>, String)> = expected
         .iter()
         .map(|e| {
             let ts = with_ts.then_some(e.timestamp);
             let h = with_headers.then(|| headers_text(&e.headers.clone().unwrap_or_default()));
-            (e.key.clone(), line(e.key.as_deref(), e.value.as_deref(), ts, h))
+            let v = e.value.as_deref().map(|v| value(Some(v)));
+            (e.key.clone(), line(e.key.as_deref(), v.as_deref(), ts, h))
         })
         .collect();
     let show = |r: &Record| {
@@ -261,12 +275,13 @@ pub fn check_records(order: Match, expected: &[Expected], actual: &[Record]) -> 
             let map: BTreeMap<String, String> = r
                 .headers
                 .iter()
-                .filter(|h| !h.name.starts_with("wasp."))
+                .filter(|h| !h.name.starts_with("wasp.") || named.contains(&*h.name))
                 .map(|h| (h.name.to_string(), text(h.value.as_deref())))
                 .collect();
             headers_text(&map)
         });
-        line(r.key.as_deref(), r.value.as_deref(), ts, h)
+        let v = r.value.as_deref().map(|v| value(Some(v)));
+        line(r.key.as_deref(), v.as_deref(), ts, h)
     };
     let mut got: Vec<(Option<Vec<u8>>, String)> = match order {
         Match::LastPerKey => {
@@ -299,11 +314,29 @@ pub fn check_records(order: Match, expected: &[Expected], actual: &[Record]) -> 
     Err(diff(&want, &got))
 }
 
+/// `bytes` as JSON text in one form (object keys sorted, no spaces), if they are JSON.
+fn canonical_json(bytes: &[u8]) -> Option<String> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let m: BTreeMap<String, serde_json::Value> = m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::Value::Object(m.into_iter().collect())
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sorted).collect()),
+            v => v,
+        }
+    }
+    serde_json::from_slice(bytes).ok().map(|v| sorted(v).to_string())
+}
+
 /// Whether a store's entries match `expected` (`(key, value)`, in key order); if not, a diff.
-pub fn check_entries(expected: &[(Vec<u8>, Vec<u8>)], actual: &[QueryRow]) -> Result<(), String> {
-    let mut want: Vec<String> = expected.iter().map(|(k, v)| line(Some(k), Some(v), None, None)).collect();
+/// With `json`, values that parse as JSON are compared as JSON.
+pub fn check_entries(expected: &[(Vec<u8>, Vec<u8>)], json: bool, actual: &[QueryRow]) -> Result<(), String> {
+    let value =
+        |v: &[u8]| if json { canonical_json(v).map_or_else(|| v.to_vec(), String::into_bytes) } else { v.to_vec() };
+    let mut want: Vec<String> = expected.iter().map(|(k, v)| line(Some(k), Some(&value(v)), None, None)).collect();
     want.sort();
-    let got: Vec<String> = actual.iter().map(|r| line(Some(&r.key), Some(&r.value), None, None)).collect();
+    let got: Vec<String> = actual.iter().map(|r| line(Some(&r.key), Some(&value(&r.value)), None, None)).collect();
     if want == got {
         return Ok(());
     }
@@ -312,6 +345,134 @@ pub fn check_entries(expected: &[(Vec<u8>, Vec<u8>)], actual: &[QueryRow]) -> Re
 
 /// A unified diff, expected against actual, a line each.
 fn diff(want: &[String], got: &[String]) -> String {
-    let (a, b) = (want.join("\n") + "\n", got.join("\n") + "\n");
+    let lines = |l: &[String]| if l.is_empty() { String::new() } else { l.join("\n") + "\n" };
+    let (a, b) = (lines(want), lines(got));
     similar::TextDiff::from_lines(&a, &b).unified_diff().context_radius(3).header("expected", "actual").to_string()
+}
+
+/// A plugin's log line, as a test saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub plugin: String,
+    /// `trace` … `error`.
+    pub level: &'static str,
+    pub message: String,
+}
+
+/// Keeps the plugins' log lines (the `wasp::plugin` events) while it is the thread's
+/// subscriber: `wasp test` holds them against a case's `logs`. Other events go to stderr at
+/// `WASP_LOG` (default `warn`), as outside a case.
+#[derive(Clone, Default)]
+pub struct LogCapture {
+    lines: Arc<Mutex<Vec<LogLine>>>,
+}
+
+/// The most lines a capture keeps: past it, lines are counted out, not kept.
+const MAX_CAPTURED_LINES: usize = 100_000;
+
+impl LogCapture {
+    /// Runs `f` with this capture as the thread's subscriber.
+    pub fn during<T>(&self, f: impl FnOnce() -> T) -> T {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let filter = tracing_subscriber::EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| "warn".into());
+        let print = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+        let subscriber = tracing_subscriber::registry().with(self.clone()).with(print);
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    /// The lines kept so far.
+    pub fn lines(&self) -> Vec<LogLine> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogCapture {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != "wasp::plugin" {
+            return;
+        }
+        struct Fields(String, String);
+        impl tracing::field::Visit for Fields {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "plugin" {
+                    self.0 = value.to_owned();
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "message" => self.1 = format!("{value:?}"),
+                    "plugin" => self.0 = format!("{value:?}"),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields(String::new(), String::new());
+        event.record(&mut fields);
+        let level = match *event.metadata().level() {
+            tracing::Level::TRACE => "trace",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::INFO => "info",
+            tracing::Level::WARN => "warn",
+            tracing::Level::ERROR => "error",
+        };
+        if let Ok(mut lines) = self.lines.lock()
+            && lines.len() < MAX_CAPTURED_LINES
+        {
+            lines.push(LogLine { plugin: fields.0, level, message: fields.1 });
+        }
+    }
+}
+
+/// The samples of a Prometheus text exposition: `(type, name, labels, value)`, the type from
+/// the family's `# TYPE` line.
+pub fn metric_samples(text: &str) -> Vec<(String, String, BTreeMap<String, String>, f64)> {
+    let mut types: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix("# TYPE ") {
+            let mut it = t.split_whitespace();
+            if let (Some(n), Some(k)) = (it.next(), it.next()) {
+                types.insert(n, k);
+            }
+            continue;
+        }
+        if l.starts_with('#') || l.trim().is_empty() {
+            continue;
+        }
+        let (head, value) = match l.rsplit_once(' ') {
+            Some((h, v)) => (h, v),
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let mut map = BTreeMap::new();
+        let mut rest = labels;
+        while let Some((k, after)) = rest.split_once("=\"") {
+            // A label value ends at the first `"` not escaped.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in after.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let Some(end) = end else { break };
+            let v = after[..end].replace("\\\"", "\"").replace("\\\\", "\\");
+            map.insert(k.trim_start_matches(',').to_owned(), v);
+            rest = &after[end + 1..];
+        }
+        let family =
+            types.keys().filter(|f| name.starts_with(**f)).max_by_key(|f| f.len()).map_or("untyped", |f| types[*f]);
+        samples.push((family.to_owned(), name.to_owned(), map, value));
+    }
+    samples
 }

@@ -4,26 +4,19 @@ The categories come from the plugin's config: `categories` maps a path prefix to
 (the longest matching prefix wins); other pages are `other`.
 """
 
-import json
-
-import wit_world
-from wit_world.exports import ValueMapper
-from wit_world.imports import config, log, types
-from componentize_py_types import Err
-
-from wasp_batch import OutputBuilder, records
+import wasp
+from wasp import ValueMapper  # noqa: F401 (the export componentize-py looks for)
 
 _categories = None
 
 
 def categories():
+    """(prefix, category) pairs, longest prefix first (read from the config once)."""
     global _categories
     if _categories is None:
-        raw = config.get("categories")
-        try:
-            table = json.loads(raw) if raw else {}
-        except ValueError as e:
-            log.log(log.Level.WARN, f"config.categories is not JSON ({e}); no categories")
+        table = wasp.config_json("categories", {})
+        if not isinstance(table, dict):
+            wasp.log.warn("config.categories is not a JSON object; no categories")
             table = {}
         _categories = sorted(table.items(), key=lambda kv: -len(kv[0]))
     return _categories
@@ -36,19 +29,12 @@ def category_of(path):
     return "other"
 
 
-class ValueMapper(ValueMapper):
-    def map_values(self, function: str, input: types.Batch) -> types.Output:
-        if function not in ("", "enrich"):
-            raise Err(types.CallError_UnknownFunction(function))
-        out = OutputBuilder(types)
-        for i, (_key, value, ts) in enumerate(records(input)):
-            try:
-                click = json.loads(value)
-                path = click["path"]
-                click["category"] = category_of(path)
-                click["hour"] = int(click["time"][11:13])
-            except (ValueError, KeyError, TypeError) as e:
-                out.fail(i, "bad-input", f"cannot enrich {value!r}: {e}")
-                continue
-            out.push(i, ts, value=json.dumps(click, separators=(",", ":")).encode())
-        return out.build()
+@wasp.map_values
+def enrich(rec):
+    try:
+        click = rec.json()
+        click["category"] = category_of(click["path"])
+        click["hour"] = int(click["time"][11:13])
+    except (wasp.RecordError, ValueError, KeyError, TypeError) as e:
+        raise wasp.RecordError("bad-input", f"cannot enrich {rec.value!r}: {e}") from None
+    return click
