@@ -1,27 +1,39 @@
 # wasp: the two commands a newcomer needs are `make run` and `make test`.
-# Both install what they need first (`make setup`), and build plugins once.
+# Both install what they need first (`make setup-run`, `make setup`), and build plugins once.
+# `make run` needs only the host and the Rust plugins; the test toolchains and broker are for
+# `make test`.
 
 SHELL := /bin/bash
 CARGO ?= cargo
 # Build outputs live outside the clone, so a fresh clone of the same machine reuses them (CI).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/wasp/target
-WASM_TOOLS_VERSION := 1.263.0
+# The host links Debian's RocksDB (librocksdb-dev) instead of building the bundled one from
+# C++ source, 10–40 minutes once (host/build.rs). `make BUNDLED_ROCKSDB=1 …` builds the bundled.
+ifndef BUNDLED_ROCKSDB
+export ROCKSDB_LIB_DIR ?= /usr/lib/$(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+endif
 NISSHI_VERSION := 0.8.1
 COMPONENTIZE_PY_VERSION := 0.25.1
 COMPONENTIZE_JS_VERSION := 0.23.0
 NPM_PREFIX := $(HOME)/.cache/wasp/npm
+# What the host's build needs: libclang (bindgen's libclang.so, not libclang-cpp, which some
+# images ship alone) and Debian's RocksDB.
+HOST_PACKAGES := libclang-dev librocksdb-dev
 # C and C++ plugins: Debian's clang and lld, wasi-libc, and the wasm32 builtins and libc++.
 C_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32
+APT_INSTALL := if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq
+SUDO_APT_INSTALL := else sudo apt-get update -qq && sudo apt-get install -y -qq
 RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add
 BUILD := plugins/build
 WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
+WASP := $(CARGO_TARGET_DIR)/release/wasp
 PY_PLUGIN_SRC := $(wildcard plugins/python/*/*.py) guest-sdk/python/wasp.py
 
-.PHONY: run test setup plugins bench clean-plugins plugin new-plugin
+.PHONY: run test setup setup-run host plugins bench clean-plugins plugin new-plugin
 
 ## The main job: word count in local mode: Wasm plugins, a repartition, a RocksDB store.
-run: setup plugins
-	$(CARGO) run --release --quiet --bin wasp -- run pipelines/wordcount/pipeline.toml --reset
+run: setup-run host $(BUILD)/.rust-done
+	$(WASP) run pipelines/wordcount/pipeline.toml --reset
 
 ## Every test: formatting, lints, unit, golden, plugin and the real-broker integration tests.
 test: setup plugins
@@ -36,27 +48,27 @@ test: setup plugins
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
 	  target/test-output.log
 
-## What the commands need: wasm targets, wasm-tools, componentize-py, componentize-js (npm, into
-## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), libclang (bindgen's
-## libclang.so, not libclang-cpp, which some images ship alone), the test broker.
-setup: .setup-done
-.setup-done: Makefile
+## What the main job needs: the wasm target of the Rust plugins, and the host's packages.
+setup-run: .setup-run-done
+.setup-run-done: Makefile
 	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
-	rustup target add wasm32-unknown-unknown wasm32-wasip2
-	@if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libclang-dev; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq libclang-dev; fi; fi
-	@if [ "$$(wasm-tools --version 2>/dev/null | cut -d' ' -f2)" != "$(WASM_TOOLS_VERSION)" ]; then \
-	  $(CARGO) install wasm-tools --version $(WASM_TOOLS_VERSION) --locked; fi
+	rustup target add wasm32-unknown-unknown
+	@if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1 \
+	    || { [ -z "$(BUNDLED_ROCKSDB)" ] && [ ! -e $(ROCKSDB_LIB_DIR)/librocksdb.so ]; }; then \
+	  $(APT_INSTALL) $(HOST_PACKAGES); $(SUDO_APT_INSTALL) $(HOST_PACKAGES); fi; fi
+	touch .setup-run-done
+
+## What the tests need besides: the wasip2 target, componentize-py, componentize-js (npm, into
+## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), the test broker.
+setup: setup-run .setup-done
+.setup-done: Makefile
+	rustup target add wasm32-wasip2
 	@if ! command -v componentize-py >/dev/null || [ "$$(componentize-py --version | cut -d' ' -f2)" != "$(COMPONENTIZE_PY_VERSION)" ]; then \
 	  python3 -m pip install --quiet componentize-py==$(COMPONENTIZE_PY_VERSION); fi
 	@if ! command -v clang++ >/dev/null || ! command -v wasm-ld >/dev/null || [ ! -e /usr/lib/wasm32-wasi/libc++.a ] \
 	    || ! ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(C_PACKAGES); \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(C_PACKAGES); fi; fi
-	@if ! command -v npm >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm; fi; fi
+	  $(APT_INSTALL) $(C_PACKAGES); $(SUDO_APT_INSTALL) $(C_PACKAGES); fi; fi
+	@if ! command -v npm >/dev/null; then $(APT_INSTALL) nodejs npm; $(SUDO_APT_INSTALL) nodejs npm; fi; fi
 	@if ! grep -qs '"version": "$(COMPONENTIZE_JS_VERSION)"' \
 	    $(NPM_PREFIX)/node_modules/@bytecodealliance/componentize-js/package.json; then \
 	  mkdir -p $(NPM_PREFIX) && npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent \
@@ -66,18 +78,27 @@ setup: .setup-done
 	  $(CARGO) install nisshi --version $(NISSHI_VERSION) --locked --ignore-rust-version; fi
 	touch .setup-done
 
-## Every example and test plugin, as components in plugins/build/.
-plugins: setup $(BUILD)/.rust-done $(BUILD)/enrich.wasm
+## The host (cargo knows when it is fresh).
+host: setup-run
+	$(CARGO) build --release --bin wasp
 
-$(BUILD)/.rust-done: $(shell find plugins/rust guest-sdk wit -type f 2>/dev/null) plugins/Cargo.toml
+## Every example and test plugin, as components in plugins/build/.
+plugins: setup $(BUILD)/.rust-done $(BUILD)/sandbox-probe.wasm $(BUILD)/enrich.wasm
+
+# The Rust plugins: one cargo build of their workspace, each module made a component by
+# `wasp build` (in-process, no wasm-tools).
+$(BUILD)/.rust-done: $(shell find plugins/rust guest-sdk/src guest-sdk/macros wit -type f 2>/dev/null) plugins/Cargo.toml | host
 	cd plugins && $(CARGO) build --release
 	mkdir -p $(BUILD)
 	for p in $(RUST_PLUGINS); do \
-	  wasm-tools component new $(WASM_OUT)/$${p//-/_}.wasm -o $(BUILD)/$$p.wasm || exit 1; \
+	  $(WASP) build $(WASM_OUT)/$${p//-/_}.wasm -o $(BUILD)/$$p.wasm >/dev/null || exit 1; \
 	done
-	cd plugins && $(CARGO) build --release -p sandbox-probe --target wasm32-wasip2
-	cp $(CARGO_TARGET_DIR)/wasm32-wasip2/release/sandbox_probe.wasm $(BUILD)/sandbox-probe.wasm
 	touch $@
+
+$(BUILD)/sandbox-probe.wasm: $(shell find plugins/rust/sandbox-probe -type f 2>/dev/null) | setup
+	cd plugins && $(CARGO) build --release -p sandbox-probe --target wasm32-wasip2
+	mkdir -p $(BUILD)
+	cp $(CARGO_TARGET_DIR)/wasm32-wasip2/release/sandbox_probe.wasm $@
 
 $(BUILD)/enrich.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit
 	mkdir -p $(BUILD)

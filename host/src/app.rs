@@ -1068,12 +1068,41 @@ pub fn build_plugin(dir: &Path, cache_dir: Option<PathBuf>, target_dir: Option<&
             dir.display()
         );
     };
-    let bytes = std::fs::metadata(&out).with_context(|| format!("{}", out.display()))?.len();
+    loaded(&name, &out, cache_dir)
+}
+
+/// `wasp build MODULE -o OUT`: a core module made a component in-process, as `wasm-tools
+/// component new` does (the module carries its world in the custom section its bindings
+/// generator embeds); WASI preview 1 imports go through the adapter.
+pub fn build_module(module: &Path, out: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Built> {
+    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let component = componentize(&bytes).with_context(|| format!("making {} a component", module.display()))?;
+    std::fs::write(out, &component).with_context(|| format!("writing {}", out.display()))?;
+    let name = out.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
+    loaded(&name, out, cache_dir)
+}
+
+/// A core module as a component: its world from its embedded component type, WASI preview 1
+/// imports (wasi-libc's) through the adapter of our wasmtime's release.
+fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)?
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
+        .encode()
+}
+
+/// What `wasp build` made, loaded once to say its kinds (and compiled into the cache).
+fn loaded(name: &str, out: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Built> {
+    let bytes = std::fs::metadata(out).with_context(|| format!("{}", out.display()))?.len();
     let runtime = Runtime::new(cache_dir, MetricsRegistry::default())?;
     let loaded = runtime
-        .load(&name, &out, &toml::Table::new(), &Default::default(), &Default::default(), &[])
+        .load(name, out, &toml::Table::new(), &Default::default(), &Default::default(), &[])
         .with_context(|| format!("loading {}", out.display()))?;
-    Ok(Built { component: out, bytes, kinds: loaded.kinds.clone() })
+    Ok(Built { component: out.to_path_buf(), bytes, kinds: loaded.kinds.clone() })
 }
 
 /// The WIT contract in a temporary folder of its own, for a componentizer to read.
@@ -1276,17 +1305,7 @@ fn build_c(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
         .arg(&module);
     run((tool, c))?;
     let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
-    let component = wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(&bytes)
-        .and_then(|e| {
-            e.adapter(
-                "wasi_snapshot_preview1",
-                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-            )
-        })
-        .and_then(|e| e.encode())
-        .with_context(|| format!("making {} a component", module.display()))?;
+    let component = componentize(&bytes).with_context(|| format!("making {} a component", module.display()))?;
     let out = dir.join(format!("{name}.wasm"));
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     Ok((name, out))
@@ -1324,11 +1343,7 @@ fn build_rust(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<(String, 
     let module =
         Path::new(target).join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_")));
     let bytes = std::fs::read(&module).with_context(|| format!("reading the built module {}", module.display()))?;
-    let component = wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(&bytes)
-        .and_then(|e| e.encode())
-        .with_context(|| format!("making {} a component", module.display()))?;
+    let component = componentize(&bytes).with_context(|| format!("making {} a component", module.display()))?;
     let out = dir.join(format!("{name}.wasm"));
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     Ok((name.to_owned(), out))

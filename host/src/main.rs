@@ -96,9 +96,14 @@ enum Command {
     /// Builds a plugin into a component (`DIR/<name>.wasm`) and prints its size, kinds and
     /// WIT version.
     Build {
-        /// The plugin's folder (default: here).
+        /// The plugin's folder (default: here), or a core module (`.wasm`, with the component
+        /// type its bindings generator embeds) to make a component of.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Where the component goes (default: `DIR/NAME.wasm` for a folder, `NAME.component.wasm`
+        /// beside a module).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Runs test files (`*.test.toml`: records in, records and store entries expected)
     /// against their manifests with no broker, and prints `N passed, N failed`.
@@ -200,8 +205,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("next: wasp build {0} && wasp test {0}", made.display());
             Ok(())
         }
-        Command::Build { dir } => {
-            let built = app::build_plugin(&dir, cache, None)?;
+        Command::Build { dir, output } => {
+            let built = if dir.is_file() {
+                let out = output.unwrap_or_else(|| dir.with_extension("component.wasm"));
+                app::build_module(&dir, &out, cache)?
+            } else {
+                let mut built = app::build_plugin(&dir, cache, None)?;
+                if let Some(out) = output {
+                    std::fs::copy(&built.component, &out)
+                        .with_context(|| format!("copying {} to {}", built.component.display(), out.display()))?;
+                    built.component = out;
+                }
+                built
+            };
             let kinds: Vec<&str> = built.kinds.iter().map(|k| k.interface()).collect();
             println!(
                 "built {}: {:.1} KiB, kinds: {}, WIT {}@{}",

@@ -9,6 +9,14 @@ use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, I
 
 use super::{Backend, Entries, Progress};
 
+/// Debian's RocksDB (7.8.3, `librocksdb-dev`) has every C function the host calls, with the
+/// same signatures as the bundled 11.8's, but one: the write buffer manager came later. The
+/// `rocksdb` crate's `Options` frees one on drop if it holds one; the host never makes one, so
+/// this is never called, and it exists so that the host links.
+#[cfg(wasp_system_rocksdb)]
+#[unsafe(no_mangle)]
+pub extern "C" fn rocksdb_write_buffer_manager_destroy(_manager: *mut std::ffi::c_void) {}
+
 const META: &str = "wasp-meta";
 const PROGRESS_KEY: &[u8] = b"progress";
 
