@@ -263,7 +263,7 @@ impl Prepared {
             .application
             .commit_interval_ms
             .as_ref()
-            .map_or(DEFAULT_COMMIT_INTERVAL_MS, |c| *c.get_ref());
+            .map_or(self.default_commit_interval_ms(), |c| *c.get_ref());
         RunOptions {
             batch_size: self.batch_size(),
             commit_interval: std::time::Duration::from_millis(interval),
@@ -277,6 +277,21 @@ impl Prepared {
             globals: BTreeMap::new(),
             queries,
             hosts,
+            guarantee: self.guarantee(),
+        }
+    }
+
+    /// `[application] processing_guarantee` (default `at_least_once`).
+    pub fn guarantee(&self) -> crate::manifest::ProcessingGuarantee {
+        self.loaded.manifest.application.processing_guarantee.as_ref().map(|g| *g.get_ref()).unwrap_or_default()
+    }
+
+    /// As in Kafka Streams: 1 s, or 100 ms under exactly-once, whose restarts redo what
+    /// came after the last commit.
+    fn default_commit_interval_ms(&self) -> u64 {
+        match self.guarantee() {
+            crate::manifest::ProcessingGuarantee::AtLeastOnce => DEFAULT_COMMIT_INTERVAL_MS,
+            crate::manifest::ProcessingGuarantee::ExactlyOnce => 100,
         }
     }
 
@@ -564,6 +579,9 @@ impl Prepared {
             internal.iter().map(|t| ((*t).to_owned(), partitions, false)).collect();
         for spec in self.topology.stores.values().filter(|s| s.changelog && s.source_topic.is_none()) {
             topics.push((self.topology.changelog_topic(&spec.name), partitions, true));
+        }
+        if self.guarantee() == crate::manifest::ProcessingGuarantee::ExactlyOnce {
+            topics.push((runtime::eos::bounds_topic(&self.topology.application_id), 1, true));
         }
         ensure_topics(config, &topics)
     }
