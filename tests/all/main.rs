@@ -9,6 +9,7 @@ mod conformance;
 mod containment_kafka;
 mod errors;
 mod examples;
+mod faults;
 mod fuzz_manifest;
 mod golden;
 mod join;

@@ -657,6 +657,14 @@ impl crate::io::InstanceLog for KafkaInstanceLog {
 /// How long a restore may stall before it fails.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The number of brokers the cluster reports: one metadata round trip, which fails when no
+/// broker answers within 5 s.
+pub fn cluster_brokers(config: &ClientConfig) -> anyhow::Result<usize> {
+    let consumer: BaseConsumer = without(config, PRODUCER_ONLY).create().context("creating a metadata client")?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(5)).context("asking the cluster for its metadata")?;
+    Ok(md.brokers().len())
+}
+
 /// The number of partitions of `topic`.
 pub fn partition_count(config: &ClientConfig, topic: &str) -> anyhow::Result<Option<i32>> {
     let consumer: BaseConsumer = without(config, PRODUCER_ONLY).create().context("creating a metadata client")?;
