@@ -115,6 +115,12 @@ plugin:
 	@test -n "$(DIR)" || { echo "usage: make plugin DIR=path/to/crate"; exit 1; }
 	$(CARGO) run --quiet --release --bin wasp -- build $(DIR)
 
+## The long chaos soak: 20 kill -9s of three word-count instances on the real broker, under
+## exactly_once (nothing lost or repeated) and at_least_once (nothing lost; repeats counted).
+## `make test` runs a short one with 5 kills.
+soak: setup plugins
+	WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --release --test all soak -- --ignored --nocapture --test-threads 1
+
 ## Benchmarks: figures printed as ratios against a native baseline measured in the same run.
 bench: setup plugins
 	$(CARGO) run --release --bin wasp-bench

@@ -263,7 +263,7 @@ impl Prepared {
             .application
             .commit_interval_ms
             .as_ref()
-            .map_or(DEFAULT_COMMIT_INTERVAL_MS, |c| *c.get_ref());
+            .map_or(self.default_commit_interval_ms(), |c| *c.get_ref());
         RunOptions {
             batch_size: self.batch_size(),
             commit_interval: std::time::Duration::from_millis(interval),
@@ -277,6 +277,21 @@ impl Prepared {
             globals: BTreeMap::new(),
             queries,
             hosts,
+            guarantee: self.guarantee(),
+        }
+    }
+
+    /// `[application] processing_guarantee` (default `at_least_once`).
+    pub fn guarantee(&self) -> crate::manifest::ProcessingGuarantee {
+        self.loaded.manifest.application.processing_guarantee.as_ref().map(|g| *g.get_ref()).unwrap_or_default()
+    }
+
+    /// As in Kafka Streams: 1 s, or 100 ms under exactly-once, whose restarts redo what
+    /// came after the last commit.
+    fn default_commit_interval_ms(&self) -> u64 {
+        match self.guarantee() {
+            crate::manifest::ProcessingGuarantee::AtLeastOnce => DEFAULT_COMMIT_INTERVAL_MS,
+            crate::manifest::ProcessingGuarantee::ExactlyOnce => 100,
         }
     }
 
@@ -430,6 +445,7 @@ impl Prepared {
             }
             Some(kafka) => {
                 let config = client_config(kafka.bootstrap_servers.get_ref(), &kafka.properties);
+                wait_for_cluster(&config, kafka.bootstrap_servers.get_ref(), stop)?;
                 self.create_internal_topics(&config)?;
                 self.check_copartitioned(&config)?;
                 let topics: Vec<&str> = self.topology.sources.keys().map(String::as_str).collect();
@@ -565,7 +581,50 @@ impl Prepared {
         for spec in self.topology.stores.values().filter(|s| s.changelog && s.source_topic.is_none()) {
             topics.push((self.topology.changelog_topic(&spec.name), partitions, true));
         }
+        if self.guarantee() == crate::manifest::ProcessingGuarantee::ExactlyOnce {
+            topics.push((runtime::eos::bounds_topic(&self.topology.application_id), 1, true));
+        }
         ensure_topics(config, &topics)
+    }
+}
+
+/// The first wait between attempts to reach the cluster at start, doubled after each, up to
+/// [`CONNECT_BACKOFF_MAX`].
+const CONNECT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+const CONNECT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until the cluster answers a metadata request: a broker that is down at start is an
+/// error in the log, tried again with backoff (as Kafka Streams' clients do), until it comes
+/// up or the user stops wasp.
+fn wait_for_cluster(config: &rdkafka::ClientConfig, bootstrap: &str, stop: &AtomicBool) -> anyhow::Result<()> {
+    let mut backoff = CONNECT_BACKOFF;
+    let mut attempt = 1u32;
+    loop {
+        match crate::io::kafka::cluster_brokers(config) {
+            Ok(n) => {
+                if attempt > 1 {
+                    tracing::info!(bootstrap, brokers = n, attempt, "the Kafka cluster answers");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(
+                    bootstrap,
+                    attempt,
+                    error = %format!("{e:#}"),
+                    "cannot reach the Kafka cluster; retrying in {backoff:?} (check `application.kafka.bootstrap_servers`)"
+                );
+            }
+        }
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                anyhow::bail!("stopped while waiting for the Kafka cluster at `{bootstrap}`");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
+        attempt += 1;
     }
 }
 

@@ -31,9 +31,13 @@ pub const POSITION_HEADER: &str = "wasp.position";
 /// repartition topic (a grouped table's); a record without it has none.
 pub const OLD_VALUE_HEADER: &str = "wasp.old";
 
+/// The header that carries a record's lineage under `processing_guarantee = "exactly_once"`
+/// (see `runtime::eos`): the input partition, offset and sequence number it came from.
+pub const LINEAGE_HEADER: &str = "wasp.lineage";
+
 /// Header names read back from topics that wasp writes on every record: shared, so reading
 /// them allocates nothing.
-const WELL_KNOWN_HEADERS: &[&str] = &[POSITION_HEADER, MARKER_HEADER, OLD_VALUE_HEADER];
+const WELL_KNOWN_HEADERS: &[&str] = &[POSITION_HEADER, MARKER_HEADER, OLD_VALUE_HEADER, LINEAGE_HEADER];
 
 impl Header {
     /// A header name read from a topic: static when wasp knows it, else copied.

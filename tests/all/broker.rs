@@ -77,6 +77,34 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Starts a broker on `port` (which must be free) and waits until it accepts connections.
+    pub fn start_on(port: u16) -> Broker {
+        let binary = nisshi_binary();
+        let dir = tempfile::tempdir().expect("a temporary directory for the broker log");
+        let log = dir.path().join("nisshi.log");
+        let out = File::create(&log).expect("creating the broker log");
+        let err = out.try_clone().expect("cloning the broker log handle");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(&binary)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "0s"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        if let Err(e) = wait_ready(&mut child, port) {
+            let _ = child.kill();
+            panic!("nisshi did not start on port {port}: {e}\n--- broker log ---\n{}", tail(&log, 40));
+        }
+        Broker { child, port, log, _dir: dir }
+    }
+
+    /// A port nothing listens on now.
+    pub fn free_port() -> u16 {
+        free_port()
+    }
+
     /// Starts a broker on a free port and waits until it answers metadata requests.
     pub fn start() -> Broker {
         let binary = nisshi_binary();

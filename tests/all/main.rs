@@ -2,12 +2,15 @@
 
 mod admin;
 mod broker;
+mod chaos;
 mod cli;
 mod common;
 mod conformance;
 mod containment_kafka;
 mod errors;
 mod examples;
+mod faults;
+mod fuzz_manifest;
 mod golden;
 mod join;
 mod join_kafka;

@@ -360,8 +360,10 @@ impl RecordSource for KafkaSource {
 #[derive(Default)]
 struct DeliveryContext {
     failures: Mutex<Vec<String>>,
-    /// The last acknowledged offset per partition (changelog checkpoints).
-    acked: Mutex<HashMap<(String, i32), i64>>,
+    /// The last acknowledged offset per partition (changelog checkpoints; every partition
+    /// under exactly-once), by topic, then partition: a topic is looked up without a copy of
+    /// its name.
+    acked: Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -381,7 +383,11 @@ impl ProducerContext for DeliveryContext {
             }
             Ok(m) if track == TRACK_ACK => {
                 if let Ok(mut a) = self.acked.lock() {
-                    let e = a.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
+                    let partitions = match a.get_mut(m.topic()) {
+                        Some(p) => p,
+                        None => a.entry(m.topic().to_owned()).or_default(),
+                    };
+                    let e = partitions.entry(m.partition()).or_insert(m.offset());
                     *e = (*e).max(m.offset());
                 }
             }
@@ -392,6 +398,8 @@ impl ProducerContext for DeliveryContext {
 
 pub struct KafkaSink {
     producer: BaseProducer<DeliveryContext>,
+    /// Track the acknowledged offsets of every record, not only of changelogs.
+    track_all: bool,
 }
 
 impl KafkaSink {
@@ -418,7 +426,7 @@ impl KafkaSink {
             }
         }
         let producer = c.create_with_context(DeliveryContext::default()).context("creating the Kafka producer")?;
-        Ok(Self { producer })
+        Ok(Self { producer, track_all: false })
     }
 }
 
@@ -442,7 +450,16 @@ impl RecordSink for KafkaSink {
     }
 
     fn acked_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.producer.context().acked.lock().ok()?.get(&(topic.to_owned(), partition)).copied()
+        self.producer.context().acked.lock().ok()?.get(topic)?.get(&partition).copied()
+    }
+
+    fn track_all_acks(&mut self) {
+        self.track_all = true;
+    }
+
+    fn acked_offsets(&self) -> Vec<(String, i32, i64)> {
+        let Ok(acked) = self.producer.context().acked.lock() else { return Vec::new() };
+        acked.iter().flat_map(|(t, ps)| ps.iter().map(|(p, o)| (t.clone(), *p, *o))).collect()
     }
 }
 
@@ -538,6 +555,23 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             _ => None,
         }))
     }
+
+    fn ends(&mut self, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("reading the metadata of `{topic}`"))?;
+        let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else { return Ok(Vec::new()) };
+        let mut ends = Vec::new();
+        for p in t.partitions() {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .with_context(|| format!("reading the end of {topic}[{}]", p.id()))?;
+            ends.push((p.id(), high));
+        }
+        Ok(ends)
+    }
 }
 
 /// Reads every partition of a global table's topic as records arrive, with no group: the
@@ -623,6 +657,14 @@ impl crate::io::InstanceLog for KafkaInstanceLog {
 /// How long a restore may stall before it fails.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The number of brokers the cluster reports: one metadata round trip, which fails when no
+/// broker answers within 5 s.
+pub fn cluster_brokers(config: &ClientConfig) -> anyhow::Result<usize> {
+    let consumer: BaseConsumer = without(config, PRODUCER_ONLY).create().context("creating a metadata client")?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(5)).context("asking the cluster for its metadata")?;
+    Ok(md.brokers().len())
+}
+
 /// The number of partitions of `topic`.
 pub fn partition_count(config: &ClientConfig, topic: &str) -> anyhow::Result<Option<i32>> {
     let consumer: BaseConsumer = without(config, PRODUCER_ONLY).create().context("creating a metadata client")?;
@@ -697,7 +739,7 @@ fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
 
 impl KafkaSink {
     fn send_one(&mut self, topic: &str, partition: Option<i32>, record: &Record) -> anyhow::Result<()> {
-        let track = if partition.is_some() { TRACK_ACK } else { 0 };
+        let track = if partition.is_some() || self.track_all { TRACK_ACK } else { 0 };
         let mut r: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, track).timestamp(record.timestamp);
         // librdkafka's header list is an allocation of its own: only records with headers

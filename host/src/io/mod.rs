@@ -104,6 +104,13 @@ pub trait RecordSink {
         let _ = (topic, partition);
         None
     }
+    /// Tracks the acknowledged offset of every partition written from now on, not only of
+    /// changelogs (exactly-once's bounds, see `runtime::eos`).
+    fn track_all_acks(&mut self) {}
+    /// The last acknowledged offset of every partition tracked: `(topic, partition, offset)`.
+    fn acked_offsets(&self) -> Vec<(String, i32, i64)> {
+        Vec::new()
+    }
 }
 
 /// Reads a changelog partition back, to restore a store.
@@ -122,6 +129,12 @@ pub trait ChangelogReader {
     /// a table read from its own topic is restored up to there, and what follows is
     /// processed (and emitted) as new.
     fn committed(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i64>>;
+
+    /// The end offset of each partition of `topic` (none if it does not exist yet).
+    fn ends(&mut self, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
+        let _ = topic;
+        Ok(Vec::new())
+    }
 }
 
 /// A small log of keyed entries every instance of an application writes and reads whole (on

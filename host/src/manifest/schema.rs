@@ -75,6 +75,21 @@ pub struct Application {
     /// it waits this long before going on with the others (Kafka Streams'
     /// `max.task.idle.ms`; default 0). Local files are always waited for.
     pub max_task_idle_ms: Option<Spanned<u64>>,
+    /// What a crash may do to output topics (Kafka Streams' `processing.guarantee`; default
+    /// `at_least_once`). State updates apply once in every mode.
+    pub processing_guarantee: Option<Spanned<ProcessingGuarantee>>,
+}
+
+/// `[application] processing_guarantee`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Outputs written after the last commit are written again after a crash.
+    #[default]
+    AtLeastOnce,
+    /// Exactly-once output on any broker, without transactions: each record carries its
+    /// lineage, and a restarted task does not write again what it wrote (`runtime::eos`).
+    ExactlyOnce,
 }
 
 /// The admin HTTP endpoint.

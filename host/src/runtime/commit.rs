@@ -25,6 +25,7 @@ pub fn commit(
     sink: &mut dyn RecordSink,
     offsets: &mut BTreeMap<(String, i32), i64>,
     stats: &mut RunStats,
+    mut lineage: Option<&mut super::eos::ThreadLineage>,
 ) -> anyhow::Result<()> {
     let parked: Vec<(Vec<String>, i32)> =
         tasks.values().filter(|t| t.parked_until().is_some()).map(|t| (t.topics.clone(), t.partition)).collect();
@@ -39,6 +40,43 @@ pub fn commit(
     }
     result?;
     sink.flush().context("waiting for the outputs to be acknowledged")?;
+    // Offsets the group refused (a rebalance) stay, to be committed with the next ones; the
+    // partitions the rebalance takes away drop theirs when their tasks close.
+    let ready: BTreeMap<(String, i32), i64> = offsets
+        .iter()
+        .filter(|((t, p), _)| !parked.iter().any(|(topics, pp)| pp == p && topics.contains(t)))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    // Exactly-once: what is sent from now on lies past everything acknowledged; each task
+    // whose input moved writes its bounds entry before its offsets are committed.
+    let mut moved = Vec::new();
+    if let Some(l) = lineage.as_deref_mut() {
+        for (topic, partition, offset) in sink.acked_offsets() {
+            l.raise(&topic, partition, offset + 1);
+        }
+        let mut entries = Vec::new();
+        for (key, task) in tasks.iter() {
+            let inputs: super::eos::Bounds = task
+                .topics
+                .iter()
+                .filter_map(|t| ready.get(&(t.clone(), task.partition)).map(|o| ((t.clone(), task.partition), *o)))
+                .collect();
+            if inputs.is_empty() {
+                continue;
+            }
+            if let Some(entry) = l.entry(*key, &inputs) {
+                entries.push(entry);
+                let next: Vec<Option<i64>> =
+                    task.topics.iter().map(|t| inputs.get(&(t.clone(), task.partition)).copied()).collect();
+                moved.push((*key, next));
+            }
+        }
+        if !entries.is_empty() {
+            let topic = l.topic.clone();
+            sink.send_to(&topic, 0, &entries)?;
+            sink.flush().context("waiting for the exactly-once bounds to be acknowledged")?;
+        }
+    }
     let mut result = Ok(());
     for task in tasks.values_mut().filter(|t| t.parked_until().is_none()) {
         task.with_stores(&mut |store| {
@@ -49,15 +87,16 @@ pub fn commit(
         });
     }
     result?;
-    // Offsets the group refused (a rebalance) stay, to be committed with the next ones; the
-    // partitions the rebalance takes away drop theirs when their tasks close.
-    let ready: BTreeMap<(String, i32), i64> = offsets
-        .iter()
-        .filter(|((t, p), _)| !parked.iter().any(|(topics, pp)| pp == p && topics.contains(t)))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
     if !ready.is_empty() && source.commit(&ready)? {
         offsets.retain(|k, _| !ready.contains_key(k));
+        // The numbering of what the moved tasks write starts again.
+        if let Some(l) = lineage {
+            for (key, next) in moved {
+                if let Some(tl) = l.tasks.get_mut(&key) {
+                    tl.committed(&next);
+                }
+            }
+        }
     }
     stats.commits += 1;
     Ok(())

@@ -12,6 +12,7 @@
 
 mod commit;
 pub mod driver;
+pub mod eos;
 pub mod global;
 pub mod hosts;
 mod order;
@@ -47,6 +48,9 @@ pub struct RunStats {
     pub commits: u64,
     /// Changelog entries applied while restoring stores.
     pub restored_entries: u64,
+    /// Exactly-once: records a restarted task did not write again, because the task's
+    /// previous owner had.
+    pub suppressed_records: u64,
 }
 
 impl RunStats {
@@ -58,6 +62,7 @@ impl RunStats {
         self.late_records += o.late_records;
         self.commits += o.commits;
         self.restored_entries += o.restored_entries;
+        self.suppressed_records += o.suppressed_records;
     }
 }
 
@@ -85,6 +90,8 @@ pub struct RunOptions {
     pub queries: query::Queries,
     /// Which instance runs which task: each thread reports its assignment here.
     pub hosts: hosts::Hosts,
+    /// What a crash may do to output topics ([`eos`] for `exactly_once`; on Kafka only).
+    pub guarantee: crate::manifest::ProcessingGuarantee,
 }
 
 /// What one stream thread reads from and writes to.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::commit::{commit, open_store};
+use super::eos::{Bounds, TaskLineage, ThreadLineage, decode_entry, output_topics};
 use super::order::PartitionGroup;
 use super::task::{Task, TaskOutput};
 use super::{RunOptions, RunStats, ThreadIo};
@@ -102,6 +103,8 @@ struct StreamThread<'a> {
     held_records: usize,
     /// The buffered input of each task that reads several topics, taken in timestamp order.
     groups: BTreeMap<(usize, i32), PartitionGroup>,
+    /// Exactly-once output ([`super::eos`]): on Kafka under `exactly_once`.
+    lineage: Option<ThreadLineage>,
 }
 
 /// Batches of one topic a task that reads several may buffer before that topic is paused at
@@ -134,7 +137,12 @@ pub fn run(
         early: VecDeque::new(),
         held_records: 0,
         groups: BTreeMap::new(),
+        lineage: None,
     };
+    if options.guarantee == crate::manifest::ProcessingGuarantee::ExactlyOnce && t.io.restorer.is_some() {
+        t.io.sink.track_all_acks();
+        t.lineage = Some(ThreadLineage::new(&topology.application_id));
+    }
     // A thread that failed commits nothing more: what it did since its last commit is done
     // again by whoever reads the partitions next.
     let result = t.run_loop(stop);
@@ -251,14 +259,21 @@ impl StreamThread<'_> {
             let Some(task) = self.tasks.get_mut(&key) else { continue };
             let output = task.flush()?;
             let parked = task.parked_until().is_some();
-            self.emit(output)?;
+            self.emit(key, output)?;
             if parked && !self.held.contains_key(&key) {
                 self.held.insert(key, Held::default());
                 self.pause(key, true);
             }
         }
         self.report_held();
-        commit(&mut self.tasks, self.io.source.as_mut(), self.io.sink.as_mut(), &mut self.offsets, &mut self.stats)?;
+        commit(
+            &mut self.tasks,
+            self.io.source.as_mut(),
+            self.io.sink.as_mut(),
+            &mut self.offsets,
+            &mut self.stats,
+            self.lineage.as_mut(),
+        )?;
         self.last_commit = Instant::now();
         self.unflushed = false;
         for (topic, partition, lag) in self.io.source.lag() {
@@ -301,6 +316,7 @@ impl StreamThread<'_> {
     /// not committed: the partition's new owner reads it again, and its stores skip what they
     /// applied.
     fn close_revoked(&mut self) {
+        let mut any = false;
         for (topic, partition) in self.io.source.take_revoked() {
             self.early.retain(|b| !(b.topic == topic && b.partition == partition));
             let Some(sub) = self.topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic)) else {
@@ -308,13 +324,25 @@ impl StreamThread<'_> {
             };
             let key = (sub.id, partition);
             let closed = self.tasks.remove(&key).is_some();
+            if let Some(l) = &mut self.lineage {
+                l.tasks.remove(&key);
+            }
             let held = self.held.remove(&key).is_some();
             // Records buffered for it were never run: the new owner reads them again.
             self.groups.remove(&key);
             if closed || held {
                 self.offsets.retain(|(t, p), _| !(sub.source_topics.contains(t) && *p == partition));
                 tracing::info!(task = %Task::name(sub.id, partition), "task closed: partition revoked");
+                any = true;
             }
+        }
+        // Exactly-once: what the closed tasks sent lands before their new owners read their
+        // output back (as far as this thread gets here first).
+        if any
+            && self.lineage.is_some()
+            && let Err(e) = self.io.sink.flush()
+        {
+            tracing::warn!(error = %format!("{e:#}"), "flushing the outputs of revoked tasks");
         }
     }
 
@@ -366,6 +394,12 @@ impl StreamThread<'_> {
                 Err(e) => return Err(e),
             }
         }
+        if !self.based(key, &batch)? {
+            // The group refused the base commit (a rebalance): the batch waits for the next
+            // turn, or goes if the partition was taken away.
+            self.early.push_front(batch);
+            return Ok(());
+        }
         let Some(task) = self.tasks.get_mut(&key) else { return Ok(()) };
         let n = batch.records.len();
         let next_offset = batch.records.last().map(|r| r.origin.offset + 1);
@@ -373,7 +407,7 @@ impl StreamThread<'_> {
         let parked = task.parked_until().is_some();
         self.stats.records_in += n as u64;
         self.stats.batches += 1;
-        self.emit(output)?;
+        self.emit(key, output)?;
         if parked {
             let held = self.held.entry(key).or_default();
             held.running.push((batch.topic, batch.partition, next_offset.unwrap_or(-1), n));
@@ -399,8 +433,97 @@ impl StreamThread<'_> {
             topology.subtopologies[key.0].nodes.iter().flat_map(|&id| topology.node(id).op.stores()).collect();
         self.options.queries.restoring(&stores, true);
         let task = self.build_task(key);
+        let task = match task {
+            Ok(t) if self.lineage.is_some() => self.open_lineage(key, &t).map(|()| t),
+            other => other,
+        };
         self.options.queries.restoring(&stores, false);
         task
+    }
+
+    /// Exactly-once: reads back what the task's previous owner wrote past its last commit,
+    /// so that it is not written again, and notes the inputs with no base committed yet.
+    fn open_lineage(&mut self, key: (usize, i32), task: &Task) -> anyhow::Result<()> {
+        let (Some(lineage), Some(reader)) = (self.lineage.as_mut(), self.io.restorer.as_deref_mut()) else {
+            return Ok(());
+        };
+        let outputs = output_topics(self.topology, key.0);
+        let repartitions = self.topology.repartition_topics().into_iter().map(str::to_owned).collect();
+        let mut tl = TaskLineage::new(&task.topics, key.1, outputs.clone(), repartitions);
+        // Nothing the task writes from now on lies before the partitions' ends.
+        let mut ends = BTreeMap::new();
+        for topic in &outputs {
+            for (p, end) in reader.ends(topic)? {
+                lineage.raise(topic, p, end);
+                ends.insert((topic.clone(), p), end);
+            }
+        }
+        // The bounds of the task's last commit: its latest entry for the offsets its group
+        // committed. Inputs with no entry commit a base with their first batch.
+        let mut committed = Bounds::new();
+        let mut next = Vec::new();
+        for topic in &task.topics {
+            let c = reader.committed(topic, key.1)?;
+            next.push(c);
+            if let Some(o) = c {
+                committed.insert((topic.clone(), key.1), o);
+            }
+        }
+        let found = latest_entry(reader, &lineage.topic, &Task::name(key.0, key.1), &committed)?;
+        let bounds = match found {
+            Some((_, bounds)) => {
+                for topic in task.topics.iter().filter(|t| !committed.contains_key(&((*t).clone(), key.1))) {
+                    tl.unbased.insert((topic.clone(), key.1));
+                }
+                bounds
+            }
+            None => {
+                for topic in &task.topics {
+                    tl.unbased.insert((topic.clone(), key.1));
+                }
+                Bounds::new()
+            }
+        };
+        for ((topic, p), from) in &bounds {
+            let Some(&to) = ends.get(&(topic.clone(), *p)) else { continue };
+            if to > *from && tl.outputs().contains(topic) {
+                reader.read(topic, *p, (*from, Some(to)), &mut |_, r| {
+                    tl.remember(topic, &r);
+                    Ok(())
+                })?;
+            }
+        }
+        tl.committed(&next);
+        if tl.pending() > 0 {
+            tracing::info!(
+                task = %Task::name(key.0, key.1),
+                records = tl.pending(),
+                "the task's previous owner wrote records past its last commit: they are not written again"
+            );
+        }
+        lineage.tasks.insert(key, tl);
+        Ok(())
+    }
+
+    /// Exactly-once: an input partition's first batch commits a base (its first offset, with
+    /// a bounds entry) before the task writes anything. `Ok(false)` if the group refused it.
+    fn based(&mut self, key: (usize, i32), batch: &InputBatch) -> anyhow::Result<bool> {
+        let Some(lineage) = self.lineage.as_mut() else { return Ok(true) };
+        let part = (batch.topic.clone(), batch.partition);
+        let Some(tl) = lineage.tasks.get(&key) else { return Ok(true) };
+        let Some(first) = batch.records.first().map(|r| r.origin.offset) else { return Ok(true) };
+        if !tl.unbased.contains(&part) {
+            return Ok(true);
+        }
+        let offsets = BTreeMap::from([(part.clone(), first)]);
+        let Some(entry) = lineage.entry(key, &offsets) else { return Ok(true) };
+        self.io.sink.send_to(&lineage.topic, 0, &[entry])?;
+        self.io.sink.flush().context("waiting for the exactly-once base to be acknowledged")?;
+        let committed = self.io.source.commit(&offsets)?;
+        if committed && let Some(tl) = lineage.tasks.get_mut(&key) {
+            tl.unbased.remove(&part);
+        }
+        Ok(committed)
     }
 
     fn build_task(&mut self, (sub, partition): (usize, i32)) -> anyhow::Result<Task> {
@@ -452,7 +575,7 @@ impl StreamThread<'_> {
                 }
                 let output = task.resume(now)?;
                 let parked = task.parked_until().is_some();
-                self.emit(output)?;
+                self.emit(key, output)?;
                 if parked {
                     continue;
                 }
@@ -553,14 +676,23 @@ impl StreamThread<'_> {
         next.map_or(Duration::from_millis(10), |t| t.saturating_duration_since(now)).min(Duration::from_millis(10))
     }
 
-    /// Sends what a task produced, and counts it.
-    fn emit(&mut self, output: TaskOutput) -> anyhow::Result<()> {
+    /// Sends what a task produced (under exactly-once, with its lineage and without what the
+    /// task's previous owner wrote already), and counts it.
+    fn emit(&mut self, key: (usize, i32), output: TaskOutput) -> anyhow::Result<()> {
         self.stats.failed_records += output.failed;
         for (step, n) in &output.late {
             self.stats.late_records += n;
             self.options.metrics.late_records(step, *n);
         }
-        for (topic, records) in output.records {
+        for (topic, mut records) in output.records {
+            if let Some(tl) = self.lineage.as_mut().and_then(|l| l.tasks.get_mut(&key)) {
+                let before = tl.suppressed;
+                tl.stamp(&topic, &mut records);
+                self.stats.suppressed_records += tl.suppressed - before;
+                if records.is_empty() {
+                    continue;
+                }
+            }
             self.unflushed = true;
             self.stats.records_out += records.len() as u64;
             self.io.sink.send_owned(&topic, records)?;
@@ -574,14 +706,50 @@ impl StreamThread<'_> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let mut outputs = Vec::new();
-        for task in self.tasks.values_mut() {
-            outputs.push(task.tick(now_ms)?);
+        for (key, task) in &mut self.tasks {
+            outputs.push((*key, task.tick(now_ms)?));
         }
-        for output in outputs {
-            self.emit(output)?;
+        for (key, output) in outputs {
+            self.emit(key, output)?;
         }
         Ok(())
     }
+}
+
+/// The latest entry of `task` in the bounds topic whose input offsets are the ones its group
+/// committed (`committed`): read backwards from the topic's end, a chunk at a time. `None`
+/// when nothing was committed, or no entry matches.
+fn latest_entry(
+    reader: &mut dyn crate::io::ChangelogReader,
+    topic: &str,
+    task: &str,
+    committed: &Bounds,
+) -> anyhow::Result<Option<(Bounds, Bounds)>> {
+    const CHUNK: i64 = 512;
+    if committed.is_empty() {
+        return Ok(None);
+    }
+    let Some(&(_, end)) = reader.ends(topic)?.first() else { return Ok(None) };
+    let mut to = end;
+    while to > 0 {
+        let from = (to - CHUNK).max(0);
+        let mut found = None;
+        reader.read(topic, 0, (from, Some(to)), &mut |_, r| {
+            if r.key.as_deref() == Some(task.as_bytes())
+                && let Some((inputs, bounds)) = r.value.as_deref().and_then(decode_entry)
+                && !inputs.is_empty()
+                && inputs.iter().all(|(k, v)| committed.get(k) == Some(v))
+            {
+                found = Some((inputs, bounds));
+            }
+            Ok(())
+        })?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        to = from;
+    }
+    Ok(None)
 }
 
 /// Whether opening a task failed only because its stores are held by another thread's task.

@@ -645,7 +645,8 @@ pub fn encode_position(out: &mut bytes::BytesMut, upstream: &str, p: Position) {
     out.extend_from_slice(&p.seq.to_be_bytes());
 }
 
-fn decode_position(v: &[u8]) -> Option<(&str, Position)> {
+/// Reads a position header's value (or a lineage header's: the same encoding).
+pub fn decode_position(v: &[u8]) -> Option<(&str, Position)> {
     if let Some(split) = v.len().checked_sub(POSITION_TAIL).filter(|&i| v[i] == 0) {
         let upstream = std::str::from_utf8(&v[..split]).ok()?;
         let offset = i64::from_be_bytes(v[split + 1..split + 9].try_into().ok()?);
