@@ -15,6 +15,7 @@ mod golden;
 mod join;
 mod join_kafka;
 mod kafka;
+mod malformed;
 mod operators;
 mod recovery;
 mod state;

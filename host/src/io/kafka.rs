@@ -196,6 +196,11 @@ impl KafkaSource {
         if c.get("auto.offset.reset").is_none() {
             c.set("auto.offset.reset", "earliest");
         }
+        // Cooperative rebalancing (KIP-429), as Kafka Streams: a member that joins or leaves
+        // moves only the partitions that change owner, and the others keep flowing meanwhile.
+        if c.get("partition.assignment.strategy").is_none() {
+            c.set("partition.assignment.strategy", "cooperative-sticky");
+        }
         // Statistics carry each partition's consumer lag (`wasp_consumer_lag`).
         if c.get("statistics.interval.ms").is_none() {
             c.set("statistics.interval.ms", "1000");

@@ -78,6 +78,9 @@ pub struct Application {
     /// What a crash may do to output topics (Kafka Streams' `processing.guarantee`; default
     /// `at_least_once`). State updates apply once in every mode.
     pub processing_guarantee: Option<Spanned<ProcessingGuarantee>>,
+    /// A record read whose key, value and headers together are larger fails to deserialize
+    /// and follows its pipeline's error policy (default 1 MiB, Kafka's `message.max.bytes`).
+    pub max_record_bytes: Option<Spanned<usize>>,
 }
 
 /// `[application] processing_guarantee`.
@@ -198,10 +201,10 @@ pub enum FileFormat {
 pub struct StreamDef {
     /// The Kafka topic; the stream's name when left out.
     pub topic: Option<Spanned<String>>,
-    #[serde(default)]
-    pub key: Format,
-    #[serde(default)]
-    pub value: Format,
+    /// The key's format (default `string`). Declared `string`, it must be UTF-8.
+    pub key: Option<Format>,
+    /// The value's format (default `string`). Declared `string`, it must be UTF-8.
+    pub value: Option<Format>,
     /// Local mode: the file the topic's records are read from (relative to the manifest).
     pub file: Option<Spanned<String>>,
     #[serde(default)]

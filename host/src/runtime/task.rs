@@ -240,9 +240,10 @@ impl Task {
         }
     }
 
-    /// Checks keys and values of a topic declared `json` (Kafka Streams' deserialization
-    /// step): a record that does not parse follows the error policy of the pipeline reading it,
-    /// with the code `deserialization`, and never reaches a plugin.
+    /// Checks what is read (Kafka Streams' deserialization step): keys and values of a topic
+    /// declared `json` parse as JSON, those declared `string` are UTF-8, and no record is
+    /// larger than `max_record_bytes`. A record that fails follows the error policy of the
+    /// pipeline reading it, with the code `deserialization`, and never reaches a plugin.
     fn deserialize(
         &self,
         source: NodeId,
@@ -252,10 +253,15 @@ impl Task {
     ) -> Result<Vec<Record>, TaskError> {
         let formats = self.topology.formats(topic);
         let (key, value) = (formats.key == Format::Json, formats.value == Format::Json);
-        if !key && !value {
+        let max = self.topology.max_record_bytes;
+        let size = |r: &Record| {
+            let headers: usize = r.headers.iter().map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len)).sum();
+            r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + headers
+        };
+        if !key && !value && !formats.text_key && !formats.text_value && records.iter().all(|r| size(r) <= max) {
             return Ok(records);
         }
-        let check = |field: &str, b: Option<&Bytes>| -> Result<(), String> {
+        let json = |field: &str, b: Option<&Bytes>| -> Result<(), String> {
             match b {
                 Some(b) => serde_json::from_slice::<serde::de::IgnoredAny>(b)
                     .map(drop)
@@ -263,11 +269,25 @@ impl Task {
                 None => Ok(()),
             }
         };
+        let text = |field: &str, b: Option<&Bytes>| -> Result<(), String> {
+            match b {
+                Some(b) => std::str::from_utf8(b).map(drop).map_err(|e| format!("the {field} is not UTF-8 text: {e}")),
+                None => Ok(()),
+            }
+        };
         let mut good = Vec::with_capacity(records.len());
         let mut failed = Vec::new();
         for r in records {
-            let verdict = if key { check("key", r.key.as_ref()) } else { Ok(()) }
-                .and_then(|()| if value { check("value", r.value.as_ref()) } else { Ok(()) });
+            let bytes = size(&r);
+            let verdict = if bytes > max {
+                Err(format!("the record is {bytes} bytes, over `max_record_bytes` ({max})"))
+            } else {
+                Ok(())
+            }
+            .and_then(|()| if key { json("key", r.key.as_ref()) } else { Ok(()) })
+            .and_then(|()| if value { json("value", r.value.as_ref()) } else { Ok(()) })
+            .and_then(|()| if formats.text_key { text("key", r.key.as_ref()) } else { Ok(()) })
+            .and_then(|()| if formats.text_value { text("value", r.value.as_ref()) } else { Ok(()) });
             match verdict {
                 Ok(()) => good.push(r),
                 Err(message) => failed.push(Failure {

@@ -150,7 +150,13 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
             let topic = s.topic_or(name.get_ref()).to_owned();
             (
                 topic,
-                TopicFormats { key: s.key, value: s.value, partitions: s.partitions.as_ref().map(|p| *p.get_ref()) },
+                TopicFormats {
+                    key: s.key.unwrap_or_default(),
+                    value: s.value.unwrap_or_default(),
+                    text_key: s.key == Some(crate::manifest::Format::String),
+                    text_value: s.value == Some(crate::manifest::Format::String),
+                    partitions: s.partitions.as_ref().map(|p| *p.get_ref()),
+                },
             )
         })
         .collect();
@@ -162,6 +168,11 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         formats,
         stores: b.stores,
         globals: b.globals,
+        max_record_bytes: m
+            .application
+            .max_record_bytes
+            .as_ref()
+            .map_or(super::DEFAULT_MAX_RECORD_BYTES, |b| *b.get_ref()),
     };
     Ok(topology)
 }

@@ -336,6 +336,10 @@ pub struct Node {
 pub struct TopicFormats {
     pub key: Format,
     pub value: Format,
+    /// Declared `string` (not left to the default): records whose key, or value, is not
+    /// UTF-8 fail to deserialize.
+    pub text_key: bool,
+    pub text_value: bool,
     /// Local mode: the partitions its file is read as (`[streams.NAME] partitions`).
     pub partitions: Option<u32>,
 }
@@ -361,7 +365,13 @@ pub struct Topology {
     pub stores: BTreeMap<String, StoreSpec>,
     /// The global tables joins read, by name.
     pub globals: BTreeMap<String, GlobalTable>,
+    /// A record read whose key, value and headers are larger fails to deserialize
+    /// (`[application] max_record_bytes`).
+    pub max_record_bytes: usize,
 }
+
+/// `[application] max_record_bytes` when left out: 1 MiB, Kafka's `message.max.bytes`.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// A global table: its topic, read whole by every instance, and its store.
 #[derive(Debug, Clone, PartialEq, Eq)]
