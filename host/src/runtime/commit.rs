@@ -1,7 +1,7 @@
 //! Committing a thread's work, and opening the stores of its tasks.
 //!
-//! A commit goes changelogs → flush → local state → input offsets, so that nothing is
-//! committed before what it depends on is acknowledged (at-least-once; the stores' positions
+//! A commit goes outputs → flush → changelogs (and exactly-once bounds) → flush → local state
+//! → input offsets, so that nothing is committed before what it depends on is acknowledged (at-least-once; the stores' positions
 //! make state updates apply once, see [`crate::state`]).
 
 use std::collections::BTreeMap;
@@ -29,6 +29,10 @@ pub fn commit(
 ) -> anyhow::Result<()> {
     let parked: Vec<(Vec<String>, i32)> =
         tasks.values().filter(|t| t.parked_until().is_some()).map(|t| (t.topics.clone(), t.partition)).collect();
+    // The outputs first: a changelog marker records the inputs a store applied, and a
+    // restarted task skips them, so the marker must not land before their outputs have (a
+    // kill during one flush of both could keep the marker and lose outputs).
+    sink.flush().context("waiting for the outputs to be acknowledged")?;
     let mut result = Ok(());
     for task in tasks.values_mut().filter(|t| t.parked_until().is_none()) {
         task.with_stores(&mut |store| {
@@ -39,7 +43,6 @@ pub fn commit(
         });
     }
     result?;
-    sink.flush().context("waiting for the outputs to be acknowledged")?;
     // Offsets the group refused (a rebalance) stay, to be committed with the next ones; the
     // partitions the rebalance takes away drop theirs when their tasks close.
     let ready: BTreeMap<(String, i32), i64> = offsets
@@ -74,9 +77,9 @@ pub fn commit(
         if !entries.is_empty() {
             let topic = l.topic.clone();
             sink.send_to(&topic, 0, &entries)?;
-            sink.flush().context("waiting for the exactly-once bounds to be acknowledged")?;
         }
     }
+    sink.flush().context("waiting for the changelogs to be acknowledged")?;
     let mut result = Ok(());
     for task in tasks.values_mut().filter(|t| t.parked_until().is_none()) {
         task.with_stores(&mut |store| {

@@ -5,9 +5,9 @@
 //! threads share nothing on the batch path. The error policy (retry, bisection, dead letters)
 //! is in [`policy`]; the commit order in [`commit`].
 //!
-//! Every commit interval (and at the end) a thread commits: the stores' pending writes go to
-//! their changelogs, the sink is flushed, then the stores write locally and the input offsets
-//! are committed, in that order (at-least-once; the stores' positions make state updates
+//! Every commit interval (and at the end) a thread commits: the outputs are flushed, the
+//! stores' pending writes go to their changelogs and are flushed, then the stores write locally
+//! and the input offsets are committed, in that order (at-least-once; the stores' positions make state updates
 //! apply once, see [`crate::state`]).
 
 mod commit;
