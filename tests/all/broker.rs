@@ -79,25 +79,9 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker on `port` (which must be free) and waits until it accepts connections.
     pub fn start_on(port: u16) -> Broker {
-        let binary = nisshi_binary();
         let dir = tempfile::tempdir().expect("a temporary directory for the broker log");
         let log = dir.path().join("nisshi.log");
-        let out = File::create(&log).expect("creating the broker log");
-        let err = out.try_clone().expect("cloning the broker log handle");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "0s"])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        if let Err(e) = wait_ready(&mut child, port) {
-            let _ = child.kill();
-            panic!("nisshi did not start on port {port}: {e}\n--- broker log ---\n{}", tail(&log, 40));
-        }
-        Broker { child, port, log, _dir: dir }
+        spawn(port, log, dir).unwrap_or_else(|e| panic!("nisshi did not start on port {port}: {e}"))
     }
 
     /// A port nothing listens on now.
@@ -107,34 +91,17 @@ impl Broker {
 
     /// Starts a broker on a free port and waits until it answers metadata requests.
     pub fn start() -> Broker {
-        let binary = nisshi_binary();
-        let dir = tempfile::tempdir().expect("a temporary directory for the broker log");
         let mut last_error = String::new();
         // The port is free when picked, but another process may take it before nisshi binds it.
         for attempt in 1..=3 {
-            let port = free_port();
+            let dir = tempfile::tempdir().expect("a temporary directory for the broker log");
             let log = dir.path().join(format!("nisshi-{attempt}.log"));
-            let out = File::create(&log).expect("creating the broker log");
-            let err = out.try_clone().expect("cloning the broker log handle");
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut child = Command::new(&binary)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "0s"])
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-            match wait_ready(&mut child, port) {
-                Ok(()) => return Broker { child, port, log, _dir: dir },
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_error = format!("{e}\n--- broker log ---\n{}", tail(&log, 40));
-                }
+            match spawn(free_port(), log, dir) {
+                Ok(broker) => return broker,
+                Err(e) => last_error = e,
             }
         }
-        panic!("nisshi ({}) did not start: {last_error}", binary.display());
+        panic!("nisshi ({}) did not start: {last_error}", nisshi_binary().display());
     }
 
     pub fn bootstrap(&self) -> String {
@@ -341,6 +308,31 @@ impl Drop for Broker {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts nisshi on `port`, logging to `log` (in `dir`, which the broker keeps), and waits
+/// until it accepts connections; on failure, the error and the log's tail.
+fn spawn(port: u16, log: PathBuf, dir: tempfile::TempDir) -> Result<Broker, String> {
+    let binary = nisshi_binary();
+    let out = File::create(&log).expect("creating the broker log");
+    let err = out.try_clone().expect("cloning the broker log handle");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = Command::new(&binary)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "0s"])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    match wait_ready(&mut child, port) {
+        Ok(()) => Ok(Broker { child, port, log, _dir: dir }),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("{e}\n--- broker log ---\n{}", tail(&log, 40)))
+        }
     }
 }
 

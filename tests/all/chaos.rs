@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, Process, Reader};
+use crate::recovery::start;
 
 const INPUT: &str = "chaos-lines";
 const OUTPUT: &str = "chaos-counts";
@@ -131,15 +131,6 @@ to = "counts"
     let path = dir.join(format!("instance-{instance}.toml"));
     std::fs::write(&path, text).expect("writing the manifest");
     path
-}
-
-fn start(name: &str, manifest: &Path) -> Process {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
-    c.arg("run")
-        .arg(manifest)
-        .env("WASP_CACHE_DIR", crate::common::cache_dir())
-        .env("WASP_LOG", "info,wasmtime=warn,cranelift=warn");
-    Process::spawn(name, c)
 }
 
 /// A small deterministic generator: the same kills every run.

@@ -2,10 +2,9 @@
 //! again with backoff until it comes up; then the pipeline runs by itself.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, Process};
+use crate::broker::Broker;
 
 const INPUT: &str = "streams-plaintext-input";
 const OUTPUT: &str = "streams-wordcount-output";
@@ -26,12 +25,7 @@ fn a_broker_down_at_start_is_reported_and_retried_until_it_comes_up() {
     let manifest = dir.path().join("wordcount.toml");
     std::fs::write(&manifest, text).expect("writing the manifest");
 
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
-    c.arg("run")
-        .arg(&manifest)
-        .env("WASP_CACHE_DIR", crate::common::cache_dir())
-        .env("WASP_LOG", "info,wasmtime=warn,cranelift=warn");
-    let mut wasp = Process::spawn("wasp-no-broker", c);
+    let mut wasp = crate::recovery::start("wasp-no-broker", &manifest);
     wasp.wait_logged("cannot reach the Kafka cluster", Duration::from_secs(60));
     let error = wasp.log_lines().into_iter().find(|l| l.contains("cannot reach the Kafka cluster")).expect("the error");
     assert!(error.contains(&format!("127.0.0.1:{port}")), "the error names the address: {error}");

@@ -75,7 +75,8 @@ fn write_manifest(dir: &Path, broker: &Broker) -> PathBuf {
     path
 }
 
-fn start(name: &str, manifest: &Path) -> Process {
+/// `wasp run MANIFEST` as a child process named `name`, logging at info.
+pub fn start(name: &str, manifest: &Path) -> Process {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
     c.arg("run")
         .arg(manifest)

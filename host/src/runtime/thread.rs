@@ -509,9 +509,10 @@ impl StreamThread<'_> {
     /// a bounds entry) before the task writes anything. `Ok(false)` if the group refused it.
     fn based(&mut self, key: (usize, i32), batch: &InputBatch) -> anyhow::Result<bool> {
         let Some(lineage) = self.lineage.as_mut() else { return Ok(true) };
-        let part = (batch.topic.clone(), batch.partition);
-        let Some(tl) = lineage.tasks.get(&key) else { return Ok(true) };
+        let Some(tl) = lineage.tasks.get(&key).filter(|tl| !tl.unbased.is_empty()) else { return Ok(true) };
         let Some(first) = batch.records.first().map(|r| r.origin.offset) else { return Ok(true) };
+        // Past each input's first batch the set is empty: no key is built per batch.
+        let part = (batch.topic.clone(), batch.partition);
         if !tl.unbased.contains(&part) {
             return Ok(true);
         }
