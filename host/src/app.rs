@@ -449,15 +449,12 @@ impl Prepared {
                 self.create_internal_topics(&config)?;
                 self.check_copartitioned(&config)?;
                 let topics: Vec<&str> = self.topology.sources.keys().map(String::as_str).collect();
-                // Cooperative rebalancing only when no task needs two topics' partitions
-                // together (see `KafkaSource::new`).
-                let cooperative = self.topology.subtopologies.iter().all(|s| s.source_topics.len() == 1);
                 // One consumer (a group member), producer and changelog reader per thread.
                 let mut io = Vec::new();
                 for _ in 0..self.threads() {
                     let id = &self.topology.application_id;
                     io.push(ThreadIo {
-                        source: Box::new(KafkaSource::new(&config, id, &topics, cooperative)?),
+                        source: Box::new(KafkaSource::new(&config, id, &topics)?),
                         sink: Box::new(KafkaSink::new(&config)?),
                         restorer: Some(Box::new(KafkaChangelogReader::new(&config, id)?)),
                     });

@@ -189,26 +189,12 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Joins the group `application_id` and subscribes to `topics`. With `cooperative`, the
-    /// group rebalances cooperatively (see below).
-    pub fn new(
-        config: &ClientConfig,
-        application_id: &str,
-        topics: &[&str],
-        cooperative: bool,
-    ) -> anyhow::Result<Self> {
+    /// Joins the group `application_id` and subscribes to `topics`.
+    pub fn new(config: &ClientConfig, application_id: &str, topics: &[&str]) -> anyhow::Result<Self> {
         let mut c = without(config, PRODUCER_ONLY);
         c.set("group.id", application_id).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         if c.get("auto.offset.reset").is_none() {
             c.set("auto.offset.reset", "earliest");
-        }
-        // Cooperative rebalancing (KIP-429): a member that joins or leaves moves only the
-        // partitions that change owner, and the others keep flowing meanwhile. librdkafka's
-        // cooperative-sticky assignor places each partition on its own, so it is used only
-        // when no task reads two topics; co-partitioned topics need the range assignor
-        // (librdkafka's default), which gives one member the same partition of each.
-        if cooperative && c.get("partition.assignment.strategy").is_none() {
-            c.set("partition.assignment.strategy", "cooperative-sticky");
         }
         // Statistics carry each partition's consumer lag (`wasp_consumer_lag`).
         if c.get("statistics.interval.ms").is_none() {

@@ -248,11 +248,6 @@ impl TaskLineage {
         }
         self.seqs.clear();
     }
-
-    /// The inputs' `topic/partition` names, by `Origin::topic`.
-    pub fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
 }
 
 /// What a thread keeps for exactly-once: the bounds of the partitions its tasks write, and
