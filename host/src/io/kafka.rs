@@ -488,6 +488,10 @@ impl KafkaChangelogReader {
         c.set("group.id", format!("{application_id}-restore"));
         c.set("enable.auto.commit", "false");
         c.set("enable.partition.eof", "false");
+        // It reads known ranges to their end: a fetch held for new data only delays the last
+        // one (librdkafka's 500 ms default made each output partition read back at a task's
+        // exactly-once start cost half a second).
+        c.set("fetch.wait.max.ms", "10");
         let consumer: BaseConsumer = c.create().context("creating the changelog reader")?;
         Ok(Self { consumer, group, progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()) })
     }
@@ -562,14 +566,24 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .with_context(|| format!("reading the metadata of `{topic}`"))?;
         let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else { return Ok(Vec::new()) };
-        let mut ends = Vec::new();
+        // One ListOffsets request for every partition (timestamp -1: each one's end), not a
+        // round trip per partition: a task opening under exactly_once asks this per output.
+        let mut tpl = TopicPartitionList::new();
         for p in t.partitions() {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .with_context(|| format!("reading the end of {topic}[{}]", p.id()))?;
-            ends.push((p.id(), high));
+            tpl.add_partition_offset(topic, p.id(), Offset::End)?;
         }
+        let got = self
+            .consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .with_context(|| format!("reading the end offsets of `{topic}`"))?;
+        let mut ends = Vec::new();
+        for e in got.elements() {
+            let Offset::Offset(high) = e.offset() else {
+                bail!("reading the end of {topic}[{}]: the broker answered {:?}", e.partition(), e.offset());
+            };
+            ends.push((e.partition(), high));
+        }
+        ends.sort_unstable();
         Ok(ends)
     }
 }

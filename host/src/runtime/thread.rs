@@ -432,12 +432,16 @@ impl StreamThread<'_> {
         let stores: Vec<&str> =
             topology.subtopologies[key.0].nodes.iter().flat_map(|&id| topology.node(id).op.stores()).collect();
         self.options.queries.restoring(&stores, true);
+        let started = std::time::Instant::now();
         let task = self.build_task(key);
         let task = match task {
             Ok(t) if self.lineage.is_some() => self.open_lineage(key, &t).map(|()| t),
             other => other,
         };
         self.options.queries.restoring(&stores, false);
+        if task.is_ok() {
+            tracing::info!(task = %Task::name(key.0, key.1), ms = started.elapsed().as_millis() as u64, "task opened");
+        }
         task
     }
 
@@ -718,7 +722,8 @@ impl StreamThread<'_> {
 }
 
 /// The latest entry of `task` in the bounds topic whose input offsets are the ones its group
-/// committed (`committed`): read backwards from the topic's end, a chunk at a time. `None`
+/// committed (`committed`): read from the topic's tail, in chunks that double in size going
+/// back (entries are small, and a task's latest one is almost always in the first). `None`
 /// when nothing was committed, or no entry matches.
 fn latest_entry(
     reader: &mut dyn crate::io::ChangelogReader,
@@ -726,14 +731,16 @@ fn latest_entry(
     task: &str,
     committed: &Bounds,
 ) -> anyhow::Result<Option<(Bounds, Bounds)>> {
-    const CHUNK: i64 = 512;
+    const FIRST_CHUNK: i64 = 4096;
     if committed.is_empty() {
         return Ok(None);
     }
     let Some(&(_, end)) = reader.ends(topic)?.first() else { return Ok(None) };
     let mut to = end;
+    let mut chunk = FIRST_CHUNK;
     while to > 0 {
-        let from = (to - CHUNK).max(0);
+        let from = (to - chunk).max(0);
+        chunk = chunk.saturating_mul(2);
         let mut found = None;
         reader.read(topic, 0, (from, Some(to)), &mut |_, r| {
             if r.key.as_deref() == Some(task.as_bytes())
