@@ -21,6 +21,8 @@ NPM_PREFIX := $(HOME)/.cache/wasp/npm
 HOST_PACKAGES := libclang-dev librocksdb-dev
 # C and C++ plugins: Debian's clang and lld, wasi-libc, and the wasm32 builtins and libc++.
 C_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32
+# The broker-restart test keeps nisshi's data in PostgreSQL (a throwaway server the test starts).
+PG_PACKAGES := postgresql
 APT_INSTALL := if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq
 SUDO_APT_INSTALL := else sudo apt-get update -qq && sudo apt-get install -y -qq
 RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add
@@ -59,7 +61,7 @@ setup-run: .setup-run-done
 	touch .setup-run-done
 
 ## What the tests need besides: the wasip2 target, componentize-py, componentize-js (npm, into
-## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), the test broker.
+## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), PostgreSQL, the test broker.
 setup: setup-run .setup-done
 .setup-done: Makefile
 	rustup target add wasm32-wasip2
@@ -69,6 +71,8 @@ setup: setup-run .setup-done
 	    || ! ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; then \
 	  $(APT_INSTALL) $(C_PACKAGES); $(SUDO_APT_INSTALL) $(C_PACKAGES); fi; fi
 	@if ! command -v npm >/dev/null; then $(APT_INSTALL) nodejs npm; $(SUDO_APT_INSTALL) nodejs npm; fi; fi
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  $(APT_INSTALL) --no-install-recommends $(PG_PACKAGES); $(SUDO_APT_INSTALL) --no-install-recommends $(PG_PACKAGES); fi; fi
 	@if ! grep -qs '"version": "$(COMPONENTIZE_JS_VERSION)"' \
 	    $(NPM_PREFIX)/node_modules/@bytecodealliance/componentize-js/package.json; then \
 	  mkdir -p $(NPM_PREFIX) && npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent \

@@ -28,6 +28,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+/// nisshi's in-memory storage: what every test broker uses unless it asks for another.
+const MEMORY: &str = "memory://nisshi/";
 /// How long the broker may take to accept connections (it usually takes 0.1 s).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// A bound for admin and metadata calls.
@@ -81,7 +83,22 @@ impl Broker {
     pub fn start_on(port: u16) -> Broker {
         let dir = tempfile::tempdir().expect("a temporary directory for the broker log");
         let log = dir.path().join("nisshi.log");
-        spawn(port, log, dir).unwrap_or_else(|e| panic!("nisshi did not start on port {port}: {e}"))
+        spawn(port, log, dir, MEMORY).unwrap_or_else(|e| panic!("nisshi did not start on port {port}: {e}"))
+    }
+
+    /// Starts a broker on `port` keeping its data in `storage` (nisshi's `--storage-engine`,
+    /// e.g. a PostgreSQL URL), so that a broker started again on it has the data back.
+    pub fn start_stored(port: u16, storage: &str) -> Broker {
+        let dir = tempfile::tempdir().expect("a temporary directory for the broker log");
+        let log = dir.path().join("nisshi.log");
+        spawn(port, log, dir, storage)
+            .unwrap_or_else(|e| panic!("nisshi ({storage}) did not start on port {port}: {e}"))
+    }
+
+    /// Kills the broker with SIGKILL and waits until it is gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// A port nothing listens on now.
@@ -96,7 +113,7 @@ impl Broker {
         for attempt in 1..=3 {
             let dir = tempfile::tempdir().expect("a temporary directory for the broker log");
             let log = dir.path().join(format!("nisshi-{attempt}.log"));
-            match spawn(free_port(), log, dir) {
+            match spawn(free_port(), log, dir, MEMORY) {
                 Ok(broker) => return broker,
                 Err(e) => last_error = e,
             }
@@ -313,14 +330,14 @@ impl Drop for Broker {
 
 /// Starts nisshi on `port`, logging to `log` (in `dir`, which the broker keeps), and waits
 /// until it accepts connections; on failure, the error and the log's tail.
-fn spawn(port: u16, log: PathBuf, dir: tempfile::TempDir) -> Result<Broker, String> {
+fn spawn(port: u16, log: PathBuf, dir: tempfile::TempDir, storage: &str) -> Result<Broker, String> {
     let binary = nisshi_binary();
     let out = File::create(&log).expect("creating the broker log");
     let err = out.try_clone().expect("cloning the broker log handle");
     let url = format!("tcp://127.0.0.1:{port}");
     let mut child = Command::new(&binary)
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "0s"])
+        .args(["--storage-engine", storage, "--group-initial-rebalance-delay", "0s"])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

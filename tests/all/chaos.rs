@@ -16,19 +16,19 @@ use std::time::{Duration, Instant};
 use crate::broker::{Broker, Process, Reader};
 use crate::recovery::start;
 
-const INPUT: &str = "chaos-lines";
-const OUTPUT: &str = "chaos-counts";
+pub const INPUT: &str = "chaos-lines";
+pub const OUTPUT: &str = "chaos-counts";
 const PARTITIONS: i32 = 6;
 const INSTANCES: usize = 3;
 const VOCABULARY: usize = 40;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Line `n`: five words, spread over the vocabulary.
-fn line(n: usize) -> String {
+pub fn line(n: usize) -> String {
     (0..5).map(|j| format!("w{:02}", (n * 7 + j * 13 + j * j) % VOCABULARY)).collect::<Vec<_>>().join(" ")
 }
 
-fn expected(lines: usize) -> BTreeMap<String, u64> {
+pub fn expected(lines: usize) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for n in 0..lines {
         for w in line(n).split(' ') {
@@ -52,7 +52,7 @@ pub struct Report {
 
 /// Compares the output with what a run without faults writes: each word's counts 1..=N,
 /// once each.
-fn check(records: &[crate::broker::Received], want: &BTreeMap<String, u64>) -> (u64, u64) {
+pub fn check(records: &[crate::broker::Received], want: &BTreeMap<String, u64>) -> (u64, u64) {
     let mut seen: BTreeMap<&str, BTreeMap<u64, u64>> = BTreeMap::new();
     for r in records {
         let count: u64 = r.value_str().parse().unwrap_or_else(|_| panic!("a count: {:?}", r.value_str()));
@@ -73,7 +73,7 @@ fn check(records: &[crate::broker::Received], want: &BTreeMap<String, u64>) -> (
     (lost, duplicated)
 }
 
-fn manifest(dir: &Path, broker: &Broker, instance: usize, guarantee: &str) -> PathBuf {
+pub fn manifest(dir: &Path, broker: &Broker, instance: usize, guarantee: &str) -> PathBuf {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build");
     let plugins = plugins.canonicalize().unwrap_or(plugins);
     for p in ["split-words", "word-key"] {

@@ -17,6 +17,7 @@ mod join_kafka;
 mod kafka;
 mod malformed;
 mod operators;
+mod postgres;
 mod recovery;
 mod state;
 mod swap;
