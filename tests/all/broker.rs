@@ -575,6 +575,13 @@ impl Process {
         assert!(status.success(), "kill -TERM {} failed: {status}", self.id());
     }
 
+    /// Its exit status, if it has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        let status = self.child.try_wait().expect("checking the child")?;
+        self.join_echo();
+        Some(status)
+    }
+
     /// Waits for the exit; fails after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;

@@ -109,3 +109,126 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_processing_resumes() 
     wasp.terminate();
     assert!(wasp.wait_exit(Duration::from_secs(60)).success(), "wasp exits cleanly on SIGTERM");
 }
+
+/// A small tmpfs mounted for the test's life (the disk-full test's state directory).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("the mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "the disk-full test mounts a small tmpfs, which needs root (or CAP_SYS_ADMIN): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// Fills the file system of `dir` with `file` until a write fails for lack of space.
+fn fill(file: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).expect("the filler file");
+    let chunk = vec![0u8; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", file.display()),
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// RocksDB's disk fills up under a running word count: the task stops with an error that
+/// says so, and nothing past the failure is committed; once space returns, a restart picks
+/// up where the last commit left off and every count is written once (exactly_once).
+#[test]
+fn a_full_disk_stops_the_task_with_a_clear_error_and_a_restart_loses_nothing() {
+    use crate::chaos::{INPUT as LINES, OUTPUT as COUNTS, check, expected, line, manifest};
+    const LINES_EACH_PART: usize = 600;
+    let broker = Broker::start();
+    broker.create_topics(&[LINES, COUNTS], 3);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // The state directory of instance 0 (chaos::manifest's layout) is a 32 MiB tmpfs.
+    let state = dir.path().join("state-0");
+    let _disk = Tmpfs::mount(&state, "32m");
+    let manifest = manifest(dir.path(), &broker, 0, "exactly_once");
+    let produce = |lines: std::ops::Range<usize>| {
+        let values: Vec<String> = lines.map(line).collect();
+        let records: Vec<crate::broker::Produced<'_>> = values.iter().map(|v| (None, None, v.as_bytes())).collect();
+        broker.produce_to(LINES, &records);
+    };
+    let mut wasp = crate::recovery::start("wasp-disk-full", &manifest);
+    produce(0..LINES_EACH_PART);
+    let mut reader = broker.reader(&[COUNTS]);
+    let first = expected(LINES_EACH_PART);
+    assert!(
+        reader.read_until(Duration::from_secs(120), |r| r.len() as u64 >= first.values().sum::<u64>()),
+        "the first part counted: {} outputs",
+        reader.records.len()
+    );
+
+    // The disk fills up, and input keeps arriving: a commit soon cannot write the stores
+    // (the write-ahead logs' pages in use still take a few small commits).
+    let filler = state.join("filler");
+    let filled = fill(&filler);
+    let mut produced = LINES_EACH_PART;
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = wasp.try_exit() {
+            break status;
+        }
+        assert!(produced < 3 * LINES_EACH_PART, "wasp still runs on a full disk after {produced} lines");
+        produce(produced..produced + 10);
+        produced += 10;
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(!status.success(), "wasp stops with an error when its disk is full");
+    let lines = wasp.log_lines();
+    let error = lines.iter().find(|l| l.contains("No space left on device")).unwrap_or_else(|| {
+        panic!("an error names the full disk; the log ends:\n{}", lines[lines.len().saturating_sub(15)..].join("\n"))
+    });
+    assert!(error.contains("writing its stores failed; no input offset is committed past it"), "{error}");
+    eprintln!(
+        "disk full after filling {filled} bytes; wasp stopped {:.1} s later, at line {produced}: {error}",
+        stopped.elapsed().as_secs_f64()
+    );
+
+    // Space returns: a restart finishes the work.
+    std::fs::remove_file(&filler).expect("removing the filler");
+    let mut wasp = crate::recovery::start("wasp-disk-full-restart", &manifest);
+    produce(produced..4 * LINES_EACH_PART);
+    let want = expected(4 * LINES_EACH_PART);
+    let converged = reader.read_until(Duration::from_secs(180), |records| {
+        let mut latest: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for r in records {
+            let c: u64 = r.value_str().parse().unwrap_or(0);
+            let e = latest.entry(r.key_str()).or_default();
+            *e = (*e).max(c);
+        }
+        want.iter().all(|(w, n)| latest.get(w.as_str()).is_some_and(|c| c >= n))
+    });
+    wasp.assert_running();
+    assert!(converged, "the counts converged after the restart: {} outputs read", reader.records.len());
+    reader.drain(Duration::from_secs(2), Duration::from_secs(30));
+    let (lost, duplicated) = check(&reader.records, &want);
+    eprintln!("disk full: records checked {}, lost {lost}, duplicated {duplicated}", reader.records.len());
+    assert_eq!((lost, duplicated), (0, 0), "nothing lost or repeated across the full disk");
+    wasp.terminate();
+    assert!(wasp.wait_exit(Duration::from_secs(60)).success(), "wasp exits cleanly on SIGTERM");
+}

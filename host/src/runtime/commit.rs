@@ -81,11 +81,17 @@ pub fn commit(
     }
     sink.flush().context("waiting for the changelogs to be acknowledged")?;
     let mut result = Ok(());
-    for task in tasks.values_mut().filter(|t| t.parked_until().is_none()) {
+    for (&(sub, partition), task) in tasks.iter_mut().filter(|(_, t)| t.parked_until().is_none()) {
         task.with_stores(&mut |store| {
             let acked = store.changelog().and_then(|(t, p)| sink.acked_offset(t, *p));
             if result.is_ok() {
-                result = store.commit(acked).with_context(|| format!("committing store `{}`", store.name()));
+                // The store's error names it; this names the task, and what is not done.
+                result = store.commit(acked).with_context(|| {
+                    format!(
+                        "task {}: writing its stores failed; no input offset is committed past it",
+                        Task::name(sub, partition)
+                    )
+                });
             }
         });
     }

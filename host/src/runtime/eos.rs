@@ -223,8 +223,9 @@ impl TaskLineage {
     /// The task committed bounds, and its input up to `next` (the next offset per input, by
     /// `Origin::topic`; `None` where it did not move): the numbering starts again, unless
     /// records of the previous owner are still to be met. Those past which the input has
-    /// gone were not written again: the output was not the same (a clock, a wall-clock
-    /// timer); they are forgotten.
+    /// gone were not written again: the stores had their inputs applied already (their
+    /// changelogs went further than the offsets), or the output was not the same (a clock, a
+    /// wall-clock timer); they are forgotten.
     pub fn committed(&mut self, next: &[Option<i64>]) {
         for (i, n) in next.iter().enumerate() {
             if let Some(n) = n {
@@ -239,9 +240,10 @@ impl TaskLineage {
             }
             tracing::warn!(
                 records = self.suppress.len(),
-                "records the previous owner of the task wrote were not produced again: its output was not \
-                 deterministic (a clock, a wall-clock timer); they stay in the topic, and what replaced them was \
-                 written too"
+                "records the previous owner of the task wrote were not produced again; they stay in the topic. \
+                 Either its stores already held their updates (restored from changelogs written after the last \
+                 offset commit, e.g. when a store write failed), or its output was not deterministic (a clock, a \
+                 wall-clock timer), and what replaced them was written too"
             );
             self.suppress.clear();
             self.suppress_until.clear();

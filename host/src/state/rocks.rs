@@ -38,6 +38,12 @@ impl RocksBackend {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // RocksDB's own LOG file keeps fatal messages only (and its header): wasp reports
+        // every failed write itself. At RocksDB's default level a full disk aborted the
+        // process with Debian's librocksdb, which is built with assertions: its logger (and
+        // its disk-space recovery thread's, every few seconds) appended again to the LOG
+        // after an append had failed.
+        opts.set_log_level(rocksdb::LogLevel::Fatal);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(cache_bytes.max(1 << 20)));
         opts.set_block_based_table_factory(&table);
