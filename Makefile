@@ -25,7 +25,7 @@ C_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32
 PG_PACKAGES := postgresql
 APT_INSTALL := if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq
 SUDO_APT_INSTALL := else sudo apt-get update -qq && sudo apt-get install -y -qq
-RUST_PLUGINS := click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add
+RUST_PLUGINS := cap-probe click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add
 BUILD := plugins/build
 WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
 WASP := $(CARGO_TARGET_DIR)/release/wasp

@@ -194,6 +194,12 @@ fn put(data: &mut Vec<u8>, field: Option<&[u8]>) -> (u32, u32) {
 #[error("the plugin returned a malformed batch: {0}")]
 pub struct MalformedBatch(pub String);
 
+/// The most records one plugin call may produce (a flat-map, a processor's forwards): each
+/// becomes a host record downstream. Past it, the call's output is refused as malformed, and
+/// its input records follow the step's error policy. 256 Ki is 256 outputs per input of the
+/// largest batch most pipelines use (1,024).
+pub const MAX_RECORDS_PER_CALL: usize = 256 << 10;
+
 /// A decoded output batch: fields slice one shared buffer, so decoding copies nothing.
 pub struct DecodedBatch {
     index: Vec<u32>,
@@ -219,6 +225,11 @@ impl DecodedBatch {
 
     fn decode(index: Vec<u32>, timestamps: Vec<i64>, data: Vec<u8>, unchanged: bool) -> Result<Self, MalformedBatch> {
         let len = index.len() / INDEX_STRIDE;
+        if len > MAX_RECORDS_PER_CALL {
+            return Err(MalformedBatch(format!(
+                "{len} records produced by one call, over the cap of {MAX_RECORDS_PER_CALL} (MAX_RECORDS_PER_CALL)"
+            )));
+        }
         if !index.len().is_multiple_of(INDEX_STRIDE) || !(timestamps.is_empty() || timestamps.len() == len) {
             return Err(MalformedBatch(format!(
                 "{} index entries for {} timestamps (want {} per record, and a timestamp per record or none)",

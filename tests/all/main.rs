@@ -2,6 +2,7 @@
 
 mod admin;
 mod broker;
+mod caps;
 mod chaos;
 mod cli;
 mod common;

@@ -121,8 +121,11 @@ impl Processor {
         let produced =
             match DecodedBatch::new(forwarded.records.index, forwarded.records.timestamps, forwarded.records.data) {
                 Ok(p) if p.len() == forwarded.children.len() => p,
-                _ => {
-                    let reason = "forwarded a malformed batch".to_owned();
+                other => {
+                    let reason = match other {
+                        Err(e) => format!("forwarded a malformed batch: {}", e.0),
+                        Ok(p) => format!("forwarded {} records with {} children", p.len(), forwarded.children.len()),
+                    };
                     let e = crate::wasm::CallFailure::Trap { plugin: self.step.label().to_owned(), reason };
                     out.failures.extend(self.step.fail_all(input.to_vec(), &e));
                     return;

@@ -20,15 +20,21 @@ impl Backend for MemoryBackend {
         Ok(self.entries.get(key).map(|v| out.extend_from_slice(v)).is_some())
     }
 
-    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String> {
+    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize, max_bytes: usize) -> Result<Entries, String> {
         let upper = match to {
             Some(t) => std::ops::Bound::Excluded(t.to_vec()),
             None => std::ops::Bound::Unbounded,
         };
+        let mut bytes = 0usize;
         Ok(self
             .entries
             .range((std::ops::Bound::Included(from.to_vec()), upper))
             .take(limit)
+            .take_while(|(k, v)| {
+                let within = bytes < max_bytes;
+                bytes = bytes.saturating_add(k.len() + v.len());
+                within
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }

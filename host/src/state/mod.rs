@@ -129,8 +129,9 @@ pub trait Backend: Send {
         Ok(self.get(key)?.map(|v| out.extend_from_slice(&v)).is_some())
     }
     /// Entries with `from <= key < to` (no upper bound when `to` is `None`), in key order, at
-    /// most `limit` of them.
-    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String>;
+    /// most `limit` of them, and none past the one that brings their keys and values to
+    /// `max_bytes`.
+    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize, max_bytes: usize) -> Result<Entries, String>;
     /// Applies the writes (`None` deletes) and the progress atomically.
     fn write(&mut self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, progress: &Progress) -> Result<(), String>;
     /// The progress of the last write, if any.
@@ -310,6 +311,18 @@ impl Store {
 
     /// Entries with `from <= key < to`, the pending writes included, at most `limit`.
     pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, StateError> {
+        self.range_within(from, to, limit, usize::MAX)
+    }
+
+    /// [`Store::range`], ending with the entry that brings the keys and values read to
+    /// `max_bytes` (a guest's scan: `wasm/host/state.rs`'s `MAX_SCAN_BYTES`).
+    pub fn range_within(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Entries, StateError> {
         let upper = match to {
             Some(t) => std::ops::Bound::Excluded(t),
             None => std::ops::Bound::Unbounded,
@@ -321,18 +334,42 @@ impl Store {
         // write).
         let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for (k, v) in self.backend.range(from, to, limit.saturating_add(deletes)).map_err(|e| self.err(e))? {
+        let stored = self.backend.range(from, to, limit.saturating_add(deletes), max_bytes).map_err(|e| self.err(e))?;
+        // Cut short by `max_bytes`, the stored entries end at their last key: pending ones
+        // past it would skip stored ones not read.
+        let cut = (stored.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() >= max_bytes)
+            .then(|| stored.last().map(|(k, _)| k.clone()))
+            .flatten();
+        for (k, v) in stored {
             merged.insert(k, Some(v));
         }
         for (k, v) in pending {
+            if cut.as_ref().is_some_and(|c| k > c) {
+                break;
+            }
             merged.insert(k.clone(), v.clone());
         }
-        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
+        let mut bytes = 0usize;
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .take_while(|(k, v)| {
+                let within = bytes < max_bytes;
+                bytes = bytes.saturating_add(k.len() + v.len());
+                within
+            })
+            .collect())
     }
 
     /// Entries whose key starts with `prefix`.
     pub fn prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
         self.range(prefix, prefix_end(prefix).as_deref(), limit)
+    }
+
+    /// [`Store::prefix`] within `max_bytes` (see [`Store::range_within`]).
+    pub fn prefix_within(&self, prefix: &[u8], limit: usize, max_bytes: usize) -> Result<Entries, StateError> {
+        self.range_within(prefix, prefix_end(prefix).as_deref(), limit, max_bytes)
     }
 
     /// Whether the record at `position` of `upstream` was applied already; if not, it is

@@ -73,8 +73,9 @@ impl Backend for RocksBackend {
         Ok(self.db.get_pinned(key).map_err(|e| e.to_string())?.map(|v| out.extend_from_slice(&v)).is_some())
     }
 
-    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Entries, String> {
+    fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize, max_bytes: usize) -> Result<Entries, String> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         // The upper bound goes to RocksDB too: without it a seek past the last live key of
         // the range walks every deleted key after it (a join's expired records) to find one.
         let mut read = rocksdb::ReadOptions::default();
@@ -83,9 +84,10 @@ impl Backend for RocksBackend {
         }
         for item in self.db.iterator_opt(IteratorMode::From(from, Direction::Forward), read) {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            if to.is_some_and(|t| &*k >= t) || out.len() >= limit {
+            if to.is_some_and(|t| &*k >= t) || out.len() >= limit || bytes >= max_bytes {
                 break;
             }
+            bytes = bytes.saturating_add(k.len() + v.len());
             out.push((k.into_vec(), v.into_vec()));
         }
         Ok(out)

@@ -129,6 +129,7 @@ impl LoadedPlugin {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,
+            log: Default::default(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -2,10 +2,12 @@
 //! records) and the plugins' own (`wasp:plugin/metrics`, served in `host/metrics.rs`).
 //!
 //! A guest chooses names and labels, so everything it can make the host allocate is capped:
-//! [`MAX_METRICS_PER_PLUGIN`], [`MAX_LABELS`] and [`MAX_NAME_BYTES`]. A call past a cap is
-//! counted in `wasp_plugin_metric_rejected_total` and otherwise ignored.
+//! [`MAX_METRICS_PER_PLUGIN`], [`MAX_LABELS`], [`MAX_NAME_BYTES`] and, per metric, the label
+//! sets it may create ([`MAX_SERIES_PER_METRIC`]). A call past a cap is counted in
+//! `wasp_plugin_metric_rejected_total` and otherwise ignored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +21,9 @@ use prometheus_client::registry::Registry;
 pub const MAX_METRICS_PER_PLUGIN: usize = 64;
 pub const MAX_LABELS: usize = 8;
 pub const MAX_NAME_BYTES: usize = 128;
+/// The label sets (series) one plugin metric may have: label values chosen per record (a user
+/// id) would otherwise grow the registry without end.
+pub const MAX_SERIES_PER_METRIC: usize = 256;
 
 pub(crate) type Labels = Vec<(String, String)>;
 
@@ -37,7 +42,12 @@ struct Inner {
     registry: Registry,
     metrics: HashMap<String, Metric>,
     per_plugin: HashMap<String, usize>,
+    /// The label sets each plugin metric has, by hash (see [`MAX_SERIES_PER_METRIC`]).
+    series: HashMap<String, HashSet<u64>>,
     rejected: Counter,
+    /// Plugin log lines cut to the line cap, and dropped over the rate cap (`wasm/host/log.rs`).
+    log_truncated: Family<Labels, Counter>,
+    log_dropped: Family<Labels, Counter>,
     late: Family<Labels, Counter>,
     builtin: Builtin,
 }
@@ -147,13 +157,28 @@ impl Default for MetricsRegistry {
             "Records dropped by a windowed step because every window they belong to had closed",
             late.clone(),
         );
+        let log_truncated = Family::<Labels, Counter>::default();
+        registry.register(
+            "wasp_plugin_log_truncated",
+            "Plugin log lines cut to the line cap (4 KiB)",
+            log_truncated.clone(),
+        );
+        let log_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "wasp_plugin_log_dropped",
+            "Plugin log lines dropped over the rate cap (per instance and second)",
+            log_dropped.clone(),
+        );
         let builtin = Builtin::register(&mut registry);
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 registry,
                 metrics: HashMap::new(),
                 per_plugin: HashMap::new(),
+                series: HashMap::new(),
                 rejected,
+                log_truncated,
+                log_dropped,
                 late,
                 builtin,
             })),
@@ -266,18 +291,41 @@ impl MetricsRegistry {
         Some(metric)
     }
 
-    pub(crate) fn labels(&self, plugin: &str, labels: Labels) -> Option<Labels> {
+    /// The full label set of a plugin metric's series, or `None` past a cap: too many
+    /// labels, a bad name, too long a value, or a new series of a metric that has
+    /// [`MAX_SERIES_PER_METRIC`] already.
+    pub(crate) fn labels(&self, plugin: &str, name: &str, labels: Labels) -> Option<Labels> {
+        let mut inner = self.inner.lock().ok()?;
         if labels.len() > MAX_LABELS
             || labels.iter().any(|(k, v)| !valid_name(k) || v.len() > MAX_NAME_BYTES || k == "plugin")
         {
-            if let Ok(inner) = self.inner.lock() {
-                inner.rejected.inc();
-            }
+            inner.rejected.inc();
             return None;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        labels.hash(&mut hasher);
+        let hash = hasher.finish();
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let known = inner.series.entry(format!("{plugin}/{base}")).or_default();
+        if !known.contains(&hash) {
+            if known.len() >= MAX_SERIES_PER_METRIC {
+                inner.rejected.inc();
+                return None;
+            }
+            known.insert(hash);
         }
         let mut all = Vec::with_capacity(labels.len() + 1);
         all.push(("plugin".to_owned(), plugin.to_owned()));
         all.extend(labels);
         Some(all)
+    }
+
+    /// Counts a plugin's log lines cut to the line cap (`dropped: false`) or dropped over the
+    /// rate cap (`dropped: true`).
+    pub(crate) fn log_capped(&self, plugin: &str, dropped: bool, n: u64) {
+        if let Ok(inner) = self.inner.lock() {
+            let family = if dropped { &inner.log_dropped } else { &inner.log_truncated };
+            family.get_or_create(&labels(&[("plugin", plugin)])).inc_by(n);
+        }
     }
 }

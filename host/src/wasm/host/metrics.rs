@@ -16,7 +16,7 @@ impl Host for HostState {
     fn counter_add(&mut self, name: String, labels: Labels, delta: u64) {
         let r = &self.metrics.registry;
         if let (Some(Metric::Counter(f)), Some(l)) =
-            (r.metric(&self.plugin, &name, "counter"), r.labels(&self.plugin, labels))
+            (r.metric(&self.plugin, &name, "counter"), r.labels(&self.plugin, &name, labels))
         {
             f.get_or_create(&l).inc_by(delta);
         }
@@ -25,7 +25,7 @@ impl Host for HostState {
     fn gauge_set(&mut self, name: String, labels: Labels, value: f64) {
         let r = &self.metrics.registry;
         if let (Some(Metric::Gauge(f)), Some(l)) =
-            (r.metric(&self.plugin, &name, "gauge"), r.labels(&self.plugin, labels))
+            (r.metric(&self.plugin, &name, "gauge"), r.labels(&self.plugin, &name, labels))
         {
             f.get_or_create(&l).set(value);
         }
@@ -34,7 +34,7 @@ impl Host for HostState {
     fn histogram_observe(&mut self, name: String, labels: Labels, value: f64) {
         let r = &self.metrics.registry;
         if let (Some(Metric::Histogram(f)), Some(l)) =
-            (r.metric(&self.plugin, &name, "histogram"), r.labels(&self.plugin, labels))
+            (r.metric(&self.plugin, &name, "histogram"), r.labels(&self.plugin, &name, labels))
         {
             f.get_or_create(&l).observe(value);
         }

@@ -3,7 +3,7 @@
 //! JavaScript) that import it, with nothing granted unless the manifest says so.
 
 mod config;
-mod log;
+pub mod log;
 pub mod metrics;
 pub mod state;
 
@@ -26,6 +26,8 @@ pub struct HostState {
     pub limits: StoreLimits,
     /// A custom processor's stores (other kinds have none).
     pub stores: Option<state::SharedStores>,
+    /// The instance's log lines this second, against the rate cap.
+    pub log: log::LogBudget,
 }
 
 impl WasiView for HostState {

@@ -1,7 +1,14 @@
 //! `wasp:plugin/state`: the stores of a custom processor, as resources. A handle names one of
 //! the stores the processor's step owns; the stores themselves stay with the task (they are
 //! committed, changelogged and restored with it), shared with the instance through
-//! [`SharedStores`]. Every scan is capped at [`MAX_SCAN`] entries.
+//! [`SharedStores`].
+//!
+//! What a guest can make the host hold is capped: a key at [`MAX_STATE_KEY_BYTES`], a value
+//! at [`MAX_STATE_VALUE_BYTES`], a store's writes since its last commit at
+//! [`MAX_PENDING_STATE_BYTES`] (commits come between batches, so this bounds one call), and a
+//! scan at [`MAX_SCAN`] entries and [`MAX_SCAN_BYTES`]. A write past a cap fails with a
+//! `state-error` naming it, which the SDKs turn into a per-record error; a scan past one
+//! returns its first part, as one past `limit` does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +26,15 @@ use crate::wasm::bindings::state::{
 
 /// The most entries one scan returns, whatever `limit` the guest asks for.
 pub const MAX_SCAN: u32 = 10_000;
+/// A scan ends with the entry that brings its keys and values to this many bytes.
+pub const MAX_SCAN_BYTES: usize = 16 << 20;
+/// The longest key a guest may write.
+pub const MAX_STATE_KEY_BYTES: usize = 64 << 10;
+/// The longest value a guest may write (about what a default broker takes as one changelog
+/// record).
+pub const MAX_STATE_VALUE_BYTES: usize = 1 << 20;
+/// The most bytes a store's writes may hold until its next commit.
+pub const MAX_PENDING_STATE_BYTES: usize = 64 << 20;
 
 /// A processor's stores, by name, shared by the task (which commits them) and the instance
 /// (whose host calls read and write them).
@@ -75,6 +91,28 @@ fn cap(limit: u32) -> usize {
     limit.min(MAX_SCAN) as usize
 }
 
+/// Whether a write of `key` and `value` bytes stays within the caps.
+fn within_caps(store: &Store, key: usize, value: usize) -> Result<(), crate::state::StateError> {
+    let over = |what: String| {
+        Err(crate::state::StateError::Backend { store: store.name().to_owned(), message: format!("{what}: refused") })
+    };
+    if key > MAX_STATE_KEY_BYTES {
+        return over(format!("a key of {key} bytes is over the cap of {MAX_STATE_KEY_BYTES} (MAX_STATE_KEY_BYTES)"));
+    }
+    if value > MAX_STATE_VALUE_BYTES {
+        return over(format!(
+            "a value of {value} bytes is over the cap of {MAX_STATE_VALUE_BYTES} (MAX_STATE_VALUE_BYTES)"
+        ));
+    }
+    if store.pending_bytes().saturating_add(key + value) > MAX_PENDING_STATE_BYTES {
+        return over(format!(
+            "the store's writes since its last commit would pass {MAX_PENDING_STATE_BYTES} bytes \
+             (MAX_PENDING_STATE_BYTES)"
+        ));
+    }
+    Ok(())
+}
+
 impl Host for HostState {}
 
 impl HostKeyValueStore for HostState {
@@ -88,6 +126,7 @@ impl HostKeyValueStore for HostState {
 
     fn put(&mut self, h: Resource<KvHandle>, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            within_caps(s, key.len(), value.len())?;
             s.put(data_key(&key), value);
             Ok(())
         })
@@ -95,6 +134,7 @@ impl HostKeyValueStore for HostState {
 
     fn delete(&mut self, h: Resource<KvHandle>, key: Vec<u8>) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            within_caps(s, key.len(), 0)?;
             s.delete(data_key(&key));
             Ok(())
         })
@@ -112,14 +152,14 @@ impl HostKeyValueStore for HostState {
                 Some(t) => Some(data_key(&t)),
                 None => prefix_end(&[DATA]),
             };
-            let found = s.range(&data_key(&from), to.as_deref(), cap(limit))?;
+            let found = s.range_within(&data_key(&from), to.as_deref(), cap(limit), MAX_SCAN_BYTES)?;
             Ok(found.into_iter().map(|(k, value)| Entry { key: k[1..].to_vec(), value }).collect())
         })
     }
 
     fn prefix_scan(&mut self, h: Resource<KvHandle>, prefix: Vec<u8>, limit: u32) -> Result<Vec<Entry>, StateError> {
         self.with_store(&h, |s| {
-            let found = s.prefix(&data_key(&prefix), cap(limit))?;
+            let found = s.prefix_within(&data_key(&prefix), cap(limit), MAX_SCAN_BYTES)?;
             Ok(found.into_iter().map(|(k, value)| Entry { key: k[1..].to_vec(), value }).collect())
         })
     }
@@ -137,6 +177,7 @@ impl HostWindowStore for HostState {
 
     fn put(&mut self, h: Resource<WindowHandle>, key: Vec<u8>, start: i64, value: Vec<u8>) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            within_caps(s, key.len(), value.len())?;
             let k = window_key(&key, Window { start, end: 0 });
             s.put(index_key(EMIT_INDEX, start, &k), Vec::new());
             s.put(k, value);
@@ -146,6 +187,7 @@ impl HostWindowStore for HostState {
 
     fn delete(&mut self, h: Resource<WindowHandle>, key: Vec<u8>, start: i64) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            within_caps(s, key.len(), 0)?;
             let k = window_key(&key, Window { start, end: 0 });
             s.delete(index_key(EMIT_INDEX, start, &k));
             s.delete(k);
@@ -167,7 +209,7 @@ impl HostWindowStore for HostState {
                 Some(t) => window_key(&key, Window { start: t, end: 0 }),
                 None => prefix_end(&key_prefix(&key)).unwrap_or_default(),
             };
-            let found = s.range(&lo, Some(&hi), cap(limit))?;
+            let found = s.range_within(&lo, Some(&hi), cap(limit), MAX_SCAN_BYTES)?;
             Ok(found
                 .into_iter()
                 .filter_map(|(k, value)| {
@@ -191,9 +233,14 @@ impl HostWindowStore for HostState {
             };
             let index = s.range(&[EMIT_INDEX], Some(&hi), cap(limit))?;
             let mut out = Vec::with_capacity(index.len());
+            let mut bytes = 0usize;
             for (k, _) in index {
+                if bytes >= MAX_SCAN_BYTES {
+                    break;
+                }
                 let data = &k[9..];
                 let (Some((key, w)), Some(value)) = (decode_data_key(data, false), s.get(data)?) else { continue };
+                bytes = bytes.saturating_add(key.len() + value.len());
                 out.push(WindowedEntry { key: key.to_vec(), start: w.start, value });
             }
             Ok(out)
@@ -220,6 +267,7 @@ impl HostSessionStore for HostState {
         value: Vec<u8>,
     ) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            within_caps(s, key.len(), value.len())?;
             s.put(session_key(&key, Window { start, end }), value);
             Ok(())
         })
@@ -227,6 +275,7 @@ impl HostSessionStore for HostState {
 
     fn remove(&mut self, h: Resource<SessionHandle>, key: Vec<u8>, start: i64, end: i64) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            within_caps(s, key.len(), 0)?;
             s.delete(session_key(&key, Window { start, end }));
             Ok(())
         })
@@ -243,7 +292,7 @@ impl HostSessionStore for HostState {
         self.with_store(&h, |s| {
             let prefix = key_prefix(&key);
             let from = [&prefix[..], &time_bytes(earliest_end)].concat();
-            let found = s.range(&from, prefix_end(&prefix).as_deref(), cap(limit))?;
+            let found = s.range_within(&from, prefix_end(&prefix).as_deref(), cap(limit), MAX_SCAN_BYTES)?;
             Ok(found
                 .into_iter()
                 .filter_map(|(k, value)| {

@@ -1,0 +1,100 @@
+//! Tries to pass every cap the host puts on what a guest can make it hold, for the cap tests
+//! (tests/all/caps.rs). The record's value names the probe; the forwarded value says what the
+//! host answered.
+
+use wasp::state::{KeyValueStore, StateError};
+
+fn store() -> Result<KeyValueStore, wasp::RecordError> {
+    KeyValueStore::open("s").map_err(|e| wasp::RecordError::new("state", format!("{e:?}")))
+}
+
+fn answer(r: Result<(), StateError>) -> String {
+    match r {
+        Ok(()) => "stored".to_owned(),
+        Err(e) => format!("refused: {e:?}"),
+    }
+}
+
+#[wasp::processor]
+fn probe(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), wasp::RecordError> {
+    let report = match value {
+        // A 1 MiB line, and 5,000 lines in one call.
+        "log-long" => {
+            wasp::log::info(&"x".repeat(1 << 20));
+            "logged".to_owned()
+        }
+        "log-flood" => {
+            for i in 0..5_000 {
+                wasp::log::info(&format!("line {i}"));
+            }
+            "logged".to_owned()
+        }
+        // 5,000 label values of one metric, then 200 metric names.
+        "metric-labels" => {
+            for i in 0..5_000 {
+                wasp::metrics::counter_add("probe_users", &[("user", &i.to_string())], 1);
+            }
+            "counted".to_owned()
+        }
+        "metric-names" => {
+            for i in 0..200 {
+                wasp::metrics::counter_add(&format!("probe_name_{i}"), &[], 1);
+            }
+            "counted".to_owned()
+        }
+        // A 100 KiB key, a 2 MiB value.
+        "state-key" => answer(store()?.put(&vec![b'k'; 100 << 10], b"v")),
+        "state-value" => answer(store()?.put(b"big", &vec![0u8; 2 << 20])),
+        // 1 MiB values under new keys until the store refuses one.
+        "state-pending" => {
+            let s = store()?;
+            let value = vec![1u8; 1 << 20];
+            let mut stored = 0;
+            let mut refused = None;
+            for i in 0..200 {
+                match s.put(format!("pending-{i:03}").as_bytes(), &value) {
+                    Ok(()) => stored += 1,
+                    Err(e) => {
+                        refused = Some(format!("{e:?}"));
+                        break;
+                    }
+                }
+            }
+            format!("stored {stored}, then refused: {}", refused.unwrap_or_default())
+        }
+        // 12,000 small entries, then a scan asking for all of them.
+        "scan" => {
+            let s = store()?;
+            for i in 0..12_000 {
+                answer(s.put(format!("small-{i:05}").as_bytes(), b"0123456789"))
+                    .strip_prefix("refused")
+                    .map_or(Ok(()), |e| Err(wasp::RecordError::new("state", e)))?;
+            }
+            let got =
+                s.prefix_scan(b"small-", u32::MAX).map_err(|e| wasp::RecordError::new("state", format!("{e:?}")))?;
+            format!("scan returned {}", got.len())
+        }
+        // 40 values of 1 MiB, then a scan of them.
+        "scan-bytes" => {
+            let s = store()?;
+            let value = vec![2u8; 1 << 20];
+            for i in 0..40 {
+                answer(s.put(format!("large-{i:02}").as_bytes(), &value))
+                    .strip_prefix("refused")
+                    .map_or(Ok(()), |e| Err(wasp::RecordError::new("state", e)))?;
+            }
+            let got =
+                s.prefix_scan(b"large-", u32::MAX).map_err(|e| wasp::RecordError::new("state", format!("{e:?}")))?;
+            format!("scan returned {}", got.len())
+        }
+        // 300,000 records forwarded by one call.
+        "forward-many" => {
+            for _ in 0..300_000 {
+                ctx.forward(key.unwrap_or_default(), "x")?;
+            }
+            "forwarded".to_owned()
+        }
+        other => format!("unknown probe {other}"),
+    };
+    ctx.forward(key.unwrap_or_default(), report)
+}

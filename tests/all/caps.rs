@@ -1,0 +1,97 @@
+//! Every host allocation a guest can trigger has a named cap. The cap-probe plugin tries to
+//! pass each one (log line length and rate, metric names and label sets, state key and value
+//! size, writes pending before a commit, records forwarded per call, scan entries and bytes);
+//! going over is a per-record error or an ignored call, counted, never host memory growth.
+
+use wasp_host::record::MAX_RECORDS_PER_CALL;
+use wasp_host::wasm::host::log::MAX_LOG_LINES_PER_SECOND;
+use wasp_host::wasm::host::state::{
+    MAX_PENDING_STATE_BYTES, MAX_SCAN, MAX_SCAN_BYTES, MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES,
+};
+use wasp_host::wasm::metrics::{MAX_METRICS_PER_PLUGIN, MAX_SERIES_PER_METRIC};
+
+use crate::common::{Scratch, header, input, plugin, run_local_full};
+
+const PROBES: [&str; 10] = [
+    "state-key",
+    "state-value",
+    "scan",
+    "scan-bytes",
+    "state-pending",
+    "forward-many",
+    "log-long",
+    "log-flood",
+    "metric-labels",
+    "metric-names",
+];
+
+/// The value of a sample of `metrics` (the Prometheus text) whose line starts with `series`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample `{series}` in:\n{metrics}"))
+}
+
+#[test]
+fn a_guest_that_tries_every_cap_gets_errors_or_ignored_calls_never_host_memory() {
+    let sc = Scratch::new();
+    let records: Vec<(Option<&str>, &str)> = PROBES.iter().map(|p| (Some(*p), *p)).collect();
+    input(&sc, &records);
+    let manifest = header(&format!(
+        "[plugins.probe]\npath = \"{}\"\nlimits = {{ memory_mib = 256, deadline_ms = 20000 }}\n\
+         [stores.s]\nkind = \"key_value\"\n",
+        plugin("cap-probe")
+    ))
+    .replace("batch_size = 3", "batch_size = 1")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"dead-letter\"\ndead_letter_topic = \"dlq\"\n\
+           [[pipelines.p.steps]]\nop = \"process\"\nplugin = \"probe\"\nstores = [\"s\"]\n";
+    let run = run_local_full(&sc, &manifest, &["out", "dlq"]).expect("the probe pipeline runs");
+    let out: std::collections::BTreeMap<String, String> = run.out["out"].iter().map(|o| o.kv()).collect();
+    let answer = |probe: &str| out.get(probe).cloned().unwrap_or_else(|| panic!("no answer to {probe}: {out:?}"));
+
+    // State: keys and values past their caps are refused by name; writes pending before a
+    // commit stop at their cap; scans end at their entry and byte caps.
+    let key = answer("state-key");
+    assert!(key.starts_with("refused") && key.contains("MAX_STATE_KEY_BYTES"), "{key}");
+    assert!(key.contains(&MAX_STATE_KEY_BYTES.to_string()), "{key}");
+    let value = answer("state-value");
+    assert!(value.starts_with("refused") && value.contains("MAX_STATE_VALUE_BYTES"), "{value}");
+    assert!(value.contains(&MAX_STATE_VALUE_BYTES.to_string()), "{value}");
+    let pending = answer("state-pending");
+    let stored: usize = pending
+        .strip_prefix("stored ")
+        .and_then(|p| p.split(',').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{pending}"));
+    assert!(stored < MAX_PENDING_STATE_BYTES >> 20, "at most the cap in 1 MiB values: {pending}");
+    assert!(stored > 8, "a few dozen 1 MiB values fit: {pending}");
+    assert!(pending.contains("MAX_PENDING_STATE_BYTES"), "{pending}");
+    assert_eq!(answer("scan"), format!("scan returned {MAX_SCAN}"));
+    let scanned: usize = answer("scan-bytes").trim_start_matches("scan returned ").parse().expect("a count");
+    assert_eq!(scanned, MAX_SCAN_BYTES >> 20, "1 MiB entries up to {MAX_SCAN_BYTES} bytes");
+
+    // Too many records from one call: its input record is dead-lettered, naming the cap; the
+    // other probes' records all came through.
+    let dlq = &run.out["dlq"];
+    assert_eq!(dlq.iter().map(|o| o.kv().0).collect::<Vec<_>>(), ["forward-many"], "{dlq:?}");
+    let message = dlq[0].headers["wasp.error.message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("MAX_RECORDS_PER_CALL") && message.contains(&MAX_RECORDS_PER_CALL.to_string()),
+        "{message}"
+    );
+    assert_eq!(out.len(), PROBES.len() - 1, "{out:?}");
+
+    // Logs and metrics: cut (to MAX_LOG_LINE_BYTES), dropped and rejected calls are counted.
+    let metrics = run.prepared.runtime.metrics().encode();
+    assert_eq!(sample(&metrics, "wasp_plugin_log_truncated_total{plugin=\"probe\"}"), 1.0);
+    let dropped = sample(&metrics, "wasp_plugin_log_dropped_total{plugin=\"probe\"}");
+    assert!(dropped >= f64::from(5_000 - MAX_LOG_LINES_PER_SECOND), "{dropped} of 5000 lines dropped");
+    let series = metrics.lines().filter(|l| l.starts_with("wasp_plugin_probe_users_total{")).count();
+    assert_eq!(series, MAX_SERIES_PER_METRIC, "label sets of one metric");
+    let names = metrics.lines().filter(|l| l.starts_with("# TYPE wasp_plugin_probe_")).count();
+    assert_eq!(names, MAX_METRICS_PER_PLUGIN, "metrics of one plugin");
+    let rejected = sample(&metrics, "wasp_plugin_metric_rejected_total");
+    let expected = (5_000 - MAX_SERIES_PER_METRIC) + (200 - (MAX_METRICS_PER_PLUGIN - 1));
+    assert_eq!(rejected, expected as f64, "every call past a metric cap is counted");
+}
