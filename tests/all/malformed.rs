@@ -1,6 +1,6 @@
 //! Bad input on a real broker: 10,000 malformed records (bad JSON, oversized, keys declared
-//! `string` that are not UTF-8) among good ones all land in the dead-letter topic with error
-//! headers, and records in = records out + dead letters, exactly.
+//! `string` that are not UTF-8, null keys reaching a count) among good ones all land in the
+//! dead-letter topic with error headers, and records in = records out + dead letters, exactly.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -12,6 +12,13 @@ const INPUT: &str = "malformed-in";
 const OUTPUT: &str = "malformed-out";
 const DEAD: &str = "malformed-dead";
 const MAX_RECORD_BYTES: usize = 2048;
+/// Each kind of bad record: what its error message says, and its error code.
+const KINDS: [(&str, &str); 4] = [
+    ("not JSON", "deserialization"),
+    ("over `max_record_bytes`", "deserialization"),
+    ("not UTF-8", "deserialization"),
+    ("has no key", "null-key"),
+];
 
 #[test]
 fn ten_thousand_malformed_records_all_reach_the_dead_letter_topic_and_nothing_is_lost() {
@@ -47,7 +54,7 @@ topic = "{OUTPUT}"
 
 [pipelines.pass]
 from = "events"
-steps = []
+steps = [{{ op = "group_by_key" }}, {{ op = "count" }}, {{ op = "to_stream" }}]
 to = "out"
 on_error = "dead-letter"
 dead_letter_topic = "{DEAD}"
@@ -61,31 +68,32 @@ dead_letter_topic = "{DEAD}"
     // Good and bad interleaved: a third of the bad ones each kind.
     let big = format!("\"{}\"", "x".repeat(MAX_RECORD_BYTES + 10));
     let bad_key: &[u8] = b"k\xff\xfe";
-    let mut values: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut values: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let (mut good, mut bad) = (0, 0);
     for i in 0..GOOD + BAD {
         if i % 6 == 0 && good < GOOD {
-            values.push((format!("k{i}").into_bytes(), format!("{{\"n\":{i}}}").into_bytes()));
+            values.push((Some(format!("k{i}").into_bytes()), format!("{{\"n\":{i}}}").into_bytes()));
             good += 1;
             continue;
         }
         if bad == BAD {
-            values.push((format!("k{i}").into_bytes(), format!("{{\"n\":{i}}}").into_bytes()));
+            values.push((Some(format!("k{i}").into_bytes()), format!("{{\"n\":{i}}}").into_bytes()));
             good += 1;
             continue;
         }
-        let which = bad % 3;
-        *kinds.entry(["not JSON", "over `max_record_bytes`", "not UTF-8"][which]).or_default() += 1;
+        let which = bad % 4;
+        *kinds.entry(KINDS[which].0).or_default() += 1;
         bad += 1;
         values.push(match which {
-            0 => (format!("k{i}").into_bytes(), format!("{{\"n\":{i}").into_bytes()),
-            1 => (format!("k{i}").into_bytes(), big.clone().into_bytes()),
-            _ => (bad_key.to_vec(), format!("{{\"n\":{i}}}").into_bytes()),
+            0 => (Some(format!("k{i}").into_bytes()), format!("{{\"n\":{i}").into_bytes()),
+            1 => (Some(format!("k{i}").into_bytes()), big.clone().into_bytes()),
+            2 => (Some(bad_key.to_vec()), format!("{{\"n\":{i}}}").into_bytes()),
+            _ => (None, format!("{{\"n\":{i}}}").into_bytes()),
         });
     }
     assert_eq!((good, bad), (GOOD, BAD));
-    let records: Vec<Produced<'_>> = values.iter().map(|(k, v)| (None, Some(k.as_slice()), v.as_slice())).collect();
+    let records: Vec<Produced<'_>> = values.iter().map(|(k, v)| (None, k.as_deref(), v.as_slice())).collect();
     broker.produce_to(INPUT, &records);
 
     let mut reader = broker.reader(&[OUTPUT, DEAD]);
@@ -106,10 +114,12 @@ dead_letter_topic = "{DEAD}"
     assert_eq!((out, dead.len()), (GOOD, BAD), "records in ({}) = records out + dead letters, exactly", GOOD + BAD);
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for d in &dead {
-        assert_eq!(d.header("wasp.error.code"), Some("deserialization"), "{d:?}");
         let message = d.header("wasp.error.message").unwrap_or_default();
-        let kind =
-            kinds.keys().find(|k| message.contains(**k)).unwrap_or_else(|| panic!("an unexpected error: {message}"));
+        let (kind, code) = KINDS
+            .iter()
+            .find(|(k, _)| message.contains(*k))
+            .unwrap_or_else(|| panic!("an unexpected error: {message}"));
+        assert_eq!(d.header("wasp.error.code"), Some(*code), "{d:?}");
         *seen.entry(kind).or_default() += 1;
     }
     assert_eq!(seen, kinds, "each kind of bad record lands with its own error");

@@ -105,15 +105,38 @@ fn reduce_folds_values_in_order_starting_from_the_first() {
 }
 
 #[test]
-fn aggregate_starts_from_the_initializer_and_skips_null_keys() {
-    let sc = Scratch::new();
-    sc.write(
-        "in.jsonl",
-        "{\"key\":\"a\",\"value\":\"5\",\"timestamp\":1}\n{\"key\":null,\"value\":\"7\",\"timestamp\":2}\n{\"key\":\"a\",\"value\":\"6\",\"timestamp\":3}\n",
-    );
-    let out = run_local(&sc, &pipeline(r#"{ op = "group_by_key" }, { op = "aggregate", plugin = "kit" },"#), &["out"])
-        .unwrap();
+fn aggregate_starts_from_the_initializer_and_a_null_key_follows_the_error_policy() {
+    // A fresh scratch (state directory) per policy.
+    let scratch = || {
+        let sc = Scratch::new();
+        sc.write(
+            "in.jsonl",
+            "{\"key\":\"a\",\"value\":\"5\",\"timestamp\":1}\n{\"key\":null,\"value\":\"7\",\"timestamp\":2}\n{\"key\":\"a\",\"value\":\"6\",\"timestamp\":3}\n",
+        );
+        sc
+    };
+    let steps = r#"{ op = "group_by_key" }, { op = "aggregate", plugin = "kit" },"#;
+    // Dead-lettered with `null-key`; the aggregate goes on without it.
+    let manifest = pipeline(steps).replace("[pipelines.p]\n", "[pipelines.p]\non_error = \"dead-letter\"\n");
+    let out = run_local(&scratch(), &manifest, &["out", "t-dlq"]).unwrap();
     assert_eq!(kvs(&out, "out"), vec![s("a", "5"), s("a", "11")]);
+    let dlq = &out["t-dlq"];
+    assert_eq!(dlq.iter().map(|o| o.kv().1).collect::<Vec<_>>(), ["7"], "{dlq:?}");
+    assert_eq!(dlq[0].headers["wasp.error.code"], "null-key");
+    // Skipped (as Kafka Streams drops it), and counted.
+    let manifest = pipeline(steps).replace("[pipelines.p]\n", "[pipelines.p]\non_error = \"skip\"\n");
+    let run = run_local_full(&scratch(), &manifest, &["out"]).unwrap();
+    assert_eq!(kvs(&run.out, "out"), vec![s("a", "5"), s("a", "11")]);
+    let metrics = run.prepared.runtime.metrics().encode();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("wasp_step_errors_total{") && l.contains("policy=\"skip\"") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // The default, stop: the run stops with an error that says why.
+    let err = run_local(&scratch(), &pipeline(steps), &["out"]).expect_err("a null key stops the default policy");
+    assert!(format!("{err:#}").contains("no key"), "{err:#}");
 }
 
 #[test]

@@ -969,11 +969,21 @@ impl Operator for Aggregate {
         let mut direct = DirectUpstream::default();
         let mut closes: Vec<(i64, Origin)> = Vec::new();
         for (i, r) in input.iter().enumerate() {
-            // Kafka Streams ignores records with a null key or value in aggregations.
-            let (Some(group), Some(_)) = (&r.key, &r.value) else {
-                tracing::debug!(step = %self.node, offset = r.origin.offset, "record with a null key or value skipped");
+            // Kafka Streams drops records with a null key in aggregations, with a warning and
+            // its dropped-records metric; here such a record fails with `null-key` and follows
+            // the step's `on_error` (dead-lettered, skipped and counted, or stopping the run),
+            // so none goes unseen. A null value (a tombstone in a stream) is ignored, as in
+            // Kafka Streams.
+            let Some(group) = &r.key else {
+                let message = "the record has no key, and an aggregation groups by its key (Kafka Streams drops \
+                               such records; on_error = \"skip\" does too, and counts them)";
+                out.failures.push(self.fail(r.clone(), FailureCode::NullKey, message.to_owned()));
                 continue;
             };
+            if r.value.is_none() {
+                tracing::debug!(step = %self.node, offset = r.origin.offset, "record with a null value skipped");
+                continue;
+            }
             let direct = direct.name(&self.topics, r);
             let Some((upstream, position)) = upstream_of(r, direct) else { continue };
             let position = self.seq.next(upstream, position);

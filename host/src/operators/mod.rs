@@ -28,6 +28,8 @@ pub enum FailureCode {
     UnknownChild,
     /// The step's state store failed to read the record's aggregate.
     State,
+    /// The record has no key, and the step needs one (an aggregation groups by it).
+    NullKey,
     /// The plugin's own code for a per-record error.
     Plugin(String),
 }
@@ -40,6 +42,7 @@ impl FailureCode {
             Self::Deserialization => "deserialization",
             Self::UnknownChild => "unknown-child",
             Self::State => "state",
+            Self::NullKey => "null-key",
             Self::Plugin(code) => code,
         }
     }
@@ -60,6 +63,7 @@ impl From<String> for FailureCode {
             "deserialization" => Self::Deserialization,
             "unknown-child" => Self::UnknownChild,
             "state" => Self::State,
+            "null-key" => Self::NullKey,
             _ => Self::Plugin(code),
         }
     }
