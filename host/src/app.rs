@@ -291,7 +291,7 @@ impl Prepared {
     fn default_commit_interval_ms(&self) -> u64 {
         match self.guarantee() {
             crate::manifest::ProcessingGuarantee::AtLeastOnce => DEFAULT_COMMIT_INTERVAL_MS,
-            crate::manifest::ProcessingGuarantee::ExactlyOnce => 100,
+            crate::manifest::ProcessingGuarantee::ExactlyOnce | crate::manifest::ProcessingGuarantee::ExactlyOnceV2 => 100,
         }
     }
 
@@ -449,13 +449,24 @@ impl Prepared {
                 self.create_internal_topics(&config)?;
                 self.check_copartitioned(&config)?;
                 let topics: Vec<&str> = self.topology.sources.keys().map(String::as_str).collect();
-                // One consumer (a group member), producer and changelog reader per thread.
+                // One consumer (a group member), producer and changelog reader per thread;
+                // under exactly_once_v2 the producer is transactional, and commits the offsets.
+                let transactional = self.guarantee() == crate::manifest::ProcessingGuarantee::ExactlyOnceV2;
                 let mut io = Vec::new();
-                for _ in 0..self.threads() {
+                for thread in 0..self.threads() {
                     let id = &self.topology.application_id;
+                    let source = KafkaSource::new(&config, id, &topics)?;
+                    let (source, sink) = if transactional {
+                        // As Kafka Streams' exactly_once_v2: one id per process and thread.
+                        let tid = format!("{id}-{}-{thread}", std::process::id());
+                        let sink = KafkaSink::transactional(&config, &tid)?;
+                        (source.with_transactions(&sink), sink)
+                    } else {
+                        (source, KafkaSink::new(&config)?)
+                    };
                     io.push(ThreadIo {
-                        source: Box::new(KafkaSource::new(&config, id, &topics)?),
-                        sink: Box::new(KafkaSink::new(&config)?),
+                        source: Box::new(source),
+                        sink: Box::new(sink),
                         restorer: Some(Box::new(KafkaChangelogReader::new(&config, id)?)),
                     });
                 }

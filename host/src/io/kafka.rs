@@ -186,6 +186,12 @@ pub struct KafkaSource {
     pending: VecDeque<InputBatch>,
     /// Keys, values and header values copied out of librdkafka's buffers.
     arena: Arena,
+    /// exactly_once_v2: the thread's transactional producer, which commits the offsets.
+    transactions: Option<Transactions>,
+    /// exactly_once_v2: the last commit aborted the transaction instead.
+    aborted: bool,
+    /// Where a partition with no committed offset starts (`auto.offset.reset`).
+    reset_earliest: bool,
 }
 
 impl KafkaSource {
@@ -209,7 +215,21 @@ impl KafkaSource {
         let consumer: BaseConsumer<GroupContext> =
             c.create_with_context(GroupContext::default()).context("creating the Kafka consumer")?;
         consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
-        Ok(Self { consumer, pending: VecDeque::new(), arena: Arena::default() })
+        let reset_earliest = !matches!(c.get("auto.offset.reset"), Some("latest" | "largest" | "end"));
+        Ok(Self {
+            consumer,
+            pending: VecDeque::new(),
+            arena: Arena::default(),
+            transactions: None,
+            aborted: false,
+            reset_earliest,
+        })
+    }
+
+    /// exactly_once_v2: commits offsets in the transactions of `sink`'s producer.
+    pub fn with_transactions(mut self, sink: &KafkaSink) -> Self {
+        self.transactions = Some(Transactions(sink.producer.clone()));
+        self
     }
 
     fn record(arena: &mut Arena, m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
@@ -294,6 +314,12 @@ impl RecordSource for KafkaSource {
         for ((topic, partition), next) in offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
+        if let Some(t) = &self.transactions {
+            let group = self.consumer.group_metadata().context("reading the consumer group's metadata")?;
+            let committed = t.commit(&tpl, &group)?;
+            self.aborted = !committed;
+            return Ok(committed);
+        }
         match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => Ok(true),
             // A rebalance is in progress, or this member was replaced: the runtime keeps the
@@ -355,6 +381,75 @@ impl RecordSource for KafkaSource {
         self.consumer.unsubscribe();
         Ok(())
     }
+
+    fn take_aborted(&mut self) -> bool {
+        std::mem::take(&mut self.aborted)
+    }
+
+    fn rewind(&mut self) -> anyhow::Result<()> {
+        self.pending.clear();
+        let assigned = self.consumer.assignment().context("reading the consumer's assignment")?;
+        if assigned.count() == 0 {
+            return Ok(());
+        }
+        let committed =
+            self.consumer.committed(Duration::from_secs(30)).context("reading the committed offsets to go back to")?;
+        let _ = self.consumer.resume(&assigned);
+        for e in committed.elements() {
+            let to = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ if self.reset_earliest => Offset::Beginning,
+                _ => Offset::End,
+            };
+            self.consumer
+                .seek(e.topic(), e.partition(), to, Duration::from_secs(30))
+                .with_context(|| format!("going back to {to:?} in {}[{}]", e.topic(), e.partition()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The transactions of a stream thread's producer (exactly_once_v2): its outputs and
+/// changelogs are sent inside the open transaction, and a commit adds the input offsets to it
+/// (with the group's metadata, which fences a member the group has moved on from) and
+/// commits it.
+#[derive(Clone)]
+pub struct Transactions(std::sync::Arc<BaseProducer<DeliveryContext>>);
+
+/// How long a transactional call may wait for the broker.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Transactions {
+    /// Commits the open transaction with `offsets` and begins the next. `Ok(false)` when the
+    /// transaction had to be aborted instead (the group moved on, or a send failed): what it
+    /// held is not written, and the thread goes back to its last commit.
+    fn commit(&self, offsets: &TopicPartitionList, group: &rdkafka::consumer::ConsumerGroupMetadata) -> anyhow::Result<bool> {
+        let done = (|| {
+            if offsets.count() > 0 {
+                self.0.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
+            }
+            self.0.commit_transaction(TRANSACTION_TIMEOUT)
+        })();
+        match done {
+            Ok(()) => {
+                self.0.begin_transaction().context("beginning the next transaction")?;
+                Ok(true)
+            }
+            Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+                tracing::warn!(error = %e, "the transaction is aborted: the thread goes back to its last commit");
+                self.abort()?;
+                Ok(false)
+            }
+            Err(e) => Err(e).context("committing the transaction (a fatal error: another producer with this \
+                                      transactional id, or the broker's answer)"),
+        }
+    }
+
+    /// Aborts the open transaction and begins the next.
+    fn abort(&self) -> anyhow::Result<()> {
+        self.0.abort_transaction(TRANSACTION_TIMEOUT).context("aborting the transaction")?;
+        self.0.begin_transaction().context("beginning the next transaction")
+    }
 }
 
 #[derive(Default)]
@@ -397,7 +492,9 @@ impl ProducerContext for DeliveryContext {
 }
 
 pub struct KafkaSink {
-    producer: BaseProducer<DeliveryContext>,
+    /// Shared with the thread's source under exactly_once_v2 ([`Transactions`]).
+    producer: std::sync::Arc<BaseProducer<DeliveryContext>>,
+    transactional: bool,
     /// Track the acknowledged offsets of every record, not only of changelogs.
     track_all: bool,
 }
@@ -426,7 +523,32 @@ impl KafkaSink {
             }
         }
         let producer = c.create_with_context(DeliveryContext::default()).context("creating the Kafka producer")?;
-        Ok(Self { producer, track_all: false })
+        Ok(Self { producer: std::sync::Arc::new(producer), transactional: false, track_all: false })
+    }
+
+    /// A transactional producer (exactly_once_v2), with its first transaction begun.
+    /// `transactional_id` fences an older producer that had it. A broker without
+    /// transactions refuses `init_transactions`: the error gives its answer and points to
+    /// `exactly_once`.
+    pub fn transactional(config: &ClientConfig, transactional_id: &str) -> anyhow::Result<Self> {
+        let mut c = config.clone();
+        c.set("transactional.id", transactional_id);
+        // Kafka Streams' default under exactly-once: a transaction a crashed thread left open
+        // holds back read_committed readers for at most this long.
+        if c.get("transaction.timeout.ms").is_none() {
+            c.set("transaction.timeout.ms", "10000");
+        }
+        let mut sink = Self::new(&c)?;
+        sink.transactional = true;
+        if let Err(e) = sink.producer.init_transactions(TRANSACTION_TIMEOUT) {
+            bail!(
+                "the Kafka cluster refused transactions (init_transactions: {e}). processing_guarantee = \
+                 \"exactly_once_v2\" needs a cluster that supports them; \"exactly_once\" gives exactly-once \
+                 output on any Kafka-protocol broker, without transactions"
+            );
+        }
+        sink.producer.begin_transaction().context("beginning the first transaction")?;
+        Ok(sink)
     }
 }
 
@@ -447,6 +569,13 @@ impl RecordSink for KafkaSink {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         self.flush_all()
+    }
+
+    fn abort_transaction(&mut self) -> anyhow::Result<()> {
+        if self.transactional {
+            Transactions(self.producer.clone()).abort()?;
+        }
+        Ok(())
     }
 
     fn acked_offset(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -497,6 +626,17 @@ impl KafkaChangelogReader {
     }
 }
 
+impl KafkaChangelogReader {
+    /// The reader's position in `topic[partition]` (the next offset it reads), if known.
+    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let p = self.consumer.position().ok()?;
+        match p.find_partition(topic, partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
 impl crate::io::ChangelogReader for KafkaChangelogReader {
     fn read(
         &mut self,
@@ -530,7 +670,14 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             if Instant::now() > deadline {
                 bail!("restoring {topic}[{partition}]: stuck at offset {next} of {high}");
             }
-            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else { continue };
+            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else {
+                // Under exactly_once_v2 a changelog ends with a transaction marker, which is
+                // never returned: the position passes it.
+                if self.position(topic, partition).is_some_and(|p| p >= high) {
+                    break;
+                }
+                continue;
+            };
             let m = m.with_context(|| format!("reading changelog {topic}[{partition}]"))?;
             next = m.offset() + 1;
             apply(m.offset(), KafkaSource::record(&mut arena, &m))?;

@@ -82,6 +82,16 @@ pub trait RecordSource {
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+    /// exactly_once_v2: whether the last [`Self::commit`] aborted the transaction instead of
+    /// committing it (then the thread goes back to its last commit). Cleared by the call.
+    fn take_aborted(&mut self) -> bool {
+        false
+    }
+    /// Goes back to the committed offset of every assigned partition, dropping what was read
+    /// past it (exactly_once_v2, after an aborted transaction).
+    fn rewind(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 pub trait RecordSink {
@@ -99,6 +109,11 @@ pub trait RecordSink {
     }
     /// Returns once every queued record is acknowledged, or fails.
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// exactly_once_v2: aborts the open transaction (what was sent since the last commit is
+    /// not written) and begins the next. A sink without transactions does nothing.
+    fn abort_transaction(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// The offset of the last acknowledged record of a partition, where the sink knows it.
     fn acked_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         let _ = (topic, partition);

@@ -93,6 +93,11 @@ pub enum ProcessingGuarantee {
     /// Exactly-once output on any broker, without transactions: each record carries its
     /// lineage, and a restarted task does not write again what it wrote (`runtime::eos`).
     ExactlyOnce,
+    /// Kafka transactions (Kafka Streams' `exactly_once_v2`), on clusters that support them:
+    /// one transactional producer per stream thread; a commit sends the outputs, changelogs
+    /// and input offsets in one transaction, and readers of internal topics read committed
+    /// records only. A broker without transactions is an error at start.
+    ExactlyOnceV2,
 }
 
 /// The admin HTTP endpoint.

@@ -2,7 +2,9 @@
 //!
 //! A commit goes outputs → flush → changelogs (and exactly-once bounds) → flush → local state
 //! → input offsets, so that nothing is committed before what it depends on is acknowledged (at-least-once; the stores' positions
-//! make state updates apply once, see [`crate::state`]).
+//! make state updates apply once, see [`crate::state`]). Under exactly_once_v2 the input
+//! offsets commit with the outputs and changelogs in one Kafka transaction, before the local
+//! state is written.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,7 +17,9 @@ use crate::io::{ChangelogReader, RecordSink, RecordSource};
 use crate::state::{StateError, Store, StoreSpec, store_dir};
 use crate::topology::Topology;
 
-/// Commits every task of a thread, and the input offsets of what they finished. A task parked
+/// Commits every task of a thread, and the input offsets of what they finished; `Ok(false)`
+/// when, under exactly_once_v2 (`transactional`), the transaction was aborted instead (the
+/// thread then goes back to its last commit). A task parked
 /// to retry a step is left out, offsets and stores: the batch it is in the middle of has
 /// updated its stores but not yet reached its sinks, so its last commit stands until it is
 /// through (its records are then processed again after a crash, and applied once).
@@ -26,7 +30,8 @@ pub fn commit(
     offsets: &mut BTreeMap<(String, i32), i64>,
     stats: &mut RunStats,
     mut lineage: Option<&mut super::eos::ThreadLineage>,
-) -> anyhow::Result<()> {
+    transactional: bool,
+) -> anyhow::Result<bool> {
     let parked: Vec<(Vec<String>, i32)> =
         tasks.values().filter(|t| t.parked_until().is_some()).map(|t| (t.topics.clone(), t.partition)).collect();
     // The outputs first: a changelog marker records the inputs a store applied, and a
@@ -80,6 +85,15 @@ pub fn commit(
         }
     }
     sink.flush().context("waiting for the changelogs to be acknowledged")?;
+    // exactly_once_v2: the transaction (outputs, changelogs, offsets) commits before the
+    // stores are written: a crash between leaves stores behind their changelogs, and the
+    // restore reads the committed changelog records. An aborted one leaves them as they were.
+    if transactional {
+        if !source.commit(&ready)? {
+            return Ok(false);
+        }
+        offsets.retain(|k, _| !ready.contains_key(k));
+    }
     let mut result = Ok(());
     for (&(sub, partition), task) in tasks.iter_mut().filter(|(_, t)| t.parked_until().is_none()) {
         task.with_stores(&mut |store| {
@@ -96,7 +110,7 @@ pub fn commit(
         });
     }
     result?;
-    if !ready.is_empty() && source.commit(&ready)? {
+    if !transactional && !ready.is_empty() && source.commit(&ready)? {
         offsets.retain(|k, _| !ready.contains_key(k));
         // The numbering of what the moved tasks write starts again.
         if let Some(l) = lineage {
@@ -108,7 +122,7 @@ pub fn commit(
         }
     }
     stats.commits += 1;
-    Ok(())
+    Ok(true)
 }
 
 /// Opens a store of a task and brings it up to date: local files, then the changelog tail.

@@ -51,6 +51,9 @@ pub struct RunStats {
     /// Exactly-once: records a restarted task did not write again, because the task's
     /// previous owner had.
     pub suppressed_records: u64,
+    /// exactly_once_v2: transactions aborted (a rebalance, or a refused commit), each
+    /// followed by the thread going back to its last commit.
+    pub aborted_transactions: u64,
 }
 
 impl RunStats {
@@ -63,6 +66,7 @@ impl RunStats {
         self.commits += o.commits;
         self.restored_entries += o.restored_entries;
         self.suppressed_records += o.suppressed_records;
+        self.aborted_transactions += o.aborted_transactions;
     }
 }
 

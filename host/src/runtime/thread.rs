@@ -159,7 +159,7 @@ impl StreamThread<'_> {
     fn run_loop(&mut self, stop: &StopFlags<'_>) -> anyhow::Result<()> {
         self.join(stop)?;
         while !stop.stopped() {
-            self.close_revoked();
+            self.close_revoked()?;
             self.sync_assignment()?;
             self.resume_held()?;
             let polled = match self.early.pop_front() {
@@ -252,6 +252,11 @@ impl StreamThread<'_> {
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
+        // exactly_once_v2: partitions may have been taken away in the poll just before; the
+        // open transaction then holds work their new owners do again, and must not commit.
+        if self.transactional() {
+            self.close_revoked()?;
+        }
         // Record caches first: what they held goes downstream before the input that caused
         // it is committed. A step that parks its task during the flush holds the task.
         let keys: Vec<(usize, i32)> = self.tasks.keys().copied().collect();
@@ -266,19 +271,49 @@ impl StreamThread<'_> {
             }
         }
         self.report_held();
-        commit(
+        let transactional = self.transactional();
+        let committed = commit(
             &mut self.tasks,
             self.io.source.as_mut(),
             self.io.sink.as_mut(),
             &mut self.offsets,
             &mut self.stats,
             self.lineage.as_mut(),
+            transactional,
         )?;
+        if !committed {
+            self.rewind()?;
+        }
         self.last_commit = Instant::now();
         self.unflushed = false;
         for (topic, partition, lag) in self.io.source.lag() {
             self.options.metrics.consumer_lag(&topic, partition, lag);
         }
+        Ok(())
+    }
+
+    /// exactly_once_v2 on Kafka: the thread's outputs, changelogs and offsets commit in
+    /// transactions.
+    fn transactional(&self) -> bool {
+        self.options.guarantee == crate::manifest::ProcessingGuarantee::ExactlyOnceV2 && self.io.restorer.is_some()
+    }
+
+    /// exactly_once_v2: the transaction was aborted, so what the thread did since its last
+    /// commit is not written. Its tasks close without committing (their stores drop their
+    /// pending writes; a store's files hold only committed work) and the consumer goes back
+    /// to the committed offsets; the tasks open again with their next batch, from their
+    /// stores and the committed records of their changelogs.
+    fn rewind(&mut self) -> anyhow::Result<()> {
+        let tasks = self.tasks.len() + self.held.len();
+        self.tasks.clear();
+        self.held.clear();
+        self.groups.clear();
+        self.early.clear();
+        self.offsets.clear();
+        self.io.source.rewind()?;
+        self.report_held();
+        self.stats.aborted_transactions += 1;
+        tracing::warn!(tasks, "transaction aborted: the thread's tasks go back to their last commit");
         Ok(())
     }
 
@@ -315,7 +350,7 @@ impl StreamThread<'_> {
     /// Closes the tasks of partitions taken away. What a task did since the last commit is
     /// not committed: the partition's new owner reads it again, and its stores skip what they
     /// applied.
-    fn close_revoked(&mut self) {
+    fn close_revoked(&mut self) -> anyhow::Result<()> {
         let mut any = false;
         for (topic, partition) in self.io.source.take_revoked() {
             self.early.retain(|b| !(b.topic == topic && b.partition == partition));
@@ -344,6 +379,15 @@ impl StreamThread<'_> {
         {
             tracing::warn!(error = %format!("{e:#}"), "flushing the outputs of revoked tasks");
         }
+        // exactly_once_v2: the open transaction holds what the closed tasks did since the last
+        // commit, which their new owners do again: it is aborted, and the thread goes back to
+        // its last commit (Kafka Streams commits on revocation instead; this redoes at most
+        // one commit interval).
+        if any && self.transactional() {
+            self.io.sink.abort_transaction().context("aborting the transaction of revoked tasks")?;
+            self.rewind()?;
+        }
+        Ok(())
     }
 
     /// When the group changed what this thread's consumer owns: reports the tasks to the
