@@ -291,7 +291,9 @@ impl Prepared {
     fn default_commit_interval_ms(&self) -> u64 {
         match self.guarantee() {
             crate::manifest::ProcessingGuarantee::AtLeastOnce => DEFAULT_COMMIT_INTERVAL_MS,
-            crate::manifest::ProcessingGuarantee::ExactlyOnce | crate::manifest::ProcessingGuarantee::ExactlyOnceV2 => 100,
+            crate::manifest::ProcessingGuarantee::ExactlyOnce | crate::manifest::ProcessingGuarantee::ExactlyOnceV2 => {
+                100
+            }
         }
     }
 

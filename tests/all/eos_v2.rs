@@ -3,10 +3,11 @@
 //! - on nisshi (a real broker without transactions), the run fails at start with an error that
 //!   gives the broker's answer and points to `exactly_once`;
 //! - on librdkafka's mock cluster, the transactional flow runs end to end: a transactional
-//!   producer per thread, outputs written in transactions, and the input offsets committed
-//!   through them (`send_offsets_to_transaction`). The mock is not a faithful broker (it shows
-//!   aborted records to read_committed readers), so this does not prove the path on a real
-//!   cluster.
+//!   producer per thread, outputs written in transactions, the input offsets sent through them
+//!   (`send_offsets_to_transaction`), and a refused offset commit that aborts the transaction
+//!   and sends the thread back to its last commit. The mock is not a faithful broker (it shows
+//!   aborted records to read_committed readers, and keeps no offsets committed in a
+//!   transaction), so this does not prove the path on a real cluster.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::broker::{Broker, Process};
@@ -76,16 +78,15 @@ fn exactly_once_v2_on_a_broker_without_transactions_fails_at_start_pointing_to_e
 }
 
 #[test]
-fn exactly_once_v2_on_the_mock_cluster_writes_in_transactions_and_commits_offsets_through_them() {
+fn exactly_once_v2_on_the_mock_cluster_writes_in_transactions_and_goes_back_after_an_abort() {
     const RECORDS: usize = 200;
+    const MORE: usize = 50;
     let mock = MockCluster::new(1).expect("librdkafka's mock cluster");
     let bootstrap = mock.bootstrap_servers();
     mock.create_topic("v2-in", 2, 1).expect("the input topic");
     mock.create_topic("v2-out", 2, 1).expect("the output topic");
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("a producer for the mock");
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("a producer for the mock");
     for i in 0..RECORDS {
         let (k, v) = (format!("k{i}"), format!("word{i}"));
         producer.send(BaseRecord::to("v2-in").key(&k).payload(&v)).expect("queueing an input");
@@ -123,24 +124,35 @@ fn exactly_once_v2_on_the_mock_cluster_writes_in_transactions_and_commits_offset
     want.sort();
     assert_eq!(got, want, "each output once, upper-cased");
     assert!(wasp.logged("task opened"), "the task ran");
+    assert!(!wasp.logged("transaction aborted"), "no transaction was aborted");
 
-    // The group's offsets were committed through the transactions: all the input.
-    let group: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "eos-v2").create().expect("a client");
-    let mut committed = 0;
-    let t = Instant::now();
-    while committed < RECORDS as i64 && t.elapsed() < Duration::from_secs(30) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition("v2-in", 0);
-        tpl.add_partition("v2-in", 1);
-        committed = group
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .map(|c| c.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum())
-            .unwrap_or(0);
-        std::thread::sleep(Duration::from_millis(200));
+    // The input offsets go through the transactions (`TxnOffsetCommit`; the mock answers it
+    // but keeps nothing, so the group's committed offsets cannot be read back here). The mock
+    // refuses the next one as a stale member's: the transaction is aborted, the thread goes
+    // back to its last commit, reads those records again, and goes on.
+    mock.request_errors(RDKafkaApiKey::TxnOffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION]);
+    for i in RECORDS..RECORDS + MORE {
+        let (k, v) = (format!("k{i}"), format!("word{i}"));
+        producer.send(BaseRecord::to("v2-in").key(&k).payload(&v)).expect("queueing an input");
     }
-    assert_eq!(committed, RECORDS as i64, "the input offsets are committed, through the transactions");
+    producer.flush(Duration::from_secs(30)).expect("the inputs are on the mock");
+    wasp.wait_logged("transaction aborted", Duration::from_secs(60));
+    let t = Instant::now();
+    let want: std::collections::BTreeSet<String> = (0..RECORDS + MORE).map(|i| format!("WORD{i}")).collect();
+    let mut seen: std::collections::BTreeSet<String> = got.into_iter().collect();
+    while seen != want && t.elapsed() < Duration::from_secs(60) {
+        wasp.assert_running();
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            seen.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    assert_eq!(seen, want, "every output after the aborted transaction");
     wasp.terminate();
     assert!(wasp.wait_exit(Duration::from_secs(60)).success(), "wasp exits cleanly on SIGTERM");
-    assert!(!wasp.logged("transaction aborted"), "no transaction was aborted");
+    let done = wasp.log_lines().into_iter().find(|l| l.contains(" done ")).expect("the closing line");
+    let records_in: usize = done
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("records_in=")?.parse().ok())
+        .unwrap_or_else(|| panic!("records_in in {done}"));
+    assert!(records_in > RECORDS + MORE, "the aborted transaction's records were read again: {done}");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -334,6 +334,22 @@ impl RecordSource for KafkaSource {
                 tracing::info!(?offsets, "commit refused during a rebalance; it is tried again at the next commit");
                 Ok(false)
             }
+            // The broker or the group's coordinator is away for now (restarting, moving): the
+            // offsets stay, and are committed once it answers; nothing past them is lost.
+            Err(KafkaError::ConsumerCommit(
+                code @ (RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::WaitingForCoordinator
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown),
+            )) => {
+                tracing::warn!(error = %code, "the offsets could not be committed now; they are tried again at the next commit");
+                Ok(false)
+            }
             Err(e) => Err(e).with_context(|| format!("committing the offsets {offsets:?}")),
         }
     }
@@ -418,17 +434,38 @@ pub struct Transactions(std::sync::Arc<BaseProducer<DeliveryContext>>);
 
 /// How long a transactional call may wait for the broker.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a transactional call that failed with a retriable error is made again.
+const TRANSACTION_RETRIES: u32 = 10;
 
 impl Transactions {
     /// Commits the open transaction with `offsets` and begins the next. `Ok(false)` when the
     /// transaction had to be aborted instead (the group moved on, or a send failed): what it
     /// held is not written, and the thread goes back to its last commit.
-    fn commit(&self, offsets: &TopicPartitionList, group: &rdkafka::consumer::ConsumerGroupMetadata) -> anyhow::Result<bool> {
+    fn commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> anyhow::Result<bool> {
+        // librdkafka's retriable errors (a timeout, a coordinator moving) ask for the same
+        // call again.
+        let retried = |call: &dyn Fn() -> KafkaResult<()>| {
+            let mut attempt = 0;
+            loop {
+                match call() {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < TRANSACTION_RETRIES => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "a transactional call is tried again");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    other => return other,
+                }
+            }
+        };
         let done = (|| {
             if offsets.count() > 0 {
-                self.0.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
+                retried(&|| self.0.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT))?;
             }
-            self.0.commit_transaction(TRANSACTION_TIMEOUT)
+            retried(&|| self.0.commit_transaction(TRANSACTION_TIMEOUT))
         })();
         match done {
             Ok(()) => {
@@ -440,8 +477,10 @@ impl Transactions {
                 self.abort()?;
                 Ok(false)
             }
-            Err(e) => Err(e).context("committing the transaction (a fatal error: another producer with this \
-                                      transactional id, or the broker's answer)"),
+            Err(e) => Err(e).context(
+                "committing the transaction (a fatal error: another producer with this \
+                                      transactional id, or the broker's answer)",
+            ),
         }
     }
 
