@@ -121,7 +121,8 @@ plugin:
 
 ## The long chaos soak: 20 kill -9s of three word-count instances on the real broker, under
 ## exactly_once (nothing lost or repeated) and at_least_once (nothing lost; repeats counted).
-## `make test` runs a short one with 5 kills.
+## `make test` runs a short one with 5 kills. Also the rebalance pauses, measured: a third
+## instance joins two, eager and cooperative-sticky.
 soak: setup plugins
 	WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --release --test all soak -- --ignored --nocapture --test-threads 1
 

@@ -286,6 +286,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 batches = stats.batches,
                 failed = stats.failed_records,
                 late = stats.late_records,
+                // exactly_once: records a restarted task did not write again; exactly_once_v2:
+                // transactions aborted (each sent a thread back to its last commit).
+                not_written_again = stats.suppressed_records,
+                aborted_transactions = stats.aborted_transactions,
                 "done"
             );
             Ok(())

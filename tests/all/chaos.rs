@@ -74,6 +74,11 @@ pub fn check(records: &[crate::broker::Received], want: &BTreeMap<String, u64>) 
 }
 
 pub fn manifest(dir: &Path, broker: &Broker, instance: usize, guarantee: &str) -> PathBuf {
+    manifest_with(dir, broker, instance, guarantee, "")
+}
+
+/// [`manifest`] with more lines for `[application.kafka.properties]`.
+fn manifest_with(dir: &Path, broker: &Broker, instance: usize, guarantee: &str, properties: &str) -> PathBuf {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build");
     let plugins = plugins.canonicalize().unwrap_or(plugins);
     for p in ["split-words", "word-key"] {
@@ -97,7 +102,7 @@ bootstrap_servers = "{bootstrap}"
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
 "auto.offset.reset" = "earliest"
-
+{properties}
 [streams.lines]
 topic = "{INPUT}"
 
@@ -295,4 +300,124 @@ fn soak_at_least_once_twenty_kills_loses_nothing() {
     assert_eq!(report.kills, 20);
     assert_eq!(report.lost, 0, "{report:?}");
     eprintln!("at_least_once: {} duplicated updates in {} records", report.duplicated, report.checked);
+}
+
+/// What a rebalance paused: the longest gap in each output partition's records while a third
+/// instance joined two, split by whether the partition's task moved to the new instance.
+#[derive(Debug, Default)]
+pub struct Pause {
+    /// The longest gap over 20 s of the same load before the join.
+    pub steady: Duration,
+    pub stayed: Duration,
+    pub moved: Duration,
+    pub moved_tasks: usize,
+}
+
+/// Two instances count under a steady load; a third joins, and each output partition's
+/// longest gap between records over the next 20 s is measured. A word's count lands in the
+/// output partition of its task (`1_<partition>`: repartition and output topics have the
+/// same partitions), so a partition's gap is its task's pause. `strategy` sets librdkafka's
+/// `partition.assignment.strategy` (its default is the eager range assignor).
+pub fn rebalance_pause(strategy: Option<&str>) -> Pause {
+    let broker = Broker::start();
+    broker.create_topics(&[INPUT, OUTPUT], PARTITIONS);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let properties = strategy.map(|s| format!("\"partition.assignment.strategy\" = \"{s}\"\n")).unwrap_or_default();
+    let manifests: Vec<PathBuf> =
+        (0..INSTANCES).map(|i| manifest_with(dir.path(), &broker, i, "at_least_once", &properties)).collect();
+    let mut reader = broker.reader(&[OUTPUT]);
+    let mut instances: Vec<Process> =
+        manifests[..2].iter().enumerate().map(|(i, m)| start(&format!("pause-{i}"), m)).collect();
+    let producer = broker.producer();
+    let loading = Arc::new(AtomicBool::new(true));
+    let load = {
+        let loading = loading.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while loading.load(Ordering::Acquire) {
+                let values: Vec<String> = (n..n + 20).map(line).collect();
+                let batch: Vec<crate::broker::Produced<'_>> =
+                    values.iter().map(|v| (None, None, v.as_bytes())).collect();
+                producer.produce_to(INPUT, &batch);
+                n += 20;
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        })
+    };
+    // Warm up: every output partition gets records.
+    let t = Instant::now();
+    let flowing = |r: &Reader| (0..PARTITIONS).all(|p| r.records.iter().any(|x| x.partition == p));
+    while !flowing(&reader) {
+        reader.poll_for(Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(120), "the outputs did not start flowing");
+    }
+    reader.poll_for(Duration::from_secs(5));
+    // Each partition's longest gap between records over `d`, timed as they arrive.
+    let mut gaps = |reader: &mut Reader, d: Duration| {
+        let from = Instant::now();
+        let mut last = [from; PARTITIONS as usize];
+        let mut gap = [Duration::ZERO; PARTITIONS as usize];
+        while from.elapsed() < d {
+            let before = reader.records.len();
+            reader.poll_for(Duration::from_millis(20));
+            let now = Instant::now();
+            for r in &reader.records[before..] {
+                let p = r.partition as usize;
+                gap[p] = gap[p].max(now - last[p]);
+                last[p] = now;
+            }
+        }
+        let now = Instant::now();
+        for p in 0..PARTITIONS as usize {
+            gap[p] = gap[p].max(now - last[p]);
+        }
+        gap
+    };
+    // Steady state first: the gaps there are without a rebalance.
+    let steady = gaps(&mut reader, Duration::from_secs(20)).into_iter().max().unwrap_or_default();
+    // The third instance joins.
+    instances.push(start("pause-2", &manifests[2]));
+    let gap = gaps(&mut reader, Duration::from_secs(20));
+    loading.store(false, Ordering::Release);
+    load.join().expect("the load thread");
+    let moved: Vec<usize> =
+        (0..PARTITIONS as usize).filter(|p| instances[2].logged(&format!("task opened task=1_{p} "))).collect();
+    let mut pause = Pause { moved_tasks: moved.len(), steady, ..Pause::default() };
+    for (p, g) in gap.iter().enumerate() {
+        if moved.contains(&p) {
+            pause.moved = pause.moved.max(*g);
+        } else {
+            pause.stayed = pause.stayed.max(*g);
+        }
+    }
+    for p in &instances {
+        p.terminate();
+    }
+    for p in &mut instances {
+        p.wait_exit(Duration::from_secs(60));
+    }
+    eprintln!(
+        "rebalance ({}): a third instance joins two: longest gap per output partition {:.2} s before; after the \
+         join, tasks that stayed {:.2} s, the {} that moved {:.2} s",
+        strategy.unwrap_or("eager range, librdkafka's default"),
+        pause.steady.as_secs_f64(),
+        pause.stayed.as_secs_f64(),
+        pause.moved_tasks,
+        pause.moved.as_secs_f64()
+    );
+    pause
+}
+
+#[test]
+#[ignore = "a measurement: `make soak`"]
+fn soak_rebalance_pause_eager() {
+    let pause = rebalance_pause(None);
+    assert!(pause.moved_tasks > 0, "{pause:?}");
+}
+
+#[test]
+#[ignore = "a measurement: `make soak`"]
+fn soak_rebalance_pause_cooperative_sticky() {
+    let pause = rebalance_pause(Some("cooperative-sticky"));
+    assert!(pause.moved_tasks > 0, "{pause:?}");
 }

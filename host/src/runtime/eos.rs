@@ -278,9 +278,7 @@ impl ThreadLineage {
             .collect();
         let key = super::Task::name(task.0, task.1);
         // Wall-clock time: a topic's retention goes by its records' timestamps.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = super::wall_clock_ms();
         Some(Record::new(Some(key.as_bytes()), Some(encode_entry(inputs, &bounds).as_bytes()), now))
     }
 

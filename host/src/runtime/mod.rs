@@ -106,6 +106,13 @@ pub struct ThreadIo {
     pub restorer: Option<Box<dyn ChangelogReader + Send>>,
 }
 
+/// Wall-clock time in milliseconds since the Unix epoch (0 before it).
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Runs the topology on one stream thread per entry of `threads`, until every source is
 /// exhausted or `stop` is set. In-flight batches finish and are committed before it returns.
 /// When one thread fails, the others stop (and commit) too, and the first error is returned.

@@ -751,9 +751,7 @@ impl StreamThread<'_> {
 
     /// Lets the tasks' wall-clock timers fire, and sends what they emit.
     fn tick(&mut self) -> anyhow::Result<()> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = super::wall_clock_ms();
         let mut outputs = Vec::new();
         for (key, task) in &mut self.tasks {
             outputs.push((*key, task.tick(now_ms)?));
