@@ -478,7 +478,30 @@ impl Prepared {
                     .context("restoring the global tables")?;
                 options.globals = globals.stores.clone();
                 let follower = self.follow_instances(&config, &hosts)?;
+                let replicas =
+                    self.loaded.manifest.application.num_standby_replicas.as_ref().map_or(0, |n| *n.get_ref());
+                let standby = if replicas > 0 {
+                    if hosts.server().is_none() {
+                        anyhow::bail!(
+                            "[application] num_standby_replicas = {replicas} needs each instance to announce an \
+                             address: run the admin endpoint ([application.admin] or --admin; its \
+                             `application_server` if it listens on every interface)"
+                        );
+                    }
+                    let reader = KafkaChangelogReader::new(&config, &self.topology.application_id)?;
+                    Some(runtime::standby::Standby::start(
+                        self.topology.clone(),
+                        options.clone(),
+                        replicas,
+                        Box::new(reader),
+                    )?)
+                } else {
+                    None
+                };
                 let result = runtime::run(&self.topology, &self.plugins, io, &options, stop);
+                if let Some(s) = standby {
+                    s.stop()?;
+                }
                 if let Some(f) = follower {
                     f.stop()?;
                 }

@@ -74,11 +74,19 @@ pub fn check(records: &[crate::broker::Received], want: &BTreeMap<String, u64>) 
 }
 
 pub fn manifest(dir: &Path, broker: &Broker, instance: usize, guarantee: &str) -> PathBuf {
-    manifest_with(dir, broker, instance, guarantee, "")
+    manifest_with(dir, broker, instance, guarantee, "", "")
 }
 
-/// [`manifest`] with more lines for `[application.kafka.properties]`.
-fn manifest_with(dir: &Path, broker: &Broker, instance: usize, guarantee: &str, properties: &str) -> PathBuf {
+/// [`manifest`] with more lines for `[application]` (tables after its keys too) and for
+/// `[application.kafka.properties]`.
+pub fn manifest_with(
+    dir: &Path,
+    broker: &Broker,
+    instance: usize,
+    guarantee: &str,
+    application: &str,
+    properties: &str,
+) -> PathBuf {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build");
     let plugins = plugins.canonicalize().unwrap_or(plugins);
     for p in ["split-words", "word-key"] {
@@ -94,7 +102,7 @@ batch_size = 64
 threads = 1
 state_dir = "{state}"
 processing_guarantee = "{guarantee}"
-
+{application}
 [application.kafka]
 bootstrap_servers = "{bootstrap}"
 
@@ -324,7 +332,7 @@ pub fn rebalance_pause(strategy: Option<&str>) -> Pause {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let properties = strategy.map(|s| format!("\"partition.assignment.strategy\" = \"{s}\"\n")).unwrap_or_default();
     let manifests: Vec<PathBuf> =
-        (0..INSTANCES).map(|i| manifest_with(dir.path(), &broker, i, "at_least_once", &properties)).collect();
+        (0..INSTANCES).map(|i| manifest_with(dir.path(), &broker, i, "at_least_once", "", &properties)).collect();
     let mut reader = broker.reader(&[OUTPUT]);
     let mut instances: Vec<Process> =
         manifests[..2].iter().enumerate().map(|(i, m)| start(&format!("pause-{i}"), m)).collect();
@@ -353,7 +361,7 @@ pub fn rebalance_pause(strategy: Option<&str>) -> Pause {
     }
     reader.poll_for(Duration::from_secs(5));
     // Each partition's longest gap between records over `d`, timed as they arrive.
-    let mut gaps = |reader: &mut Reader, d: Duration| {
+    let gaps = |reader: &mut Reader, d: Duration| {
         let from = Instant::now();
         let mut last = [from; PARTITIONS as usize];
         let mut gap = [Duration::ZERO; PARTITIONS as usize];

@@ -81,6 +81,10 @@ pub struct Application {
     /// A record read whose key, value and headers together are larger fails to deserialize
     /// and follows its pipeline's error policy (default 1 MiB, Kafka's `message.max.bytes`).
     pub max_record_bytes: Option<Spanned<usize>>,
+    /// Warm copies of each task's stores kept by this many other instances, from the
+    /// changelogs (Kafka Streams' `num.standby.replicas`; default 0). Needs an address per
+    /// instance (the admin endpoint's), which the instances announce.
+    pub num_standby_replicas: Option<Spanned<usize>>,
 }
 
 /// `[application] processing_guarantee`.

@@ -183,6 +183,27 @@ impl Hosts {
         out
     }
 
+    /// Every instance with an address, ordered by it: its address, its tasks (a task two
+    /// claim goes with the later claim), and whether it is this one.
+    pub(super) fn task_owners(&self) -> Vec<(String, BTreeSet<TaskKey>, bool)> {
+        let i = self.lock();
+        let mine: BTreeSet<TaskKey> = i.mine.values().flatten().copied().collect();
+        let mut out = Vec::new();
+        if let Some(server) = &i.server {
+            out.push((server.clone(), mine.clone(), true));
+        }
+        for (server, (read, tasks)) in &i.others {
+            let tasks = tasks
+                .iter()
+                .filter(|t| !mine.contains(t) && !i.others.values().any(|(r, ts)| r > read && ts.contains(t)))
+                .copied()
+                .collect();
+            out.push((server.clone(), tasks, false));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// This instance's announcement, if its tasks changed since the last one (and it has an
     /// address to announce).
     fn announcement(&self) -> Option<(String, Vec<u8>)> {

@@ -18,6 +18,7 @@ pub mod hosts;
 mod order;
 mod policy;
 pub mod query;
+pub mod standby;
 mod task;
 mod thread;
 
