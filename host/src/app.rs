@@ -461,7 +461,13 @@ impl Prepared {
                     let (source, sink) = if transactional {
                         // As Kafka Streams' exactly_once_v2: one id per process and thread.
                         let tid = format!("{id}-{}-{thread}", std::process::id());
-                        let sink = KafkaSink::transactional(&config, &tid)?;
+                        let sink = KafkaSink::transactional(&config, &tid).map_err(|e| {
+                            self.application_error(
+                                self.loaded.manifest.application.processing_guarantee.as_ref().map(|g| g.span()),
+                                "application.processing_guarantee",
+                                format!("{e:#}"),
+                            )
+                        })?;
                         (source.with_transactions(&sink), sink)
                     } else {
                         (source, KafkaSink::new(&config)?)
@@ -482,11 +488,15 @@ impl Prepared {
                     self.loaded.manifest.application.num_standby_replicas.as_ref().map_or(0, |n| *n.get_ref());
                 let standby = if replicas > 0 {
                     if hosts.server().is_none() {
-                        anyhow::bail!(
-                            "[application] num_standby_replicas = {replicas} needs each instance to announce an \
-                             address: run the admin endpoint ([application.admin] or --admin; its \
-                             `application_server` if it listens on every interface)"
-                        );
+                        return Err(self.application_error(
+                            self.loaded.manifest.application.num_standby_replicas.as_ref().map(|n| n.span()),
+                            "application.num_standby_replicas",
+                            format!(
+                                "{replicas} standby replicas need each instance to announce an address: run the \
+                                 admin endpoint ([application.admin] or --admin; its `application_server` if it \
+                                 listens on every interface)"
+                            ),
+                        ));
                     }
                     let reader = KafkaChangelogReader::new(&config, &self.topology.application_id)?;
                     Some(runtime::standby::Standby::start(
@@ -508,6 +518,11 @@ impl Prepared {
                 result
             }
         }
+    }
+
+    /// An error about an `[application]` setting, naming the manifest, the line and the key.
+    fn application_error(&self, span: Option<std::ops::Range<usize>>, key: &str, message: String) -> anyhow::Error {
+        anyhow::Error::new(self.loaded.source.error(span.unwrap_or(0..0), key, message))
     }
 
     /// The error for topics of one sub-topology whose partition counts differ: task

@@ -38,6 +38,24 @@ pub fn expected(lines: usize) -> BTreeMap<String, u64> {
     counts
 }
 
+/// Produces lines `lines` (see [`line`]) to the input topic, and waits for them.
+pub fn produce_lines(broker: &Broker, lines: std::ops::Range<usize>) {
+    let values: Vec<String> = lines.map(line).collect();
+    let records: Vec<crate::broker::Produced<'_>> = values.iter().map(|v| (None, None, v.as_bytes())).collect();
+    broker.produce_to(INPUT, &records);
+}
+
+/// Whether every word of `want` has reached its count in `records` (its latest, highest one).
+pub fn converged(records: &[crate::broker::Received], want: &BTreeMap<String, u64>) -> bool {
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in records {
+        let c: u64 = r.value_str().parse().unwrap_or(0);
+        let e = latest.entry(r.key_str()).or_default();
+        *e = (*e).max(c);
+    }
+    want.iter().all(|(w, n)| latest.get(w.as_str()).is_some_and(|c| c >= n))
+}
+
 /// What the checker found.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -227,13 +245,7 @@ pub fn chaos(guarantee: &str, lines: usize, kills: usize) -> Report {
     let started = Instant::now();
     loop {
         track(&mut reader, &mut report, Duration::from_millis(200));
-        let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in &reader.records {
-            let c: u64 = r.value_str().parse().unwrap_or(0);
-            let e = latest.entry(r.key_str()).or_default();
-            *e = (*e).max(c);
-        }
-        if want.iter().all(|(w, n)| latest.get(w.as_str()).is_some_and(|c| c >= n)) {
+        if converged(&reader.records, &want) {
             break;
         }
         for p in &mut instances {

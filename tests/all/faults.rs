@@ -55,7 +55,7 @@ fn a_broker_down_at_start_is_reported_and_retried_until_it_comes_up() {
 /// 1..N are each written once: nothing lost, nothing repeated.
 #[test]
 fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_processing_resumes() {
-    use crate::chaos::{INPUT as LINES, OUTPUT as COUNTS, check, expected, line, manifest};
+    use crate::chaos::{INPUT as LINES, OUTPUT as COUNTS, check, converged, expected, manifest, produce_lines};
     const LINES_EACH_HALF: usize = 1500;
     let pg = crate::postgres::Postgres::start();
     let port = Broker::free_port();
@@ -64,12 +64,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_processing_resumes() 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let manifest = manifest(dir.path(), &broker, 0, "exactly_once");
     let mut wasp = crate::recovery::start("wasp-broker-restart", &manifest);
-    let produce = |broker: &Broker, lines: std::ops::Range<usize>| {
-        let values: Vec<String> = lines.map(line).collect();
-        let records: Vec<crate::broker::Produced<'_>> = values.iter().map(|v| (None, None, v.as_bytes())).collect();
-        broker.produce_to(LINES, &records);
-    };
-    produce(&broker, 0..LINES_EACH_HALF);
+    produce_lines(&broker, 0..LINES_EACH_HALF);
 
     // Mid-run: some counts are out, most of the first half is still to be counted.
     let mut reader = broker.reader(&[COUNTS]);
@@ -85,21 +80,13 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_processing_resumes() 
     wasp.assert_running();
     let broker = Broker::start_stored(port, &pg.url());
     eprintln!("broker restarted after {:.1} s down", down.elapsed().as_secs_f64());
-    produce(&broker, LINES_EACH_HALF..2 * LINES_EACH_HALF);
+    produce_lines(&broker, LINES_EACH_HALF..2 * LINES_EACH_HALF);
 
     // Every word reaches its final count, read by a new reader from the topic's start: what
     // was written before the kill survived it.
     let want = expected(2 * LINES_EACH_HALF);
     let mut reader = broker.reader(&[COUNTS]);
-    let converged = reader.read_until(Duration::from_secs(180), |records| {
-        let mut latest: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-        for r in records {
-            let c: u64 = r.value_str().parse().unwrap_or(0);
-            let e = latest.entry(r.key_str()).or_default();
-            *e = (*e).max(c);
-        }
-        want.iter().all(|(w, n)| latest.get(w.as_str()).is_some_and(|c| c >= n))
-    });
+    let converged = reader.read_until(Duration::from_secs(180), |records| converged(records, &want));
     wasp.assert_running();
     assert!(converged, "the counts converged after the broker restart: {} outputs read", reader.records.len());
     reader.drain(Duration::from_secs(2), Duration::from_secs(30));
@@ -159,7 +146,7 @@ fn fill(file: &Path) -> u64 {
 /// up where the last commit left off and every count is written once (exactly_once).
 #[test]
 fn a_full_disk_stops_the_task_with_a_clear_error_and_a_restart_loses_nothing() {
-    use crate::chaos::{INPUT as LINES, OUTPUT as COUNTS, check, expected, line, manifest};
+    use crate::chaos::{INPUT as LINES, OUTPUT as COUNTS, check, converged, expected, manifest, produce_lines};
     const LINES_EACH_PART: usize = 600;
     let broker = Broker::start();
     broker.create_topics(&[LINES, COUNTS], 3);
@@ -168,13 +155,8 @@ fn a_full_disk_stops_the_task_with_a_clear_error_and_a_restart_loses_nothing() {
     let state = dir.path().join("state-0");
     let _disk = Tmpfs::mount(&state, "32m");
     let manifest = manifest(dir.path(), &broker, 0, "exactly_once");
-    let produce = |lines: std::ops::Range<usize>| {
-        let values: Vec<String> = lines.map(line).collect();
-        let records: Vec<crate::broker::Produced<'_>> = values.iter().map(|v| (None, None, v.as_bytes())).collect();
-        broker.produce_to(LINES, &records);
-    };
     let mut wasp = crate::recovery::start("wasp-disk-full", &manifest);
-    produce(0..LINES_EACH_PART);
+    produce_lines(&broker, 0..LINES_EACH_PART);
     let mut reader = broker.reader(&[COUNTS]);
     let first = expected(LINES_EACH_PART);
     assert!(
@@ -194,7 +176,7 @@ fn a_full_disk_stops_the_task_with_a_clear_error_and_a_restart_loses_nothing() {
             break status;
         }
         assert!(produced < 3 * LINES_EACH_PART, "wasp still runs on a full disk after {produced} lines");
-        produce(produced..produced + 10);
+        produce_lines(&broker, produced..produced + 10);
         produced += 10;
         std::thread::sleep(Duration::from_millis(250));
     };
@@ -212,17 +194,9 @@ fn a_full_disk_stops_the_task_with_a_clear_error_and_a_restart_loses_nothing() {
     // Space returns: a restart finishes the work.
     std::fs::remove_file(&filler).expect("removing the filler");
     let mut wasp = crate::recovery::start("wasp-disk-full-restart", &manifest);
-    produce(produced..4 * LINES_EACH_PART);
+    produce_lines(&broker, produced..4 * LINES_EACH_PART);
     let want = expected(4 * LINES_EACH_PART);
-    let converged = reader.read_until(Duration::from_secs(180), |records| {
-        let mut latest: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-        for r in records {
-            let c: u64 = r.value_str().parse().unwrap_or(0);
-            let e = latest.entry(r.key_str()).or_default();
-            *e = (*e).max(c);
-        }
-        want.iter().all(|(w, n)| latest.get(w.as_str()).is_some_and(|c| c >= n))
-    });
+    let converged = reader.read_until(Duration::from_secs(180), |records| converged(records, &want));
     wasp.assert_running();
     assert!(converged, "the counts converged after the restart: {} outputs read", reader.records.len());
     reader.drain(Duration::from_secs(2), Duration::from_secs(30));

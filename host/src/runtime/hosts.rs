@@ -172,13 +172,8 @@ impl Hosts {
         };
         let mut out =
             vec![Instance { server: i.server.clone(), tasks: mine.iter().map(name).collect(), this_instance: true }];
-        for (server, (read, tasks)) in &i.others {
-            let tasks: Vec<String> = tasks
-                .iter()
-                .filter(|t| !mine.contains(t) && !i.others.values().any(|(r, ts)| r > read && ts.contains(t)))
-                .map(name)
-                .collect();
-            out.push(Instance { server: Some(server.clone()), tasks, this_instance: false });
+        for (server, tasks) in others(&i, &mine) {
+            out.push(Instance { server: Some(server), tasks: tasks.iter().map(name).collect(), this_instance: false });
         }
         out
     }
@@ -188,17 +183,9 @@ impl Hosts {
     pub(super) fn task_owners(&self) -> Vec<(String, BTreeSet<TaskKey>, bool)> {
         let i = self.lock();
         let mine: BTreeSet<TaskKey> = i.mine.values().flatten().copied().collect();
-        let mut out = Vec::new();
+        let mut out: Vec<_> = others(&i, &mine).into_iter().map(|(s, t)| (s, t, false)).collect();
         if let Some(server) = &i.server {
-            out.push((server.clone(), mine.clone(), true));
-        }
-        for (server, (read, tasks)) in &i.others {
-            let tasks = tasks
-                .iter()
-                .filter(|t| !mine.contains(t) && !i.others.values().any(|(r, ts)| r > read && ts.contains(t)))
-                .copied()
-                .collect();
-            out.push((server.clone(), tasks, false));
+            out.push((server.clone(), mine, true));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -237,6 +224,22 @@ impl Hosts {
             Some(Err(e)) => tracing::warn!(instance = key, error = %e, "an unreadable instance announcement; ignored"),
         }
     }
+}
+
+/// The other instances and the tasks each runs by its announcements: a task this one runs,
+/// or that two claim, goes with this one or with the later claim.
+fn others(i: &Inner, mine: &BTreeSet<TaskKey>) -> Vec<(String, BTreeSet<TaskKey>)> {
+    i.others
+        .iter()
+        .map(|(server, (read, tasks))| {
+            let tasks = tasks
+                .iter()
+                .filter(|t| !mine.contains(t) && !i.others.values().any(|(r, ts)| r > read && ts.contains(t)))
+                .copied()
+                .collect();
+            (server.clone(), tasks)
+        })
+        .collect()
 }
 
 /// How long the follower waits for the topic between announcements.

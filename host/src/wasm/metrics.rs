@@ -42,7 +42,8 @@ struct Inner {
     registry: Registry,
     metrics: HashMap<String, Metric>,
     per_plugin: HashMap<String, usize>,
-    /// The label sets each plugin metric has, by hash (see [`MAX_SERIES_PER_METRIC`]).
+    /// The label sets each plugin metric has, by hash of plugin and labels (see
+    /// [`MAX_SERIES_PER_METRIC`]).
     series: HashMap<String, HashSet<u64>>,
     rejected: Counter,
     /// Plugin log lines cut to the line cap, and dropped over the rate cap (`wasm/host/log.rs`).
@@ -250,63 +251,59 @@ impl MetricsRegistry {
         out
     }
 
-    /// The metric `name` of `kind` for `plugin`, registering it on first use.
-    pub(crate) fn metric(&self, plugin: &str, name: &str, kind: &str) -> Option<Metric> {
+    /// The series of metric `name` of `kind` that `plugin` writes with `labels`: the metric
+    /// (registered on first use) and the full label set, or `None` past a cap (a bad or
+    /// unknown-kind name, too many metrics, too many labels, too long a value, or a new label
+    /// set of a metric that has [`MAX_SERIES_PER_METRIC`] already). One lock per call.
+    pub(crate) fn series(&self, plugin: &str, name: &str, kind: &str, labels: Labels) -> Option<(Metric, Labels)> {
         let mut inner = self.inner.lock().ok()?;
         let base = name.strip_suffix("_total").unwrap_or(name);
-        if !valid_name(base) {
-            inner.rejected.inc();
-            return None;
-        }
-        let full = format!("wasp_plugin_{base}");
-        if let Some(m) = inner.metrics.get(&full) {
-            let same = matches!(
-                (m, kind),
-                (Metric::Counter(_), "counter") | (Metric::Gauge(_), "gauge") | (Metric::Histogram(_), "histogram")
-            );
-            if same {
-                return Some(m.clone());
-            }
-            inner.rejected.inc();
-            return None;
-        }
-        let count = inner.per_plugin.entry(plugin.to_owned()).or_default();
-        if *count >= MAX_METRICS_PER_PLUGIN {
-            inner.rejected.inc();
-            return None;
-        }
-        *count += 1;
-        let help = format!("Defined by plugin {plugin}");
-        let metric = match kind {
-            "counter" => Metric::Counter(Family::default()),
-            "gauge" => Metric::Gauge(Family::default()),
-            _ => Metric::Histogram(Family::new_with_constructor(new_histogram as fn() -> Histogram)),
-        };
-        match &metric {
-            Metric::Counter(f) => inner.registry.register(full.clone(), help, f.clone()),
-            Metric::Gauge(f) => inner.registry.register(full.clone(), help, f.clone()),
-            Metric::Histogram(f) => inner.registry.register(full.clone(), help, f.clone()),
-        }
-        inner.metrics.insert(full, metric.clone());
-        Some(metric)
-    }
-
-    /// The full label set of a plugin metric's series, or `None` past a cap: too many
-    /// labels, a bad name, too long a value, or a new series of a metric that has
-    /// [`MAX_SERIES_PER_METRIC`] already.
-    pub(crate) fn labels(&self, plugin: &str, name: &str, labels: Labels) -> Option<Labels> {
-        let mut inner = self.inner.lock().ok()?;
-        if labels.len() > MAX_LABELS
+        if !valid_name(base)
+            || labels.len() > MAX_LABELS
             || labels.iter().any(|(k, v)| !valid_name(k) || v.len() > MAX_NAME_BYTES || k == "plugin")
         {
             inner.rejected.inc();
             return None;
         }
+        let full = format!("wasp_plugin_{base}");
+        let metric = match inner.metrics.get(&full) {
+            Some(m) => {
+                let same = matches!(
+                    (m, kind),
+                    (Metric::Counter(_), "counter") | (Metric::Gauge(_), "gauge") | (Metric::Histogram(_), "histogram")
+                );
+                if !same {
+                    inner.rejected.inc();
+                    return None;
+                }
+                m.clone()
+            }
+            None => {
+                let count = inner.per_plugin.entry(plugin.to_owned()).or_default();
+                if *count >= MAX_METRICS_PER_PLUGIN {
+                    inner.rejected.inc();
+                    return None;
+                }
+                *count += 1;
+                let help = format!("Defined by plugin {plugin}");
+                let metric = match kind {
+                    "counter" => Metric::Counter(Family::default()),
+                    "gauge" => Metric::Gauge(Family::default()),
+                    _ => Metric::Histogram(Family::new_with_constructor(new_histogram as fn() -> Histogram)),
+                };
+                match &metric {
+                    Metric::Counter(f) => inner.registry.register(full.clone(), help, f.clone()),
+                    Metric::Gauge(f) => inner.registry.register(full.clone(), help, f.clone()),
+                    Metric::Histogram(f) => inner.registry.register(full.clone(), help, f.clone()),
+                }
+                inner.metrics.insert(full.clone(), metric.clone());
+                metric
+            }
+        };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        labels.hash(&mut hasher);
+        (plugin, &labels).hash(&mut hasher);
         let hash = hasher.finish();
-        let base = name.strip_suffix("_total").unwrap_or(name);
-        let known = inner.series.entry(format!("{plugin}/{base}")).or_default();
+        let known = inner.series.entry(full).or_default();
         if !known.contains(&hash) {
             if known.len() >= MAX_SERIES_PER_METRIC {
                 inner.rejected.inc();
@@ -317,7 +314,7 @@ impl MetricsRegistry {
         let mut all = Vec::with_capacity(labels.len() + 1);
         all.push(("plugin".to_owned(), plugin.to_owned()));
         all.extend(labels);
-        Some(all)
+        Some((metric, all))
     }
 
     /// Counts a plugin's log lines cut to the line cap (`dropped: false`) or dropped over the

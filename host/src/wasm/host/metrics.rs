@@ -14,27 +14,19 @@ pub struct PluginMetrics {
 
 impl Host for HostState {
     fn counter_add(&mut self, name: String, labels: Labels, delta: u64) {
-        let r = &self.metrics.registry;
-        if let (Some(Metric::Counter(f)), Some(l)) =
-            (r.metric(&self.plugin, &name, "counter"), r.labels(&self.plugin, &name, labels))
-        {
+        if let Some((Metric::Counter(f), l)) = self.metrics.registry.series(&self.plugin, &name, "counter", labels) {
             f.get_or_create(&l).inc_by(delta);
         }
     }
 
     fn gauge_set(&mut self, name: String, labels: Labels, value: f64) {
-        let r = &self.metrics.registry;
-        if let (Some(Metric::Gauge(f)), Some(l)) =
-            (r.metric(&self.plugin, &name, "gauge"), r.labels(&self.plugin, &name, labels))
-        {
+        if let Some((Metric::Gauge(f), l)) = self.metrics.registry.series(&self.plugin, &name, "gauge", labels) {
             f.get_or_create(&l).set(value);
         }
     }
 
     fn histogram_observe(&mut self, name: String, labels: Labels, value: f64) {
-        let r = &self.metrics.registry;
-        if let (Some(Metric::Histogram(f)), Some(l)) =
-            (r.metric(&self.plugin, &name, "histogram"), r.labels(&self.plugin, &name, labels))
+        if let Some((Metric::Histogram(f), l)) = self.metrics.registry.series(&self.plugin, &name, "histogram", labels)
         {
             f.get_or_create(&l).observe(value);
         }

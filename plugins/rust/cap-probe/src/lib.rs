@@ -15,6 +15,17 @@ fn answer(r: Result<(), StateError>) -> String {
     }
 }
 
+/// Writes `n` entries `{prefix}{i}` of `value`, then scans them all, asking for every one:
+/// how many the scan returned.
+fn fill_and_scan(prefix: &str, n: usize, value: &[u8]) -> Result<usize, wasp::RecordError> {
+    let failed = |e: StateError| wasp::RecordError::new("state", format!("{e:?}"));
+    let s = store()?;
+    for i in 0..n {
+        s.put(format!("{prefix}{i:05}").as_bytes(), value).map_err(failed)?;
+    }
+    Ok(s.prefix_scan(prefix.as_bytes(), u32::MAX).map_err(failed)?.len())
+}
+
 #[wasp::processor]
 fn probe(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), wasp::RecordError> {
     let report = match value {
@@ -63,30 +74,9 @@ fn probe(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), 
             format!("stored {stored}, then refused: {}", refused.unwrap_or_default())
         }
         // 12,000 small entries, then a scan asking for all of them.
-        "scan" => {
-            let s = store()?;
-            for i in 0..12_000 {
-                answer(s.put(format!("small-{i:05}").as_bytes(), b"0123456789"))
-                    .strip_prefix("refused")
-                    .map_or(Ok(()), |e| Err(wasp::RecordError::new("state", e)))?;
-            }
-            let got =
-                s.prefix_scan(b"small-", u32::MAX).map_err(|e| wasp::RecordError::new("state", format!("{e:?}")))?;
-            format!("scan returned {}", got.len())
-        }
+        "scan" => format!("scan returned {}", fill_and_scan("small-", 12_000, b"0123456789")?),
         // 40 values of 1 MiB, then a scan of them.
-        "scan-bytes" => {
-            let s = store()?;
-            let value = vec![2u8; 1 << 20];
-            for i in 0..40 {
-                answer(s.put(format!("large-{i:02}").as_bytes(), &value))
-                    .strip_prefix("refused")
-                    .map_or(Ok(()), |e| Err(wasp::RecordError::new("state", e)))?;
-            }
-            let got =
-                s.prefix_scan(b"large-", u32::MAX).map_err(|e| wasp::RecordError::new("state", format!("{e:?}")))?;
-            format!("scan returned {}", got.len())
-        }
+        "scan-bytes" => format!("scan returned {}", fill_and_scan("large-", 40, &vec![2u8; 1 << 20])?),
         // 300,000 records forwarded by one call.
         "forward-many" => {
             for _ in 0..300_000 {
