@@ -450,7 +450,12 @@ impl Prepared {
                 wait_for_cluster(&config, kafka.bootstrap_servers.get_ref(), stop)?;
                 self.create_internal_topics(&config)?;
                 self.check_copartitioned(&config)?;
-                let topics: Vec<&str> = self.topology.sources.keys().map(String::as_str).collect();
+                let topics: Vec<Vec<&str>> = self
+                    .topology
+                    .subtopologies
+                    .iter()
+                    .map(|s| s.source_topics.iter().map(String::as_str).collect())
+                    .collect();
                 // One consumer (a group member), producer and changelog reader per thread;
                 // under exactly_once_v2 the producer is transactional, and commits the offsets.
                 let transactional = self.guarantee() == crate::manifest::ProcessingGuarantee::ExactlyOnceV2;

@@ -503,3 +503,86 @@ fn kafka_a_query_during_a_restore_answers_restoring_never_a_stale_value() {
     second.kill();
     assert!(seen.contains("restoring"), "queries answered {seen:?} before the value; restore: {restored}");
 }
+
+/// Two instances of two threads each share a join of two topics of 6 partitions, the second
+/// joining mid-stream (a cooperative rebalance moves some tasks, the others keep running). A
+/// task's partition of both topics comes to one member: every paid order comes out joined
+/// with its payment, never alone, as in an uninterrupted run. (librdkafka's cooperative-sticky
+/// assignor places each partition on its own; wasp has the group assign the first topic of a
+/// task and adds the others.)
+#[test]
+fn kafka_a_join_shared_by_two_instances_keeps_each_tasks_topics_together_across_a_rebalance() {
+    let broker = Broker::start();
+    broker.create_topics(&["cj-orders", "cj-payments", "cj-out"], 6);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pipeline = with_join_kit(
+        "from = \"cj-orders\"\nto = \"cj-out\"\nsteps = [ { op = \"left_join\", stream = \"cj-payments\", plugin = \"jk\", \
+         time_difference = \"2s\", grace = \"1s\" } ]",
+    );
+    let settings = "threads = 2\nmax_task_idle_ms = 2000\ncommit_interval_ms = 200\nbatch_size = 8";
+    let manifest = |state: &str| plain_manifest(dir.path(), &broker, state, "cj", settings, &pipeline);
+    let mut reader = broker.reader(&["cj-out"]);
+    let mut x = start_wasp("wasp-cj-x", &manifest("state-x"));
+    x.wait_logged("partitions assigned", START_TIMEOUT);
+    let (orders, payments) = order_stream(0..90);
+    produce(&broker, "cj-orders", &orders);
+    produce(&broker, "cj-payments", &payments);
+    let got = reader.read_until(START_TIMEOUT, |r| {
+        x.assert_running();
+        r.len() >= 20
+    });
+    assert!(got, "results before the second instance: {}", reader.records.len());
+    let mut y = start_wasp("wasp-cj-y", &manifest("state-y"));
+    y.wait_logged("partitions assigned", START_TIMEOUT);
+    let (orders, payments) = order_stream(90..180);
+    produce(&broker, "cj-orders", &orders);
+    produce(&broker, "cj-payments", &payments);
+    // Far later orders, on every partition's keys: every window closes.
+    let (late, _) = order_stream(10_000..10_060);
+    produce(&broker, "cj-orders", &late);
+    let expected: BTreeSet<(String, String)> = (0..180u32)
+        .map(|i| {
+            let paid = if i % 3 == 0 { "none".to_owned() } else { format!("p{i}") };
+            (format!("o{i}"), format!("o{i}:A{i}+{paid}"))
+        })
+        .collect();
+    let seen = |records: &[crate::broker::Received]| -> BTreeSet<(String, String)> {
+        records.iter().map(|r| (r.key_str().to_owned(), r.value_str().to_owned())).collect()
+    };
+    let got = reader.read_until(START_TIMEOUT * 2, |r| {
+        x.assert_running();
+        y.assert_running();
+        expected.is_subset(&seen(r))
+    });
+    x.terminate();
+    y.terminate();
+    for p in [&mut x, &mut y] {
+        let status = p.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "{} exited with {status} after SIGTERM", p.name);
+    }
+    let seen = seen(&reader.records);
+    let missing: Vec<_> = expected.difference(&seen).collect();
+    let closing = |(k, v): &&(String, String)| k.len() > 5 && *v == format!("{k}:A{}+none", &k[1..]);
+    let wrong: Vec<_> = seen.difference(&expected).filter(|r| !closing(r)).collect();
+    assert!(
+        got && missing.is_empty() && wrong.is_empty(),
+        "results missing: {missing:?}; results no uninterrupted run gives (a task split between members?): {wrong:?}"
+    );
+    // The rebalance was cooperative, and each assignment holds both topics' same partitions.
+    for p in [&x, &y] {
+        let lines: Vec<String> = p.log_lines().into_iter().filter(|l| l.contains("partitions assigned")).collect();
+        assert!(lines.iter().all(|l| l.contains("protocol=\"cooperative\"")), "{}: {lines:#?}", p.name);
+        for l in &lines {
+            let of = |topic: &str| -> BTreeSet<String> {
+                l.split(&format!("(\\\"{topic}\\\", "))
+                    .skip(1)
+                    .filter_map(|s| s.split(')').next())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            assert_eq!(of("cj-orders"), of("cj-payments"), "{}: an assignment splits a task's topics: {l}", p.name);
+        }
+    }
+    let (in_x, in_y) = (crate::kafka::records_in(&x), crate::kafka::records_in(&y));
+    assert!(in_x > 0 && in_y > 0, "both instances process part of the input: {in_x} and {in_y}");
+}

@@ -113,6 +113,9 @@ fn without(config: &ClientConfig, other_only: &[&str]) -> ClientConfig {
 
 #[derive(Default)]
 struct GroupContext {
+    /// Co-partitioned topics: the topic the group assigns (a task's first topic) -> the other
+    /// topics of its tasks, whose same-numbered partitions follow it (see `rebalance`).
+    followers: BTreeMap<String, Vec<String>>,
     /// Whether the group has given this consumer an assignment yet (an empty one counts).
     assigned: std::sync::atomic::AtomicBool,
     /// Revoked partitions whose tasks the runtime has not closed yet.
@@ -145,7 +148,69 @@ impl ClientContext for GroupContext {
     }
 }
 
+impl GroupContext {
+    /// `tpl`, and for each partition of a task's first topic the same partition of the task's
+    /// other topics.
+    fn with_followers(&self, tpl: &TopicPartitionList) -> TopicPartitionList {
+        let mut all = tpl.clone();
+        for e in tpl.elements() {
+            for f in self.followers.get(e.topic()).into_iter().flatten() {
+                all.add_partition(f, e.partition());
+            }
+        }
+        all
+    }
+}
+
 impl ConsumerContext for GroupContext {
+    /// As rdkafka's own, but a task's co-partitioned topics move as one. The group assigns only
+    /// the first topic of each task that reads several: an assignor that places each partition
+    /// on its own (cooperative-sticky) could otherwise give partition 3 of a join's two topics
+    /// to two members, and neither could run the task. Kafka Streams' task-aware assignor does
+    /// this in the group protocol; librdkafka has no pluggable assignor, so the followers are
+    /// added here, on the member that was given the task's first topic, and committed through
+    /// the group like any partition.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        let all = self.with_followers(tpl);
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let done = match err {
+            ASSIGN => {
+                self.pre_rebalance(consumer, &Rebalance::Assign(&all));
+                let r = if cooperative { consumer.incremental_assign(&all) } else { consumer.assign(&all) };
+                self.post_rebalance(consumer, &Rebalance::Assign(&all));
+                r
+            }
+            REVOKE => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(&all));
+                let r = if cooperative { consumer.incremental_unassign(&all) } else { consumer.unassign() };
+                self.post_rebalance(consumer, &Rebalance::Revoke(&all));
+                r
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::error!(error = %code, "the consumer group's rebalance failed");
+                // As rdkafka's: the partitions are dropped, and the group assigns again.
+                let failed = Rebalance::Error(KafkaError::Rebalance(code));
+                self.pre_rebalance(consumer, &failed);
+                let r = if cooperative { consumer.incremental_unassign(&all) } else { consumer.unassign() };
+                self.post_rebalance(consumer, &failed);
+                r
+            }
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "applying the group's assignment failed");
+        }
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<(String, i32)> =
@@ -167,11 +232,15 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let parts: Vec<(String, i32)> =
                 tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-            tracing::info!(partitions = ?parts, "partitions assigned");
+            let protocol = match consumer.rebalance_protocol() {
+                rdkafka::consumer::RebalanceProtocol::Cooperative => "cooperative",
+                _ => "eager",
+            };
+            tracing::info!(partitions = ?parts, protocol, "partitions assigned");
             if let Ok(mut a) = self.assignment.lock() {
                 a.extend(parts.iter().cloned());
                 self.assignment_changed.store(true, std::sync::atomic::Ordering::Release);
@@ -195,8 +264,12 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Joins the group `application_id` and subscribes to `topics`.
-    pub fn new(config: &ClientConfig, application_id: &str, topics: &[&str]) -> anyhow::Result<Self> {
+    /// Joins the group `application_id` and reads `tasks_topics`, the topics of each
+    /// sub-topology's tasks: a task's partition of each of its topics comes to one member.
+    /// Rebalances are cooperative (KIP-429) unless the properties choose another assignor:
+    /// a member that joins or leaves moves only the partitions that change owner, and the
+    /// others keep flowing meanwhile.
+    pub fn new(config: &ClientConfig, application_id: &str, tasks_topics: &[Vec<&str>]) -> anyhow::Result<Self> {
         let mut c = without(config, PRODUCER_ONLY);
         c.set("group.id", application_id).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         if c.get("auto.offset.reset").is_none() {
@@ -212,9 +285,22 @@ impl KafkaSource {
         if c.get("queued.max.messages.kbytes").is_none() {
             c.set("queued.max.messages.kbytes", "16384");
         }
+        if c.get("partition.assignment.strategy").is_none() {
+            c.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        let mut context = GroupContext::default();
+        let mut topics = Vec::new();
+        for sub in tasks_topics {
+            if let Some((first, rest)) = sub.split_first() {
+                topics.push(*first);
+                if !rest.is_empty() {
+                    context.followers.insert((*first).to_owned(), rest.iter().map(|t| (*t).to_owned()).collect());
+                }
+            }
+        }
         let consumer: BaseConsumer<GroupContext> =
-            c.create_with_context(GroupContext::default()).context("creating the Kafka consumer")?;
-        consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
+            c.create_with_context(context).context("creating the Kafka consumer")?;
+        consumer.subscribe(&topics).with_context(|| format!("subscribing to {topics:?}"))?;
         let reset_earliest = !matches!(c.get("auto.offset.reset"), Some("latest" | "largest" | "end"));
         Ok(Self {
             consumer,
@@ -391,6 +477,26 @@ impl RecordSource for KafkaSource {
             return None;
         }
         c.assignment.lock().ok().map(|a| a.iter().cloned().collect())
+    }
+
+    fn settle(&mut self, wait: Duration) -> anyhow::Result<()> {
+        self.pending.clear();
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            // Paused partitions return no records; partitions the rebalance assigns are paused
+            // as they come. A record polled anyway is dropped, uncommitted.
+            let assigned = self.consumer.assignment().context("reading the consumer's assignment")?;
+            if assigned.count() > 0 {
+                self.consumer.pause(&assigned).context("pausing the partitions")?;
+            }
+            match self.consumer.poll(wait.saturating_sub(started.elapsed()).min(POLL_WAIT)) {
+                Some(Err(e)) if !matches!(e, KafkaError::PartitionEOF(_)) => {
+                    tracing::warn!(error = %e, "consumer error")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn close(&mut self) -> anyhow::Result<()> {

@@ -78,6 +78,13 @@ pub trait RecordSource {
     fn joined(&self) -> bool {
         true
     }
+    /// Serves the group for `wait` without taking records (on Kafka: a rebalance in progress
+    /// completes, its revocations reach [`Self::take_revoked`]), before a commit the group
+    /// refused is tried again. What was buffered is dropped: the source is about to close.
+    fn settle(&mut self, wait: std::time::Duration) -> anyhow::Result<()> {
+        let _ = wait;
+        Ok(())
+    }
     /// Commits what is pending and leaves the group.
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())

@@ -17,9 +17,19 @@ use crate::io::{ChangelogReader, RecordSink, RecordSource};
 use crate::state::{StateError, Store, StoreSpec, store_dir};
 use crate::topology::Topology;
 
-/// Commits every task of a thread, and the input offsets of what they finished; `Ok(false)`
-/// when, under exactly_once_v2 (`transactional`), the transaction was aborted instead (the
-/// thread then goes back to its last commit). A task parked
+/// What became of a thread's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Stores and input offsets are committed.
+    All,
+    /// The stores are, but the group refused the input offsets for now (a rebalance is in
+    /// progress, or the coordinator is away): they stay, to be committed with the next ones.
+    OffsetsRefused,
+    /// exactly_once_v2: the transaction was aborted; the thread goes back to its last commit.
+    Aborted,
+}
+
+/// Commits every task of a thread, and the input offsets of what they finished. A task parked
 /// to retry a step is left out, offsets and stores: the batch it is in the middle of has
 /// updated its stores but not yet reached its sinks, so its last commit stands until it is
 /// through (its records are then processed again after a crash, and applied once).
@@ -31,7 +41,7 @@ pub fn commit(
     stats: &mut RunStats,
     mut lineage: Option<&mut super::eos::ThreadLineage>,
     transactional: bool,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Committed> {
     let parked: Vec<(Vec<String>, i32)> =
         tasks.values().filter(|t| t.parked_until().is_some()).map(|t| (t.topics.clone(), t.partition)).collect();
     // The outputs first: a changelog marker records the inputs a store applied, and a
@@ -90,7 +100,7 @@ pub fn commit(
     // restore reads the committed changelog records. An aborted one leaves them as they were.
     if transactional {
         if !source.commit(&ready)? {
-            return Ok(false);
+            return Ok(Committed::Aborted);
         }
         offsets.retain(|k, _| !ready.contains_key(k));
     }
@@ -110,7 +120,10 @@ pub fn commit(
         });
     }
     result?;
-    if !transactional && !ready.is_empty() && source.commit(&ready)? {
+    let mut outcome = Committed::All;
+    if !transactional && !ready.is_empty() && !source.commit(&ready)? {
+        outcome = Committed::OffsetsRefused;
+    } else if !transactional && !ready.is_empty() {
         offsets.retain(|k, _| !ready.contains_key(k));
         // The numbering of what the moved tasks write starts again.
         if let Some(l) = lineage {
@@ -122,7 +135,7 @@ pub fn commit(
         }
     }
     stats.commits += 1;
-    Ok(true)
+    Ok(outcome)
 }
 
 /// Opens a store of a task and brings it up to date: local files, then the changelog tail.

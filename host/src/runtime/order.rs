@@ -19,18 +19,20 @@ pub struct PartitionGroup {
 struct Queue {
     topic: String,
     records: VecDeque<Record>,
-    /// When the queue last became empty (its creation, at first).
-    empty_since: Instant,
+    /// Since when the queue has been empty while another held records: the task's wait for
+    /// it (`max_task_idle_ms`) counts from there, as Kafka Streams' idle deadline does. A
+    /// record for it ends the wait; so does a time when the task had nothing buffered at all
+    /// (the next record to come starts a new wait, not one that ran out while nothing did).
+    idle_since: Option<Instant>,
     /// The source was asked to stop reading this topic while so much of it is buffered.
     paused: bool,
 }
 
 impl PartitionGroup {
     pub fn new(topics: &[String]) -> Self {
-        let now = Instant::now();
         let queues = topics
             .iter()
-            .map(|t| Queue { topic: t.clone(), records: VecDeque::new(), empty_since: now, paused: false })
+            .map(|t| Queue { topic: t.clone(), records: VecDeque::new(), idle_since: None, paused: false })
             .collect();
         Self { queues }
     }
@@ -41,8 +43,17 @@ impl PartitionGroup {
 
     /// Buffers a batch of `topic`; returns how many records of it are buffered now.
     pub fn push(&mut self, topic: &str, records: Vec<Record>) -> usize {
+        if records.is_empty() {
+            return self.queue(topic).map_or(0, |q| q.records.len());
+        }
+        if self.is_empty() {
+            for q in &mut self.queues {
+                q.idle_since = None;
+            }
+        }
         match self.queue(topic) {
             Some(q) => {
+                q.idle_since = None;
                 q.records.extend(records);
                 q.records.len()
             }
@@ -79,12 +90,20 @@ impl PartitionGroup {
     /// The next run of records of one topic, at most `max`, taken in timestamp order across
     /// the topics (the earliest head first; on a tie, the topic listed first). `None` when
     /// nothing is buffered, or when a topic with nothing buffered holds the rest back:
-    /// `waits(topic, empty_since)` says whether it does.
+    /// `waits(topic, idle_since)` says whether it does.
     pub fn next_run(&mut self, max: usize, waits: impl Fn(&str, Instant) -> bool) -> Option<(String, Vec<Record>)> {
         let mut run: Vec<Record> = Vec::new();
         let mut from: Option<usize> = None;
         while run.len() < max {
-            if self.queues.iter().any(|q| q.records.is_empty() && waits(&q.topic, q.empty_since)) {
+            if self.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            let mut held = false;
+            for q in self.queues.iter_mut().filter(|q| q.records.is_empty()) {
+                held |= waits(&q.topic, *q.idle_since.get_or_insert(now));
+            }
+            if held {
                 break;
             }
             let next =
@@ -97,9 +116,6 @@ impl PartitionGroup {
             let q = &mut self.queues[i];
             if let Some(r) = q.records.pop_front() {
                 run.push(r);
-            }
-            if q.records.is_empty() {
-                q.empty_since = Instant::now();
             }
         }
         let i = from?;
@@ -158,5 +174,47 @@ mod tests {
         // b's only record goes; then b is empty and waits again, holding a's 5 back.
         assert_eq!(runs(&mut g, 10, b_waits), vec![("b".into(), vec![4])]);
         assert_eq!(g.len(), 1);
+    }
+
+    /// The wait for an empty topic counts from when the task first found it empty while
+    /// another held records (Kafka Streams' idle deadline), not from when it last emptied:
+    /// a record after a quiet spell waits its full `max_task_idle_ms` for the other topic.
+    /// The clock starts again after the task had nothing buffered.
+    #[test]
+    fn the_wait_for_an_empty_topic_starts_when_another_has_records() {
+        let mut g = PartitionGroup::new(&["a".into(), "b".into()]);
+        let seen = std::cell::Cell::new(None);
+        let note = |t: &str, since: Instant| {
+            if t == "b" {
+                seen.set(Some(since));
+            }
+            false
+        };
+        assert_eq!(g.next_run(10, note), None, "nothing buffered: nothing waits");
+        assert_eq!(seen.get(), None);
+        g.push("a", at(&[1]));
+        assert_eq!(g.next_run(10, note).map(|(t, rs)| (t, rs.len())), Some(("a".into(), 1)));
+        let first = seen.get().expect("b was found empty while a had a record");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        g.push("a", at(&[2]));
+        g.next_run(10, note);
+        let second = seen.get().expect("b was found empty again");
+        assert!(second > first, "after a time with nothing buffered, the wait starts again");
+        // While a keeps records, b's wait goes on from where it started.
+        g.push("a", at(&[3, 4]));
+        let held_since = std::cell::Cell::new(None);
+        let hold = |t: &str, since: Instant| {
+            held_since.set(Some(since));
+            t == "b"
+        };
+        assert_eq!(g.next_run(10, hold), None);
+        let started = held_since.get().expect("b waits");
+        assert!(started > second, "b waits from when a's records came after an empty time");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(g.next_run(10, hold), None);
+        assert_eq!(held_since.get(), Some(started), "the wait goes on from where it started");
+        // A record of b ends its wait.
+        g.push("b", at(&[5]));
+        assert_eq!(runs(&mut g, 10, |_, _| false), vec![("a".into(), vec![3, 4]), ("b".into(), vec![5])]);
     }
 }

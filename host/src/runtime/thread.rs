@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::commit::{commit, open_store};
+use super::commit::{Committed, commit, open_store};
 use super::eos::{Bounds, TaskLineage, ThreadLineage, decode_entry, output_topics};
 use super::order::PartitionGroup;
 use super::task::{Task, TaskOutput};
@@ -63,7 +63,14 @@ pub struct StopFlags<'a> {
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a thread waits for the others' last commits before it leaves the group anyway.
-const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
+const LAST_COMMIT_WAIT: Duration = Duration::from_secs(15);
+
+/// How long a thread tries again a last commit the group refused (less than
+/// [`LAST_COMMIT_WAIT`], so that the others are still in the group meanwhile).
+const LAST_COMMIT_RETRY: Duration = Duration::from_secs(10);
+
+/// How long a thread serves the group's rebalance between two tries of its last commit.
+const LAST_COMMIT_STEP: Duration = Duration::from_millis(250);
 
 impl StopFlags<'_> {
     fn stopped(&self) -> bool {
@@ -146,7 +153,7 @@ pub fn run(
     // A thread that failed commits nothing more: what it did since its last commit is done
     // again by whoever reads the partitions next.
     let result = t.run_loop(stop);
-    let committed = if result.is_ok() { t.commit() } else { Ok(()) };
+    let committed = if result.is_ok() { t.commit_last() } else { Ok(()) };
     stop.last_commit_done();
     let closed = t.io.source.close();
     result?;
@@ -251,7 +258,28 @@ impl StreamThread<'_> {
         }
     }
 
-    fn commit(&mut self) -> anyhow::Result<()> {
+    /// The last commit, before the thread leaves the group. A commit the group refuses
+    /// (a rebalance in progress: another member joined or left) is tried again once the
+    /// rebalance is served, for [`LAST_COMMIT_RETRY`] at most: what is left uncommitted is
+    /// processed again by whoever owns the partitions next.
+    fn commit_last(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while self.commit()? == Committed::OffsetsRefused {
+            if started.elapsed() > LAST_COMMIT_RETRY {
+                tracing::warn!(
+                    offsets = ?self.offsets,
+                    "the group refused the last commit; these partitions are processed again from their last committed offsets"
+                );
+                break;
+            }
+            tracing::info!("the group refused the last commit; it is tried again once the rebalance is served");
+            self.io.source.settle(LAST_COMMIT_STEP)?;
+            self.close_revoked()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> anyhow::Result<Committed> {
         // exactly_once_v2: partitions may have been taken away in the poll just before; the
         // open transaction then holds work their new owners do again, and must not commit.
         if self.transactional() {
@@ -281,7 +309,7 @@ impl StreamThread<'_> {
             self.lineage.as_mut(),
             transactional,
         )?;
-        if !committed {
+        if committed == Committed::Aborted {
             self.rewind()?;
         }
         self.last_commit = Instant::now();
@@ -289,7 +317,7 @@ impl StreamThread<'_> {
         for (topic, partition, lag) in self.io.source.lag() {
             self.options.metrics.consumer_lag(&topic, partition, lag);
         }
-        Ok(())
+        Ok(committed)
     }
 
     /// exactly_once_v2 on Kafka: the thread's outputs, changelogs and offsets commit in
