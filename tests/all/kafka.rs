@@ -502,6 +502,46 @@ fn kafka_two_instances_share_the_partitions() {
     verify(&all, &reader.records);
 }
 
+/// Partitions move while records flow: a second instance joins mid-stream, then leaves. As in
+/// Kafka Streams, a task's work is committed before its partition is released to the group,
+/// so its new owner starts where it stopped: under at_least_once, with no crash, nothing
+/// comes out twice.
+#[test]
+fn kafka_partitions_that_move_between_running_instances_repeat_nothing() {
+    const BACKLOG: u32 = 120_000;
+    const TOTAL: u32 = 124_000;
+    let (broker, _dir, manifest, mut reader) = setup(50);
+    let mut x = start_wasp("wasp-mx", &manifest);
+    x.wait_logged("partitions assigned", START_TIMEOUT);
+    // A backlog keeps the first instance busy (its tasks always hold work not yet committed)
+    // while the second joins, takes tasks, and leaves again.
+    produce(&broker, 0..BACKLOG);
+    let busy = reader.read_until(START_TIMEOUT, |r| {
+        x.assert_running();
+        r.len() >= 500
+    });
+    assert!(busy, "output before the second instance: {}", reader.records.len());
+    let mut y = start_wasp("wasp-my", &manifest);
+    // It took tasks (the wait fails the test if it does not), and runs them a while.
+    y.wait_logged("task opened", START_TIMEOUT);
+    std::thread::sleep(Duration::from_secs(1));
+    y.terminate();
+    assert!(y.wait_exit(EXIT_TIMEOUT).success(), "wasp-my stops cleanly");
+    produce(&broker, BACKLOG..TOTAL);
+    let all = expected(0..TOTAL);
+    let done = read_complete(&broker, &mut reader, &mut x, &all);
+    x.terminate();
+    assert!(x.wait_exit(EXIT_TIMEOUT).success(), "wasp-mx stops cleanly");
+    reader.drain(Duration::from_secs(1), Duration::from_secs(30));
+    let duplicates = verify(&all, &reader.records);
+    assert!(done, "the outputs did not complete");
+    let (in_x, in_y) = (records_in(&x), records_in(&y));
+    eprintln!("wasp-mx read {in_x} records, wasp-my {in_y}");
+    assert!(in_y > 0, "the second instance processed part of the input: {in_x} and {in_y}");
+    let refused: Vec<String> = [&x, &y].iter().flat_map(|p| p.log_lines()).filter(|l| l.contains("refused")).collect();
+    assert_eq!(duplicates, 0, "outputs repeated when partitions moved; refused commits: {refused:#?}");
+}
+
 /// A manifest without plugins on `broker`, written as `<state>.toml` in `dir` with its state
 /// under `dir/<state>`: `[application]` with `id` and `settings`, and `pipeline`, the body
 /// of `[pipelines.p]`.

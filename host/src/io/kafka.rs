@@ -129,6 +129,13 @@ struct GroupContext {
     assignment_changed: std::sync::atomic::AtomicBool,
     /// Each assigned partition's consumer lag, from librdkafka's last statistics.
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Revoked partitions still assigned: the group waits for them while the runtime commits
+    /// their tasks' work ([`RecordSource::release_revoked`]), as Kafka Streams commits in
+    /// `onPartitionsRevoked`. Their records polled meanwhile are dropped.
+    deferred: Mutex<Vec<(String, i32)>>,
+    any_deferred: std::sync::atomic::AtomicBool,
+    /// The consumer is leaving the group: revocations complete at once.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for GroupContext {
@@ -191,9 +198,25 @@ impl ConsumerContext for GroupContext {
             }
             REVOKE => {
                 self.pre_rebalance(consumer, &Rebalance::Revoke(&all));
-                let r = if cooperative { consumer.incremental_unassign(&all) } else { consumer.unassign() };
-                self.post_rebalance(consumer, &Rebalance::Revoke(&all));
-                r
+                // Partitions lost (this member was dropped from the group) can commit nothing,
+                // and a closing consumer has committed: those go at once. Otherwise the
+                // revocation completes once the runtime has committed the revoked tasks (the
+                // group waits for it, up to `max.poll.interval.ms`).
+                let lost = consumer.assignment_lost();
+                if lost || self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                    if let Ok(mut d) = self.deferred.lock() {
+                        d.clear();
+                    }
+                    let r = if cooperative { consumer.incremental_unassign(&all) } else { consumer.unassign() };
+                    self.post_rebalance(consumer, &Rebalance::Revoke(&all));
+                    r
+                } else {
+                    if let Ok(mut d) = self.deferred.lock() {
+                        d.extend(all.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                    }
+                    self.any_deferred.store(true, std::sync::atomic::Ordering::Release);
+                    Ok(())
+                }
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();
@@ -373,6 +396,17 @@ impl RecordSource for KafkaSource {
                 }
                 Some(Ok(m)) => {
                     let (topic, partition) = (m.topic(), m.partition());
+                    // A partition revoked, not yet released: its new owner reads it.
+                    if self.consumer.context().any_deferred.load(std::sync::atomic::Ordering::Acquire)
+                        && self
+                            .consumer
+                            .context()
+                            .deferred
+                            .lock()
+                            .is_ok_and(|d| d.iter().any(|(t, p)| *p == partition && t == topic))
+                    {
+                        continue;
+                    }
                     let i = match groups.iter().position(|b| b.partition == partition && b.topic == topic) {
                         Some(i) => i,
                         None => {
@@ -499,7 +533,35 @@ impl RecordSource for KafkaSource {
         Ok(())
     }
 
+    fn release_revoked(&mut self) -> anyhow::Result<()> {
+        let c = self.consumer.context();
+        if !c.any_deferred.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        let parts = c.deferred.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &parts {
+            tpl.add_partition(t, *p);
+        }
+        let r = match self.consumer.rebalance_protocol() {
+            rdkafka::consumer::RebalanceProtocol::Cooperative => self.consumer.incremental_unassign(&tpl),
+            _ => self.consumer.unassign(),
+        };
+        c.post_rebalance(&self.consumer, &Rebalance::Revoke(&tpl));
+        // The group moved on without them (this member was dropped meanwhile): nothing is left
+        // to release.
+        if let Err(e) = r {
+            tracing::warn!(partitions = ?parts, error = %e, "releasing the revoked partitions");
+        }
+        Ok(())
+    }
+
     fn close(&mut self) -> anyhow::Result<()> {
+        self.consumer.context().closing.store(true, std::sync::atomic::Ordering::Release);
+        self.release_revoked()?;
         self.consumer.unsubscribe();
         Ok(())
     }

@@ -33,6 +33,12 @@ pub trait RecordSource {
     /// refused it for now (a rebalance is in progress): the caller keeps the offsets and
     /// commits them again later, for the partitions it still owns.
     fn commit(&mut self, offsets: &std::collections::BTreeMap<(String, i32), i64>) -> anyhow::Result<bool>;
+    /// Completes the revocation of the partitions [`Self::take_revoked`] returned, once the
+    /// runtime has committed what their tasks did (on Kafka the group waits for this; the
+    /// partitions' new owners then start from those commits).
+    fn release_revoked(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Partitions taken away since the last call (their tasks are closed).
     fn take_revoked(&mut self) -> Vec<(String, i32)> {
         Vec::new()

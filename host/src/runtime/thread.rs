@@ -248,8 +248,10 @@ impl StreamThread<'_> {
             if counted && stop.joined.load(Ordering::Acquire) >= stop.threads {
                 return Ok(());
             }
+            // Nothing ran yet, so nothing is committed first.
             let revoked = self.io.source.take_revoked();
             self.early.retain(|b| !revoked.iter().any(|(t, p)| *t == b.topic && *p == b.partition));
+            self.io.source.release_revoked()?;
             match self.io.source.poll(self.options.batch_size)? {
                 Poll::Batch(b) => self.early.push_back(b),
                 Poll::Exhausted => return Ok(()),
@@ -375,12 +377,26 @@ impl StreamThread<'_> {
         Ok((sub.id, batch.partition))
     }
 
-    /// Closes the tasks of partitions taken away. What a task did since the last commit is
-    /// not committed: the partition's new owner reads it again, and its stores skip what they
-    /// applied.
+    /// Closes the tasks of partitions taken away. As Kafka Streams does on revocation, what
+    /// they did is committed first, while the group waits (the partitions are released to it
+    /// after): their new owners start where they stopped. A commit the group refuses anyway
+    /// (this member was dropped from it) leaves that work to the new owner, whose stores skip
+    /// what they applied. Under exactly_once_v2 the open transaction is aborted instead.
     fn close_revoked(&mut self) -> anyhow::Result<()> {
+        let revoked = self.io.source.take_revoked();
+        if revoked.is_empty() {
+            return self.io.source.release_revoked();
+        }
+        let owned = revoked.iter().any(|(topic, partition)| {
+            self.topology.subtopologies.iter().find(|s| s.source_topics.contains(topic)).is_some_and(|s| {
+                self.tasks.contains_key(&(s.id, *partition)) || self.held.contains_key(&(s.id, *partition))
+            })
+        });
+        if owned && !self.transactional() && self.commit()? == Committed::OffsetsRefused {
+            tracing::info!(partitions = ?revoked, "the commit of revoked tasks was refused; their new owners redo it");
+        }
         let mut any = false;
-        for (topic, partition) in self.io.source.take_revoked() {
+        for (topic, partition) in revoked {
             self.early.retain(|b| !(b.topic == topic && b.partition == partition));
             let Some(sub) = self.topology.subtopologies.iter().find(|s| s.source_topics.contains(&topic)) else {
                 continue;
@@ -415,7 +431,7 @@ impl StreamThread<'_> {
             self.io.sink.abort_transaction().context("aborting the transaction of revoked tasks")?;
             self.rewind()?;
         }
-        Ok(())
+        self.io.source.release_revoked()
     }
 
     /// When the group changed what this thread's consumer owns: reports the tasks to the
