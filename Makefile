@@ -13,6 +13,8 @@ ifndef BUNDLED_ROCKSDB
 export ROCKSDB_LIB_DIR ?= /usr/lib/$(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 endif
 NISSHI_VERSION := 0.8.1
+# The schema-registry tests run against rivven-schema, a Confluent-compatible registry server.
+SCHEMA_REGISTRY_VERSION := 0.0.22
 COMPONENTIZE_PY_VERSION := 0.25.1
 COMPONENTIZE_JS_VERSION := 0.23.0
 NPM_PREFIX := $(HOME)/.cache/wasp/npm
@@ -45,7 +47,8 @@ test: setup plugins
 	cd plugins && $(CARGO) clippy --release -- -D warnings
 	python3 -m unittest guest-sdk/python/test_wasp.py
 	@mkdir -p target
-	set -o pipefail; WASP_NISSHI=$$(command -v nisshi) $(CARGO) test --release --workspace --all-targets 2>&1 \
+	set -o pipefail; WASP_NISSHI=$$(command -v nisshi) WASP_SCHEMA_REGISTRY=$$(command -v rivven-schema) \
+	  $(CARGO) test --release --workspace --all-targets 2>&1 \
 	  | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
 	  target/test-output.log
@@ -61,7 +64,8 @@ setup-run: .setup-run-done
 	touch .setup-run-done
 
 ## What the tests need besides: the wasip2 target, componentize-py, componentize-js (npm, into
-## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), PostgreSQL, the test broker.
+## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), PostgreSQL, the test broker,
+## the schema registry server.
 setup: setup-run .setup-done
 .setup-done: Makefile
 	rustup target add wasm32-wasip2
@@ -80,6 +84,9 @@ setup: setup-run .setup-done
 	@if [ "$$(nisshi --version 2>/dev/null | awk '{print $$2}')" != "$(NISSHI_VERSION)" ]; then \
 	  echo "building the test broker nisshi $(NISSHI_VERSION) once (about 9 minutes; cached in ~/.cargo/bin)"; \
 	  $(CARGO) install nisshi --version $(NISSHI_VERSION) --locked --ignore-rust-version; fi
+	@if [ "$$(rivven-schema --version 2>/dev/null | awk '{print $$2}')" != "$(SCHEMA_REGISTRY_VERSION)" ]; then \
+	  echo "building the schema registry rivven-schema $(SCHEMA_REGISTRY_VERSION) once (about 3 minutes; cached in ~/.cargo/bin)"; \
+	  $(CARGO) install rivven-schema --version $(SCHEMA_REGISTRY_VERSION) --locked; fi
 	touch .setup-done
 
 ## The host (cargo knows when it is fresh).

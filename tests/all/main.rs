@@ -21,6 +21,7 @@ mod malformed;
 mod operators;
 mod postgres;
 mod recovery;
+mod registry;
 mod standby;
 mod state;
 mod swap;

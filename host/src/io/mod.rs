@@ -6,6 +6,7 @@ pub mod format;
 pub mod kafka;
 pub mod local;
 pub mod partition;
+pub mod registry;
 
 use crate::record::Record;
 
