@@ -74,6 +74,28 @@ fn order_stream(range: std::ops::Range<u32>) -> (Vec<Timed>, Vec<Timed>) {
     (orders, payments)
 }
 
+/// What a left join of `order_stream(range)` gives, by order: joined with its payment, or
+/// alone for the unpaid (every third).
+fn joined_orders(range: std::ops::Range<u32>) -> BTreeSet<(String, String)> {
+    range
+        .map(|i| {
+            let paid = if i % 3 == 0 { "none".to_owned() } else { format!("p{i}") };
+            (format!("o{i}"), format!("o{i}:A{i}+{paid}"))
+        })
+        .collect()
+}
+
+/// The join's results read so far, as `(key, value)`.
+fn results(records: &[crate::broker::Received]) -> BTreeSet<(String, String)> {
+    records.iter().map(|r| (r.key_str().to_owned(), r.value_str().to_owned())).collect()
+}
+
+/// A result of the far-later orders that close the windows: they close each other's too, so
+/// alone they are right.
+fn closing((k, v): &&(String, String)) -> bool {
+    k.len() > 5 && *v == format!("{k}:A{}+none", &k[1..])
+}
+
 fn produce(broker: &Broker, topic: &str, records: &[Timed]) {
     let borrowed: Vec<(&str, &str, i64)> = records.iter().map(|(k, v, t)| (k.as_str(), v.as_str(), *t)).collect();
     broker.produce_timed(topic, &borrowed);
@@ -111,25 +133,15 @@ fn kafka_a_stream_stream_join_killed_half_way_emits_every_result_after_a_restart
     // One more order per partition's worth of keys, far later: every window closes.
     let (late, _) = order_stream(10_000..10_010);
     produce(&broker, "ss-orders", &late);
-    let expected: BTreeSet<(String, String)> = (0..120u32)
-        .map(|i| {
-            let paid = if i % 3 == 0 { "none".to_owned() } else { format!("p{i}") };
-            (format!("o{i}"), format!("o{i}:A{i}+{paid}"))
-        })
-        .collect();
+    let expected = joined_orders(0..120);
     let mut second = start_wasp("wasp-ss-2", &manifest("state-2"));
-    let seen = |records: &[crate::broker::Received]| -> BTreeSet<(String, String)> {
-        records.iter().map(|r| (r.key_str().to_owned(), r.value_str().to_owned())).collect()
-    };
     let got = reader.read_until(START_TIMEOUT, |r| {
         second.assert_running();
-        expected.is_subset(&seen(r))
+        expected.is_subset(&results(r))
     });
     second.kill();
-    let seen = seen(&reader.records);
+    let seen = results(&reader.records);
     let missing: Vec<_> = expected.difference(&seen).collect();
-    // The closing orders close each other's windows too: alone, they are right.
-    let closing = |(k, v): &&(String, String)| k.len() > 5 && *v == format!("{k}:A{}+none", &k[1..]);
     let wrong: Vec<_> = seen.difference(&expected).filter(|r| !closing(r)).collect();
     assert!(got && missing.is_empty(), "results missing after the restart: {missing:?}");
     assert!(wrong.is_empty(), "results no uninterrupted run gives: {wrong:?}");
@@ -540,23 +552,15 @@ fn kafka_a_join_shared_by_two_instances_keeps_each_tasks_topics_together_across_
     let (orders, payments) = order_stream(90..180);
     produce(&broker, "cj-orders", &orders);
     produce(&broker, "cj-payments", &payments);
-    let expected: BTreeSet<(String, String)> = (0..180u32)
-        .map(|i| {
-            let paid = if i % 3 == 0 { "none".to_owned() } else { format!("p{i}") };
-            (format!("o{i}"), format!("o{i}:A{i}+{paid}"))
-        })
-        .collect();
-    let seen = |records: &[crate::broker::Received]| -> BTreeSet<(String, String)> {
-        records.iter().map(|r| (r.key_str().to_owned(), r.value_str().to_owned())).collect()
-    };
+    let expected = joined_orders(0..180);
     // Paid orders come out as their payments meet them; then far later orders, on every
     // partition's keys, close every window, and the unpaid ones come out alone.
     let paid: BTreeSet<(String, String)> = expected.iter().filter(|(_, v)| !v.ends_with("+none")).cloned().collect();
     let got = reader.read_until(START_TIMEOUT * 2, |r| {
         x.assert_running();
         y.assert_running();
-        paid.is_subset(&seen(r))
-            || seen(r).iter().any(|(k, v)| v.ends_with("+none") && paid.iter().any(|(pk, _)| pk == k))
+        paid.is_subset(&results(r))
+            || results(r).iter().any(|(k, v)| v.ends_with("+none") && paid.iter().any(|(pk, _)| pk == k))
     });
     assert!(got, "the paid orders within {:?}", START_TIMEOUT * 2);
     let (late, _) = order_stream(10_000..10_060);
@@ -564,7 +568,7 @@ fn kafka_a_join_shared_by_two_instances_keeps_each_tasks_topics_together_across_
     let got = reader.read_until(START_TIMEOUT * 2, |r| {
         x.assert_running();
         y.assert_running();
-        expected.is_subset(&seen(r))
+        expected.is_subset(&results(r))
     });
     x.terminate();
     y.terminate();
@@ -572,9 +576,8 @@ fn kafka_a_join_shared_by_two_instances_keeps_each_tasks_topics_together_across_
         let status = p.wait_exit(Duration::from_secs(60));
         assert!(status.success(), "{} exited with {status} after SIGTERM", p.name);
     }
-    let seen = seen(&reader.records);
+    let seen = results(&reader.records);
     let missing: Vec<_> = expected.difference(&seen).collect();
-    let closing = |(k, v): &&(String, String)| k.len() > 5 && *v == format!("{k}:A{}+none", &k[1..]);
     let wrong: Vec<_> = seen.difference(&expected).filter(|r| !closing(r)).collect();
     assert!(
         got && missing.is_empty() && wrong.is_empty(),
