@@ -94,7 +94,7 @@ host: setup-run
 	$(CARGO) build --release --bin wasp
 
 ## Every example and test plugin, as components in plugins/build/.
-plugins: setup $(BUILD)/.rust-done $(BUILD)/sandbox-probe.wasm $(BUILD)/enrich.wasm
+plugins: setup $(BUILD)/.rust-done $(BUILD)/sandbox-probe.wasm $(BUILD)/enrich.wasm $(BUILD)/categorize.wasm
 
 # The Rust plugins: one cargo build of their workspace, each module made a component by
 # `wasp build` (in-process, no wasm-tools).
@@ -115,6 +115,12 @@ $(BUILD)/enrich.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit
 	mkdir -p $(BUILD)
 	componentize-py -d wit -w value-mapper-plugin componentize app \
 	  -p plugins/python/enrich -p guest-sdk/python -o $@
+
+# The user-events example's Python function (an Avro topic seen as JSON).
+$(BUILD)/categorize.wasm: $(PY_PLUGIN_SRC) wit/plugin.wit
+	mkdir -p $(BUILD)
+	componentize-py -d wit -w flat-mapper-plugin componentize app \
+	  -p plugins/python/categorize -p guest-sdk/python -o $@
 
 ## Thin wrappers of `wasp new` and `wasp build`: make new-plugin NAME=my-filter [KIND=map-values]
 ## starts a plugin in plugins/new/NAME; make plugin DIR=path/to/crate builds one into DIR/NAME.wasm.

@@ -29,6 +29,9 @@ pub struct Prepared {
     /// Every plugin's slot: the version that runs, swapped by reloads.
     pub plugins: Arc<PluginDirectory>,
     pub runtime: Runtime,
+    /// The converted topics' codecs, schemas read: topics hold their formats' bytes on
+    /// Kafka, JSON in local mode.
+    pub codecs: Arc<crate::io::codec::Codecs>,
 }
 
 /// Parses the manifest and builds its topology, without touching plugins.
@@ -108,7 +111,13 @@ pub fn prepare_with(
         crate::wasm::PluginStep::new(slot, r.kind, &r.function, None)
             .with_context(|| format!("step `{}` of pipeline `{}`", node.name, node.pipeline))?;
     }
-    Ok(Prepared { loaded, topology: Arc::new(topology), plugins: Arc::new(plugins), runtime })
+    let mode = if loaded.manifest.application.kafka.is_some() {
+        crate::io::codec::Mode::Wire
+    } else {
+        crate::io::codec::Mode::Json
+    };
+    let codecs = Arc::new(runtime::codecs(&topology, mode)?);
+    Ok(Prepared { loaded, topology: Arc::new(topology), plugins: Arc::new(plugins), runtime, codecs })
 }
 
 /// Where the manifest's admin endpoint listens, and where that was said (`file:line:col:
@@ -278,6 +287,7 @@ impl Prepared {
             queries,
             hosts,
             guarantee: self.guarantee(),
+            codecs: self.codecs.clone(),
         }
     }
 

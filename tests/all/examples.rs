@@ -63,6 +63,15 @@ fn expected(name: &str) -> String {
 }
 
 #[test]
+fn user_events_reads_avro_categorizes_in_python_and_writes_protobuf() {
+    let (stdout, stderr) = run_example("user-events");
+    // Local mode: the file holds the Avro events as JSON, each checked against the schema; the
+    // output is printed as the Protobuf message's JSON, every field present.
+    assert_eq!(stdout, expected("user-events"), "{stderr}");
+    assert!(stderr.contains("records_in=6") && stderr.contains("failed=0"), "{stderr}");
+}
+
+#[test]
 fn wordcount_counts_words_through_a_repartition_and_keeps_them_between_runs() {
     let state = tempfile::tempdir().expect("a state directory");
     let (stdout, stderr) = run_example_in("wordcount", state.path());

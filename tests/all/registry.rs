@@ -130,3 +130,179 @@ fn compatibility_checks_and_refusals_carry_the_registrys_reasons() {
         "FULL refuses a field without a default"
     );
 }
+
+/// Issue 14's pipeline on the real broker and the real registry: Avro events, framed with the
+/// id the registry gave their schema, are read with the writer's schema and resolved into the
+/// example's; the Python function (pipelines/user-events) sees them as JSON; what it returns
+/// is written as Protobuf, its `.proto` registered on the first write. Records that are not
+/// registered Avro, name an id the registry does not have, or were written with a schema the
+/// reader's cannot resolve go to the dead-letter topic with a deserialization error that says
+/// which.
+#[test]
+fn kafka_avro_in_through_the_registry_python_sees_json_protobuf_out() {
+    use crate::broker::{Broker, Process};
+    use crate::common::{cache_dir, plugin, repo};
+    use prost_reflect::DynamicMessage;
+
+    let server = RegistryServer::start();
+    let registry = Registry::new(&server.url);
+    let broker = Broker::start();
+    broker.create_topics(&["user_activity", "categorized-events", "user-events-dlq"], 1);
+    let example = repo().join("pipelines/user-events/schemas");
+    let avsc = std::fs::read_to_string(example.join("user_event.avsc")).expect("the example's Avro schema");
+    let writer = apache_avro::Schema::parse_str(&avsc).expect("the Avro schema parses");
+    let id = registry.register("user_activity-value", SchemaType::Avro, &avsc).expect("registering the events' schema");
+    // A schema the reader's cannot resolve: `event_type` is a long there.
+    let alien_text = r#"{"type":"record","name":"UserEvent","namespace":"io.wasp.examples","fields":[{"name":"event_id","type":"string"},{"name":"event_type","type":"long"}]}"#;
+    let alien = apache_avro::Schema::parse_str(alien_text).expect("the alien schema parses");
+    let alien_id = registry.register("alien-value", SchemaType::Avro, alien_text).expect("registering another schema");
+
+    let avro = |schema: &apache_avro::Schema, id: u32, fields: Vec<(&str, apache_avro::types::Value)>| {
+        use apache_avro::types::Value;
+        let record = Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        let payload = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(record))
+            .expect("an Avro datum");
+        let mut framed = Vec::new();
+        frame(id, &payload, &mut framed);
+        framed
+    };
+    let event = |event_id: &str, user: &str, kind: (u32, &str), ts: i64, product: Option<&str>, value: Option<f64>| {
+        use apache_avro::types::Value;
+        let opt_s = |s: Option<&str>| match s {
+            Some(s) => Value::Union(1, Box::new(Value::String(s.to_owned()))),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        let opt_d = |d: Option<f64>| match d {
+            Some(d) => Value::Union(1, Box::new(Value::Double(d))),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        avro(
+            &writer,
+            id,
+            vec![
+                ("event_id", Value::String(event_id.to_owned())),
+                ("user_id", Value::String(user.to_owned())),
+                ("event_type", Value::Enum(kind.0, kind.1.to_owned())),
+                ("timestamp", Value::Long(ts)),
+                ("product_id", opt_s(product)),
+                ("value", opt_d(value)),
+            ],
+        )
+    };
+    let records: Vec<(Option<&str>, Vec<u8>)> = vec![
+        (Some("alice"), event("e1", "alice", (4, "login"), 1000, None, None)),
+        (Some("alice"), event("e2", "alice", (0, "view"), 2000, Some("p-42"), None)),
+        (Some("bob"), b"{\"event_id\":\"e3\"}".to_vec()),
+        (Some("bob"), event("e4", "bob", (3, "search"), 2500, None, None)),
+        (Some("carol"), {
+            let mut v = event("e5", "carol", (1, "click"), 2600, None, None);
+            v[1..5].copy_from_slice(&9999u32.to_be_bytes());
+            v
+        }),
+        (
+            Some("dave"),
+            avro(
+                &alien,
+                alien_id,
+                vec![
+                    ("event_id", apache_avro::types::Value::String("e6".into())),
+                    ("event_type", apache_avro::types::Value::Long(7)),
+                ],
+            ),
+        ),
+        (Some("alice"), event("e7", "alice", (2, "purchase"), 4000, Some("p-42"), Some(19.99))),
+    ];
+    broker.produce("user_activity", &records);
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifest = dir.path().join("user-events.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"version = 1
+[application]
+id = "user-events-kafka"
+commit_interval_ms = 200
+[application.kafka]
+bootstrap_servers = "{bootstrap}"
+[application.schema_registry]
+url = "{url}"
+[streams.user_events]
+topic = "user_activity"
+value = {{ format = "avro", schema = "{schemas}/user_event.avsc" }}
+[streams.categorized_events]
+topic = "categorized-events"
+value = {{ format = "protobuf", schema = "{schemas}/categorized_event.proto", message = "wasp.examples.CategorizedEvent", register = true }}
+[plugins.categorize]
+path = "{categorize}"
+[pipelines.categorize]
+from = "user_events"
+steps = [{{ op = "flat_map", plugin = "categorize", function = "categorize_events" }}]
+to = "categorized_events"
+on_error = "dead-letter"
+dead_letter_topic = "user-events-dlq"
+"#,
+            bootstrap = broker.bootstrap(),
+            url = server.url,
+            schemas = example.display(),
+            categorize = plugin("categorize"),
+        ),
+    )
+    .expect("write the manifest");
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
+    c.arg("run").arg(&manifest).env("WASP_CACHE_DIR", cache_dir()).env("WASP_LOG", "info,wasmtime=warn");
+    let mut wasp = Process::spawn("wasp-user-events", c);
+    let mut reader = broker.reader(&["categorized-events", "user-events-dlq"]);
+    assert!(reader.read_count(6, Duration::from_secs(120)), "only {} of 6 records came out", reader.records.len());
+    wasp.assert_running();
+
+    // The output is registered Protobuf: the `.proto` is the subject's latest schema, and
+    // every record is framed with its id and the first message's index.
+    let latest = registry.latest("categorized-events-value").expect("the output's schema was registered");
+    assert_eq!(latest.schema_type, SchemaType::Protobuf);
+    let pool = protox::compile([example.join("categorized_event.proto")], [&example]).expect("the .proto compiles");
+    let pool = prost_reflect::DescriptorPool::from_file_descriptor_set(pool).expect("a descriptor pool");
+    let message = pool.get_message_by_name("wasp.examples.CategorizedEvent").expect("the message");
+    let out: Vec<(String, serde_json::Value)> = reader
+        .records
+        .iter()
+        .filter(|r| r.topic == "categorized-events")
+        .map(|r| {
+            let value = r.value.as_deref().expect("a value");
+            let (out_id, rest) = unframe(value).expect("a registered record");
+            assert_eq!(out_id, latest.id, "framed with the registered id");
+            assert_eq!(rest.first(), Some(&0), "the message index of the file's first message");
+            let msg = DynamicMessage::decode(message.clone(), &rest[1..]).expect("a CategorizedEvent");
+            let json = serde_json::to_value(&msg).expect("the message as JSON");
+            (r.key_str().to_owned(), json)
+        })
+        .collect();
+    let keys: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["alice", "bob", "alice"], "{out:?}");
+    assert_eq!(out[0].1["eventId"], "e2");
+    assert_eq!(out[0].1["category"], "engagement");
+    assert_eq!(out[0].1["productId"], "p-42");
+    assert_eq!(out[1].1["eventType"], "search");
+    assert_eq!(out[1].1["category"], "conversion");
+    assert_eq!(out[2].1["eventId"], "e7");
+    assert_eq!(out[2].1["value"], 19.99);
+    assert_eq!(out[2].1["timestamp"], "4000", "int64 in Protobuf's JSON mapping: {:?}", out[2].1);
+
+    let dlq: Vec<_> = reader.records.iter().filter(|r| r.topic == "user-events-dlq").collect();
+    assert_eq!(dlq.iter().map(|r| r.key_str()).collect::<Vec<_>>(), ["bob", "carol", "dave"]);
+    for r in &dlq {
+        assert_eq!(r.header("wasp.error.code"), Some("deserialization"), "{r:?}");
+        assert_eq!(r.header("wasp.source.topic"), Some("user_activity"), "{r:?}");
+    }
+    let message = |i: usize| dlq[i].header("wasp.error.message").unwrap_or_default().to_owned();
+    assert!(message(0).contains("the value is not a registered record"), "{}", message(0));
+    assert!(message(1).contains("schema id 9999") || message(1).contains("9999"), "{}", message(1));
+    assert!(message(2).contains("does not match its Avro schema"), "{}", message(2));
+    // The dead letters are the records as they were read, bytes unchanged.
+    assert_eq!(dlq[0].value.as_deref(), Some(&records[2].1[..]));
+    assert_eq!(dlq[2].value.as_deref(), Some(&records[5].1[..]));
+    wasp.terminate();
+    assert!(wasp.wait_exit(Duration::from_secs(60)).success());
+}

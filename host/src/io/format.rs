@@ -73,9 +73,9 @@ pub fn parse_line(line: &str, format: FileFormat, line_no: i64, arena: &mut Aren
 fn show(b: Option<&Bytes>, format: Format) -> serde_json::Value {
     let Some(b) = b else { return serde_json::Value::Null };
     match format {
-        Format::Json => serde_json::from_slice(b)
+        Format::Json | Format::Avro | Format::Protobuf | Format::JsonSchema => serde_json::from_slice(b)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(b).into_owned())),
-        Format::String => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+        Format::String | Format::Csv => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
         Format::Bytes => serde_json::Value::String(b.iter().map(|x| format!("{x:02x}")).collect()),
     }
 }

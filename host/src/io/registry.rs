@@ -117,6 +117,14 @@ struct SchemaAnswer {
 }
 
 #[derive(Deserialize)]
+struct VersionAnswer {
+    id: u32,
+    schema: String,
+    #[serde(rename = "schemaType", default)]
+    schema_type: SchemaType,
+}
+
+#[derive(Deserialize)]
 struct IdAnswer {
     id: u32,
 }
@@ -169,6 +177,17 @@ impl Registry {
             .entry(answer.id)
             .or_insert_with(|| Arc::new(Schema { id: answer.id, schema_type, text: text.to_owned() }));
         Ok(answer.id)
+    }
+
+    /// The latest schema registered under `subject` (asked each time: it changes when a new
+    /// version is registered; callers keep what they were given).
+    pub fn latest(&self, subject: &str) -> Result<Arc<Schema>, RegistryError> {
+        let what = format!("the latest schema of subject `{subject}`");
+        let answer: VersionAnswer =
+            self.call(&what, "GET", &format!("/subjects/{subject}/versions/latest"), None::<&()>)?;
+        let schema = Arc::new(Schema { id: answer.id, schema_type: answer.schema_type, text: answer.schema });
+        self.by_id.lock().unwrap_or_else(PoisonError::into_inner).entry(answer.id).or_insert_with(|| schema.clone());
+        Ok(schema)
     }
 
     /// Whether `text` could be registered as the next version of `subject` under its

@@ -85,6 +85,8 @@ pub struct Application {
     /// changelogs (Kafka Streams' `num.standby.replicas`; default 0). Needs an address per
     /// instance (the admin endpoint's), which the instances announce.
     pub num_standby_replicas: Option<Spanned<usize>>,
+    /// The schema registry that `avro`, `protobuf` and `json_schema` topics use.
+    pub schema_registry: Option<SchemaRegistryDef>,
 }
 
 /// `[application] processing_guarantee`.
@@ -184,14 +186,110 @@ pub struct KafkaDef {
     pub properties: BTreeMap<String, String>,
 }
 
-/// How a key or value is read and shown. Bytes cross into plugins unchanged in every case.
+/// How a key or value is read, shown and written (KSML's notations). `string`, `json` and
+/// `bytes` cross into plugins as they are on the topic; `avro`, `protobuf`, `json_schema` and
+/// `csv` are converted by the host: plugins see (and write) such a value as JSON, and the host
+/// writes it to its topic in the topic's format. A plugin that wants an Avro or Protobuf
+/// topic's own bytes declares the stream `bytes`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     #[default]
     String,
     Json,
     Bytes,
+    Avro,
+    Protobuf,
+    #[serde(alias = "jsonschema")]
+    JsonSchema,
+    Csv,
+}
+
+impl Format {
+    /// Whether the host converts the format to and from JSON (it needs a codec).
+    pub fn converted(self) -> bool {
+        matches!(self, Self::Avro | Self::Protobuf | Self::JsonSchema | Self::Csv)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Json => "json",
+            Self::Bytes => "bytes",
+            Self::Avro => "avro",
+            Self::Protobuf => "protobuf",
+            Self::JsonSchema => "json_schema",
+            Self::Csv => "csv",
+        }
+    }
+}
+
+/// A stream's `key` or `value`: a format's name (`value = "json"`), or a table that gives its
+/// schema (`value = { format = "avro", schema = "schemas/order.avsc" }`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a format name (string, json, bytes, avro, protobuf, json_schema, csv) or a table `{ format = \"avro\", schema = \"…\" }`"
+)]
+pub enum FormatDef {
+    Name(Format),
+    Spec(FormatSpec),
+}
+
+impl FormatDef {
+    pub fn format(&self) -> Format {
+        match self {
+            Self::Name(f) => *f,
+            Self::Spec(s) => s.format,
+        }
+    }
+
+    /// The table form (a bare name is a table with only `format`).
+    pub fn spec(&self) -> FormatSpec {
+        match self {
+            Self::Name(f) => FormatSpec { format: *f, ..FormatSpec::default() },
+            Self::Spec(s) => s.clone(),
+        }
+    }
+}
+
+/// A format with its schema and how it is registered.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    pub format: Format,
+    /// The schema file, relative to the manifest: an Avro schema (`.avsc`), a `.proto` file or
+    /// a compiled descriptor set (`.desc`, `.pb`, as `protoc --descriptor_set_out` writes),
+    /// or a JSON Schema document. Avro read from the registry is resolved into this schema
+    /// (the reader's); without it the writer's schema is used as it is.
+    pub schema: Option<String>,
+    /// Protobuf: the message's full name (`package.Message`); default the file's first.
+    pub message: Option<String>,
+    /// Whether values carry the schema registry's framing (Confluent's wire format: a magic
+    /// byte and the schema id). Default: when `[application.schema_registry]` is set, for
+    /// `avro`, `protobuf` and `json_schema`.
+    pub registry: Option<bool>,
+    /// The registry subject (default `<topic>-value`, or `<topic>-key`: the topic name
+    /// strategy).
+    pub subject: Option<String>,
+    /// Register the schema under the subject when the first record is written (opt-in);
+    /// otherwise records are written with the subject's latest registered schema.
+    #[serde(default)]
+    pub register: bool,
+    /// CSV: the columns, in order; a row is read as a JSON object with these names (all
+    /// strings). Without them a row is a JSON array of strings.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// CSV: the field delimiter (default `,`).
+    pub delimiter: Option<char>,
+}
+
+/// `[application.schema_registry]`: a Confluent-compatible schema registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryDef {
+    /// The registry's base URL, e.g. `http://localhost:8081`.
+    pub url: Spanned<String>,
 }
 
 /// The layout of a local input or output file.
@@ -211,9 +309,9 @@ pub struct StreamDef {
     /// The Kafka topic; the stream's name when left out.
     pub topic: Option<Spanned<String>>,
     /// The key's format (default `string`). Declared `string`, it must be UTF-8.
-    pub key: Option<Format>,
+    pub key: Option<Spanned<FormatDef>>,
     /// The value's format (default `string`). Declared `string`, it must be UTF-8.
-    pub value: Option<Format>,
+    pub value: Option<Spanned<FormatDef>>,
     /// Local mode: the file the topic's records are read from (relative to the manifest).
     pub file: Option<Spanned<String>>,
     #[serde(default)]
@@ -238,6 +336,16 @@ impl StreamDef {
     /// The topic of the stream or table declared as `name`.
     pub fn topic_or<'a>(&'a self, name: &'a str) -> &'a str {
         self.topic.as_ref().map_or(name, |t| t.get_ref())
+    }
+
+    /// The key's format (`string` when undeclared).
+    pub fn key_format(&self) -> Format {
+        self.key.as_ref().map(|f| f.get_ref().format()).unwrap_or_default()
+    }
+
+    /// The value's format (`string` when undeclared).
+    pub fn value_format(&self) -> Format {
+        self.value.as_ref().map(|f| f.get_ref().format()).unwrap_or_default()
     }
 }
 

@@ -24,6 +24,9 @@ pub enum FailureCode {
     Refused,
     /// The record's key or value does not parse as its topic's format.
     Deserialization,
+    /// The record's key or value does not convert to its output topic's format (an Avro,
+    /// Protobuf, JSON Schema or CSV topic).
+    Serialization,
     /// A processor forwarded to a child it does not have.
     UnknownChild,
     /// The step's state store failed to read the record's aggregate.
@@ -40,6 +43,7 @@ impl FailureCode {
             Self::Trap => "trap",
             Self::Refused => "refused",
             Self::Deserialization => "deserialization",
+            Self::Serialization => "serialization",
             Self::UnknownChild => "unknown-child",
             Self::State => "state",
             Self::NullKey => "null-key",
@@ -61,6 +65,7 @@ impl From<String> for FailureCode {
             "trap" => Self::Trap,
             "refused" => Self::Refused,
             "deserialization" => Self::Deserialization,
+            "serialization" => Self::Serialization,
             "unknown-child" => Self::UnknownChild,
             "state" => Self::State,
             "null-key" => Self::NullKey,

@@ -55,10 +55,13 @@ impl Driver {
         }
         let lookup = |n: &str| plugins.get(n);
         let mut open = |spec: &crate::state::StoreSpec| Store::open(spec.clone(), None, None);
+        // Fixtures give converted topics' values as JSON, checked against their schemas.
+        let codecs = Arc::new(super::codecs(&topology, crate::io::codec::Mode::Json)?);
         let mut tasks = Vec::with_capacity(topology.subtopologies.len());
         for sub in &topology.subtopologies {
-            let task = Task::with_globals(topology.clone(), sub.id, 0, &lookup, &mut open, metrics, &globals)
+            let mut task = Task::with_globals(topology.clone(), sub.id, 0, &lookup, &mut open, metrics, &globals)
                 .with_context(|| format!("starting task {}", Task::name(sub.id, 0)))?;
+            task.set_codecs(codecs.clone());
             tasks.push(task);
         }
         let mut d = Self {

@@ -97,6 +97,27 @@ pub struct RunOptions {
     pub hosts: hosts::Hosts,
     /// What a crash may do to output topics ([`eos`] for `exactly_once`; on Kafka only).
     pub guarantee: crate::manifest::ProcessingGuarantee,
+    /// The converted topics' codecs (`avro`, `protobuf`, `json_schema`, `csv`): [`codecs`].
+    pub codecs: Arc<crate::io::codec::Codecs>,
+}
+
+/// The codecs of `topology`'s converted keys and values, with their schemas read: topics
+/// hold their formats' bytes (`Mode::Wire`, on Kafka) or JSON (`Mode::Json`, local files and
+/// test fixtures). A schema that does not load is an error naming where the manifest
+/// declares it.
+pub fn codecs(topology: &Topology, mode: crate::io::codec::Mode) -> anyhow::Result<crate::io::codec::Codecs> {
+    use crate::io::codec::{Codecs, Field};
+    use anyhow::Context;
+    let registry = topology.schema_registry.as_deref().map(|u| Arc::new(crate::io::registry::Registry::new(u)));
+    let mut codecs = Codecs::none(mode);
+    for (topic, f) in &topology.formats {
+        for (field, converted) in [(Field::Key, &f.key_codec), (Field::Value, &f.value_codec)] {
+            if let Some(c) = converted {
+                codecs.add(topic, field, &c.spec, registry.as_ref()).with_context(|| c.at.clone())?;
+            }
+        }
+    }
+    Ok(codecs)
 }
 
 /// What one stream thread reads from and writes to.

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::policy::{Retrying, TaskError, Work, backoff, isolate, numbered, retry_once, unnumber};
+use crate::io::codec::{Codecs, Field, Mode};
 use crate::manifest::{Format, OnError};
 use crate::operators::{
     ConstructError, Emitted, Failure, FailureCode, Operator, PluginLookup, SharedStore, TaskContext, construct,
@@ -44,6 +45,11 @@ pub struct Task {
     pub(super) metrics: Vec<Option<StepMetrics>>,
     /// A step waiting to retry what failed, and the rest of its batch's work.
     retrying: Option<Retrying>,
+    /// The converted topics' codecs: what is read is converted to JSON, what is written to
+    /// the topic's format.
+    codecs: Arc<Codecs>,
+    /// A conversion's output, reused.
+    converted: Vec<u8>,
 }
 
 impl Task {
@@ -83,7 +89,16 @@ impl Task {
                 step_metrics[id] = Some(metrics.step(&node.pipeline, &node.name));
             }
         }
-        Ok(Self { topology, operators, topics, partition, metrics: step_metrics, retrying: None })
+        Ok(Self {
+            topology,
+            operators,
+            topics,
+            partition,
+            metrics: step_metrics,
+            retrying: None,
+            codecs: Arc::new(Codecs::none(Mode::Json)),
+            converted: Vec::new(),
+        })
     }
 
     /// An interactive query of the store named `store`, if one of the task's operators owns
@@ -240,12 +255,18 @@ impl Task {
         }
     }
 
+    /// Converts the keys and values of the topics whose formats the host converts (Avro,
+    /// Protobuf, JSON Schema, CSV) with `codecs`: read into JSON, and written from it.
+    pub fn set_codecs(&mut self, codecs: Arc<Codecs>) {
+        self.codecs = codecs;
+    }
+
     /// Checks what is read (Kafka Streams' deserialization step): keys and values of a topic
     /// declared `json` parse as JSON, those declared `string` are UTF-8, and no record is
     /// larger than `max_record_bytes`. A record that fails follows the error policy of the
     /// pipeline reading it, with the code `deserialization`, and never reaches a plugin.
     fn deserialize(
-        &self,
+        &mut self,
         source: NodeId,
         topic: &str,
         records: Vec<Record>,
@@ -258,7 +279,14 @@ impl Task {
             let headers: usize = r.headers.iter().map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len)).sum();
             r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + headers
         };
-        if !key && !value && !formats.text_key && !formats.text_value && records.iter().all(|r| size(r) <= max) {
+        let converts = self.codecs.converts(topic);
+        if !key
+            && !value
+            && !formats.text_key
+            && !formats.text_value
+            && !converts
+            && records.iter().all(|r| size(r) <= max)
+        {
             return Ok(records);
         }
         let json = |field: &str, b: Option<&Bytes>| -> Result<(), String> {
@@ -277,7 +305,8 @@ impl Task {
         };
         let mut good = Vec::with_capacity(records.len());
         let mut failed = Vec::new();
-        for r in records {
+        let mut buf = std::mem::take(&mut self.converted);
+        for mut r in records {
             let bytes = size(&r);
             let verdict = if bytes > max {
                 Err(format!("the record is {bytes} bytes, over `max_record_bytes` ({max})"))
@@ -287,7 +316,10 @@ impl Task {
             .and_then(|()| if key { json("key", r.key.as_ref()) } else { Ok(()) })
             .and_then(|()| if value { json("value", r.value.as_ref()) } else { Ok(()) })
             .and_then(|()| if formats.text_key { text("key", r.key.as_ref()) } else { Ok(()) })
-            .and_then(|()| if formats.text_value { text("value", r.value.as_ref()) } else { Ok(()) });
+            .and_then(|()| if formats.text_value { text("value", r.value.as_ref()) } else { Ok(()) })
+            .and_then(|()| {
+                if converts { convert(&self.codecs, topic, &mut r, &mut buf, Direction::Read) } else { Ok(()) }
+            });
             match verdict {
                 Ok(()) => good.push(r),
                 Err(message) => failed.push(Failure {
@@ -298,14 +330,50 @@ impl Task {
                 }),
             }
         }
+        self.converted = buf;
         self.apply_policy(source, failed, out)?;
         Ok(good)
     }
 
+    /// Converts what a step writes to topics whose formats the host converts; what does not
+    /// convert fails with the code `serialization` and follows `id`'s error policy.
+    fn serialize(&mut self, to_topics: &mut [(String, Vec<Record>)]) -> Vec<Failure> {
+        let mut failed = Vec::new();
+        if self.codecs.is_empty() {
+            return failed;
+        }
+        let mut buf = std::mem::take(&mut self.converted);
+        for (topic, records) in to_topics.iter_mut().filter(|(t, _)| self.codecs.converts(t)) {
+            let mut kept = Vec::with_capacity(records.len());
+            for mut r in records.drain(..) {
+                match convert(&self.codecs, topic, &mut r, &mut buf, Direction::Write) {
+                    Ok(()) => kept.push(r),
+                    Err(message) => failed.push(Failure {
+                        record: r,
+                        code: FailureCode::Serialization,
+                        message: format!("writing to `{topic}`: {message}"),
+                        plugin: String::new(),
+                    }),
+                }
+            }
+            *records = kept;
+        }
+        self.converted = buf;
+        failed
+    }
+
     /// Applies the error policy to what failed at `id`, and queues what it emitted for its
     /// children (the last child first in line, so records reach sinks in order).
-    fn route(&self, id: NodeId, emitted: Emitted, work: &mut Vec<Work>, out: &mut TaskOutput) -> Result<(), TaskError> {
+    fn route(
+        &mut self,
+        id: NodeId,
+        mut emitted: Emitted,
+        work: &mut Vec<Work>,
+        out: &mut TaskOutput,
+    ) -> Result<(), TaskError> {
+        let unwritable = self.serialize(&mut emitted.to_topics);
         self.apply_policy(id, emitted.failures, out)?;
+        self.apply_policy(id, unwritable, out)?;
         if emitted.late > 0 {
             out.late.push((self.topology.node(id).name.clone(), emitted.late));
         }
@@ -326,4 +394,30 @@ impl Task {
         }
         Ok(())
     }
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// Converts `r`'s key and value, those of `topic` that `codecs` converts, in place (a null
+/// stays null); the error names the field.
+fn convert(codecs: &Codecs, topic: &str, r: &mut Record, buf: &mut Vec<u8>, dir: Direction) -> Result<(), String> {
+    for field in [Field::Key, Field::Value] {
+        let Some(codec) = codecs.get(topic, field) else { continue };
+        let slot = match field {
+            Field::Key => &mut r.key,
+            Field::Value => &mut r.value,
+        };
+        let Some(bytes) = slot.as_ref() else { continue };
+        let done = match dir {
+            Direction::Read => codec.read(bytes, buf),
+            Direction::Write => codec.write(bytes, buf),
+        };
+        done.map_err(|e| format!("the {} {e}", field.name()))?;
+        *slot = Some(Bytes::copy_from_slice(buf));
+    }
+    Ok(())
 }

@@ -638,6 +638,8 @@ impl StreamThread<'_> {
             &options.globals,
         )
         .with_context(|| format!("starting task {name}"))?;
+        let mut task = task;
+        task.set_codecs(options.codecs.clone());
         tracing::debug!(task = %name, "task started");
         Ok(task)
     }

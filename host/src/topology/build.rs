@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
+use super::Converted;
 use super::step::{JoinTarget, Step, StepKind};
 use super::{
     ErrorPolicy, FkStage, Flow, Form, JoinKind, JoinWith, Node, NodeId, NodeOp, PluginUse, StepSpec, SubTopology,
@@ -144,22 +145,25 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         }
     }
     let subtopologies = b.subtopologies();
-    let formats = m
-        .declared()
-        .map(|(_, name, s)| {
-            let topic = s.topic_or(name.get_ref()).to_owned();
-            (
-                topic,
-                TopicFormats {
-                    key: s.key.unwrap_or_default(),
-                    value: s.value.unwrap_or_default(),
-                    text_key: s.key == Some(crate::manifest::Format::String),
-                    text_value: s.value == Some(crate::manifest::Format::String),
-                    partitions: s.partitions.as_ref().map(|p| *p.get_ref()),
-                },
-            )
-        })
-        .collect();
+    let mut formats = BTreeMap::new();
+    for (section, name, s) in m.declared() {
+        let topic = s.topic_or(name.get_ref()).to_owned();
+        let key = b.converted(section, name.get_ref(), &topic, "key", s.key.as_ref())?;
+        let value = b.converted(section, name.get_ref(), &topic, "value", s.value.as_ref())?;
+        let declared = |f: &Option<Spanned<crate::manifest::FormatDef>>| {
+            f.as_ref().map(|f| f.get_ref().format()) == Some(crate::manifest::Format::String)
+        };
+        let f = TopicFormats {
+            key: s.key_format(),
+            value: s.value_format(),
+            text_key: declared(&s.key),
+            text_value: declared(&s.value),
+            partitions: s.partitions.as_ref().map(|p| *p.get_ref()),
+            key_codec: key,
+            value_codec: value,
+        };
+        formats.insert(topic, f);
+    }
     let topology = Topology {
         application_id: m.application.id.get_ref().clone(),
         nodes: b.nodes,
@@ -173,6 +177,7 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
             .max_record_bytes
             .as_ref()
             .map_or(super::DEFAULT_MAX_RECORD_BYTES, |b| *b.get_ref()),
+        schema_registry: m.application.schema_registry.as_ref().map(|r| r.url.get_ref().clone()),
     };
     Ok(topology)
 }
@@ -235,6 +240,82 @@ struct Ctx<'a> {
 }
 
 impl<'a> Builder<'a> {
+    /// A declared key or value format that the host converts: checked, with its schema's path
+    /// resolved and its registry settings filled in. `None` for the formats that pass as they are.
+    fn converted(
+        &self,
+        section: &str,
+        name: &str,
+        topic: &str,
+        field: &str,
+        def: Option<&Spanned<crate::manifest::FormatDef>>,
+    ) -> Result<Option<Converted>, ManifestError> {
+        use crate::manifest::Format;
+        let Some(def) = def else { return Ok(None) };
+        let mut spec = def.get_ref().spec();
+        if !spec.format.converted() {
+            return Ok(None);
+        }
+        let key = format!("{section}.{name}.{field}");
+        let span = def.span();
+        let registry = self.loaded.manifest.application.schema_registry.is_some();
+        let format = spec.format.name();
+        if spec.format == Format::Csv {
+            if spec.registry == Some(true) || spec.register || spec.schema.is_some() {
+                return Err(self.err(
+                    span,
+                    key,
+                    "`csv` takes `columns` and `delimiter`; it has no schema and no registry",
+                ));
+            }
+        } else {
+            if !spec.columns.is_empty() || spec.delimiter.is_some() {
+                return Err(self.err(span, key, format!("`columns` and `delimiter` are for `csv`, not `{format}`")));
+            }
+            let framed = spec.registry.unwrap_or(registry);
+            if framed && !registry {
+                return Err(self.err(
+                    span,
+                    key,
+                    "`registry = true` needs a schema registry: set `[application.schema_registry] url`",
+                ));
+            }
+            if spec.schema.is_none() && !framed {
+                return Err(self.err(
+                    span,
+                    key,
+                    format!(
+                        "`{format}` needs a `schema` file, or the schema registry (`[application.schema_registry]`)"
+                    ),
+                ));
+            }
+            if spec.register && (spec.schema.is_none() || !framed) {
+                return Err(self.err(
+                    span,
+                    key,
+                    "`register = true` registers the `schema` file: give one, and a registry",
+                ));
+            }
+            if spec.message.is_some() && spec.format != Format::Protobuf {
+                return Err(self.err(span, key, format!("`message` names a Protobuf message; `{format}` has none")));
+            }
+            spec.registry = Some(framed);
+            if framed && spec.subject.is_none() {
+                spec.subject = Some(format!("{topic}-{field}"));
+            }
+        }
+        if let Some(schema) = &spec.schema {
+            let path = self.loaded.resolve(schema);
+            if !path.is_file() {
+                return Err(self.err(span, key, format!("the schema file {} does not exist", path.display())));
+            }
+            spec.schema = Some(path.to_string_lossy().into_owned());
+        }
+        let (line, col) = self.loaded.source.line_col(span.start);
+        let at = format!("{}:{line}:{col}: `{key}`", self.loaded.source.path.display());
+        Ok(Some(Converted { spec, at }))
+    }
+
     pub(super) fn err(
         &self,
         span: std::ops::Range<usize>,

@@ -332,7 +332,7 @@ pub struct Node {
 }
 
 /// A topic's formats, from `[streams.*]` (string/string when undeclared).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopicFormats {
     pub key: Format,
     pub value: Format,
@@ -342,6 +342,30 @@ pub struct TopicFormats {
     pub text_value: bool,
     /// Local mode: the partitions its file is read as (`[streams.NAME] partitions`).
     pub partitions: Option<u32>,
+    /// Keys and values the host converts to and from JSON (`avro`, `protobuf`,
+    /// `json_schema`, `csv`).
+    pub key_codec: Option<Converted>,
+    pub value_codec: Option<Converted>,
+}
+
+/// The formats of an undeclared topic.
+static UNDECLARED: TopicFormats = TopicFormats {
+    key: Format::String,
+    value: Format::String,
+    text_key: false,
+    text_value: false,
+    partitions: None,
+    key_codec: None,
+    value_codec: None,
+};
+
+/// A converted format, checked: its schema file's path resolved, `registry` and (when framed)
+/// `subject` filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    pub spec: crate::manifest::FormatSpec,
+    /// Where the manifest declares it (`file:line:col: \`streams.NAME.value\``), for errors.
+    pub at: String,
 }
 
 /// Nodes connected through their edges, fed by `source_topics`. One task runs a sub-topology
@@ -368,6 +392,9 @@ pub struct Topology {
     /// A record read whose key, value and headers are larger fails to deserialize
     /// (`[application] max_record_bytes`).
     pub max_record_bytes: usize,
+    /// `[application.schema_registry] url`: the registry of `avro`, `protobuf` and
+    /// `json_schema` topics.
+    pub schema_registry: Option<String>,
 }
 
 /// `[application] max_record_bytes` when left out: 1 MiB, Kafka's `message.max.bytes`.
@@ -417,8 +444,8 @@ impl Topology {
     }
 
     /// Formats of `topic`.
-    pub fn formats(&self, topic: &str) -> TopicFormats {
-        self.formats.get(topic).copied().unwrap_or_default()
+    pub fn formats(&self, topic: &str) -> &TopicFormats {
+        self.formats.get(topic).unwrap_or(&UNDECLARED)
     }
 
     /// The sub-topology whose tasks own the store named `store` (each task its partition's

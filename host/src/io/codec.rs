@@ -1,0 +1,816 @@
+//! Converted formats: Avro, Protobuf, JSON Schema and CSV keys and values, read into the JSON
+//! that plugins see and written back from it.
+//!
+//! On Kafka ([`Mode::Wire`]) a read decodes the topic's bytes (Confluent's wire format when
+//! the topic is registered: [`super::registry`]) and a write encodes JSON in the topic's
+//! format. Avro read from the registry is decoded with the writer's schema (by its id) and
+//! resolved into the declared schema, the reader's: fields added since are filled with their
+//! defaults, removed ones dropped (Avro's schema resolution).
+//!
+//! In local mode and `wasp test` ([`Mode::Json`]) files hold JSON: a read or write checks the
+//! JSON against the schema and gives it as the topic's decoded form would (Avro resolved into
+//! the reader's schema, Protobuf with every field). CSV is text in every mode, so its rows are
+//! decoded and encoded in both.
+//!
+//! A value that does not match is a [`CodecError`]: the task sends the record where its
+//! step's error policy says (`deserialization` on read, `serialization` on write).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Context;
+use apache_avro::types::Value as AvroValue;
+use prost_reflect::prost::Message;
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+
+use super::registry::{Registry, RegistryError, SchemaType, WireError, frame, unframe};
+use crate::manifest::{Format, FormatSpec};
+
+/// Whether topics hold their formats' bytes (Kafka) or JSON (local files, test fixtures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Wire,
+    Json,
+}
+
+/// Key or value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Key,
+    Value,
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Value => "value",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("is not a registered record: {0}")]
+    Wire(#[from] WireError),
+    #[error("has a schema the registry did not give: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("has schema id {id}, a {found:?} schema, not {expected}")]
+    SchemaKind { id: u32, found: SchemaType, expected: &'static str },
+    #[error("has schema id {id}, whose schema does not parse: {detail}")]
+    BadRegistrySchema { id: u32, detail: String },
+    #[error("is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("does not match its Avro schema: {0}")]
+    Avro(String),
+    #[error("does not match its Protobuf message `{message}`: {detail}")]
+    Protobuf { message: String, detail: String },
+    #[error("does not match its JSON Schema: {0}")]
+    JsonSchema(String),
+    #[error("is not a CSV row: {0}")]
+    Csv(String),
+    #[error("has malformed Protobuf message indexes: {0}")]
+    Indexes(String),
+    #[error("cannot be converted: no schema to {0} with")]
+    NoSchema(&'static str),
+}
+
+/// Every converted topic's codecs, shared by the stream threads.
+pub struct Codecs {
+    mode: Mode,
+    topics: HashMap<String, [Option<Codec>; 2]>,
+}
+
+impl std::fmt::Debug for Codecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut topics: Vec<&String> = self.topics.keys().collect();
+        topics.sort();
+        f.debug_struct("Codecs").field("mode", &self.mode).field("topics", &topics).finish()
+    }
+}
+
+impl Codecs {
+    /// No converted topic.
+    pub fn none(mode: Mode) -> Self {
+        Self { mode, topics: HashMap::new() }
+    }
+
+    /// Adds the codec of `topic`'s `field` declared by `spec` (schema path resolved, registry
+    /// settings filled in), reading its schema file; `registry` is the client of
+    /// `[application.schema_registry]`.
+    pub fn add(
+        &mut self,
+        topic: &str,
+        field: Field,
+        spec: &FormatSpec,
+        registry: Option<&Arc<Registry>>,
+    ) -> anyhow::Result<()> {
+        let codec = Codec::new(spec, registry, self.mode)?;
+        self.topics.entry(topic.to_owned()).or_default()[field as usize] = Some(codec);
+        Ok(())
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// The codec of `topic`'s key or value, if the host converts it.
+    pub fn get(&self, topic: &str, field: Field) -> Option<&Codec> {
+        self.topics.get(topic).and_then(|c| c[field as usize].as_ref())
+    }
+
+    /// Whether `topic` has a converted key or value.
+    pub fn converts(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+}
+
+/// How a framed topic finds the schema it writes with.
+struct Framing {
+    registry: Arc<Registry>,
+    subject: String,
+    register: bool,
+}
+
+/// One topic field's codec.
+pub struct Codec {
+    kind: Kind,
+    framing: Option<Framing>,
+    mode: Mode,
+    /// What framed records are written with: the schema id and the parsed schema, asked of
+    /// the registry at the first write (and again after a failure).
+    writer: Mutex<Option<Arc<Writer>>>,
+    /// Writers' schemas of framed records read, by id.
+    readers: Mutex<HashMap<u32, Arc<Writer>>>,
+}
+
+/// A schema records are written (or were written) with.
+enum Writer {
+    Avro(u32, apache_avro::Schema),
+    Protobuf(u32, MessageDescriptor),
+    Json(u32),
+}
+
+enum Kind {
+    Avro { schema: Option<(String, apache_avro::Schema)> },
+    Protobuf { schema: Option<(String, MessageDescriptor)>, message: Option<String> },
+    JsonSchema { schema: Option<(String, Box<jsonschema::Validator>)> },
+    Csv { columns: Vec<String>, delimiter: u8 },
+}
+
+fn protobuf_json() -> SerializeOptions {
+    SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false).skip_default_fields(false)
+}
+
+impl Codec {
+    pub fn new(spec: &FormatSpec, registry: Option<&Arc<Registry>>, mode: Mode) -> anyhow::Result<Self> {
+        let text = |path: &str| std::fs::read_to_string(path).with_context(|| format!("reading the schema {path}"));
+        let kind = match spec.format {
+            Format::Avro => {
+                let schema = match &spec.schema {
+                    Some(path) => {
+                        let t = text(path)?;
+                        let s = apache_avro::Schema::parse_str(&t)
+                            .with_context(|| format!("the Avro schema {path} does not parse"))?;
+                        Some((t, s))
+                    }
+                    None => None,
+                };
+                Kind::Avro { schema }
+            }
+            Format::Protobuf => {
+                let schema = match &spec.schema {
+                    Some(path) => {
+                        let (source, pool) = protobuf_pool(path)?;
+                        let desc = pick_message(&pool, spec.message.as_deref())
+                            .with_context(|| format!("in the Protobuf schema {path}"))?;
+                        Some((source, desc))
+                    }
+                    None => None,
+                };
+                Kind::Protobuf { schema, message: spec.message.clone() }
+            }
+            Format::JsonSchema => {
+                let schema = match &spec.schema {
+                    Some(path) => {
+                        let t = text(path)?;
+                        let doc: serde_json::Value =
+                            serde_json::from_str(&t).with_context(|| format!("the JSON Schema {path} is not JSON"))?;
+                        let v = jsonschema::validator_for(&doc)
+                            .map_err(|e| anyhow::anyhow!("the JSON Schema {path} is not a valid schema: {e}"))?;
+                        Some((t, Box::new(v)))
+                    }
+                    None => None,
+                };
+                Kind::JsonSchema { schema }
+            }
+            Format::Csv => {
+                let delimiter = spec.delimiter.unwrap_or(',');
+                let delimiter = u8::try_from(delimiter)
+                    .ok()
+                    .filter(u8::is_ascii)
+                    .with_context(|| format!("the CSV delimiter `{delimiter}` is not one ASCII character"))?;
+                Kind::Csv { columns: spec.columns.clone(), delimiter }
+            }
+            f => anyhow::bail!("`{}` is not a converted format", f.name()),
+        };
+        let framing = match (spec.registry, registry, &spec.subject) {
+            (Some(true), Some(r), Some(subject)) => {
+                Some(Framing { registry: r.clone(), subject: subject.clone(), register: spec.register })
+            }
+            (Some(true), _, _) => anyhow::bail!("a registered format needs the schema registry and a subject"),
+            _ => None,
+        };
+        if spec.register
+            && matches!(&kind, Kind::Protobuf { .. })
+            && spec.schema.as_deref().is_some_and(is_descriptor_set)
+        {
+            anyhow::bail!("`register = true` registers a `.proto` file's text; a compiled descriptor set has none");
+        }
+        Ok(Self { kind, framing, mode, writer: Mutex::default(), readers: Mutex::default() })
+    }
+
+    /// Reads `bytes` as they are on the topic into the JSON plugins see, in `out` (cleared).
+    pub fn read(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.clear();
+        if self.mode == Mode::Json && !matches!(self.kind, Kind::Csv { .. }) {
+            return self.normalize(bytes, out);
+        }
+        match &self.kind {
+            Kind::Csv { columns, delimiter } => csv_read(bytes, columns, *delimiter, out),
+            Kind::Avro { schema } => {
+                let reader = schema.as_ref().map(|(_, s)| s);
+                let (writer, payload) = match &self.framing {
+                    Some(_) => {
+                        let (id, payload) = unframe(bytes)?;
+                        (Some(self.reader(id)?), payload)
+                    }
+                    None => (None, bytes),
+                };
+                let value = match (&writer, reader) {
+                    (Some(w), reader) => {
+                        let Writer::Avro(_, w) = &**w else { unreachable_kind() };
+                        avro_decode(w, reader, payload)?
+                    }
+                    (None, Some(r)) => avro_decode(r, None, payload)?,
+                    (None, None) => return Err(CodecError::NoSchema("read")),
+                };
+                serde_json::to_writer(out, &avro_to_json(value)?)?;
+                Ok(())
+            }
+            Kind::Protobuf { schema, .. } => {
+                let (desc, payload) = match (&self.framing, schema) {
+                    (Some(_), Some((_, desc))) => {
+                        let (_, rest) = unframe(bytes)?;
+                        (desc.clone(), skip_message_indexes(rest)?)
+                    }
+                    (Some(_), None) => {
+                        let (id, rest) = unframe(bytes)?;
+                        let (indexes, payload) = message_indexes(rest)?;
+                        let w = self.reader(id)?;
+                        let Writer::Protobuf(_, first) = &*w else { unreachable_kind() };
+                        (
+                            message_at(first, &indexes).ok_or_else(|| proto_err(first, "no message at its indexes"))?,
+                            payload,
+                        )
+                    }
+                    (None, Some((_, desc))) => (desc.clone(), bytes),
+                    (None, None) => return Err(CodecError::NoSchema("read")),
+                };
+                let msg = DynamicMessage::decode(desc.clone(), payload).map_err(|e| proto_err(&desc, e))?;
+                let mut ser = serde_json::Serializer::new(out);
+                msg.serialize_with_options(&mut ser, &protobuf_json())?;
+                Ok(())
+            }
+            Kind::JsonSchema { schema } => {
+                let payload = match &self.framing {
+                    Some(_) => unframe(bytes)?.1,
+                    None => bytes,
+                };
+                let doc: serde_json::Value = serde_json::from_slice(payload)?;
+                if let Some((_, v)) = schema {
+                    v.validate(&doc).map_err(|e| CodecError::JsonSchema(e.to_string()))?;
+                }
+                out.extend_from_slice(payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the JSON a plugin gave as the topic holds it, in `out` (cleared).
+    pub fn write(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.clear();
+        if self.mode == Mode::Json && !matches!(self.kind, Kind::Csv { .. }) {
+            return self.normalize(json, out);
+        }
+        match &self.kind {
+            Kind::Csv { columns, delimiter } => csv_write(json, columns, *delimiter, out),
+            Kind::Avro { schema } => {
+                let doc: serde_json::Value = serde_json::from_slice(json)?;
+                let value = AvroValue::try_from(doc).map_err(|e| CodecError::Avro(e.to_string()))?;
+                let (id, encoded) = match &self.framing {
+                    Some(_) => {
+                        let w = self.writer()?;
+                        let Writer::Avro(id, s) = &*w else { unreachable_kind() };
+                        (Some(*id), avro_encode(s, value)?)
+                    }
+                    None => match schema {
+                        Some((_, s)) => (None, avro_encode(s, value)?),
+                        None => return Err(CodecError::NoSchema("write")),
+                    },
+                };
+                match id {
+                    Some(id) => frame(id, &encoded, out),
+                    None => *out = encoded,
+                }
+                Ok(())
+            }
+            Kind::Protobuf { schema, .. } => {
+                let (id, desc) = match &self.framing {
+                    Some(_) => {
+                        let w = self.writer()?;
+                        let Writer::Protobuf(id, d) = &*w else { unreachable_kind() };
+                        (Some(*id), d.clone())
+                    }
+                    None => match schema {
+                        Some((_, d)) => (None, d.clone()),
+                        None => return Err(CodecError::NoSchema("write")),
+                    },
+                };
+                let msg = proto_from_json(&desc, json)?;
+                let encoded = msg.encode_to_vec();
+                match id {
+                    Some(id) => {
+                        frame(id, &[], out);
+                        write_message_indexes(&desc, out);
+                        out.extend_from_slice(&encoded);
+                    }
+                    None => *out = encoded,
+                }
+                Ok(())
+            }
+            Kind::JsonSchema { schema } => {
+                let doc: serde_json::Value = serde_json::from_slice(json)?;
+                if let Some((_, v)) = schema {
+                    v.validate(&doc).map_err(|e| CodecError::JsonSchema(e.to_string()))?;
+                }
+                match &self.framing {
+                    Some(_) => {
+                        let w = self.writer()?;
+                        let Writer::Json(id) = &*w else { unreachable_kind() };
+                        frame(*id, json, out);
+                    }
+                    None => out.extend_from_slice(json),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// JSON mode: checks `json` against the declared schema and gives it as a read on Kafka
+    /// would (Avro resolved into the schema, defaults filled; Protobuf with every field).
+    fn normalize(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let doc: serde_json::Value = serde_json::from_slice(json)?;
+        match &self.kind {
+            Kind::Avro { schema: Some((_, s)) } => {
+                let value = AvroValue::try_from(doc).map_err(|e| CodecError::Avro(e.to_string()))?;
+                let resolved = value.resolve(s).map_err(|e| CodecError::Avro(e.to_string()))?;
+                serde_json::to_writer(out, &avro_to_json(resolved)?)?;
+            }
+            Kind::Protobuf { schema: Some((_, d)), .. } => {
+                let msg = proto_from_json(d, json)?;
+                let mut ser = serde_json::Serializer::new(out);
+                msg.serialize_with_options(&mut ser, &protobuf_json())?;
+            }
+            Kind::JsonSchema { schema: Some((_, v)) } => {
+                v.validate(&doc).map_err(|e| CodecError::JsonSchema(e.to_string()))?;
+                out.extend_from_slice(json);
+            }
+            // Only the registry knows the schema: the JSON is taken as it is.
+            _ => out.extend_from_slice(json),
+        }
+        Ok(())
+    }
+
+    /// The writer's schema of framed records with schema `id`, asked of the registry once.
+    fn reader(&self, id: u32) -> Result<Arc<Writer>, CodecError> {
+        if let Some(w) = self.readers.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
+            return Ok(w.clone());
+        }
+        let Some(f) = &self.framing else { return Err(CodecError::NoSchema("read")) };
+        let schema = f.registry.schema(id)?;
+        let w = Arc::new(self.parse_registered(id, schema.schema_type, &schema.text)?);
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner).insert(id, w.clone());
+        Ok(w)
+    }
+
+    /// What framed records are written with: the declared schema registered under the subject
+    /// (`register = true`), or else the subject's latest schema. Asked once.
+    fn writer(&self) -> Result<Arc<Writer>, CodecError> {
+        let mut slot = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = &*slot {
+            return Ok(w.clone());
+        }
+        let Some(f) = &self.framing else { return Err(CodecError::NoSchema("write")) };
+        let (kind, declared) = match &self.kind {
+            Kind::Avro { schema } => (SchemaType::Avro, schema.as_ref().map(|(t, _)| t.as_str())),
+            Kind::Protobuf { schema, .. } => (SchemaType::Protobuf, schema.as_ref().map(|(t, _)| t.as_str())),
+            Kind::JsonSchema { schema } => (SchemaType::Json, schema.as_ref().map(|(t, _)| t.as_str())),
+            Kind::Csv { .. } => return Err(CodecError::Csv("CSV is not registered".into())),
+        };
+        let w = match (f.register, declared) {
+            (true, Some(text)) => {
+                let id = f.registry.register(&f.subject, kind, text)?;
+                // The declared schema itself, not the registry's normalised copy of it.
+                match &self.kind {
+                    Kind::Avro { schema: Some((_, s)) } => Writer::Avro(id, s.clone()),
+                    Kind::Protobuf { schema: Some((_, d)), .. } => Writer::Protobuf(id, d.clone()),
+                    _ => Writer::Json(id),
+                }
+            }
+            _ => {
+                let latest = f.registry.latest(&f.subject)?;
+                let mut w = self.parse_registered(latest.id, latest.schema_type, &latest.text)?;
+                if let (Writer::Protobuf(id, first), Kind::Protobuf { message: Some(name), .. }) = (&w, &self.kind) {
+                    let pool = first.parent_pool();
+                    let d = pool
+                        .get_message_by_name(name)
+                        .ok_or_else(|| proto_err(first, format!("the registered schema has no message `{name}`")))?;
+                    w = Writer::Protobuf(*id, d);
+                }
+                w
+            }
+        };
+        let w = Arc::new(w);
+        *slot = Some(w.clone());
+        Ok(w)
+    }
+
+    fn parse_registered(&self, id: u32, found: SchemaType, text: &str) -> Result<Writer, CodecError> {
+        let bad = |detail: String| CodecError::BadRegistrySchema { id, detail };
+        match (&self.kind, found) {
+            (Kind::Avro { .. }, SchemaType::Avro) => {
+                Ok(Writer::Avro(id, apache_avro::Schema::parse_str(text).map_err(|e| bad(e.to_string()))?))
+            }
+            (Kind::Protobuf { .. }, SchemaType::Protobuf) => {
+                let pool =
+                    compile_proto_text(&format!("registered-{id}.proto"), text).map_err(|e| bad(format!("{e:#}")))?;
+                let first = pick_message(&pool, None).map_err(|e| bad(format!("{e:#}")))?;
+                Ok(Writer::Protobuf(id, first))
+            }
+            (Kind::JsonSchema { .. }, SchemaType::Json) => Ok(Writer::Json(id)),
+            (kind, found) => Err(CodecError::SchemaKind { id, found, expected: kind.name() }),
+        }
+    }
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Avro { .. } => "Avro",
+            Self::Protobuf { .. } => "Protobuf",
+            Self::JsonSchema { .. } => "JSON Schema",
+            Self::Csv { .. } => "CSV",
+        }
+    }
+}
+
+/// A writer's schema is parsed for the codec's own kind only ([`Codec::parse_registered`]).
+fn unreachable_kind() -> ! {
+    unreachable!("a codec's writer schemas are of its own kind")
+}
+
+fn avro_decode(
+    writer: &apache_avro::Schema,
+    reader: Option<&apache_avro::Schema>,
+    mut payload: &[u8],
+) -> Result<AvroValue, CodecError> {
+    let r = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+        .maybe_reader_schema(reader)
+        .build()
+        .map_err(|e| CodecError::Avro(e.to_string()))?;
+    let value = r.read_value(&mut payload).map_err(|e| CodecError::Avro(e.to_string()))?;
+    if !payload.is_empty() {
+        return Err(CodecError::Avro(format!("{} bytes left after the record", payload.len())));
+    }
+    Ok(value)
+}
+
+fn avro_encode(schema: &apache_avro::Schema, value: AvroValue) -> Result<Vec<u8>, CodecError> {
+    let resolved = value.resolve(schema).map_err(|e| CodecError::Avro(e.to_string()))?;
+    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(resolved))
+        .map_err(|e| CodecError::Avro(e.to_string()))
+}
+
+fn avro_to_json(value: AvroValue) -> Result<serde_json::Value, CodecError> {
+    serde_json::Value::try_from(value).map_err(|e| CodecError::Avro(e.to_string()))
+}
+
+fn proto_err(desc: &MessageDescriptor, detail: impl std::fmt::Display) -> CodecError {
+    CodecError::Protobuf { message: desc.full_name().to_owned(), detail: detail.to_string() }
+}
+
+fn proto_from_json(desc: &MessageDescriptor, json: &[u8]) -> Result<DynamicMessage, CodecError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let msg = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &DeserializeOptions::new())
+        .map_err(|e| proto_err(desc, e))?;
+    de.end().map_err(|e| proto_err(desc, e))?;
+    Ok(msg)
+}
+
+fn is_descriptor_set(path: &str) -> bool {
+    !path.ends_with(".proto")
+}
+
+/// A `.proto` file (compiled here, with its imports from its directory and the well-known
+/// types) or a compiled descriptor set, and the `.proto` text (empty for a descriptor set).
+fn protobuf_pool(path: &str) -> anyhow::Result<(String, DescriptorPool)> {
+    if is_descriptor_set(path) {
+        let bytes = std::fs::read(path).with_context(|| format!("reading the descriptor set {path}"))?;
+        let pool = DescriptorPool::decode(bytes.as_slice())
+            .with_context(|| format!("{path} is not a Protobuf descriptor set"))?;
+        return Ok((String::new(), pool));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the schema {path}"))?;
+    let p = std::path::Path::new(path);
+    let dir = p.parent().unwrap_or(std::path::Path::new("."));
+    let mut compiler = protox::Compiler::new([dir]).with_context(|| format!("compiling {path}"))?;
+    compiler.include_imports(true);
+    compiler.open_file(p).map_err(|e| anyhow::anyhow!("the Protobuf schema {path} does not compile: {e}"))?;
+    Ok((text, compiler.descriptor_pool()))
+}
+
+/// A `.proto` file's text from the registry, compiled (imports of the well-known types only).
+fn compile_proto_text(name: &str, text: &str) -> anyhow::Result<DescriptorPool> {
+    struct One {
+        name: String,
+        text: String,
+    }
+    impl protox::file::FileResolver for One {
+        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+            if name == self.name {
+                protox::file::File::from_source(name, &self.text)
+            } else {
+                protox::file::GoogleFileResolver::new().open_file(name)
+            }
+        }
+    }
+    let mut compiler = protox::Compiler::with_file_resolver(One { name: name.to_owned(), text: text.to_owned() });
+    compiler.include_imports(true);
+    compiler.open_file(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool = compiler.descriptor_pool();
+    // Keep the named file first: its messages are the ones the indexes count.
+    let _ = pool.get_file_by_name(name).context("the compiled file is missing")?;
+    Ok(pool)
+}
+
+/// The message `name`, or the first message of the pool's first non-import file.
+fn pick_message(pool: &DescriptorPool, name: Option<&str>) -> anyhow::Result<MessageDescriptor> {
+    match name {
+        Some(n) => pool.get_message_by_name(n).with_context(|| {
+            let known: Vec<String> = pool.all_messages().map(|m| m.full_name().to_owned()).collect();
+            format!("no message `{n}` (it has: {})", known.join(", "))
+        }),
+        None => pool
+            .files()
+            .filter(|f| !f.name().starts_with("google/protobuf/"))
+            .flat_map(|f| f.messages().collect::<Vec<_>>())
+            .next()
+            .context("the schema defines no message"),
+    }
+}
+
+/// Confluent's Protobuf framing: after the schema id, the message's path in its file (indexes
+/// at each nesting level) as zig-zag varints, count first; `[0]` is the single byte 0.
+fn write_message_indexes(desc: &MessageDescriptor, out: &mut Vec<u8>) {
+    let path: Vec<i32> = desc.path().iter().skip(1).step_by(2).copied().collect();
+    if path == [0] {
+        out.push(0);
+        return;
+    }
+    zigzag(path.len() as i64, out);
+    for i in path {
+        zigzag(i64::from(i), out);
+    }
+}
+
+fn zigzag(v: i64, out: &mut Vec<u8>) {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (u & 0x7f) as u8;
+        u >>= 7;
+        if u == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn read_zigzag(bytes: &mut &[u8]) -> Result<i64, CodecError> {
+    let mut u: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first().ok_or_else(|| CodecError::Indexes("they are cut short".into()))?;
+        *bytes = rest;
+        u |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(((u >> 1) as i64) ^ -((u & 1) as i64));
+        }
+    }
+    Err(CodecError::Indexes("an index is longer than 10 bytes".into()))
+}
+
+/// The most nesting levels a message index path may have.
+const MAX_MESSAGE_DEPTH: i64 = 64;
+
+fn message_indexes(mut bytes: &[u8]) -> Result<(Vec<i64>, &[u8]), CodecError> {
+    let n = read_zigzag(&mut bytes)?;
+    if n == 0 {
+        return Ok((vec![0], bytes));
+    }
+    if !(1..=MAX_MESSAGE_DEPTH).contains(&n) {
+        return Err(CodecError::Indexes(format!("{n} indexes")));
+    }
+    let mut path = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        path.push(read_zigzag(&mut bytes)?);
+    }
+    Ok((path, bytes))
+}
+
+fn skip_message_indexes(bytes: &[u8]) -> Result<&[u8], CodecError> {
+    message_indexes(bytes).map(|(_, rest)| rest)
+}
+
+/// The message at `path` in the file of `first` (its file's first message).
+fn message_at(first: &MessageDescriptor, path: &[i64]) -> Option<MessageDescriptor> {
+    let file = first.parent_file();
+    let (&top, rest) = path.split_first()?;
+    let mut m = file.messages().nth(usize::try_from(top).ok()?)?;
+    for &i in rest {
+        let child = m.child_messages().nth(usize::try_from(i).ok()?)?;
+        m = child;
+    }
+    Some(m)
+}
+
+fn csv_read(bytes: &[u8], columns: &[String], delimiter: u8, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).delimiter(delimiter).from_reader(bytes);
+    let mut row = csv::StringRecord::new();
+    let read = reader.read_record(&mut row).map_err(|e| CodecError::Csv(e.to_string()))?;
+    if !read {
+        row.clear();
+    }
+    if reader.read_record(&mut csv::StringRecord::new()).map_err(|e| CodecError::Csv(e.to_string()))? {
+        return Err(CodecError::Csv("more than one row".into()));
+    }
+    if columns.is_empty() {
+        serde_json::to_writer(out, &row.iter().collect::<Vec<_>>())?;
+        return Ok(());
+    }
+    if row.len() != columns.len() {
+        return Err(CodecError::Csv(format!(
+            "{} fields, and the stream declares {} columns",
+            row.len(),
+            columns.len()
+        )));
+    }
+    let object: serde_json::Map<String, serde_json::Value> =
+        columns.iter().zip(row.iter()).map(|(c, v)| (c.clone(), serde_json::Value::String(v.to_owned()))).collect();
+    serde_json::to_writer(out, &object)?;
+    Ok(())
+}
+
+fn csv_write(json: &[u8], columns: &[String], delimiter: u8, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let doc: serde_json::Value = serde_json::from_slice(json)?;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let fields: Vec<String> = match (&doc, columns.is_empty()) {
+        (serde_json::Value::Array(items), _) => items.iter().map(text).collect(),
+        (serde_json::Value::Object(map), false) => {
+            if let Some(extra) = map.keys().find(|k| !columns.contains(k)) {
+                return Err(CodecError::Csv(format!("the field `{extra}` is not one of the declared columns")));
+            }
+            columns.iter().map(|c| map.get(c).map(text).unwrap_or_default()).collect()
+        }
+        _ => return Err(CodecError::Csv("a CSV row is written from a JSON array, or an object of the columns".into())),
+    };
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .delimiter(delimiter)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(&fields).map_err(|e| CodecError::Csv(e.to_string()))?;
+    let mut bytes = w.into_inner().map_err(|e| CodecError::Csv(e.to_string()))?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    *out = bytes;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(format: Format, schema: Option<&str>) -> FormatSpec {
+        FormatSpec { format, schema: schema.map(str::to_owned), registry: Some(false), ..FormatSpec::default() }
+    }
+
+    fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_string_lossy().into_owned()
+    }
+
+    const ORDER_V1: &str =
+        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"amount","type":"long"}]}"#;
+    const ORDER_V2: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"amount","type":"long"},{"name":"currency","type":"string","default":"EUR"}]}"#;
+
+    #[test]
+    fn avro_round_trips_through_json_and_resolves_into_the_readers_schema() {
+        let dir = tempfile::tempdir().expect("dir");
+        let v1 = Codec::new(&spec(Format::Avro, Some(&write_file(&dir, "v1.avsc", ORDER_V1))), None, Mode::Wire)
+            .expect("v1");
+        let mut wire = Vec::new();
+        v1.write(br#"{"id":"o1","amount":12}"#, &mut wire).expect("encodes");
+        let mut json = Vec::new();
+        v1.read(&wire, &mut json).expect("decodes");
+        assert_eq!(json, br#"{"amount":12,"id":"o1"}"#);
+        // Unframed Avro has no writer id: the declared schema is the writer's too.
+        let err = v1.write(br#"{"id":"o1"}"#, &mut wire).expect_err("a missing field");
+        assert!(err.to_string().contains("does not match its Avro schema"), "{err}");
+        // JSON mode resolves into the schema, filling defaults, as a registered read would.
+        let v2 = Codec::new(&spec(Format::Avro, Some(&write_file(&dir, "v2.avsc", ORDER_V2))), None, Mode::Json)
+            .expect("v2");
+        v2.read(br#"{"id":"o1","amount":12}"#, &mut json).expect("checks");
+        assert_eq!(json, br#"{"amount":12,"currency":"EUR","id":"o1"}"#);
+    }
+
+    #[test]
+    fn protobuf_reads_and_writes_json_with_every_field() {
+        let dir = tempfile::tempdir().expect("dir");
+        let proto = write_file(
+            &dir,
+            "ship.proto",
+            "syntax = \"proto3\";\npackage shop;\nmessage Shipment { string order_id = 1; int64 cents = 2; bool express = 3; }\n",
+        );
+        let c = Codec::new(&spec(Format::Protobuf, Some(&proto)), None, Mode::Wire).expect("codec");
+        let mut wire = Vec::new();
+        c.write(br#"{"order_id":"o1","cents":1250}"#, &mut wire).expect("encodes");
+        let mut json = Vec::new();
+        c.read(&wire, &mut json).expect("decodes");
+        assert_eq!(json, br#"{"order_id":"o1","cents":1250,"express":false}"#);
+        let err = c.write(br#"{"order":"o1"}"#, &mut wire).expect_err("an unknown field");
+        assert!(err.to_string().contains("shop.Shipment"), "{err}");
+    }
+
+    #[test]
+    fn message_indexes_follow_confluents_framing() {
+        let mut out = Vec::new();
+        zigzag(2, &mut out);
+        zigzag(1, &mut out);
+        zigzag(3, &mut out);
+        out.extend_from_slice(b"rest");
+        assert_eq!(message_indexes(&out).expect("indexes"), (vec![1, 3], &b"rest"[..]));
+        assert_eq!(message_indexes(&[0, 9]).expect("first"), (vec![0], &[9u8][..]));
+        assert!(message_indexes(&[0x80]).is_err());
+    }
+
+    #[test]
+    fn csv_rows_become_objects_of_their_columns() {
+        let c = Codec::new(
+            &FormatSpec { format: Format::Csv, columns: vec!["id".into(), "name".into()], ..FormatSpec::default() },
+            None,
+            Mode::Json,
+        )
+        .expect("csv");
+        let mut json = Vec::new();
+        c.read(b"7,\"Smith, J\"", &mut json).expect("a row");
+        assert_eq!(json, br#"{"id":"7","name":"Smith, J"}"#);
+        let mut row = Vec::new();
+        c.write(&json, &mut row).expect("writes");
+        assert_eq!(row, b"7,\"Smith, J\"");
+        assert!(c.read(b"1,2,3", &mut json).expect_err("three fields").to_string().contains("2 columns"));
+    }
+
+    #[test]
+    fn json_schema_refuses_what_it_does_not_allow() {
+        let dir = tempfile::tempdir().expect("dir");
+        let schema =
+            write_file(&dir, "s.json", r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}"#);
+        let c = Codec::new(&spec(Format::JsonSchema, Some(&schema)), None, Mode::Wire).expect("codec");
+        let mut out = Vec::new();
+        c.read(br#"{"id":"a"}"#, &mut out).expect("valid");
+        assert!(c.read(br#"{"id":1}"#, &mut out).expect_err("a number").to_string().contains("JSON Schema"));
+    }
+}
