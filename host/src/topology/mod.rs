@@ -5,12 +5,14 @@ mod build;
 mod describe;
 mod spec;
 mod step;
+mod svg;
 mod window;
 
 use std::collections::BTreeMap;
 
 pub use build::build;
 pub use describe::{describe, describe_dot, describe_mermaid};
+pub use svg::{describe_html, describe_svg};
 pub use spec::{Field, FoldKind, Form, PluginUse, StepSpec};
 pub use window::WindowSpec;
 
