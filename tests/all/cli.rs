@@ -90,6 +90,34 @@ fn describe_draws_dot_and_mermaid_graphs() {
 }
 
 #[test]
+fn describe_draws_an_svg_with_plugin_versions_and_a_page_that_loads_nothing() {
+    let describe = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .args(["describe", "--format", format])
+            .arg(repo().join("pipelines/wordcount/pipeline.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let svg = describe("svg");
+    roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("not well-formed: {e}\n{svg}"));
+    // Each plugin with the digest of its file, as `GET /plugins` shows it.
+    for name in ["split-words", "word-key"] {
+        let digest = wasp_host::wasm::digest(&std::fs::read(crate::common::plugin(name)).unwrap());
+        let shown = format!("plugin: {name}<tspan class=\"version\" data-plugin=\"{name}\">@{}</tspan>", &digest[..12]);
+        assert!(svg.contains(&shown), "{shown} not in\n{svg}");
+    }
+    let html = describe("html");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains(&svg), "the page embeds the drawing");
+    assert!(html.contains("Sub-topology: 1"), "and the text description: {html}");
+    // Nothing to load: no sources or links, and no URL but the SVG namespace.
+    assert!(!html.contains("src=") && !html.contains("href="), "{html}");
+    assert_eq!(html.matches("http").count(), html.matches("http://www.w3.org/2000/svg").count(), "{html}");
+}
+
+#[test]
 fn validate_loads_every_plugin_of_the_example() {
     let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
         .env("WASP_CACHE_DIR", cache_dir())

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::describe::{plugin as plugin_use, window_text};
-use super::{FkStage, FoldOp, JoinWith, NodeOp, PluginRef, Topology};
+use super::{FkStage, JoinWith, NodeOp, PluginRef, Topology};
 use crate::manifest::OnError;
 
 /// The width of a character of the 12 px monospace font (0.6 em).
@@ -172,6 +172,9 @@ struct Block {
     h: f64,
     x: f64,
     y: f64,
+    /// The left and right edges of the block's column: edges run straight from the box to
+    /// them, and curve only between columns, where no box is.
+    column: (f64, f64),
 }
 
 impl Block {
@@ -194,6 +197,7 @@ impl Block {
             h,
             x: 0.0,
             y: 0.0,
+            column: (0.0, 0.0),
         }
     }
 
@@ -685,14 +689,11 @@ impl Cluster {
             }
         }
         let mut pos = vec![0.0f64; self.blocks.len()];
-        let place = |layers: &Vec<Vec<usize>>, pos: &mut Vec<f64>| {
-            for l in layers {
-                for (k, &i) in l.iter().enumerate() {
-                    pos[i] = k as f64;
-                }
+        for l in &layers {
+            for (k, &i) in l.iter().enumerate() {
+                pos[i] = k as f64;
             }
-        };
-        place(&layers, &mut pos);
+        }
         for sweep in 0..SWEEPS {
             let (range, near): (Vec<usize>, &Vec<Vec<usize>>) =
                 if sweep % 2 == 0 { ((1..layers_n).collect(), &up) } else { ((0..layers_n.saturating_sub(1)).rev().collect(), &down) };
@@ -731,6 +732,7 @@ impl Cluster {
                     b.x = x + (widths[l] - b.w) / 2.0;
                 }
                 b.y = y;
+                b.column = (x, x + widths[l]);
                 let centre = b.x + b.w / 2.0;
                 let mut sy = y + b.h;
                 for s in &mut b.stores {
@@ -764,26 +766,25 @@ impl Cluster {
             esc(&self.title)
         );
         for e in &self.edges {
-            let mut d = String::new();
-            for (k, w) in e.windows(2).enumerate() {
+            // Straight from the box to its column's edge, a curve across the gap to the next
+            // column, straight on to the box (or across a waypoint's column, and on).
+            let first = &self.blocks[e[0]];
+            let mut d = format!("M{} {}", num(first.x + first.w), num(first.mid_y()));
+            for w in e.windows(2) {
                 let (a, b) = (&self.blocks[w[0]], &self.blocks[w[1]]);
-                let (x0, y0, x1, y1) = (a.x + a.w, a.mid_y(), b.x, b.mid_y());
-                if k == 0 {
-                    let _ = write!(d, "M{} {}", num(x0), num(y0));
-                } else {
-                    // Through the waypoint `a`: straight across its column.
-                    let _ = write!(d, " L{} {}", num(x0), num(y0));
-                }
+                let (x0, y0, x1, y1) = (a.column.1, a.mid_y(), b.column.0, b.mid_y());
                 let dx = ((x1 - x0) / 2.0).max(30.0);
                 let _ = write!(
                     d,
-                    " C{} {} {} {} {} {}",
+                    " H{} C{} {} {} {} {} {} H{}",
+                    num(x0),
                     num(x0 + dx),
                     num(y0),
                     num(x1 - dx),
                     num(y1),
                     num(x1),
-                    num(y1)
+                    num(y1),
+                    num(if b.shape == Shape::Waypoint { b.column.1 } else { b.x }),
                 );
             }
             let _ = writeln!(out, "<path class=\"edge\" d=\"{d}\" marker-end=\"url(#wasp-arrow)\"/>");
@@ -899,7 +900,7 @@ fn legend(out: &mut String, x: f64, y: f64) {
     for (class, label) in LEGEND {
         match class {
             "store" => {
-                let _ = write!(out, "<g class=\"store\">");
+                out.push_str("<g class=\"store\">");
                 cylinder(out, x, y, 22.0, 16.0);
                 out.push_str("</g>");
             }
