@@ -1,7 +1,8 @@
 //! The admin dashboard in a real browser: Debian's Chromium, headless, driven through its
 //! chromedriver with plain WebDriver calls. The word count example runs in local mode on a file
-//! that keeps growing; the page must draw every step of its topology, show numbers that move,
-//! load nothing from elsewhere, and reload a plugin with the token typed into it. A screenshot
+//! that keeps growing; the page must draw every step of its topology with its plugins' versions,
+//! show numbers that move, load nothing from elsewhere, reload a plugin with the token typed
+//! into it, and show a swap in its history and drawing. A screenshot
 //! goes to `target/dashboard.png` (the README's `docs/dashboard.png` is a copy of one).
 //!
 //! chromedriver comes from `WASP_CHROMEDRIVER` (set by `make test`), else `chromedriver` on
@@ -82,9 +83,11 @@ impl Browser {
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let ready = agent().get(&format!("{base}/status")).call().ok().and_then(|mut r| {
-                serde_json::from_str::<Value>(&r.body_mut().read_to_string().ok()?).ok()
-            });
+            let ready = agent()
+                .get(&format!("{base}/status"))
+                .call()
+                .ok()
+                .and_then(|mut r| serde_json::from_str::<Value>(&r.body_mut().read_to_string().ok()?).ok());
             if ready.is_some_and(|v| v["value"]["ready"] == true) {
                 break;
             }
@@ -93,7 +96,7 @@ impl Browser {
         }
         let mut options = json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,2000", "--hide-scrollbars"],
+                     "--window-size=1400,1300", "--hide-scrollbars"],
         });
         if let Some(binary) = std::env::var_os("WASP_CHROMIUM").filter(|p| !p.is_empty()) {
             options["binary"] = json!(binary.to_string_lossy());
@@ -132,7 +135,8 @@ impl Browser {
 
     fn element(&self, css: &str) -> String {
         let e = webdriver("POST", &self.url("/element"), Some(json!({"using": "css selector", "value": css})));
-        e["element-6066-11e4-a52e-4f2d7a7ec8b6"].as_str().unwrap_or_else(|| panic!("no element {css}: {e}")).to_owned()
+        // The W3C WebDriver element reference key.
+        e["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("no element {css}: {e}")).to_owned()
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -187,9 +191,9 @@ fn the_dashboard_draws_the_topology_and_shows_live_numbers_in_a_browser() {
         .arg("127.0.0.1:0")
         .arg("--no-watch")
         .arg("--input")
-        .arg(format!("lines={}", input.display()))
+        .arg(format!("streams-plaintext-input={}", input.display()))
         .arg("--output")
-        .arg(format!("counts={}", sc.path("counts.jsonl").display()))
+        .arg(format!("streams-wordcount-output={}", sc.path("counts.jsonl").display()))
         .arg("--state-dir")
         .arg(sc.path("state"))
         .env("WASP_CACHE_DIR", cache_dir())
@@ -223,7 +227,8 @@ fn the_dashboard_draws_the_topology_and_shows_live_numbers_in_a_browser() {
     let plugins: Value = serde_json::from_str(&crate::admin::http("GET", &format!("{admin}/plugins"), None, None).1)
         .expect("/plugins is JSON");
     for p in plugins.as_array().expect("a list") {
-        let shown = format!("{}@{}", p["name"].as_str().expect("a name"), &p["digest"].as_str().expect("a digest")[..12]);
+        let shown =
+            format!("{}@{}", p["name"].as_str().expect("a name"), &p["digest"].as_str().expect("a digest")[..12]);
         assert!(versions.as_array().is_some_and(|v| v.iter().any(|s| s == &json!(shown))), "{shown}: {versions}");
     }
 
@@ -251,12 +256,36 @@ fn the_dashboard_draws_the_topology_and_shows_live_numbers_in_a_browser() {
     );
     assert!(message.as_str().is_some_and(|m| m.contains("word-key: unchanged")), "{message}");
 
+    // A new version of word-key (the same code, another digest), swapped in through the
+    // endpoint: the page's swap history shows it active, and the drawing its digest.
+    let v2 = crate::swap::same_component(&sc.path("word-key-v2.wasm"), "word-key");
+    let body = json!({"path": v2}).to_string();
+    let (status, answer) =
+        crate::admin::http("POST", &format!("{admin}/plugins/word-key/reload"), Some(TOKEN), Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    let digest = wasp_host::wasm::digest(&std::fs::read(&v2).expect("v2"));
+    browser.wait_for(
+        "the swap in the history",
+        "return Array.from(document.querySelectorAll('#history tbody tr'))         .some(r => r.textContent.includes('word-key') && r.querySelector('.result.active'));",
+    );
+    let shown = browser.eval(
+        "return Array.from(document.querySelectorAll('#topology tspan.version'))         .filter(v => v.dataset.plugin === 'word-key').map(v => v.textContent);",
+    );
+    assert_eq!(shown, json!([format!("@{}", &digest[..12])]), "the drawing's version of word-key");
+    // A few seconds of graph.
+    browser.wait_for(
+        "a graph of the rate",
+        "const p = document.querySelector('#read-graph polyline');\
+         return p && p.getAttribute('points').split(' ').length >= 4;",
+    );
+
     // Nothing came from another origin.
     let loaded = browser.eval("return performance.getEntriesByType('resource').map(e => e.name);");
     for url in loaded.as_array().expect("a list") {
         assert!(url.as_str().is_some_and(|u| u.starts_with(&admin)), "the page loaded {url}");
     }
 
+    browser.eval("window.scrollTo(0, 0); return true;");
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
     let out = repo().join("target/dashboard.png");

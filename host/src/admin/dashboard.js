@@ -28,10 +28,10 @@ function spark(values, kind) {
   svg.setAttribute("width", w);
   svg.setAttribute("height", h);
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
-  const max = Math.max(1, ...values);
-  const step = w / (HISTORY - 1);
-  const offset = HISTORY - values.length;
-  const points = values.map((v, i) => `${((offset + i) * step).toFixed(1)},${(h - 1 - (v / max) * (h - 2)).toFixed(1)}`);
+  const max = Math.max(1, ...values) * 1.2;
+  // Spread over the width until the history is full; then it scrolls.
+  const step = w / Math.max(1, values.length - 1);
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(h - 1 - (v / max) * (h - 2)).toFixed(1)}`);
   const line = document.createElementNS(ns, "polyline");
   line.setAttribute("points", points.join(" "));
   svg.appendChild(line);
@@ -47,7 +47,8 @@ function fmt(n) {
   if (n === null || n === undefined || Number.isNaN(n)) return "–";
   if (n >= 1e6) return (n / 1e6).toFixed(2) + "M";
   if (n >= 1e4) return (n / 1e3).toFixed(1) + "k";
-  return Number.isInteger(n) ? String(n) : n.toFixed(1);
+  if (n >= 100 || Number.isInteger(n)) return String(Math.round(n));
+  return n.toFixed(1);
 }
 
 function text(el, value) {
@@ -59,8 +60,11 @@ function drawnNodes() {
   return Array.from(document.querySelectorAll("#topology g.node[data-node]"));
 }
 
+// The sources of the application's input topics (not of its repartition topics).
 function sourceNames() {
-  return new Set(drawnNodes().filter((g) => g.dataset.op === "source").map((g) => g.dataset.node));
+  return new Set(drawnNodes()
+    .filter((g) => g.dataset.op === "source" && !g.classList.contains("internal"))
+    .map((g) => g.dataset.node));
 }
 
 function stepRow(step) {

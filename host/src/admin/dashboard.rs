@@ -81,8 +81,7 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        match after.find("}}").and_then(|end| values.iter().find(|(k, _)| *k == &after[..end]).map(|(_, v)| (end, v)))
-        {
+        match after.find("}}").and_then(|end| values.iter().find(|(k, _)| *k == &after[..end]).map(|(_, v)| (end, v))) {
             Some((end, v)) => {
                 out.push_str(v);
                 rest = &after[end + 2..];
@@ -156,7 +155,8 @@ fn history_rows(plugins: &[PluginReport]) -> String {
     events.sort_by(|a, b| b.1.at_ms.cmp(&a.1.at_ms).then(a.0.cmp(b.0)));
     let mut out = String::new();
     for (name, e) in events {
-        let result = serde_json::to_value(&e.result).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let result =
+            serde_json::to_value(&e.result).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let _ = write!(
             out,
             "<tr><td class=\"time\" data-ms=\"{}\"></td><td>{}</td><td class=\"result {result}\">{result}</td>\

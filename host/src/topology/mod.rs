@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 pub use build::build;
 pub use describe::{describe, describe_dot, describe_mermaid};
-pub use svg::{describe_html, describe_svg};
 pub use spec::{Field, FoldKind, Form, PluginUse, StepSpec};
+pub use svg::{describe_html, describe_svg};
 pub use window::WindowSpec;
 
 use crate::manifest::{Format, OnError, RetryDef};

@@ -115,7 +115,10 @@ enum Part {
     Text(String),
     /// A plugin's version (`@` and its short digest, or nothing when unknown), marked so the
     /// dashboard can show a new one after a swap.
-    Version { plugin: String, text: String },
+    Version {
+        plugin: String,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +166,9 @@ struct Block {
     op: &'static str,
     /// The topic a source reads or a sink writes.
     topic: Option<String>,
+    /// A source of a repartition topic: what it reads the application wrote (the dashboard
+    /// counts records read from the other sources).
+    internal: bool,
     lines: Vec<Line>,
     /// What a pointer over the box shows.
     tooltip: String,
@@ -189,6 +195,7 @@ impl Block {
             name: name.to_owned(),
             op,
             topic: None,
+            internal: false,
             lines,
             tooltip: String::new(),
             stores: Vec::new(),
@@ -519,6 +526,7 @@ fn subtopology(t: &Topology, sub: usize, versions: &BTreeMap<String, String>) ->
             lines.push(Line::text("policy", format!("on error: dead letter to {}", n.policy.dead_letter_topic)));
         }
         let mut b = Block::new(shape, &n.name, n.op.name(), lines);
+        b.internal = matches!(&n.op, NodeOp::Source { topic } if t.repartition_topics().contains(&topic.as_str()));
         b.topic = match &n.op {
             NodeOp::Source { topic } | NodeOp::Sink { topic } | NodeOp::Repartition { topic } => Some(topic.clone()),
             _ => None,
@@ -606,9 +614,13 @@ fn globals(t: &Topology) -> Cluster {
         y: 0.0,
     };
     for (name, g) in &t.globals {
-        let lines = vec![Line::text("name", format!("global table {name}")), Line::text("detail", format!("topic: {}", g.topic))];
+        let lines = vec![
+            Line::text("name", format!("global table {name}")),
+            Line::text("detail", format!("topic: {}", g.topic)),
+        ];
         let mut b = Block::new(Shape::Global, "", "global_table", lines);
-        b.tooltip = format!("global table {name}: every instance reads all of topic {} into store {}", g.topic, g.store);
+        b.tooltip =
+            format!("global table {name}: every instance reads all of topic {} into store {}", g.topic, g.store);
         b.stores.push(store_box(t, &g.store));
         c.blocks.push(b);
     }
@@ -695,8 +707,11 @@ impl Cluster {
             }
         }
         for sweep in 0..SWEEPS {
-            let (range, near): (Vec<usize>, &Vec<Vec<usize>>) =
-                if sweep % 2 == 0 { ((1..layers_n).collect(), &up) } else { ((0..layers_n.saturating_sub(1)).rev().collect(), &down) };
+            let (range, near): (Vec<usize>, &Vec<Vec<usize>>) = if sweep % 2 == 0 {
+                ((1..layers_n).collect(), &up)
+            } else {
+                ((0..layers_n.saturating_sub(1)).rev().collect(), &down)
+            };
             for l in range {
                 let key = |i: usize| {
                     let ns = &near[i];
@@ -810,7 +825,7 @@ impl Cluster {
             if b.shape == Shape::Waypoint {
                 continue;
             }
-            let mut attrs = format!("class=\"node {}\"", b.shape.class());
+            let mut attrs = format!("class=\"node {}{}\"", b.shape.class(), if b.internal { " internal" } else { "" });
             if !b.name.is_empty() {
                 let _ = write!(attrs, " data-node=\"{}\"", esc(&b.name));
             }
@@ -859,7 +874,8 @@ fn lines(out: &mut String, lines: &[Line], x: f64, y: f64) {
             match p {
                 Part::Text(t) => out.push_str(&esc(t)),
                 Part::Version { plugin, text } => {
-                    let _ = write!(out, "<tspan class=\"version\" data-plugin=\"{}\">{}</tspan>", esc(plugin), esc(text));
+                    let _ =
+                        write!(out, "<tspan class=\"version\" data-plugin=\"{}\">{}</tspan>", esc(plugin), esc(text));
                 }
             }
         }
@@ -905,13 +921,8 @@ fn legend(out: &mut String, x: f64, y: f64) {
                 out.push_str("</g>");
             }
             "topic-link" => {
-                let _ = write!(
-                    out,
-                    "<path class=\"topic-link\" d=\"M{} {} H{}\"/>",
-                    num(x),
-                    num(y + 8.0),
-                    num(x + 22.0)
-                );
+                let _ =
+                    write!(out, "<path class=\"topic-link\" d=\"M{} {} H{}\"/>", num(x), num(y + 8.0), num(x + 22.0));
             }
             _ => {
                 let rx = if class == "op" { 3 } else { 7 };
