@@ -106,12 +106,12 @@ fn esc(s: &str) -> String {
 fn step_rows(stats: &Stats) -> String {
     let mut out = String::new();
     for s in &stats.steps {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr data-step=\"{step}\"><td class=\"step\">{step}</td><td>{pipeline}</td>\
              <td class=\"num in-rate\">–</td><td class=\"graph in-graph\"></td><td class=\"num out-rate\">–</td>\
              <td class=\"num in-total\">{}</td><td class=\"num out-total\">{}</td>\
-             <td class=\"num errors\">{}</td><td class=\"num late\">{}</td></tr>\n",
+             <td class=\"num errors\">{}</td><td class=\"num late\">{}</td></tr>",
             s.records_in,
             s.records_out,
             s.errors,
@@ -130,12 +130,12 @@ fn short(digest: &str) -> &str {
 fn plugin_rows(plugins: &[PluginReport]) -> String {
     let mut out = String::new();
     for p in plugins {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr data-plugin=\"{name}\"><td class=\"plugin\">{name}</td>\
              <td class=\"digest\" title=\"{digest}\">{}</td><td class=\"generation num\">{}</td>\
              <td class=\"swaps num\">{}</td><td class=\"kinds\">{}</td><td class=\"path\">{}</td>\
-             <td><button type=\"button\" class=\"reload\" data-plugin=\"{name}\">reload</button></td></tr>\n",
+             <td><button type=\"button\" class=\"reload\" data-plugin=\"{name}\">reload</button></td></tr>",
             esc(short(&p.digest)),
             p.generation,
             p.swaps,
@@ -157,10 +157,10 @@ fn history_rows(plugins: &[PluginReport]) -> String {
     for (name, e) in events {
         let result =
             serde_json::to_value(&e.result).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr><td class=\"time\" data-ms=\"{}\"></td><td>{}</td><td class=\"result {result}\">{result}</td>\
-             <td class=\"digest\" title=\"{}\">{}</td><td>{}</td></tr>\n",
+             <td class=\"digest\" title=\"{}\">{}</td><td>{}</td></tr>",
             e.at_ms,
             esc(name),
             esc(&e.digest),

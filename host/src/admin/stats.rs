@@ -71,9 +71,11 @@ pub fn read(exposition: &str, time_ms: u64) -> Stats {
     Stats { time_ms, steps: steps.into_values().collect(), lag }
 }
 
-/// A sample line: its metric name, labels and value; `None` for comments and what does not
-/// parse.
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+/// A sample: its metric name, labels and value.
+type Sample<'a> = (&'a str, Vec<(String, String)>, f64);
+
+/// A sample line; `None` for comments and what does not parse.
+fn sample(line: &str) -> Option<Sample<'_>> {
     if line.starts_with('#') || line.is_empty() {
         return None;
     }

@@ -265,10 +265,10 @@ pub fn describe_svg(t: &Topology, versions: &BTreeMap<String, String>) -> String
     let height = y + MARGIN;
 
     let mut out = String::new();
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"wasp-topology\" width=\"{w}\" height=\"{h}\" \
-         viewBox=\"0 0 {w} {h}\" role=\"img\" aria-labelledby=\"wasp-topology-title\">\n",
+         viewBox=\"0 0 {w} {h}\" role=\"img\" aria-labelledby=\"wasp-topology-title\">",
         w = num(width),
         h = num(height)
     );
@@ -358,7 +358,7 @@ fn num(v: f64) -> String {
     let tenths = (v * 10.0).round() as i64;
     let sign = if tenths < 0 { "-" } else { "" };
     let a = tenths.unsigned_abs();
-    if a % 10 == 0 { format!("{sign}{}", a / 10) } else { format!("{sign}{}.{}", a / 10, a % 10) }
+    if a.is_multiple_of(10) { format!("{sign}{}", a / 10) } else { format!("{sign}{}.{}", a / 10, a % 10) }
 }
 
 /// A topic one box writes and another reads: from (cluster, block) to (cluster, block), in
