@@ -96,7 +96,7 @@ impl Browser {
         }
         let mut options = json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1300", "--hide-scrollbars"],
+                     "--window-size=1400,1500", "--hide-scrollbars"],
         });
         if let Some(binary) = std::env::var_os("WASP_CHROMIUM").filter(|p| !p.is_empty()) {
             options["binary"] = json!(binary.to_string_lossy());

@@ -229,7 +229,9 @@ function showPlugins(plugins) {
     text(tr.querySelector(".generation"), String(p.generation));
     text(tr.querySelector(".swaps"), String(p.swaps));
     text(tr.querySelector(".kinds"), p.kinds.join(", "));
-    text(tr.querySelector(".path"), p.path);
+    const path = tr.querySelector(".path");
+    text(path, p.path.split("/").pop());
+    path.title = p.path;
     // The version the drawing shows follows swaps.
     for (const v of document.querySelectorAll("#topology tspan.version")) {
       if (v.dataset.plugin === p.name) text(v, "@" + p.digest.slice(0, 12));

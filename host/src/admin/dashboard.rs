@@ -134,13 +134,14 @@ fn plugin_rows(plugins: &[PluginReport]) -> String {
             out,
             "<tr data-plugin=\"{name}\"><td class=\"plugin\">{name}</td>\
              <td class=\"digest\" title=\"{digest}\">{}</td><td class=\"generation num\">{}</td>\
-             <td class=\"swaps num\">{}</td><td class=\"kinds\">{}</td><td class=\"path\">{}</td>\
+             <td class=\"swaps num\">{}</td><td class=\"kinds\">{}</td><td class=\"path\" title=\"{path}\">{}</td>\
              <td><button type=\"button\" class=\"reload\" data-plugin=\"{name}\">reload</button></td></tr>",
             esc(short(&p.digest)),
             p.generation,
             p.swaps,
             esc(&p.kinds.join(", ")),
-            esc(&p.path.display().to_string()),
+            esc(&p.path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())),
+            path = esc(&p.path.display().to_string()),
             name = esc(&p.name),
             digest = esc(&p.digest),
         );
