@@ -68,17 +68,20 @@ fn describe_prints_sources_processors_and_sinks() {
     assert!(text.contains("Sink: interest-sink-product-interest (topic: product-interest)"), "{text}");
 }
 
+/// `wasp describe --format FORMAT` of an example's manifest.
+fn describe(example: &str, format: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["describe", "--format", format])
+        .arg(repo().join("pipelines").join(example).join("pipeline.toml"))
+        .output()
+        .expect("running wasp describe");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 #[test]
 fn describe_draws_dot_and_mermaid_graphs() {
-    let describe = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
-            .args(["describe", "--format", format])
-            .arg(repo().join("pipelines/clickstream/pipeline.toml"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let describe = |format: &str| describe("clickstream", format);
     let dot = describe("dot");
     assert!(dot.starts_with("digraph \"clickstream\" {"), "{dot}");
     assert!(dot.contains("n0 [label=\"source: raw-clicks\", shape=cds];"), "{dot}");
@@ -91,15 +94,7 @@ fn describe_draws_dot_and_mermaid_graphs() {
 
 #[test]
 fn describe_draws_an_svg_with_plugin_versions_and_a_page_that_loads_nothing() {
-    let describe = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
-            .args(["describe", "--format", format])
-            .arg(repo().join("pipelines/wordcount/pipeline.toml"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let describe = |format: &str| describe("wordcount", format);
     let svg = describe("svg");
     roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("not well-formed: {e}\n{svg}"));
     // Each plugin with the digest of its file, as `GET /plugins` shows it.

@@ -498,16 +498,7 @@ fn store_box(t: &Topology, name: &str) -> StoreBox {
 
 fn subtopology(t: &Topology, sub: usize, versions: &BTreeMap<String, String>) -> Cluster {
     let s = &t.subtopologies[sub];
-    let mut c = Cluster {
-        title: format!("sub-topology {}", s.id),
-        blocks: Vec::new(),
-        edges: Vec::new(),
-        store_links: Vec::new(),
-        w: 0.0,
-        h: 0.0,
-        x: 0.0,
-        y: 0.0,
-    };
+    let mut c = Cluster::new(format!("sub-topology {}", s.id));
     let mut index = BTreeMap::new();
     for &id in &s.nodes {
         let n = t.node(id);
@@ -603,16 +594,7 @@ fn subtopology(t: &Topology, sub: usize, versions: &BTreeMap<String, String>) ->
 }
 
 fn globals(t: &Topology) -> Cluster {
-    let mut c = Cluster {
-        title: "global tables".to_owned(),
-        blocks: Vec::new(),
-        edges: Vec::new(),
-        store_links: Vec::new(),
-        w: 0.0,
-        h: 0.0,
-        x: 0.0,
-        y: 0.0,
-    };
+    let mut c = Cluster::new("global tables".to_owned());
     for (name, g) in &t.globals {
         let lines = vec![
             Line::text("name", format!("global table {name}")),
@@ -628,6 +610,10 @@ fn globals(t: &Topology) -> Cluster {
 }
 
 impl Cluster {
+    fn new(title: String) -> Self {
+        Self { title, blocks: Vec::new(), edges: Vec::new(), store_links: Vec::new(), w: 0.0, h: 0.0, x: 0.0, y: 0.0 }
+    }
+
     fn layout(&mut self) {
         let n = self.blocks.len();
         // 1. Layers: the longest path from a source (Kahn's order; a cycle, which a valid
