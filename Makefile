@@ -25,6 +25,8 @@ HOST_PACKAGES := libclang-dev librocksdb-dev
 C_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32
 # The broker-restart test keeps nisshi's data in PostgreSQL (a throwaway server the test starts).
 PG_PACKAGES := postgresql
+# The dashboard's browser test drives Debian's headless Chromium through its chromedriver.
+BROWSER_PACKAGES := chromium chromium-driver fonts-dejavu-core
 APT_INSTALL := if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq
 SUDO_APT_INSTALL := else sudo apt-get update -qq && sudo apt-get install -y -qq
 RUST_PLUGINS := cap-probe click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add
@@ -48,6 +50,7 @@ test: setup plugins
 	python3 -m unittest guest-sdk/python/test_wasp.py
 	@mkdir -p target
 	set -o pipefail; WASP_NISSHI=$$(command -v nisshi) WASP_SCHEMA_REGISTRY=$$(command -v rivven-schema) \
+	  WASP_CHROMEDRIVER=$$(command -v chromedriver) \
 	  $(CARGO) test --release --workspace --all-targets 2>&1 \
 	  | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
@@ -64,8 +67,8 @@ setup-run: .setup-run-done
 	touch .setup-run-done
 
 ## What the tests need besides: the wasip2 target, componentize-py, componentize-js (npm, into
-## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), PostgreSQL, the test broker,
-## the schema registry server.
+## ~/.cache/wasp/npm), clang for wasm32-wasi (C and C++ plugins), PostgreSQL, Chromium and its
+## chromedriver (the dashboard's browser test), the test broker, the schema registry server.
 setup: setup-run .setup-done
 .setup-done: Makefile
 	rustup target add wasm32-wasip2
@@ -77,6 +80,8 @@ setup: setup-run .setup-done
 	@if ! command -v npm >/dev/null; then $(APT_INSTALL) nodejs npm; $(SUDO_APT_INSTALL) nodejs npm; fi; fi
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  $(APT_INSTALL) --no-install-recommends $(PG_PACKAGES); $(SUDO_APT_INSTALL) --no-install-recommends $(PG_PACKAGES); fi; fi
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || [ ! -d /usr/share/fonts/truetype/dejavu ]; then \
+	  $(APT_INSTALL) --no-install-recommends $(BROWSER_PACKAGES); $(SUDO_APT_INSTALL) --no-install-recommends $(BROWSER_PACKAGES); fi; fi
 	@if ! grep -qs '"version": "$(COMPONENTIZE_JS_VERSION)"' \
 	    $(NPM_PREFIX)/node_modules/@bytecodealliance/componentize-js/package.json; then \
 	  mkdir -p $(NPM_PREFIX) && npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent \

@@ -120,6 +120,20 @@ pub fn prepare_with(
     Ok(Prepared { loaded, topology: Arc::new(topology), plugins: Arc::new(plugins), runtime, codecs })
 }
 
+/// The digest of each plugin whose component file exists (`wasp describe --format svg`
+/// draws versions as `GET /plugins` shows them); plugins whose file is missing are left out.
+pub fn plugin_digests(loaded: &Loaded) -> BTreeMap<String, String> {
+    loaded
+        .manifest
+        .plugins
+        .iter()
+        .filter_map(|(name, def)| {
+            let bytes = std::fs::read(loaded.resolve(def.path.get_ref())).ok()?;
+            Some((name.get_ref().clone(), crate::wasm::digest(&bytes)))
+        })
+        .collect()
+}
+
 /// Where the manifest's admin endpoint listens, and where that was said (`file:line:col:
 /// key`, for errors); `None` when the manifest has no `[application.admin]`.
 pub fn admin_bind(loaded: &Loaded) -> Option<(String, String)> {
@@ -236,6 +250,7 @@ impl Prepared {
                         token: admin_token(&self.loaded),
                         queries,
                         hosts: hosts.clone(),
+                        dashboard: Arc::new(self.dashboard()),
                     },
                 )
                 .with_context(|| format!("{set_by}: the admin endpoint cannot listen on `{addr}`"))?,
@@ -245,6 +260,15 @@ impl Prepared {
         hosts.set_server(self.application_server(admin.as_ref().map(crate::admin::AdminServer::addr)));
         let watcher = if self.watches(local) { Some(crate::wasm::watch::watch(self.plugins.clone())?) } else { None };
         Ok(Services { admin, watcher })
+    }
+
+    /// What the admin dashboard draws: the topology, with the running plugins' digests.
+    fn dashboard(&self) -> crate::admin::Dashboard {
+        let digests = self.plugins.report().into_iter().map(|r| (r.name, r.digest)).collect();
+        crate::admin::Dashboard {
+            application_id: self.topology.application_id.clone(),
+            topology_svg: topology::describe_svg(&self.topology, &digests),
+        }
     }
 
     /// This instance's address for the others: `application_server`, else the admin

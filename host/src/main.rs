@@ -123,7 +123,9 @@ enum Command {
     /// Prints the topology, sources to sinks.
     Describe {
         manifest: PathBuf,
-        /// `text` (like Kafka Streams' `Topology.describe()`), `dot` (Graphviz) or `mermaid`.
+        /// `text` (like Kafka Streams' `Topology.describe()`), `dot` (Graphviz), `mermaid`, `svg`
+        /// (a drawing, laid out by wasp itself; plugins with the digest of their file) or
+        /// `html` (a page with the drawing and the text, nothing loaded from elsewhere).
         #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
         format: DescribeFormat,
     },
@@ -134,6 +136,8 @@ enum DescribeFormat {
     Text,
     Dot,
     Mermaid,
+    Svg,
+    Html,
 }
 
 fn topic_path(s: &str) -> Result<(String, PathBuf), String> {
@@ -189,8 +193,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Describe { manifest, format } => {
-            let (_, topology) = app::plan(&manifest)?;
+            let (loaded, topology) = app::plan(&manifest)?;
             let text = match format {
+                DescribeFormat::Svg => wasp_host::topology::describe_svg(&topology, &app::plugin_digests(&loaded)),
+                DescribeFormat::Html => wasp_host::topology::describe_html(&topology, &app::plugin_digests(&loaded)),
                 DescribeFormat::Text => wasp_host::topology::describe(&topology),
                 DescribeFormat::Dot => wasp_host::topology::describe_dot(&topology),
                 DescribeFormat::Mermaid => wasp_host::topology::describe_mermaid(&topology),

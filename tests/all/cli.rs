@@ -68,17 +68,20 @@ fn describe_prints_sources_processors_and_sinks() {
     assert!(text.contains("Sink: interest-sink-product-interest (topic: product-interest)"), "{text}");
 }
 
+/// `wasp describe --format FORMAT` of an example's manifest.
+fn describe(example: &str, format: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["describe", "--format", format])
+        .arg(repo().join("pipelines").join(example).join("pipeline.toml"))
+        .output()
+        .expect("running wasp describe");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 #[test]
 fn describe_draws_dot_and_mermaid_graphs() {
-    let describe = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
-            .args(["describe", "--format", format])
-            .arg(repo().join("pipelines/clickstream/pipeline.toml"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let describe = |format: &str| describe("clickstream", format);
     let dot = describe("dot");
     assert!(dot.starts_with("digraph \"clickstream\" {"), "{dot}");
     assert!(dot.contains("n0 [label=\"source: raw-clicks\", shape=cds];"), "{dot}");
@@ -87,6 +90,26 @@ fn describe_draws_dot_and_mermaid_graphs() {
     assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
     assert!(mermaid.contains("n3[\"clicks-2-map_values<br/>enrich\"]"), "{mermaid}");
     assert!(mermaid.contains("n0 --> n1"), "{mermaid}");
+}
+
+#[test]
+fn describe_draws_an_svg_with_plugin_versions_and_a_page_that_loads_nothing() {
+    let describe = |format: &str| describe("wordcount", format);
+    let svg = describe("svg");
+    roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("not well-formed: {e}\n{svg}"));
+    // Each plugin with the digest of its file, as `GET /plugins` shows it.
+    for name in ["split-words", "word-key"] {
+        let digest = wasp_host::wasm::digest(&std::fs::read(crate::common::plugin(name)).unwrap());
+        let shown = format!("plugin: {name}<tspan class=\"version\" data-plugin=\"{name}\">@{}</tspan>", &digest[..12]);
+        assert!(svg.contains(&shown), "{shown} not in\n{svg}");
+    }
+    let html = describe("html");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains(&svg), "the page embeds the drawing");
+    assert!(html.contains("Sub-topology: 1"), "and the text description: {html}");
+    // Nothing to load: no sources or links, and no URL but the SVG namespace.
+    assert!(!html.contains("src=") && !html.contains("href="), "{html}");
+    assert_eq!(html.matches("http").count(), html.matches("http://www.w3.org/2000/svg").count(), "{html}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod conformance;
 mod containment_kafka;
+mod dashboard;
 mod eos_v2;
 mod errors;
 mod examples;

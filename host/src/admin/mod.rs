@@ -3,10 +3,12 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | the dashboard: the topology drawn, live rates, plugin versions and swaps, reloads ([`dashboard`]) |
+//! | `GET /api/stats` | the counters the dashboard graphs, as JSON ([`stats`]) |
 //! | `GET /health` | 200 while the process is up |
 //! | `GET /ready` | 200 once the batch loop runs, else 503 |
 //! | `GET /metrics` | every metric, built-in and plugin-defined, in the Prometheus text format |
-//! | `GET /plugins` | each plugin's running version (digest, load time) and its last swap |
+//! | `GET /plugins` | each plugin's running version (digest, load time), its last swap and its recent swaps (`history`) |
 //! | `POST /plugins/{name}/reload` | loads a new version (body `{"path": "…"}`, optional); needs `Authorization: Bearer <token>` |
 //! | `GET /stores/{store}/keys/{key}` | a key's value in a table's store (404 when absent; 503 `restoring` while stores restore); a key another instance hosts is redirected there (307, `Location`); `?as_of=T`: a versioned table's value at time `T` |
 //! | `GET /stores/{store}?from=&to=` or `?prefix=` | a range or a prefix of it across this instance's tasks, in key order, `limit` at most (10,000) |
@@ -32,6 +34,11 @@ use axum::routing::{get, post};
 
 use crate::wasm::{MetricsRegistry, PluginDirectory, SwapError};
 
+pub mod dashboard;
+pub mod stats;
+
+pub use dashboard::Dashboard;
+
 /// Where the endpoint listens when the manifest names no address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:9464";
 
@@ -47,6 +54,8 @@ pub struct AdminState {
     pub queries: crate::runtime::query::Queries,
     /// Which instance hosts which task.
     pub hosts: crate::runtime::hosts::Hosts,
+    /// What the dashboard draws.
+    pub dashboard: Arc<Dashboard>,
 }
 
 /// A running endpoint; dropping it stops the server.
@@ -109,6 +118,9 @@ pub fn start(bind: &str, state: AdminState) -> anyhow::Result<AdminServer> {
 
 fn router(state: AdminState) -> axum::Router {
     axum::Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/api/stats", get(api_stats))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -133,6 +145,18 @@ async fn ready(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
         .into_response()
+}
+
+/// The dashboard's counters, read now.
+fn current_stats(s: &AdminState) -> stats::Stats {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    stats::read(&s.metrics.encode(), now)
+}
+
+async fn api_stats(State(s): State<AdminState>) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Json(current_stats(&s))).into_response()
 }
 
 /// The most entries a scan returns, whatever `limit` asks.

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::WindowSpec;
 use super::{FkStage, FoldOp, JoinWindow, JoinWith, NodeOp, PluginRef, Topology};
 
-fn window_text(w: &WindowSpec) -> String {
+pub(super) fn window_text(w: &WindowSpec) -> String {
     match *w {
         WindowSpec::Time { size, advance, grace } if size == advance => format!("tumbling {size}ms, grace {grace}ms"),
         WindowSpec::Time { size, advance, grace } => {
@@ -17,7 +17,7 @@ fn window_text(w: &WindowSpec) -> String {
     }
 }
 
-fn plugin(p: &PluginRef) -> String {
+pub(super) fn plugin(p: &PluginRef) -> String {
     if p.function.is_empty() {
         format!("plugin: {}, kind: {}", p.plugin, p.kind.interface())
     } else {

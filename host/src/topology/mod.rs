@@ -5,6 +5,7 @@ mod build;
 mod describe;
 mod spec;
 mod step;
+mod svg;
 mod window;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 pub use build::build;
 pub use describe::{describe, describe_dot, describe_mermaid};
 pub use spec::{Field, FoldKind, Form, PluginUse, StepSpec};
+pub use svg::{describe_html, describe_svg};
 pub use window::WindowSpec;
 
 use crate::manifest::{Format, OnError, RetryDef};

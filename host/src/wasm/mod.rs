@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use bindings::{CallError, Verdicts, WasmOutput};
+pub use cache::digest;
 pub use host::HostState;
 pub use instance::{CallFailure, PluginInstance, Setup};
 pub use kind::PluginKind;

@@ -109,6 +109,8 @@ pub struct PluginReport {
     /// The last pause of a task switching to a new version, in microseconds.
     pub last_pause_us: Option<u64>,
     pub last_swap: Option<SwapEvent>,
+    /// The recent swaps, oldest first (at most [`SWAP_HISTORY`]).
+    pub history: Vec<SwapEvent>,
 }
 
 /// Why a reload did not happen.
@@ -137,13 +139,18 @@ pub struct PluginSlot {
     current: Mutex<Current>,
     /// `current.generation`, for the check every batch makes without taking the lock.
     generation: AtomicU64,
-    last: Mutex<Option<SwapEvent>>,
+    /// The most recent swaps (not `unchanged` reloads), oldest first, at most
+    /// [`SWAP_HISTORY`]; the last is `/plugins`' `last_swap`.
+    history: Mutex<std::collections::VecDeque<SwapEvent>>,
     /// Serialises reloads of this plugin.
     reloading: Mutex<()>,
     /// The most recent switch pauses of tasks, at most [`PAUSE_SAMPLES`].
     pauses: Mutex<std::collections::VecDeque<Duration>>,
     metrics: SlotMetrics,
 }
+
+/// How many recent swaps a slot keeps for `/plugins` (`history`) and the dashboard.
+pub const SWAP_HISTORY: usize = 32;
 
 /// How many recent swap pauses a slot keeps (for `/plugins` and `make bench`).
 pub const PAUSE_SAMPLES: usize = 4096;
@@ -178,7 +185,7 @@ impl PluginSlot {
             spec,
             current: Mutex::new(Current { loaded, generation: 0, on_probation: false, previous: None }),
             generation: AtomicU64::new(0),
-            last: Mutex::new(None),
+            history: Mutex::new(std::collections::VecDeque::new()),
             reloading: Mutex::new(()),
             pauses: Mutex::new(std::collections::VecDeque::new()),
             metrics,
@@ -237,8 +244,8 @@ impl PluginSlot {
         c.previous = None;
         let digest = c.loaded.digest.clone();
         drop(c);
-        let mut last = lock(&self.last);
-        if let Some(e) = last.as_mut().filter(|e| e.digest == digest && e.result == SwapResult::Pending) {
+        let mut history = lock(&self.history);
+        if let Some(e) = history.back_mut().filter(|e| e.digest == digest && e.result == SwapResult::Pending) {
             e.result = SwapResult::Active;
         }
         self.metrics.swapped.inc();
@@ -263,7 +270,7 @@ impl PluginSlot {
             plugin = %self.name, digest = short_digest(&failed.digest), reason,
             "the new plugin version trapped on its first batch; rolled back to the previous version"
         );
-        *lock(&self.last) = Some(SwapEvent {
+        self.remember(SwapEvent {
             result: SwapResult::RolledBack,
             digest: failed.digest.clone(),
             path: failed.path.clone(),
@@ -274,9 +281,18 @@ impl PluginSlot {
         true
     }
 
+    /// Adds a swap to the history, forgetting the oldest past [`SWAP_HISTORY`].
+    fn remember(&self, event: SwapEvent) {
+        let mut history = lock(&self.history);
+        if history.len() == SWAP_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(event);
+    }
+
     fn reject(&self, digest: String, path: &Path, reason: String) -> SwapError {
         tracing::error!(plugin = %self.name, path = %path.display(), reason, "plugin reload rejected; the old version keeps running");
-        *lock(&self.last) = Some(SwapEvent {
+        self.remember(SwapEvent {
             result: SwapResult::Rejected,
             digest,
             path: path.to_owned(),
@@ -330,7 +346,7 @@ impl PluginSlot {
             c.on_probation = true;
             self.generation.store(c.generation, Ordering::Release);
         }
-        *lock(&self.last) = Some(event.clone());
+        self.remember(event.clone());
         tracing::info!(
             plugin = %self.name, digest = short_digest(&event.digest), path = %event.path.display(),
             "new plugin version validated; tasks switch at their next batch boundary"
@@ -339,6 +355,7 @@ impl PluginSlot {
     }
 
     fn report(&self) -> PluginReport {
+        let history: Vec<SwapEvent> = lock(&self.history).iter().cloned().collect();
         let c = lock(&self.current);
         PluginReport {
             name: self.name.clone(),
@@ -351,7 +368,8 @@ impl PluginSlot {
             epoch_checks: c.loaded.runtime.options.epoch_deadlines,
             swaps: self.metrics.swapped.get(),
             last_pause_us: lock(&self.pauses).back().map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-            last_swap: lock(&self.last).clone(),
+            last_swap: history.last().cloned(),
+            history,
         }
     }
 }
