@@ -1,9 +1,10 @@
 //! Putting it together: manifest → topology → plugins → a run, for the CLI and the tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -159,6 +160,52 @@ pub fn admin_token(loaded: &Loaded) -> Option<String> {
 pub struct Services {
     pub admin: Option<crate::admin::AdminServer>,
     pub watcher: Option<crate::wasm::watch::PluginWatcher>,
+    /// The live status line, on a terminal.
+    pub status: Option<StatusLine>,
+}
+
+/// `wasp run`'s status line; dropping it stops and clears it.
+pub struct StatusLine {
+    stop: Arc<AtomicBool>,
+    bar: indicatif::ProgressBar,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StatusLine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The status line's text: records read from the application's input topics (the sources
+/// named in `inputs`) per second between two readings `secs` apart and in all, errors and late records since the start, and the consumer lag summed over partitions.
+pub fn status_text(
+    id: &str,
+    inputs: &BTreeSet<String>,
+    before: &crate::admin::stats::Stats,
+    now: &crate::admin::stats::Stats,
+    secs: f64,
+) -> String {
+    let total = |s: &crate::admin::stats::Stats, f: fn(&crate::admin::stats::StepStats) -> u64, only_inputs: bool| {
+        s.steps.iter().filter(|st| !only_inputs || inputs.contains(&st.step)).map(f).sum::<u64>()
+    };
+    let rate = |f: fn(&crate::admin::stats::StepStats) -> u64, only_inputs: bool| {
+        let d = total(now, f, only_inputs).saturating_sub(total(before, f, only_inputs));
+        if secs > 0.0 { (d as f64 / secs).round() as u64 } else { 0 }
+    };
+    let read = total(now, |s| s.records_in, true);
+    let errors = total(now, |s| s.errors, false);
+    let late = total(now, |s| s.late, false);
+    let lag = if now.lag.is_empty() {
+        "lag -".to_owned()
+    } else {
+        format!("lag {}", now.lag.iter().map(|l| l.lag.max(0)).sum::<i64>())
+    };
+    format!("{id}: {} rec/s · {read} read · {errors} errors · {late} late · {lag}", rate(|s| s.records_in, true))
 }
 
 /// Options from the `wasp run` command line: local-mode inputs and outputs, state, and the
@@ -259,7 +306,46 @@ impl Prepared {
         };
         hosts.set_server(self.application_server(admin.as_ref().map(crate::admin::AdminServer::addr)));
         let watcher = if self.watches(local) { Some(crate::wasm::watch::watch(self.plugins.clone())?) } else { None };
-        Ok(Services { admin, watcher })
+        let status = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| self.status_line());
+        Ok(Services { admin, watcher, status })
+    }
+
+    /// `wasp run`'s live line on a terminal: records read and written per second, errors and
+    /// late records, and the consumer lag, redrawn every second below the logs.
+    fn status_line(&self) -> StatusLine {
+        let metrics = self.runtime.metrics().clone();
+        let written: BTreeSet<&str> = self.topology.sink_topics().into_iter().collect();
+        let inputs: BTreeSet<String> = self
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| matches!(&n.op, NodeOp::Source { topic } if !written.contains(topic.as_str())))
+            .map(|n| n.name.clone())
+            .collect();
+        let id = self.topology.application_id.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let bar = crate::io::terminal().add(indicatif::ProgressBar::new_spinner());
+        let style = indicatif::ProgressStyle::with_template("{spinner:.green} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        bar.set_style(style);
+        let (s, b) = (stop.clone(), bar.clone());
+        let thread = std::thread::Builder::new()
+            .name("wasp-status".into())
+            .spawn(move || {
+                let read = || (Instant::now(), crate::admin::stats::read(&metrics.encode(), 0));
+                let mut before = read();
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    b.tick();
+                    if before.0.elapsed() >= Duration::from_secs(1) {
+                        let now = read();
+                        b.set_message(status_text(&id, &inputs, &before.1, &now.1, (now.0 - before.0).as_secs_f64()));
+                        before = now;
+                    }
+                }
+            })
+            .ok();
+        StatusLine { stop, bar, thread }
     }
 
     /// What the admin dashboard draws: the topology, with the running plugins' digests.
@@ -1496,4 +1582,38 @@ fn build_rust(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<(String, 
     let out = dir.join(format!("{name}.wasm"));
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     Ok((name.to_owned(), out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::stats::{Lag, Stats, StepStats};
+
+    fn step(name: &str, records_in: u64, errors: u64) -> StepStats {
+        StepStats { step: name.to_owned(), records_in, errors, ..StepStats::default() }
+    }
+
+    #[test]
+    fn the_status_line_counts_input_sources_only_and_sums_the_lag() {
+        let inputs: BTreeSet<String> = ["source-in".to_owned()].into();
+        let before =
+            Stats { steps: vec![step("source-in", 100, 0), step("source-repartition", 900, 0)], ..Stats::default() };
+        let now = Stats {
+            steps: vec![step("source-in", 300, 0), step("source-repartition", 2900, 0), step("p-0-map_values", 300, 2)],
+            lag: vec![
+                Lag { topic: "in".into(), partition: 0, lag: 5 },
+                Lag { topic: "in".into(), partition: 1, lag: 7 },
+            ],
+            ..Stats::default()
+        };
+        assert_eq!(
+            status_text("app", &inputs, &before, &now, 2.0),
+            "app: 100 rec/s · 300 read · 2 errors · 0 late · lag 12"
+        );
+        let quiet = Stats { steps: now.steps.clone(), ..Stats::default() };
+        assert_eq!(
+            status_text("app", &inputs, &now, &quiet, 1.0),
+            "app: 0 rec/s · 300 read · 2 errors · 0 late · lag -"
+        );
+    }
 }

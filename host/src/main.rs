@@ -23,6 +23,16 @@ struct Cli {
     /// Where compiled components are cached (default: ~/.cache/wasp).
     #[arg(long, global = true, env = "WASP_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// How logs are written to stderr: `text` for people, `json` (one object per line:
+    /// timestamp, level, target, message and fields) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WASP_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +150,19 @@ enum DescribeFormat {
     Html,
 }
 
+/// stderr, with the terminal's live lines lifted while a log line is written.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        wasp_host::io::terminal().suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn topic_path(s: &str) -> Result<(String, PathBuf), String> {
     let (topic, path) = s.split_once('=').ok_or_else(|| format!("expected TOPIC=PATH, got `{s}`"))?;
     if topic.is_empty() || path.is_empty() {
@@ -153,13 +176,14 @@ fn main() -> ExitCode {
     // `wasp test` prints its own report: only warnings and errors besides it.
     let default_filter =
         if matches!(cli.command, Command::Test { .. }) { "warn" } else { "info,wasmtime=warn,cranelift=warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| default_filter.into());
+    // Through the terminal's live lines (restore bars, the status line), which are redrawn
+    // below each log line.
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter);
+    match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -275,3 +275,34 @@ fn a_new_plugin_of_each_kind_builds_and_passes_its_own_test() {
         wasp(&["new".as_ref(), "cobol".as_ref(), "x".as_ref(), "--dir".as_ref(), sc.dir.path().as_os_str()]);
     assert!(!ok && out.contains("rust, python, javascript"), "{out}");
 }
+
+/// `--log-format json`: every line on stderr is one JSON object with the time, level, target
+/// and message, and the event's fields beside them (the run's totals on its last line).
+#[test]
+fn json_logs_are_one_object_per_line_with_the_fields_at_the_top() {
+    let state = tempfile::tempdir().expect("a state directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .env("WASP_CACHE_DIR", cache_dir())
+        .env_remove("WASP_LOG")
+        .args(["--log-format", "json", "run"])
+        .arg(repo().join("pipelines/wordcount/pipeline.toml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("run wasp");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for l in &lines {
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(l.get(field).is_some(), "no `{field}` in {l}");
+        }
+    }
+    let done = lines.iter().find(|l| l["message"] == "done").unwrap_or_else(|| panic!("no `done` line: {stderr}"));
+    assert_eq!(done["level"], "INFO");
+    assert!(done["records_in"].as_u64().is_some_and(|n| n > 0), "the totals are fields: {done}");
+}

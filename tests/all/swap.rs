@@ -317,16 +317,21 @@ impl Following {
     }
 }
 
-#[test]
-fn a_new_version_brings_its_own_initial_aggregate_and_old_aggregates_are_kept() {
-    let sc = Scratch::new();
-    let m = copy_plugin(sc.dir.path(), "test-kit", "m");
+/// `in` → group by key → aggregate with plugin `m` (a copy of built plugin `from`) → `out`.
+fn aggregating(sc: &Scratch, from: &str) -> Following {
+    let m = copy_plugin(sc.dir.path(), from, "m");
     let text = manifest_with(
         &m,
         "stop",
         r#"{ op = "group_by_key" }, { op = "aggregate", plugin = "m" }, { op = "to_stream" }"#,
     );
-    let mut run = Following::start(&sc, &text, false);
+    Following::start(sc, &text, false)
+}
+
+#[test]
+fn a_new_version_brings_its_own_initial_aggregate_and_old_aggregates_are_kept() {
+    let sc = Scratch::new();
+    let mut run = aggregating(&sc, "test-kit");
     run.input_for_key("a", "1");
     assert_eq!(values(&run.wait_for(1)), ["1"], "test-kit's aggregates start from 0");
     let event = run.plugins.reload("m", Some(Path::new(&plugin("kit-v2")))).expect("kit-v2 is valid");
@@ -456,4 +461,63 @@ fn a_processor_batch_that_traps_leaves_no_writes_in_its_stores() {
     // counts it wrote on either run are undone, not applied twice.
     assert_eq!(t.process(&[("count", 2), ("count", 3), ("trap", 4)]), (vec![], 3));
     assert_eq!(t.process(&[("count", 5)]).0, [kv("a", "2")]);
+}
+
+/// Issue 14's state-schema swap: `stats-v1` keeps `{"count", "total"}` per key; while records
+/// flow, it is swapped for `stats-v2`, whose state is `{"version": 2, "n", "sum", "max"}` and
+/// which converts a v1 state the first time it updates its key (the rule in the README's
+/// "State formats across a swap"). Every key's updates count up by one across the swap, none
+/// lost or repeated, each key's first v2 update carries its v1 count and total on, and once a
+/// key is in the new format it stays there.
+#[test]
+fn a_plugin_that_changes_its_state_format_migrates_each_key_under_load() {
+    let sc = Scratch::new();
+    let mut run = aggregating(&sc, "stats-v1");
+    let keys = ["a", "b", "c", "d", "e"];
+    let mut sent = 0usize;
+    let mut send = |run: &mut Following, n: usize| {
+        for _ in 0..n {
+            run.input_for_key(keys[sent % keys.len()], &(sent + 1).to_string());
+            sent += 1;
+        }
+    };
+    send(&mut run, 200);
+    // Swapped while the first records are still being processed.
+    run.wait_for(20);
+    let event = run.plugins.reload("m", Some(Path::new(&plugin("stats-v2")))).expect("stats-v2 is valid");
+    assert_eq!(event.result, SwapResult::Pending);
+    send(&mut run, 200);
+    let out = run.wait_for(400);
+    assert_eq!(out.len(), 400, "each record updates its key once");
+    assert_eq!(run.report("m").last_swap.map(|s| s.result), Some(SwapResult::Active));
+    let mut v1_seen = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let states: Vec<serde_json::Value> = out
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| serde_json::from_str(v).unwrap_or_else(|e| panic!("a JSON state `{v}`: {e}")))
+            .collect();
+        let (mut count, mut total, mut migrated) = (0u64, 0i64, false);
+        for (j, s) in states.iter().enumerate() {
+            // The j-th record of key i has the value i + 1 + 5j.
+            count += 1;
+            total += (i + 1 + keys.len() * j) as i64;
+            if s.get("version").is_some() {
+                migrated = true;
+                assert_eq!((s["n"].as_u64(), s["sum"].as_i64()), (Some(count), Some(total)), "{key} update {j}: {s}");
+                assert!(s["max"].as_i64().is_some(), "{key}: v2 keeps the max from its first update: {s}");
+            } else {
+                assert!(!migrated, "{key} went back to the v1 format after the swap: {states:?}");
+                v1_seen += 1;
+                assert_eq!(
+                    (s["count"].as_u64(), s["total"].as_i64()),
+                    (Some(count), Some(total)),
+                    "{key} update {j}: {s}"
+                );
+            }
+        }
+        assert!(migrated, "{key}'s state ends in the v2 format: {states:?}");
+    }
+    assert!(v1_seen >= 20, "the swap came while records flowed ({v1_seen} v1 updates)");
+    run.finish();
 }

@@ -868,7 +868,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         self.consumer.assign(&tpl).context("assigning the changelog partition")?;
         let total = (high - start) as u64;
         let bar = (self.progress_bar && total > RESTORE_LOG_EVERY as u64).then(|| {
-            let b = indicatif::ProgressBar::new(total);
+            let b = super::terminal().add(indicatif::ProgressBar::new(total));
             b.set_message(format!("restoring {topic}[{partition}]"));
             b
         });

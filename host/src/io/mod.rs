@@ -11,6 +11,15 @@ pub mod registry;
 
 use crate::record::Record;
 
+/// The terminal's live lines: the state restore bars and `wasp run`'s status line, drawn
+/// together on stderr (hidden when stderr is not a terminal). Logs written meanwhile go
+/// through [`MultiProgress::suspend`](indicatif::MultiProgress::suspend), so the lines are
+/// redrawn below them instead of being torn.
+pub fn terminal() -> &'static indicatif::MultiProgress {
+    static TERMINAL: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    TERMINAL.get_or_init(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()))
+}
+
 /// Records read from one topic partition, in offset order.
 #[derive(Debug)]
 pub struct InputBatch {

@@ -172,11 +172,20 @@ pub fn open_store<'d>(
     if let (Some(reader), Some((topic, range, rows_of))) = (restorer, restore_from) {
         let from = range.0;
         let started = Instant::now();
-        let mut restore = match rows_of {
+        let mut restore = match rows_of.clone() {
             Some(upstream) => store.begin_table_restore(upstream),
             None => store.begin_restore(),
         };
-        reader.read(&topic, partition, range, &mut |offset, record| restore.apply(offset, record)).map_err(failed)?;
+        // A table's own topic holds its format's bytes: read into JSON as a task reads them.
+        let (codecs, mut buf) = (&options.codecs, Vec::new());
+        let table = rows_of.is_some();
+        reader
+            .read(&topic, partition, range, &mut |offset, record| {
+                let record =
+                    if table { super::task::table_record(codecs, &topic, record, &mut buf) } else { Some(record) };
+                record.map_or(Ok(()), |r| restore.apply(offset, r))
+            })
+            .map_err(failed)?;
         let applied = restore.finish()?;
         stats.restored_entries += applied;
         if applied > 0 {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::RunOptions;
+use super::task::table_record;
 use crate::io::ChangelogReader;
 use crate::io::kafka::{GlobalReader, KafkaChangelogReader, partition_count};
 use crate::manifest::FileFormat;
@@ -81,8 +82,11 @@ pub fn open(topology: &Topology, options: &RunOptions, input: GlobalInput<'_>) -
                     );
                 };
                 let mut restore = store.begin_table_restore(upstream(&g.topic, 0));
+                let mut buf = Vec::new();
                 for r in crate::io::local::read_all(path, *format)? {
-                    restore.apply(r.origin.offset, r)?;
+                    if let Some(r) = table_record(&options.codecs, &g.topic, r, &mut buf) {
+                        restore.apply(r.origin.offset, r)?;
+                    }
                 }
                 restored += restore.finish()?;
             }
@@ -94,7 +98,11 @@ pub fn open(topology: &Topology, options: &RunOptions, input: GlobalInput<'_>) -
                 for p in 0..partitions {
                     let start = store.position(&upstream(&g.topic, p)).map_or(0, |pos| pos.offset + 1);
                     let mut restore = store.begin_table_restore(upstream(&g.topic, p));
-                    reader.read(&g.topic, p, (start, None), &mut |offset, r| restore.apply(offset, r))?;
+                    let mut buf = Vec::new();
+                    reader.read(&g.topic, p, (start, None), &mut |offset, r| {
+                        table_record(&options.codecs, &g.topic, r, &mut buf)
+                            .map_or(Ok(()), |r| restore.apply(offset, r))
+                    })?;
                     restored += restore.finish()?;
                     from.push((p, store.position(&upstream(&g.topic, p)).map_or(start, |pos| pos.offset + 1)));
                 }
@@ -115,11 +123,11 @@ pub fn open(topology: &Topology, options: &RunOptions, input: GlobalInput<'_>) -
             for (topic, store, from) in follow {
                 readers.push((GlobalReader::new(config, &topology.application_id, &topic, &from)?, topic, store));
             }
-            let (stop, interval) = (stop.clone(), options.commit_interval);
+            let (stop, interval, codecs) = (stop.clone(), options.commit_interval, options.codecs.clone());
             Some(
                 std::thread::Builder::new()
                     .name("wasp-global".to_owned())
-                    .spawn(move || keep_up(readers, &stop, interval))
+                    .spawn(move || keep_up(readers, &stop, interval, &codecs))
                     .context("starting the global table thread")?,
             )
         }
@@ -151,8 +159,13 @@ pub(super) fn apply(store: &mut Store, topic: &str, partition: i32, offset: i64,
 
 /// The global thread: follows every global table's topic until `stop`, committing the stores
 /// every `interval` (and at the end).
-fn keep_up(mut readers: Vec<(GlobalReader, String, SharedStore)>, stop: &AtomicBool, interval: Duration) {
-    let mut row = Vec::new();
+fn keep_up(
+    mut readers: Vec<(GlobalReader, String, SharedStore)>,
+    stop: &AtomicBool,
+    interval: Duration,
+    codecs: &crate::io::codec::Codecs,
+) {
+    let (mut row, mut buf) = (Vec::new(), Vec::new());
     let mut last_commit = Instant::now();
     let commit = |readers: &[(GlobalReader, String, SharedStore)]| {
         for (_, topic, store) in readers {
@@ -171,7 +184,9 @@ fn keep_up(mut readers: Vec<(GlobalReader, String, SharedStore)>, stop: &AtomicB
                 match reader.poll(Duration::from_millis(if idle { 50 } else { 0 })) {
                     Ok(Some((p, offset, r))) => {
                         idle = false;
-                        apply(&mut locked(store), topic, p, offset, &r, &mut row);
+                        if let Some(r) = table_record(codecs, topic, r, &mut buf) {
+                            apply(&mut locked(store), topic, p, offset, &r, &mut row);
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {

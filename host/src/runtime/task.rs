@@ -396,6 +396,23 @@ impl Task {
     }
 }
 
+/// A record of a table's topic as the table's store keeps it, read by a restore rather than a
+/// task: converted keys and values read into JSON, as the task reads them. One that does not
+/// convert gets no row (the task that processed it sent it where its error policy says); it is
+/// logged.
+pub(super) fn table_record(codecs: &Codecs, topic: &str, mut r: Record, buf: &mut Vec<u8>) -> Option<Record> {
+    if !codecs.converts(topic) {
+        return Some(r);
+    }
+    match convert(codecs, topic, &mut r, buf, Direction::Read) {
+        Ok(()) => Some(r),
+        Err(error) => {
+            tracing::warn!(topic, offset = r.origin.offset, %error, "a table's record that does not convert has no row");
+            None
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Direction {
     Read,
