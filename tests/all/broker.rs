@@ -200,7 +200,7 @@ impl Broker {
 
     /// Produces `(key, value, timestamp)` records to `topic`, in order, and waits until all
     /// are acknowledged.
-    pub fn produce_timed(&self, topic: &str, records: &[(&str, &str, i64)]) {
+    pub fn produce_timed<V: AsRef<[u8]>>(&self, topic: &str, records: &[(&str, V, i64)]) {
         let producer: BaseProducer<Deliveries> = self
             .config()
             .set("linger.ms", "5")
@@ -209,8 +209,8 @@ impl Broker {
             .set("enable.idempotence", "true")
             .create_with_context(Deliveries::default())
             .expect("creating a producer");
-        for &(key, value, ts) in records {
-            let r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
+        for (key, value, ts) in records {
+            let r: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).key(*key).payload(value.as_ref()).timestamp(*ts);
             send_waiting(&producer, topic, r);
             producer.poll(Duration::ZERO);
         }

@@ -37,22 +37,40 @@ struct RegistryServer {
 }
 
 impl RegistryServer {
+    /// Starts a server on a free port and waits until it answers the API. The server does
+    /// not report the port it bound for port 0, so one is chosen here; another test's server
+    /// or broker may take it first, so a server that exits, or a listener that does not
+    /// answer as a registry, is given up for another port.
     fn start() -> Self {
-        // The server does not report the port it bound for port 0: a free one is chosen here.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let child = Command::new(server_binary())
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting rivven-schema");
-        let server = Self { child, url: format!("http://127.0.0.1:{port}") };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "rivven-schema did not listen on {port} within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..5 {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+            let child = Command::new(server_binary())
+                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting rivven-schema");
+            let mut server = Self { child, url: format!("http://127.0.0.1:{port}") };
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                if server.child.try_wait().expect("checking rivven-schema").is_some() {
+                    break;
+                }
+                let answered = ureq::get(&format!("{}/subjects", server.url))
+                    .config()
+                    .timeout_global(Some(Duration::from_secs(2)))
+                    .build()
+                    .call()
+                    .is_ok_and(|r| r.status() == 200);
+                if answered {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(server);
         }
-        server
+        panic!("rivven-schema did not answer on any of five ports within 20 s each");
     }
 }
 
@@ -305,4 +323,107 @@ dead_letter_topic = "user-events-dlq"
     assert_eq!(dlq[2].value.as_deref(), Some(&records[5].1[..]));
     wasp.terminate();
     assert!(wasp.wait_exit(Duration::from_secs(60)).success());
+}
+
+/// A table whose topic is registered Avro: its rows are kept as the JSON plugins see, whether
+/// a task read them or a restore did. The second run, on a fresh state directory, restores
+/// the table from its own topic (Kafka Streams' source-topic changelog) up to the committed
+/// offset, and the clicks it then joins see the profiles as JSON, not as the topic's bytes.
+#[test]
+fn kafka_an_avro_table_restored_from_its_topic_joins_as_json() {
+    use crate::broker::{Broker, Process};
+    use crate::common::{cache_dir, plugin};
+    use apache_avro::types::Value;
+
+    let server = RegistryServer::start();
+    let registry = Registry::new(&server.url);
+    let broker = Broker::start();
+    broker.create_topics(&["clicks", "user-profiles", "enriched-clicks"], 1);
+    let avsc = r#"{"type":"record","name":"Profile","fields":[{"name":"name","type":"string"},{"name":"region","type":"string"},{"name":"tier","type":"string"}]}"#;
+    let schema = apache_avro::Schema::parse_str(avsc).expect("the profile schema parses");
+    let id =
+        registry.register("user-profiles-value", SchemaType::Avro, avsc).expect("registering the profiles' schema");
+    let profile = |name: &str, tier: &str| {
+        let record = Value::Record(vec![
+            ("name".to_owned(), Value::String(name.to_owned())),
+            ("region".to_owned(), Value::String("eu-west".to_owned())),
+            ("tier".to_owned(), Value::String(tier.to_owned())),
+        ]);
+        let payload = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(record))
+            .expect("an Avro datum");
+        let mut framed = Vec::new();
+        frame(id, &payload, &mut framed);
+        framed
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifest = dir.path().join("enrich.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"version = 1
+[application]
+id = "avro-table"
+commit_interval_ms = 100
+max_task_idle_ms = 2000
+[application.kafka]
+bootstrap_servers = "{bootstrap}"
+[application.schema_registry]
+url = "{url}"
+[streams.clicks]
+value = "json"
+[tables.user_profiles]
+topic = "user-profiles"
+value = {{ format = "avro" }}
+[plugins.enrich]
+path = "{enrich}"
+[pipelines.enrich]
+from = "clicks"
+steps = [{{ op = "left_join", table = "user_profiles", plugin = "enrich" }}]
+to = "enriched-clicks"
+"#,
+            bootstrap = broker.bootstrap(),
+            url = server.url,
+            enrich = plugin("enrich-click"),
+        ),
+    )
+    .expect("write the manifest");
+    let run = |state: &Path| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
+        c.arg("run").arg(&manifest).arg("--state-dir").arg(state).env("WASP_CACHE_DIR", cache_dir());
+        Process::spawn("wasp-avro-table", c)
+    };
+    broker.produce_timed(
+        "user-profiles",
+        &[("u1", profile("Alice", "free"), 1000), ("u2", profile("Bob", "gold"), 1000)],
+    );
+    broker.produce_timed("clicks", &[("u1", r#"{"page":"/a"}"#, 2000)]);
+    let mut reader = broker.reader(&["enriched-clicks"]);
+    let first_state = tempfile::tempdir().expect("a state directory");
+    let mut first = run(first_state.path());
+    assert!(reader.read_count(1, Duration::from_secs(120)), "no enriched click from the first run");
+    first.terminate();
+    assert!(first.wait_exit(Duration::from_secs(60)).success());
+    let enriched = |i: usize, reader: &crate::broker::Reader| -> serde_json::Value {
+        serde_json::from_str(reader.records[i].value_str())
+            .unwrap_or_else(|e| panic!("an enriched click is JSON ({e}): {:?}", reader.records[i]))
+    };
+    assert_eq!(enriched(0, &reader)["profile"]["name"], "Alice", "{}", enriched(0, &reader));
+
+    // A fresh state directory: the table is restored from `user-profiles` before the task runs.
+    let second_state = tempfile::tempdir().expect("a state directory");
+    let mut second = run(second_state.path());
+    broker.produce_timed("clicks", &[("u2", r#"{"page":"/b"}"#, 3000)]);
+    assert!(reader.read_count(2, Duration::from_secs(120)), "no enriched click from the second run");
+    second.wait_logged("store restored from its changelog", Duration::from_secs(10));
+    let restored = enriched(1, &reader);
+    assert_eq!(restored["user"], "u2", "{restored}");
+    assert_eq!(
+        restored["profile"],
+        serde_json::json!({"name": "Bob", "region": "eu-west", "tier": "gold"}),
+        "{restored}"
+    );
+    second.terminate();
+    assert!(second.wait_exit(Duration::from_secs(60)).success());
 }

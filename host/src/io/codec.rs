@@ -26,6 +26,12 @@ use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageD
 use super::registry::{Registry, RegistryError, SchemaType, WireError, frame, unframe};
 use crate::manifest::{Format, FormatSpec};
 
+/// The most one Avro string, byte array, array or map being decoded may allocate (apache-avro's
+/// `max_allocation_bytes`, process-wide; its default is 512 MiB). A record's length prefixes
+/// can ask for far more than the record holds (an array of a million nulls is three bytes): past
+/// this the record fails to deserialize instead.
+pub const MAX_AVRO_ALLOCATION_BYTES: usize = 16 << 20;
+
 /// Whether topics hold their formats' bytes (Kafka) or JSON (local files, test fixtures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -171,6 +177,7 @@ impl Codec {
         let text = |path: &str| std::fs::read_to_string(path).with_context(|| format!("reading the schema {path}"));
         let kind = match spec.format {
             Format::Avro => {
+                apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
                 let schema = match &spec.schema {
                     Some(path) => {
                         let t = text(path)?;
@@ -754,6 +761,19 @@ mod tests {
             .expect("v2");
         v2.read(br#"{"id":"o1","amount":12}"#, &mut json).expect("checks");
         assert_eq!(json, br#"{"amount":12,"currency":"EUR","id":"o1"}"#);
+    }
+
+    #[test]
+    fn an_avro_length_that_asks_for_more_than_the_cap_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let schema = write_file(&dir, "a.avsc", r#"{"type":"array","items":"null"}"#);
+        let c = Codec::new(&spec(Format::Avro, Some(&schema)), None, Mode::Wire).expect("codec");
+        // A block of 2^40 nulls (zig-zag varint), then the end: five bytes on the wire.
+        let mut wire = Vec::new();
+        zigzag(1 << 40, &mut wire);
+        wire.push(0);
+        let err = c.read(&wire, &mut Vec::new()).expect_err("refused");
+        assert!(err.to_string().contains("does not match its Avro schema"), "{err}");
     }
 
     #[test]
