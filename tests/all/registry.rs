@@ -149,6 +149,19 @@ fn compatibility_checks_and_refusals_carry_the_registrys_reasons() {
     );
 }
 
+/// A record of `fields` encoded with `schema` and framed with its registered `id`, as
+/// Confluent's Avro serializer writes it.
+fn framed_avro(schema: &apache_avro::Schema, id: u32, fields: Vec<(&str, apache_avro::types::Value)>) -> Vec<u8> {
+    let record = apache_avro::types::Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    let payload = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(record))
+        .expect("an Avro datum");
+    let mut framed = Vec::new();
+    frame(id, &payload, &mut framed);
+    framed
+}
+
 /// Issue 14's pipeline on the real broker and the real registry: Avro events, framed with the
 /// id the registry gave their schema, are read with the writer's schema and resolved into the
 /// example's; the Python function (pipelines/user-events) sees them as JSON; what it returns
@@ -175,17 +188,7 @@ fn kafka_avro_in_through_the_registry_python_sees_json_protobuf_out() {
     let alien = apache_avro::Schema::parse_str(alien_text).expect("the alien schema parses");
     let alien_id = registry.register("alien-value", SchemaType::Avro, alien_text).expect("registering another schema");
 
-    let avro = |schema: &apache_avro::Schema, id: u32, fields: Vec<(&str, apache_avro::types::Value)>| {
-        use apache_avro::types::Value;
-        let record = Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
-        let payload = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-            .build()
-            .and_then(|w| w.write_value_to_vec(record))
-            .expect("an Avro datum");
-        let mut framed = Vec::new();
-        frame(id, &payload, &mut framed);
-        framed
-    };
+    let avro = framed_avro;
     let event = |event_id: &str, user: &str, kind: (u32, &str), ts: i64, product: Option<&str>, value: Option<f64>| {
         use apache_avro::types::Value;
         let opt_s = |s: Option<&str>| match s {
@@ -344,18 +347,16 @@ fn kafka_an_avro_table_restored_from_its_topic_joins_as_json() {
     let id =
         registry.register("user-profiles-value", SchemaType::Avro, avsc).expect("registering the profiles' schema");
     let profile = |name: &str, tier: &str| {
-        let record = Value::Record(vec![
-            ("name".to_owned(), Value::String(name.to_owned())),
-            ("region".to_owned(), Value::String("eu-west".to_owned())),
-            ("tier".to_owned(), Value::String(tier.to_owned())),
-        ]);
-        let payload = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
-            .build()
-            .and_then(|w| w.write_value_to_vec(record))
-            .expect("an Avro datum");
-        let mut framed = Vec::new();
-        frame(id, &payload, &mut framed);
-        framed
+        let region = Value::String("eu-west".to_owned());
+        framed_avro(
+            &schema,
+            id,
+            vec![
+                ("name", Value::String(name.to_owned())),
+                ("region", region),
+                ("tier", Value::String(tier.to_owned())),
+            ],
+        )
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let manifest = dir.path().join("enrich.toml");
