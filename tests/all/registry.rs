@@ -149,6 +149,15 @@ fn compatibility_checks_and_refusals_carry_the_registrys_reasons() {
     );
 }
 
+/// A registry server, a client of it, and a broker with `topics` (one partition each).
+fn registry_and_broker(topics: &[&str]) -> (RegistryServer, Registry, crate::broker::Broker) {
+    let server = RegistryServer::start();
+    let registry = Registry::new(&server.url);
+    let broker = crate::broker::Broker::start();
+    broker.create_topics(topics, 1);
+    (server, registry, broker)
+}
+
 /// A record of `fields` encoded with `schema` and framed with its registered `id`, as
 /// Confluent's Avro serializer writes it.
 fn framed_avro(schema: &apache_avro::Schema, id: u32, fields: Vec<(&str, apache_avro::types::Value)>) -> Vec<u8> {
@@ -171,14 +180,11 @@ fn framed_avro(schema: &apache_avro::Schema, id: u32, fields: Vec<(&str, apache_
 /// which.
 #[test]
 fn kafka_avro_in_through_the_registry_python_sees_json_protobuf_out() {
-    use crate::broker::{Broker, Process};
+    use crate::broker::Process;
     use crate::common::{cache_dir, plugin, repo};
     use prost_reflect::DynamicMessage;
 
-    let server = RegistryServer::start();
-    let registry = Registry::new(&server.url);
-    let broker = Broker::start();
-    broker.create_topics(&["user_activity", "categorized-events", "user-events-dlq"], 1);
+    let (server, registry, broker) = registry_and_broker(&["user_activity", "categorized-events", "user-events-dlq"]);
     let example = repo().join("pipelines/user-events/schemas");
     let avsc = std::fs::read_to_string(example.join("user_event.avsc")).expect("the example's Avro schema");
     let writer = apache_avro::Schema::parse_str(&avsc).expect("the Avro schema parses");
@@ -334,14 +340,11 @@ dead_letter_topic = "user-events-dlq"
 /// offset, and the clicks it then joins see the profiles as JSON, not as the topic's bytes.
 #[test]
 fn kafka_an_avro_table_restored_from_its_topic_joins_as_json() {
-    use crate::broker::{Broker, Process};
+    use crate::broker::Process;
     use crate::common::{cache_dir, plugin};
     use apache_avro::types::Value;
 
-    let server = RegistryServer::start();
-    let registry = Registry::new(&server.url);
-    let broker = Broker::start();
-    broker.create_topics(&["clicks", "user-profiles", "enriched-clicks"], 1);
+    let (server, registry, broker) = registry_and_broker(&["clicks", "user-profiles", "enriched-clicks"]);
     let avsc = r#"{"type":"record","name":"Profile","fields":[{"name":"name","type":"string"},{"name":"region","type":"string"},{"name":"tier","type":"string"}]}"#;
     let schema = apache_avro::Schema::parse_str(avsc).expect("the profile schema parses");
     let id =

@@ -116,10 +116,6 @@ impl Codecs {
         Ok(())
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     pub fn is_empty(&self) -> bool {
         self.topics.is_empty()
     }
@@ -244,7 +240,7 @@ impl Codec {
     /// Reads `bytes` as they are on the topic into the JSON plugins see, in `out` (cleared).
     pub fn read(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.clear();
-        if self.mode == Mode::Json && !matches!(self.kind, Kind::Csv { .. }) {
+        if self.json_view() {
             return self.normalize(bytes, out);
         }
         match &self.kind {
@@ -311,7 +307,7 @@ impl Codec {
     /// Writes the JSON a plugin gave as the topic holds it, in `out` (cleared).
     pub fn write(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.clear();
-        if self.mode == Mode::Json && !matches!(self.kind, Kind::Csv { .. }) {
+        if self.json_view() {
             return self.normalize(json, out);
         }
         match &self.kind {
@@ -376,6 +372,12 @@ impl Codec {
                 Ok(())
             }
         }
+    }
+
+    /// Whether the topic holds JSON here (JSON mode), read and written by [`Codec::normalize`];
+    /// CSV is text in every mode.
+    fn json_view(&self) -> bool {
+        self.mode == Mode::Json && !matches!(self.kind, Kind::Csv { .. })
     }
 
     /// JSON mode: checks `json` against the declared schema and gives it as a read on Kafka
@@ -607,30 +609,15 @@ fn write_message_indexes(desc: &MessageDescriptor, out: &mut Vec<u8>) {
     }
 }
 
+/// A signed zig-zag varint, as Confluent writes message indexes (the varint itself is prost's,
+/// the encoding every Protobuf message uses).
 fn zigzag(v: i64, out: &mut Vec<u8>) {
-    let mut u = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let b = (u & 0x7f) as u8;
-        u >>= 7;
-        if u == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
+    prost_reflect::prost::encoding::encode_varint(((v << 1) ^ (v >> 63)) as u64, out);
 }
 
 fn read_zigzag(bytes: &mut &[u8]) -> Result<i64, CodecError> {
-    let mut u: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first().ok_or_else(|| CodecError::Indexes("they are cut short".into()))?;
-        *bytes = rest;
-        u |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(((u >> 1) as i64) ^ -((u & 1) as i64));
-        }
-    }
-    Err(CodecError::Indexes("an index is longer than 10 bytes".into()))
+    let u = prost_reflect::prost::encoding::decode_varint(bytes).map_err(|e| CodecError::Indexes(e.to_string()))?;
+    Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
 }
 
 /// The most nesting levels a message index path may have.
