@@ -77,6 +77,10 @@ pub enum CodecError {
     Csv(String),
     #[error("has malformed Protobuf message indexes: {0}")]
     Indexes(String),
+    #[error(
+        "was written with an Avro schema (single-object header {0}) that is neither the declared one nor in `previous`"
+    )]
+    UnknownWriter(String),
     #[error("cannot be converted: no schema to {0} with")]
     NoSchema(&'static str),
 }
@@ -85,6 +89,8 @@ pub enum CodecError {
 pub struct Codecs {
     mode: Mode,
     topics: HashMap<String, [Option<Codec>; 2]>,
+    /// Stores' value codecs (`[stores.NAME] value`), by store name.
+    stores: HashMap<String, Arc<Codec>>,
 }
 
 impl std::fmt::Debug for Codecs {
@@ -98,7 +104,7 @@ impl std::fmt::Debug for Codecs {
 impl Codecs {
     /// No converted topic.
     pub fn none(mode: Mode) -> Self {
-        Self { mode, topics: HashMap::new() }
+        Self { mode, topics: HashMap::new(), stores: HashMap::new() }
     }
 
     /// Adds the codec of `topic`'s `field` declared by `spec` (schema path resolved, registry
@@ -114,6 +120,22 @@ impl Codecs {
         let codec = Codec::new(spec, registry, self.mode)?;
         self.topics.entry(topic.to_owned()).or_default()[field as usize] = Some(codec);
         Ok(())
+    }
+
+    /// Adds the value codec of store `store` ([`Codec::for_store`]).
+    pub fn add_store(
+        &mut self,
+        store: &str,
+        spec: &FormatSpec,
+        registry: Option<&Arc<Registry>>,
+    ) -> anyhow::Result<()> {
+        self.stores.insert(store.to_owned(), Arc::new(Codec::for_store(spec, registry)?));
+        Ok(())
+    }
+
+    /// The value codec of store `store`, if it declares a format.
+    pub fn store(&self, store: &str) -> Option<&Arc<Codec>> {
+        self.stores.get(store)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -148,6 +170,27 @@ pub struct Codec {
     writer: Mutex<Option<Arc<Writer>>>,
     /// Writers' schemas of framed records read, by id.
     readers: Mutex<HashMap<u32, Arc<Writer>>>,
+    /// An Avro store without the registry: values carry their writer's schema fingerprint.
+    single_object: Option<SingleObject>,
+}
+
+/// Avro's single-object encoding (`C3 01`, the writer schema's 8-byte CRC-64-AVRO fingerprint,
+/// the datum): how an Avro store without the registry knows which schema wrote each value.
+struct SingleObject {
+    /// The header of the declared schema, which writes.
+    header: [u8; SINGLE_OBJECT_HEADER],
+    /// The schemas values may have been written with: the declared one and `previous`.
+    known: Vec<([u8; SINGLE_OBJECT_HEADER], apache_avro::Schema)>,
+}
+
+const SINGLE_OBJECT_HEADER: usize = 10;
+
+fn single_object_header(schema: &apache_avro::Schema) -> [u8; SINGLE_OBJECT_HEADER] {
+    use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
+    let built = RabinFingerprintHeader::from_schema(schema).build_header();
+    let mut header = [0; SINGLE_OBJECT_HEADER];
+    header.copy_from_slice(&built[..SINGLE_OBJECT_HEADER]);
+    header
 }
 
 /// A schema records are written (or were written) with.
@@ -234,7 +277,27 @@ impl Codec {
         {
             anyhow::bail!("`register = true` registers a `.proto` file's text; a compiled descriptor set has none");
         }
-        Ok(Self { kind, framing, mode, writer: Mutex::default(), readers: Mutex::default() })
+        Ok(Self { kind, framing, mode, writer: Mutex::default(), readers: Mutex::default(), single_object: None })
+    }
+
+    /// A store's value codec: always the format's bytes (a store is no file of JSON, in any
+    /// mode). An Avro store without the registry writes Avro's single-object encoding, and
+    /// reads a value written with the declared schema or one of `previous` resolved into the
+    /// declared one; with the registry, values are framed with their schema id as on a topic.
+    pub fn for_store(spec: &FormatSpec, registry: Option<&Arc<Registry>>) -> anyhow::Result<Self> {
+        let mut codec = Self::new(spec, registry, Mode::Wire)?;
+        if let (Kind::Avro { schema: Some((_, declared)) }, None) = (&codec.kind, &codec.framing) {
+            let header = single_object_header(declared);
+            let mut known = vec![(header, declared.clone())];
+            for path in &spec.previous {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading the schema {path}"))?;
+                let s = apache_avro::Schema::parse_str(&text)
+                    .with_context(|| format!("the Avro schema {path} does not parse"))?;
+                known.push((single_object_header(&s), s));
+            }
+            codec.single_object = Some(SingleObject { header, known });
+        }
+        Ok(codec)
     }
 
     /// Reads `bytes` as they are on the topic into the JSON plugins see, in `out` (cleared).
@@ -247,12 +310,21 @@ impl Codec {
             Kind::Csv { columns, delimiter } => csv_read(bytes, columns, *delimiter, out),
             Kind::Avro { schema } => {
                 let reader = schema.as_ref().map(|(_, s)| s);
-                let (writer, payload) = match &self.framing {
-                    Some(_) => {
+                let (writer, payload) = match (&self.framing, &self.single_object) {
+                    (Some(_), _) => {
                         let (id, payload) = unframe(bytes)?;
                         (Some(self.reader(id)?), payload)
                     }
-                    None => (None, bytes),
+                    (None, Some(so)) => {
+                        let (header, payload) = bytes
+                            .split_at_checked(SINGLE_OBJECT_HEADER)
+                            .ok_or_else(|| CodecError::Avro("too short for Avro's single-object encoding".into()))?;
+                        let writer = so.known.iter().find(|(h, _)| h == header).ok_or_else(|| {
+                            CodecError::UnknownWriter(header.iter().map(|b| format!("{b:02x}")).collect())
+                        })?;
+                        return write_json(avro_decode(&writer.1, reader, payload)?, out);
+                    }
+                    (None, None) => (None, bytes),
                 };
                 let value = match (&writer, reader) {
                     (Some(w), reader) => {
@@ -262,8 +334,7 @@ impl Codec {
                     (None, Some(r)) => avro_decode(r, None, payload)?,
                     (None, None) => return Err(CodecError::NoSchema("read")),
                 };
-                serde_json::to_writer(out, &avro_to_json(value)?)?;
-                Ok(())
+                write_json(value, out)
             }
             Kind::Protobuf { schema, .. } => {
                 let (desc, payload) = match (&self.framing, schema) {
@@ -326,9 +397,13 @@ impl Codec {
                         None => return Err(CodecError::NoSchema("write")),
                     },
                 };
-                match id {
-                    Some(id) => frame(id, &encoded, out),
-                    None => *out = encoded,
+                match (id, &self.single_object) {
+                    (Some(id), _) => frame(id, &encoded, out),
+                    (None, Some(so)) => {
+                        out.extend_from_slice(&so.header);
+                        out.extend_from_slice(&encoded);
+                    }
+                    (None, None) => *out = encoded,
                 }
                 Ok(())
             }
@@ -515,6 +590,11 @@ fn avro_encode(schema: &apache_avro::Schema, value: AvroValue) -> Result<Vec<u8>
         .build()
         .and_then(|w| w.write_value_to_vec(resolved))
         .map_err(|e| CodecError::Avro(e.to_string()))
+}
+
+fn write_json(value: AvroValue, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    serde_json::to_writer(out, &avro_to_json(value)?)?;
+    Ok(())
 }
 
 fn avro_to_json(value: AvroValue) -> Result<serde_json::Value, CodecError> {
@@ -748,6 +828,37 @@ mod tests {
             .expect("v2");
         v2.read(br#"{"id":"o1","amount":12}"#, &mut json).expect("checks");
         assert_eq!(json, br#"{"amount":12,"currency":"EUR","id":"o1"}"#);
+    }
+
+    #[test]
+    fn an_avro_store_names_its_writers_schema_and_reads_older_values_with_the_new_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (v1_path, v2_path) = (write_file(&dir, "v1.avsc", ORDER_V1), write_file(&dir, "v2.avsc", ORDER_V2));
+        let v1 = Codec::for_store(&spec(Format::Avro, Some(&v1_path)), None).expect("v1");
+        let mut stored = Vec::new();
+        v1.write(br#"{"id":"o1","amount":12}"#, &mut stored).expect("encodes");
+        // Avro's single-object encoding: C3 01, the writer's CRC-64-AVRO fingerprint, the datum.
+        let v1_schema = apache_avro::Schema::parse_str(ORDER_V1).expect("schema");
+        assert_eq!(&stored[..2], &[0xC3, 0x01]);
+        assert_eq!(stored[2..10], v1_schema.fingerprint::<apache_avro::rabin::Rabin>().bytes[..]);
+        // The next version lists the one before it: a value written with it reads into the
+        // new schema, the added field at its default; new values are written with the new one.
+        let v2 = Codec::for_store(&FormatSpec { previous: vec![v1_path], ..spec(Format::Avro, Some(&v2_path)) }, None)
+            .expect("v2");
+        let mut json = Vec::new();
+        v2.read(&stored, &mut json).expect("resolves");
+        assert_eq!(json, br#"{"amount":12,"currency":"EUR","id":"o1"}"#);
+        let mut newer = Vec::new();
+        v2.write(br#"{"id":"o2","amount":3,"currency":"USD"}"#, &mut newer).expect("encodes");
+        assert_ne!(newer[2..10], stored[2..10]);
+        v2.read(&newer, &mut json).expect("reads its own");
+        assert_eq!(json, br#"{"amount":3,"currency":"USD","id":"o2"}"#);
+        // Without `previous`, a value of the older schema is named, not misread.
+        let alone = Codec::for_store(&spec(Format::Avro, Some(&v2_path)), None).expect("v2 alone");
+        let err = alone.read(&stored, &mut json).expect_err("an unknown writer");
+        assert!(err.to_string().contains("neither the declared one nor in `previous`"), "{err}");
+        // A store is no file of JSON: the same bytes in local mode as on Kafka.
+        assert!(alone.read(br#"{"id":"o1","amount":1}"#, &mut json).is_err());
     }
 
     #[test]

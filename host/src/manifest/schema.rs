@@ -144,6 +144,11 @@ pub struct StoreDef {
     /// collapse to the last one until the next commit (default off: every update is emitted).
     #[serde(default)]
     pub caching: bool,
+    /// The format the store keeps its values in (Kafka Streams' `Materialized.withValueSerde`):
+    /// `avro`, `protobuf` or `json_schema`, for the stores of `reduce`, `aggregate` and
+    /// processors. Plugins read and write JSON; the host converts. An Avro store reads each
+    /// value with the schema it was written with, resolved into `schema` (the reader's).
+    pub value: Option<Spanned<FormatDef>>,
 }
 
 fn yes() -> bool {
@@ -254,7 +259,7 @@ impl FormatDef {
 }
 
 /// A format with its schema and how it is registered.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FormatSpec {
     pub format: Format,
@@ -282,6 +287,12 @@ pub struct FormatSpec {
     pub columns: Vec<String>,
     /// CSV: the field delimiter (default `,`).
     pub delimiter: Option<char>,
+    /// An Avro store without the registry: the schemas its values were written with before
+    /// `schema` (older versions). Each stored value names its writer's schema by fingerprint
+    /// (Avro's single-object encoding); a value written with one of these is resolved into
+    /// `schema`.
+    #[serde(default)]
+    pub previous: Vec<String>,
 }
 
 /// `[application.schema_registry]`: a Confluent-compatible schema registry.

@@ -244,13 +244,7 @@ impl Chunk {
     }
 }
 
-fn encode_value(ts: i64, agg: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + agg.len());
-    encode_value_into(&mut v, ts, agg);
-    v
-}
-
-/// [`encode_value`], into `out` (cleared first).
+/// A stored value: the time, then the aggregate, into `out` (cleared first).
 fn encode_value_into(out: &mut Vec<u8>, ts: i64, agg: &[u8]) {
     out.clear();
     out.extend_from_slice(&time_bytes(ts));
@@ -313,10 +307,37 @@ impl Aggregate {
         let Some(t) = time_from(out) else { return Ok(None) };
         out.drain(..8);
         // An entry not updated within the store's TTL (in stream time) reads as absent.
-        Ok(match (self.store.spec.ttl_ms, self.store.stream_time()) {
-            (Some(ttl), Some(now)) if t < now - ttl => None,
-            _ => Some(t),
-        })
+        if let (Some(ttl), Some(now)) = (self.store.spec.ttl_ms, self.store.stream_time())
+            && t < now - ttl
+        {
+            return Ok(None);
+        }
+        if self.store.has_format() {
+            let view = self.store.view(out).map_err(|e| e.to_string())?.into_owned();
+            *out = view;
+        }
+        Ok(Some(t))
+    }
+
+    /// A stored `time | aggregate` as `time | the aggregate plugins see` (the same value when
+    /// the store declares no format).
+    fn viewed(&self, stored: Vec<u8>) -> Result<Vec<u8>, crate::state::StateError> {
+        if !self.store.has_format() || stored.len() < 8 {
+            return Ok(stored);
+        }
+        let view = self.store.view(&stored[8..])?;
+        let mut v = Vec::with_capacity(8 + view.len());
+        v.extend_from_slice(&stored[..8]);
+        v.extend_from_slice(&view);
+        Ok(v)
+    }
+
+    /// Writes `time | agg` at `key`, the aggregate in the store's format.
+    fn write(&mut self, key: &[u8], ts: i64, agg: &[u8]) -> Result<(), crate::state::StateError> {
+        let stored = self.store.stored(agg)?;
+        encode_value_into(&mut self.value_buf, ts, &stored);
+        self.store.put_slice(key, &self.value_buf);
+        Ok(())
     }
 
     /// Adds a fold of `record` into the window stored at `data_key`, starting (if the chunk
@@ -456,6 +477,15 @@ impl Aggregate {
         let mut after: Vec<Option<(i64, Option<Bytes>)>> = Vec::with_capacity(n);
         for (i, r) in results.into_iter().enumerate() {
             let s = chunk.entry_slot[i] as usize;
+            // A store with a declared format takes only the results that convert to it: one
+            // that does not fails its record (`serialization`), as a write to a topic would.
+            let r = match r {
+                Ok(Some(agg)) if self.store.has_format() => match self.store.stored(&agg) {
+                    Ok(_) => Ok(Some(agg)),
+                    Err(e) => Err((FailureCode::Serialization, e.to_string())),
+                },
+                r => r,
+            };
             match r {
                 Ok(agg) => {
                     slot_ts[s] = slot_ts[s].max(chunk.entries[i].timestamp);
@@ -484,8 +514,11 @@ impl Aggregate {
             };
             match agg {
                 Some(agg) => {
-                    encode_value_into(&mut self.value_buf, slot_ts[s], agg);
-                    self.store.put_slice(chunk.key(s), &self.value_buf);
+                    // A result that does not match the store's format failed its entry above;
+                    // the slot keeps its last good aggregate, which converts.
+                    if let Err(e) = self.write(chunk.key(s), slot_ts[s], agg) {
+                        tracing::error!(node = %self.node, error = %e, "an aggregate could not be stored");
+                    }
                 }
                 None => self.store.delete(chunk.key(s).to_vec()),
             }
@@ -608,7 +641,10 @@ impl Aggregate {
         out: &mut Emitted,
         failed: &mut BTreeSet<usize>,
     ) -> Option<crate::state::Entries> {
-        match self.store.range(from, to, MAX_WINDOWS_PER_KEY_SCAN) {
+        let found = self.store.range(from, to, MAX_WINDOWS_PER_KEY_SCAN).and_then(|found| {
+            found.into_iter().map(|(k, v)| Ok((k, self.viewed(v)?))).collect::<Result<crate::state::Entries, _>>()
+        });
+        match found {
             Ok(found) => Some(found),
             Err(e) => {
                 failed.insert(input);
@@ -839,7 +875,9 @@ impl Aggregate {
     fn create_right_window(&mut self, chunk: &mut Chunk, group: &Bytes, w: Window, ts: i64, agg: Vec<u8>, origin: Origin) {
         let key = window_key(group, w);
         self.index_new_window(&key, w);
-        self.store.put(key, encode_value(ts, &agg));
+        if let Err(e) = self.write(&key, ts, &agg) {
+            tracing::error!(node = %self.node, error = %e, "an aggregate could not be stored");
+        }
         if !self.emit_final {
             chunk.emits.push(Emit {
                 key: group.clone(),
@@ -1103,8 +1141,10 @@ impl Operator for Aggregate {
             return None;
         }
         let value = |agg: &[u8]| match self.fold {
-            Fold::Count => count_of(agg).to_string().into_bytes(),
-            _ => agg.to_vec(),
+            Fold::Count => Ok(count_of(agg).to_string().into_bytes()),
+            // A value that does not read in the store's format fails the query (Kafka
+            // Streams' serde throws there too).
+            _ => self.store.view(agg).map(std::borrow::Cow::into_owned),
         };
         if let Some(spec) = self.window {
             let StoreQuery::Windows { key, from, to } = query else { return Some(Ok(Vec::new())) };
@@ -1129,12 +1169,15 @@ impl Operator for Aggregate {
                         WindowSpec::Sliding { difference, .. } => w.end = w.start + difference,
                         WindowSpec::Session { .. } => {}
                     }
-                    let (_, agg) = decode_value(&v)?;
-                    (w.start <= *to).then(|| QueryRow { key: key.clone(), window: Some(w), value: value(agg) })
+                    (w.start <= *to).then_some((w, v))
                 })
                 .take(limit)
+                .filter_map(|(w, v)| {
+                    let (_, agg) = decode_value(&v)?;
+                    Some(value(agg).map(|value| QueryRow { key: key.clone(), window: Some(w), value }))
+                })
                 .collect();
-            return Some(Ok(found));
+            return Some(found);
         }
         let data = |k: &[u8]| [&[DATA][..], k].concat();
         let rows = match query {
@@ -1150,13 +1193,14 @@ impl Operator for Aggregate {
             (Some(ttl), Some(now)) => t >= now - ttl,
             _ => true,
         };
-        Some(rows.map(|rows| {
+        Some(rows.and_then(|rows| {
             rows.into_iter()
                 .filter_map(|(k, v)| {
-                    let (t, agg) = decode_value(&v)?;
-                    (live(t) && k.len() > 1).then(|| QueryRow { key: k[1..].to_vec(), window: None, value: value(agg) })
+                    let (t, _) = decode_value(&v)?;
+                    (live(t) && k.len() > 1).then_some((k, v))
                 })
                 .take(limit)
+                .map(|(k, v)| Ok(QueryRow { key: k[1..].to_vec(), window: None, value: value(&v[8..])? }))
                 .collect()
         }))
     }

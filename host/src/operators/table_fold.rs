@@ -190,10 +190,24 @@ impl TableAggregate {
                 None => r.timestamp,
             };
             match &e.after {
-                Some(v) => {
-                    table_row(&mut self.row, ts, v);
-                    self.store.put_slice(&key, &self.row);
-                }
+                Some(v) => match self.store.stored(v) {
+                    Ok(stored) => {
+                        table_row(&mut self.row, ts, &stored);
+                        self.store.put_slice(&key, &self.row);
+                    }
+                    // A result that does not convert to the store's format fails its record.
+                    Err(err) => {
+                        let plugin = self.plugin_label();
+                        r.old = e.old;
+                        out.failures.push(Failure {
+                            record: r,
+                            code: FailureCode::Serialization,
+                            message: err.to_string(),
+                            plugin,
+                        });
+                        continue;
+                    }
+                },
                 None => self.store.delete(key.to_vec()),
             }
             r.headers.retain(|h| h.name != OLD_VALUE_HEADER);
@@ -201,6 +215,14 @@ impl TableAggregate {
             r.old = e.before.map(|(_, v)| v);
             r.timestamp = ts;
             out.all.push(r);
+        }
+    }
+
+    /// The adder's label, for failures of its results.
+    fn plugin_label(&self) -> String {
+        match &self.kind {
+            Kind::Count => "count (built in)".to_owned(),
+            Kind::Reduce { add, .. } | Kind::Aggregate { add, .. } => add.label().to_owned(),
         }
     }
 
@@ -225,8 +247,12 @@ impl Operator for TableAggregate {
                 continue;
             }
             self.store.advance_stream_time(r.timestamp);
-            let before = match self.store.get(&key) {
-                Ok(row) => row.and_then(|row| table_row_parts(&row).map(|(t, v)| (t, Bytes::copy_from_slice(v)))),
+            let read = self.store.get(&key).and_then(|row| {
+                let Some((t, v)) = row.as_deref().and_then(table_row_parts) else { return Ok(None) };
+                Ok(Some((t, Bytes::from(self.store.view(v)?.into_owned()))))
+            });
+            let before = match read {
+                Ok(before) => before,
                 Err(e) => {
                     out.failures.push(Failure {
                         record: r,

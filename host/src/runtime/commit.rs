@@ -153,6 +153,7 @@ pub fn open_store<'d>(
     let changelog =
         (options.changelogs && spec.source_topic.is_none()).then(|| (topology.changelog_topic(&spec.name), partition));
     let mut store = Store::open(spec.clone(), Some(&dir), changelog)?;
+    store.set_format(super::store_format(&options.codecs, &spec.name));
     let failed = |e: anyhow::Error| StateError::Backend { store: spec.name.clone(), message: format!("{e:#}") };
     let restore_from = match (&spec.source_topic, store.changelog().cloned()) {
         (Some(topic), _) if options.changelogs => {

@@ -54,9 +54,13 @@ impl Driver {
             globals.insert(g.store.clone(), store);
         }
         let lookup = |n: &str| plugins.get(n);
-        let mut open = |spec: &crate::state::StoreSpec| Store::open(spec.clone(), None, None);
         // Fixtures give converted topics' values as JSON, checked against their schemas.
         let codecs = Arc::new(super::codecs(&topology, crate::io::codec::Mode::Json)?);
+        let mut open = |spec: &crate::state::StoreSpec| {
+            let mut store = Store::open(spec.clone(), None, None)?;
+            store.set_format(super::store_format(&codecs, &spec.name));
+            Ok(store)
+        };
         let mut tasks = Vec::with_capacity(topology.subtopologies.len());
         for sub in &topology.subtopologies {
             let mut task = Task::with_globals(topology.clone(), sub.id, 0, &lookup, &mut open, metrics, &globals)

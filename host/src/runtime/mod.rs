@@ -117,7 +117,31 @@ pub fn codecs(topology: &Topology, mode: crate::io::codec::Mode) -> anyhow::Resu
             }
         }
     }
+    for (store, c) in &topology.store_formats {
+        codecs.add_store(store, &c.spec, registry.as_ref()).with_context(|| c.at.clone())?;
+    }
     Ok(codecs)
+}
+
+/// A store's declared value format, over its codec.
+struct StoreCodec(Arc<crate::io::codec::Codec>);
+
+impl crate::state::ValueFormat for StoreCodec {
+    fn read(&self, stored: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        self.0.read(stored, out).map_err(|e| e.to_string())
+    }
+
+    fn write(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        self.0.write(json, out).map_err(|e| e.to_string())
+    }
+}
+
+/// The value format of store `store`, as the store takes it.
+pub(crate) fn store_format(
+    codecs: &crate::io::codec::Codecs,
+    store: &str,
+) -> Option<Arc<dyn crate::state::ValueFormat>> {
+    codecs.store(store).map(|c| Arc::new(StoreCodec(c.clone())) as Arc<dyn crate::state::ValueFormat>)
 }
 
 /// What one stream thread reads from and writes to.

@@ -18,8 +18,10 @@ mod rocks;
 pub mod versions;
 pub mod windows;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,20 @@ pub enum StateError {
     /// The store's files are held by another task of this process, which has not closed yet.
     #[error("store `{store}`: {message}")]
     Locked { store: String, message: String },
+    /// A value does not convert between the store's declared format and the JSON plugins see.
+    #[error("store `{store}`: a value {message}")]
+    Format { store: String, message: String },
+}
+
+/// A store's declared value format (`[stores.NAME] value`, Kafka Streams' value serde of a
+/// materialized store): the store keeps values in it, and plugins read and write them as
+/// JSON. The runtime implements it over the topic codecs.
+pub trait ValueFormat: Send + Sync {
+    /// The stored bytes as plugins see them, in `out` (cleared); the error completes
+    /// "a value …".
+    fn read(&self, stored: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
+    /// JSON from a plugin as the store keeps it, in `out` (cleared).
+    fn write(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
 }
 
 pub use crate::manifest::StoreKind;
@@ -157,6 +173,9 @@ pub struct Store {
     /// While a savepoint is open: what each key written since held in `dirty` before, to undo
     /// a plugin call that trapped.
     undo: Option<BTreeMap<Vec<u8>, Pending>>,
+    /// The declared value format, if any: its users convert values with [`Store::view`] and
+    /// [`Store::stored`]. The changelog and restores carry the stored bytes as they are.
+    format: Option<Arc<dyn ValueFormat>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -203,7 +222,56 @@ impl Store {
             changelog,
             committing: false,
             undo: None,
+            format: None,
         })
+    }
+
+    /// Sets the declared value format (at open).
+    pub fn set_format(&mut self, format: Option<Arc<dyn ValueFormat>>) {
+        self.format = format;
+    }
+
+    /// Whether the store declares a value format.
+    pub fn has_format(&self) -> bool {
+        self.format.is_some()
+    }
+
+    /// A stored value as plugins see it: itself, or read from the declared format.
+    pub fn view<'a>(&self, stored: &'a [u8]) -> Result<Cow<'a, [u8]>, StateError> {
+        self.convert(stored, |f, v, out| f.read(v, out))
+    }
+
+    /// A value from a plugin as the store keeps it: itself, or written in the declared format.
+    pub fn stored<'a>(&self, json: &'a [u8]) -> Result<Cow<'a, [u8]>, StateError> {
+        self.convert(json, |f, v, out| f.write(v, out))
+    }
+
+    /// [`Store::view`] of a value read whole (`Vec` in, `Vec` out: no copy without a format).
+    pub fn view_owned(&self, stored: Vec<u8>) -> Result<Vec<u8>, StateError> {
+        match &self.format {
+            None => Ok(stored),
+            Some(_) => self.view(&stored).map(Cow::into_owned),
+        }
+    }
+
+    /// [`Store::stored`] of a value given whole.
+    pub fn stored_owned(&self, json: Vec<u8>) -> Result<Vec<u8>, StateError> {
+        match &self.format {
+            None => Ok(json),
+            Some(_) => self.stored(&json).map(Cow::into_owned),
+        }
+    }
+
+    fn convert<'a>(
+        &self,
+        value: &'a [u8],
+        f: impl FnOnce(&dyn ValueFormat, &[u8], &mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<Cow<'a, [u8]>, StateError> {
+        let Some(format) = &self.format else { return Ok(Cow::Borrowed(value)) };
+        let mut out = Vec::new();
+        f(&**format, value, &mut out)
+            .map_err(|message| StateError::Format { store: self.spec.name.clone(), message })?;
+        Ok(Cow::Owned(out))
     }
 
     fn err(&self, message: String) -> StateError {
@@ -513,11 +581,11 @@ pub fn query_rows(store: &Store, query: &StoreQuery, limit: usize) -> Result<Vec
         // A key-value store has no windows, and (this one) no history.
         StoreQuery::Windows { .. } | StoreQuery::KeyAsOf { .. } => Vec::new(),
     };
-    Ok(rows
-        .into_iter()
-        .filter_map(|(key, row)| table_row_parts(&row).map(|(_, v)| QueryRow { key, window: None, value: v.to_vec() }))
+    rows.into_iter()
+        .filter_map(|(key, row)| table_row_parts(&row).map(|(_, v)| (key, store.view(v).map(Cow::into_owned))))
         .take(limit)
-        .collect())
+        .map(|(key, value)| Ok(QueryRow { key, window: None, value: value? }))
+        .collect()
 }
 
 /// The entries of a key-value store whose keys are `namespace | key` and whose values are what
@@ -541,11 +609,11 @@ pub fn query_values(
         StoreQuery::Prefix(p) => store.prefix(&within(p), limit)?,
         StoreQuery::Windows { .. } | StoreQuery::KeyAsOf { .. } => Vec::new(),
     };
-    Ok(rows
-        .into_iter()
-        .filter_map(|(k, value)| Some(QueryRow { key: k.strip_prefix(namespace)?.to_vec(), window: None, value }))
+    rows.into_iter()
+        .filter_map(|(k, value)| Some((k.strip_prefix(namespace)?.to_vec(), value)))
         .take(limit)
-        .collect())
+        .map(|(key, value)| Ok(QueryRow { key, window: None, value: store.view_owned(value)? }))
+        .collect()
 }
 
 /// A store's answer to an interactive query.

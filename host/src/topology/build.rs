@@ -164,7 +164,9 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         };
         formats.insert(topic, f);
     }
+    let store_formats = b.store_formats(m.application.id.get_ref())?;
     let topology = Topology {
+        store_formats,
         application_id: m.application.id.get_ref().clone(),
         nodes: b.nodes,
         sources: b.sources,
@@ -304,16 +306,79 @@ impl<'a> Builder<'a> {
                 spec.subject = Some(format!("{topic}-{field}"));
             }
         }
-        if let Some(schema) = &spec.schema {
+        if !spec.previous.is_empty()
+            && (section != "stores" || spec.format != Format::Avro || spec.registry == Some(true))
+        {
+            return Err(self.err(
+                span,
+                key,
+                "`previous` lists an Avro store's older schemas when it has no registry (the registry keeps them)",
+            ));
+        }
+        let resolve = |schema: &str| {
             let path = self.loaded.resolve(schema);
             if !path.is_file() {
-                return Err(self.err(span, key, format!("the schema file {} does not exist", path.display())));
+                return Err(self.err(
+                    span.clone(),
+                    key.clone(),
+                    format!("the schema file {} does not exist", path.display()),
+                ));
             }
-            spec.schema = Some(path.to_string_lossy().into_owned());
+            Ok(path.to_string_lossy().into_owned())
+        };
+        if let Some(schema) = &spec.schema {
+            spec.schema = Some(resolve(schema)?);
         }
+        spec.previous = spec.previous.iter().map(|p| resolve(p)).collect::<Result<_, _>>()?;
         let (line, col) = self.loaded.source.line_col(span.start);
         let at = format!("{}:{line}:{col}: `{key}`", self.loaded.source.path.display());
         Ok(Some(Converted { spec, at }))
+    }
+
+    /// The value formats of `[stores]` (`value`), checked as a topic's are, by store name. A
+    /// framed store's subject is its changelog topic's (`<changelog>-value`), as Kafka Streams'
+    /// registry serdes name it. Only the stores whose values plugins write take one: those of
+    /// `reduce`, `aggregate` and processors.
+    fn store_formats(&self, application_id: &str) -> Result<BTreeMap<String, super::Converted>, ManifestError> {
+        let mut formats = BTreeMap::new();
+        for (name, def) in &self.loaded.manifest.stores {
+            let Some(value) = &def.value else { continue };
+            let name = name.get_ref();
+            let key = format!("stores.{name}.value");
+            let user = self.nodes.iter().find(|n| n.op.stores().contains(&name.as_str()));
+            let refused = match user.map(|n| &n.op) {
+                None => Some(format!("no step uses store `{name}`")),
+                Some(NodeOp::Aggregate { fold: super::FoldOp::Count, .. }) => {
+                    Some("`count` keeps its counts as 8-byte numbers; only plugins' values take a format".to_owned())
+                }
+                Some(NodeOp::Aggregate { .. } | NodeOp::Process { .. }) => None,
+                Some(_) => Some(format!(
+                    "store `{name}` holds what wasp writes (a table's rows, a join's or a buffer's); only the stores \
+                     of `reduce`, `aggregate` and processors take a value format"
+                )),
+            };
+            if let Some(message) = refused {
+                return Err(self.err(value.span(), key, message));
+            }
+            let changelog = format!("{application_id}-{name}-changelog");
+            let converted = self.converted("stores", name, &changelog, "value", Some(value))?;
+            let Some(converted) = converted else {
+                return Err(self.err(
+                    value.span(),
+                    key,
+                    "a store keeps its values as plugins write them unless it names `avro`, `protobuf` or `json_schema`",
+                ));
+            };
+            if converted.spec.format == crate::manifest::Format::Csv {
+                return Err(self.err(
+                    value.span(),
+                    key,
+                    "a store's values are `avro`, `protobuf` or `json_schema`, not `csv`",
+                ));
+            }
+            formats.insert(name.clone(), converted);
+        }
+        Ok(formats)
     }
 
     pub(super) fn err(

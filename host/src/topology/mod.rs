@@ -363,7 +363,7 @@ static UNDECLARED: TopicFormats = TopicFormats {
 
 /// A converted format, checked: its schema file's path resolved, `registry` and (when framed)
 /// `subject` filled in.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Converted {
     pub spec: crate::manifest::FormatSpec,
     /// Where the manifest declares it (`file:line:col: \`streams.NAME.value\``), for errors.
@@ -389,6 +389,8 @@ pub struct Topology {
     pub formats: BTreeMap<String, TopicFormats>,
     /// Every state store, by name.
     pub stores: BTreeMap<String, StoreSpec>,
+    /// The declared value formats of stores (`[stores.NAME] value`), by store name.
+    pub store_formats: BTreeMap<String, Converted>,
     /// The global tables joins read, by name.
     pub globals: BTreeMap<String, GlobalTable>,
     /// A record read whose key, value and headers are larger fails to deserialize

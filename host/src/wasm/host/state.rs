@@ -121,11 +121,12 @@ impl HostKeyValueStore for HostState {
     }
 
     fn get(&mut self, h: Resource<KvHandle>, key: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
-        self.with_store(&h, |s| s.get(&data_key(&key)))
+        self.with_store(&h, |s| s.get(&data_key(&key))?.map(|v| s.view_owned(v)).transpose())
     }
 
     fn put(&mut self, h: Resource<KvHandle>, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            let value = s.stored_owned(value)?;
             within_caps(s, key.len(), value.len())?;
             s.put(data_key(&key), value);
             Ok(())
@@ -153,14 +154,20 @@ impl HostKeyValueStore for HostState {
                 None => prefix_end(&[DATA]),
             };
             let found = s.range_within(&data_key(&from), to.as_deref(), cap(limit), MAX_SCAN_BYTES)?;
-            Ok(found.into_iter().map(|(k, value)| Entry { key: k[1..].to_vec(), value }).collect())
+            found
+                .into_iter()
+                .map(|(k, value)| Ok(Entry { key: k[1..].to_vec(), value: s.view_owned(value)? }))
+                .collect()
         })
     }
 
     fn prefix_scan(&mut self, h: Resource<KvHandle>, prefix: Vec<u8>, limit: u32) -> Result<Vec<Entry>, StateError> {
         self.with_store(&h, |s| {
             let found = s.prefix_within(&data_key(&prefix), cap(limit), MAX_SCAN_BYTES)?;
-            Ok(found.into_iter().map(|(k, value)| Entry { key: k[1..].to_vec(), value }).collect())
+            found
+                .into_iter()
+                .map(|(k, value)| Ok(Entry { key: k[1..].to_vec(), value: s.view_owned(value)? }))
+                .collect()
         })
     }
 
@@ -177,6 +184,7 @@ impl HostWindowStore for HostState {
 
     fn put(&mut self, h: Resource<WindowHandle>, key: Vec<u8>, start: i64, value: Vec<u8>) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            let value = s.stored_owned(value)?;
             within_caps(s, key.len(), value.len())?;
             let k = window_key(&key, Window { start, end: 0 });
             s.put(index_key(EMIT_INDEX, start, &k), Vec::new());
@@ -210,13 +218,13 @@ impl HostWindowStore for HostState {
                 None => prefix_end(&key_prefix(&key)).unwrap_or_default(),
             };
             let found = s.range_within(&lo, Some(&hi), cap(limit), MAX_SCAN_BYTES)?;
-            Ok(found
+            found
                 .into_iter()
                 .filter_map(|(k, value)| {
                     let (_, w) = decode_data_key(&k, false)?;
-                    Some(WindowedEntry { key: key.clone(), start: w.start, value })
+                    Some(s.view_owned(value).map(|value| WindowedEntry { key: key.clone(), start: w.start, value }))
                 })
-                .collect())
+                .collect()
         })
     }
 
@@ -241,7 +249,7 @@ impl HostWindowStore for HostState {
                 let data = &k[9..];
                 let (Some((key, w)), Some(value)) = (decode_data_key(data, false), s.get(data)?) else { continue };
                 bytes = bytes.saturating_add(key.len() + value.len());
-                out.push(WindowedEntry { key: key.to_vec(), start: w.start, value });
+                out.push(WindowedEntry { key: key.to_vec(), start: w.start, value: s.view_owned(value)? });
             }
             Ok(out)
         })
@@ -267,6 +275,7 @@ impl HostSessionStore for HostState {
         value: Vec<u8>,
     ) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            let value = s.stored_owned(value)?;
             within_caps(s, key.len(), value.len())?;
             s.put(session_key(&key, Window { start, end }), value);
             Ok(())
@@ -293,18 +302,20 @@ impl HostSessionStore for HostState {
             let prefix = key_prefix(&key);
             let from = [&prefix[..], &time_bytes(earliest_end)].concat();
             let found = s.range_within(&from, prefix_end(&prefix).as_deref(), cap(limit), MAX_SCAN_BYTES)?;
-            Ok(found
+            found
                 .into_iter()
                 .filter_map(|(k, value)| {
                     let (_, w) = decode_data_key(&k, true)?;
-                    (w.start <= latest_start).then(|| SessionEntry {
-                        key: key.clone(),
-                        start: w.start,
-                        end: w.end,
-                        value,
+                    (w.start <= latest_start).then(|| {
+                        s.view_owned(value).map(|value| SessionEntry {
+                            key: key.clone(),
+                            start: w.start,
+                            end: w.end,
+                            value,
+                        })
                     })
                 })
-                .collect())
+                .collect()
         })
     }
 
