@@ -29,7 +29,7 @@ PG_PACKAGES := postgresql
 BROWSER_PACKAGES := chromium chromium-driver fonts-dejavu-core
 APT_INSTALL := if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq
 SUDO_APT_INSTALL := else sudo apt-get update -qq && sudo apt-get install -y -qq
-RUST_PLUGINS := cap-probe click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add stats-v1 stats-v2
+RUST_PLUGINS := cap-probe click-parse bot-filter page-is product-interest test-kit trap bench-filter bench-map bench-identity bench-naive split-words word-key trade-stats session-summary fraud-detect start-trap loop-forever memory-bomb stack-overflow panics kit-v2 fold-trace join-kit enrich-click order-payment order-customer purchase-stages sum-sub sum-add stats-v1 stats-v2 stats-v3
 BUILD := plugins/build
 WASM_OUT := $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/release
 WASP := $(CARGO_TARGET_DIR)/release/wasp

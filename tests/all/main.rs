@@ -25,5 +25,6 @@ mod recovery;
 mod registry;
 mod standby;
 mod state;
+mod store_formats;
 mod swap;
 mod swap_kafka;

@@ -1,0 +1,130 @@
+//! Stores that keep their values in a declared format (`[stores.NAME] value`), plugins reading
+//! and writing JSON: an Avro store whose schema changes reads the values written before with
+//! their writer's schema, resolved into the new one. Real plugins, real RocksDB, local mode
+//! (the registry-framed case on Kafka is in `registry.rs`).
+
+use crate::common::{Scratch, kvs, plugin, repo, run_local};
+
+fn schema(name: &str) -> String {
+    repo().join("tests/data/schemas").join(name).display().to_string()
+}
+
+/// `in` grouped by key and folded by `stats` (a plugin) into store `stats`, whose value is
+/// `value` (a TOML inline table), to `out`.
+fn stats_pipeline(stats: &str, value: &str, on_error: &str) -> String {
+    format!(
+        r#"version = 1
+[application]
+id = "formats"
+batch_size = 2
+[streams.in]
+file = "in.jsonl"
+file_format = "jsonl"
+[plugins.stats]
+path = "{plugin}"
+[stores.stats]
+value = {value}
+[pipelines.p]
+from = "in"
+to = "out"
+on_error = "{on_error}"
+steps = [{{ op = "group_by_key" }}, {{ op = "aggregate", plugin = "stats", store = "stats" }}, {{ op = "to_stream" }}]
+"#,
+        plugin = plugin(stats),
+    )
+}
+
+fn numbers(sc: &Scratch, records: &[(&str, i64)]) {
+    let lines: Vec<String> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| serde_json::json!({"key": k, "value": v.to_string(), "timestamp": i}).to_string())
+        .collect();
+    sc.write("in.jsonl", &(lines.join("\n") + "\n"));
+}
+
+fn pair(k: &str, v: serde_json::Value) -> (String, serde_json::Value) {
+    (k.to_owned(), v)
+}
+
+/// What `topic` received, each value parsed as JSON.
+fn json_kvs(
+    out: &std::collections::BTreeMap<String, Vec<crate::common::Out>>,
+    topic: &str,
+) -> Vec<(String, serde_json::Value)> {
+    kvs(out, topic).into_iter().map(|(k, v)| (k, serde_json::from_str(&v).expect("a JSON value"))).collect()
+}
+
+#[test]
+fn an_avro_store_reads_the_values_of_its_older_schema_through_the_new_one() {
+    let sc = Scratch::new();
+    let v1 = format!(r#"{{ format = "avro", schema = "{}" }}"#, schema("stats-v1.avsc"));
+    numbers(&sc, &[("a", 5), ("b", 7), ("a", 1)]);
+    let first = run_local(&sc, &stats_pipeline("stats-v1", &v1, "stop"), &["out"]).unwrap();
+    assert_eq!(
+        json_kvs(&first, "out"),
+        vec![
+            pair("a", serde_json::json!({"count": 1, "total": 5})),
+            pair("b", serde_json::json!({"count": 1, "total": 7})),
+            pair("a", serde_json::json!({"count": 2, "total": 6})),
+        ]
+    );
+    // The store moves to stats-v3.avsc (two fields more, with defaults), and the plugin to one
+    // that takes exactly those fields. The values stats-v1 wrote name their schema: they read
+    // into the new one, `max` null and `unit` at its default.
+    let v3 = format!(
+        r#"{{ format = "avro", schema = "{}", previous = ["{}"] }}"#,
+        schema("stats-v3.avsc"),
+        schema("stats-v1.avsc")
+    );
+    numbers(&sc, &[("a", 5), ("b", 7), ("a", 1), ("a", 9), ("b", -2)]);
+    let second = run_local(&sc, &stats_pipeline("stats-v3", &v3, "stop"), &["out"]).unwrap();
+    assert_eq!(
+        json_kvs(&second, "out"),
+        vec![
+            pair("a", serde_json::json!({"count": 3, "total": 15, "max": 9, "unit": "unit"})),
+            pair("b", serde_json::json!({"count": 2, "total": 5, "max": -2, "unit": "unit"})),
+        ]
+    );
+    // Without `previous`, the store cannot know the older writer's schema: the record that
+    // reads such a value fails (`state`) and says so, rather than being folded into a
+    // misread aggregate.
+    let sc = Scratch::new();
+    numbers(&sc, &[("c", 4)]);
+    run_local(&sc, &stats_pipeline("stats-v1", &v1, "stop"), &["out"]).unwrap();
+    numbers(&sc, &[("c", 4), ("c", 6)]);
+    let v3_alone = format!(r#"{{ format = "avro", schema = "{}" }}"#, schema("stats-v3.avsc"));
+    let out = run_local(&sc, &stats_pipeline("stats-v3", &v3_alone, "dead-letter"), &["out", "formats-dlq"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![]);
+    let dlq = &out["formats-dlq"];
+    assert_eq!(dlq.iter().map(|o| o.kv()).collect::<Vec<_>>(), vec![("c".to_owned(), "6".to_owned())]);
+    assert_eq!(dlq[0].headers["wasp.error.code"], "state");
+    let message = dlq[0].headers["wasp.error.message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("store `stats`") && message.contains("neither the declared one nor in `previous`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_aggregate_that_does_not_match_the_stores_schema_fails_its_record_and_is_not_stored() {
+    // stats-v1 writes `{"count", "total"}`; this store's schema also wants a `unit` with no
+    // default, so no result converts: each record is dead-lettered (`serialization`) and the
+    // store keeps nothing, so the next record of the key starts again from the initializer.
+    let sc = Scratch::new();
+    let strict = sc.write(
+        "strict.avsc",
+        r#"{"type":"record","name":"Stats","fields":[{"name":"count","type":"long"},{"name":"total","type":"long"},{"name":"unit","type":"string"}]}"#,
+    );
+    numbers(&sc, &[("a", 5), ("a", 1)]);
+    let value = format!(r#"{{ format = "avro", schema = "{}" }}"#, strict.display());
+    let out = run_local(&sc, &stats_pipeline("stats-v1", &value, "dead-letter"), &["out", "formats-dlq"]).unwrap();
+    assert_eq!(kvs(&out, "out"), vec![]);
+    let dlq = &out["formats-dlq"];
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    for d in dlq {
+        assert_eq!(d.headers["wasp.error.code"], "serialization");
+        let message = d.headers["wasp.error.message"].as_str().unwrap_or_default();
+        assert!(message.contains("does not match its Avro schema"), "{message}");
+    }
+}
