@@ -431,3 +431,102 @@ to = "enriched-clicks"
     second.terminate();
     assert!(second.wait_exit(Duration::from_secs(60)).success());
 }
+
+/// A store whose values are Avro through the registry (Kafka Streams' `Materialized` with a
+/// registry serde): the changelog holds each aggregate framed with the id of the schema it was
+/// written with, registered under the changelog's subject. A new version of the application
+/// declares a newer schema (two fields more, with defaults) and starts on a fresh state
+/// directory: restored from the changelog, the older values are read with their writer's
+/// schema, found by id, and resolved into the new one, which the new plugin (that knows only
+/// its own fields) folds on from.
+#[test]
+fn kafka_a_registered_avro_store_restored_from_its_changelog_reads_older_values_with_the_new_schema() {
+    use crate::broker::Process;
+    use crate::common::{cache_dir, plugin, repo};
+
+    let (server, registry, broker) = registry_and_broker(&["numbers", "stats"]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifest = |version: &str| {
+        let path = dir.path().join(format!("stats-{version}.toml"));
+        let text = format!(
+            r#"version = 1
+[application]
+id = "avro-store"
+commit_interval_ms = 100
+[application.kafka]
+bootstrap_servers = "{bootstrap}"
+[application.schema_registry]
+url = "{url}"
+[streams.numbers]
+value = "string"
+[plugins.stats]
+path = "{plugin}"
+[stores.stats]
+value = {{ format = "avro", schema = "{schema}" }}
+[pipelines.p]
+from = "numbers"
+steps = [{{ op = "group_by_key" }}, {{ op = "aggregate", plugin = "stats", store = "stats" }}, {{ op = "to_stream" }}]
+to = "stats"
+"#,
+            bootstrap = broker.bootstrap(),
+            url = server.url,
+            plugin = plugin(&format!("stats-{version}")),
+            schema = repo().join(format!("tests/data/schemas/stats-{version}.avsc")).display(),
+        );
+        std::fs::write(&path, text).expect("write the manifest");
+        path
+    };
+    let run = |manifest: &Path, state: &Path| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
+        c.arg("run").arg(manifest).arg("--state-dir").arg(state).env("WASP_CACHE_DIR", cache_dir());
+        Process::spawn("wasp-avro-store", c)
+    };
+    let mut reader = broker.reader(&["stats"]);
+    let value = |i: usize, reader: &crate::broker::Reader| -> serde_json::Value {
+        serde_json::from_str(reader.records[i].value_str())
+            .unwrap_or_else(|e| panic!("an aggregate is JSON ({e}): {:?}", reader.records[i]))
+    };
+
+    broker.produce_timed("numbers", &[("a", "5", 1000), ("b", "7", 1001), ("a", "1", 1002)]);
+    let first_state = tempfile::tempdir().expect("a state directory");
+    let mut first = run(&manifest("v1"), first_state.path());
+    assert!(reader.read_count(3, Duration::from_secs(120)), "no aggregates from the first run");
+    first.terminate();
+    assert!(first.wait_exit(Duration::from_secs(60)).success());
+    assert_eq!(value(2, &reader), serde_json::json!({"count": 2, "total": 6}));
+
+    // The changelog's entries are `time | framed Avro`, with the id stats-v1.avsc was
+    // registered under, in the changelog's subject.
+    let subject = "avro-store-stats-changelog-value";
+    let v1 = registry.latest(subject).expect("the store registered its schema");
+    let changelog = broker.consume(&["avro-store-stats-changelog"], 2, Duration::from_secs(30));
+    let entries: Vec<_> = changelog
+        .iter()
+        .filter(|r| !r.headers.iter().any(|(name, _)| name == wasp_host::record::MARKER_HEADER))
+        .collect();
+    assert!(!entries.is_empty(), "{changelog:?}");
+    for e in &entries {
+        let v = e.value.as_deref().expect("an entry has a value");
+        let (id, _) =
+            unframe(&v[8..]).unwrap_or_else(|err| panic!("a framed Avro value after the time ({err:?}): {e:?}"));
+        assert_eq!(id, v1.id, "{e:?}");
+    }
+
+    // Version 3 on a fresh state directory: the store is restored from the changelog.
+    let second_state = tempfile::tempdir().expect("a state directory");
+    let mut second = run(&manifest("v3"), second_state.path());
+    broker.produce_timed("numbers", &[("a", "9", 2000), ("b", "-2", 2001)]);
+    assert!(reader.read_count(5, Duration::from_secs(120)), "no aggregates from the second run");
+    second.wait_logged("store restored from its changelog", Duration::from_secs(10));
+    let by_key: std::collections::BTreeMap<String, serde_json::Value> =
+        (3..5).map(|i| (reader.records[i].key_str().to_owned(), value(i, &reader))).collect();
+    assert_eq!(by_key["a"], serde_json::json!({"count": 3, "total": 15, "max": 9, "unit": "unit"}));
+    assert_eq!(by_key["b"], serde_json::json!({"count": 2, "total": 5, "max": -2, "unit": "unit"}));
+    second.terminate();
+    assert!(second.wait_exit(Duration::from_secs(60)).success());
+    // The new schema was registered as the subject's next version (backward compatible: its
+    // new fields have defaults).
+    let v3 = registry.latest(subject).expect("the subject's latest");
+    assert_ne!(v3.id, v1.id);
+    assert!(v3.text.contains("unit"), "{}", v3.text);
+}

@@ -128,3 +128,83 @@ fn an_aggregate_that_does_not_match_the_stores_schema_fails_its_record_and_is_no
         assert!(message.contains("does not match its Avro schema"), "{message}");
     }
 }
+
+/// `in` through the test kit's processor (`count` values add one to the key's count in its
+/// `counts` store) to `out`; `counts` keeps its values as `value` says.
+fn counting_processor(value: &str) -> String {
+    format!(
+        r#"version = 1
+[application]
+id = "formats"
+[streams.in]
+file = "in.jsonl"
+file_format = "jsonl"
+[plugins.kit]
+path = "{kit}"
+[stores.counts]
+value = {value}
+[pipelines.p]
+from = "in"
+to = "out"
+on_error = "dead-letter"
+steps = [{{ op = "process", plugin = "kit", stores = ["counts"] }}]
+"#,
+        kit = plugin("test-kit"),
+    )
+}
+
+/// The counts the kit forwarded (its timers forward records keyed by their names too).
+fn counted(out: &std::collections::BTreeMap<String, Vec<crate::common::Out>>) -> Vec<String> {
+    kvs(out, "out").into_iter().filter(|(k, _)| k == "a" || k == "b").map(|(_, v)| v).collect()
+}
+
+#[test]
+fn a_processors_store_converts_what_the_plugin_reads_and_writes() {
+    let sc = Scratch::new();
+    let counts: Vec<(&str, i64)> = vec![("a", 0), ("a", 0), ("b", 0), ("a", 0)];
+    let count_records = |sc: &Scratch| {
+        let lines: Vec<String> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| serde_json::json!({"key": k, "value": "count", "timestamp": i}).to_string())
+            .collect();
+        sc.write("in.jsonl", &(lines.join("\n") + "\n"));
+    };
+    // The kit writes its counts as decimal text, which is JSON: kept as Avro `long`s here.
+    let long = sc.write("count.avsc", r#""long""#);
+    count_records(&sc);
+    let out = run_local(
+        &sc,
+        &counting_processor(&format!(r#"{{ format = "avro", schema = "{}" }}"#, long.display())),
+        &["out"],
+    )
+    .unwrap();
+    assert_eq!(counted(&out), ["1", "2", "1", "3"]);
+    // On disk, `a`'s count is Avro's single-object encoding of the long 3: C3 01, the
+    // fingerprint of `"long"`, then 3 zig-zagged (6).
+    let task = std::fs::read_dir(sc.path("state").join("formats"))
+        .expect("the application's state directory")
+        .map(|e| e.expect("an entry").path())
+        .find(|p| p.join("counts").is_dir())
+        .expect("a task with the counts store");
+    let Ok(backend) = wasp_host::state::RocksBackend::open(&task.join("counts"), 1 << 20) else {
+        panic!("the store opens")
+    };
+    let stored = wasp_host::state::Backend::get(&backend, &[&[wasp_host::state::windows::DATA][..], b"a"].concat())
+        .expect("a read")
+        .expect("a's count");
+    let fingerprint = apache_avro::Schema::Long.fingerprint::<apache_avro::rabin::Rabin>().bytes;
+    assert_eq!(stored, [&[0xC3, 0x01][..], &fingerprint, &[6]].concat());
+    // A JSON Schema that allows counts up to 2: the put of a 3 fails, the plugin turns the
+    // state error into its record's error, and the record is dead-lettered.
+    let sc = Scratch::new();
+    let upto2 = sc.write("count.json", r#"{"type": "integer", "maximum": 2}"#);
+    count_records(&sc);
+    let value = format!(r#"{{ format = "json_schema", schema = "{}" }}"#, upto2.display());
+    let out = run_local(&sc, &counting_processor(&value), &["out", "formats-dlq"]).unwrap();
+    assert_eq!(counted(&out), ["1", "2", "1"]);
+    let dlq = &out["formats-dlq"];
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let message = dlq[0].headers["wasp.error.message"].as_str().unwrap_or_default();
+    assert!(message.contains("does not match its JSON Schema"), "{message}");
+}

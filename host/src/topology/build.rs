@@ -376,6 +376,17 @@ impl<'a> Builder<'a> {
                     "a store's values are `avro`, `protobuf` or `json_schema`, not `csv`",
                 ));
             }
+            if converted.spec.schema.is_none() {
+                return Err(self.err(
+                    value.span(),
+                    key,
+                    "a store's format needs its `schema` file: the store writes with it (and registers it)",
+                ));
+            }
+            // A framed store registers its schema under its own subject, as Kafka Streams'
+            // registry serdes do by default (`auto.register.schemas`).
+            let mut converted = converted;
+            converted.spec.register |= converted.spec.registry == Some(true);
             formats.insert(name.clone(), converted);
         }
         Ok(formats)
