@@ -457,6 +457,8 @@ commit_interval_ms = 100
 bootstrap_servers = "{bootstrap}"
 [application.schema_registry]
 url = "{url}"
+[application.admin]
+bind = "127.0.0.1:0"
 [streams.numbers]
 value = "string"
 [plugins.stats]
@@ -522,6 +524,13 @@ to = "stats"
         (3..5).map(|i| (reader.records[i].key_str().to_owned(), value(i, &reader))).collect();
     assert_eq!(by_key["a"], serde_json::json!({"count": 3, "total": 15, "max": 9, "unit": "unit"}));
     assert_eq!(by_key["b"], serde_json::json!({"count": 2, "total": 5, "max": -2, "unit": "unit"}));
+    // Interactive queries answer in JSON too, read through the store's format.
+    let base = format!("http://{}", crate::admin::admin_address(&mut second));
+    let answer = crate::admin::wait_http(&format!("{base}/stores/stats/keys/b"), "b's stats", |b| b.contains("unit"));
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("the answer is JSON");
+    let value: serde_json::Value =
+        serde_json::from_str(answer["value"].as_str().unwrap_or_default()).expect("the value is JSON text");
+    assert_eq!(value, serde_json::json!({"count": 2, "total": 5, "max": -2, "unit": "unit"}), "{answer}");
     second.terminate();
     assert!(second.wait_exit(Duration::from_secs(60)).success());
     // The new schema was registered as the subject's next version (backward compatible: its
