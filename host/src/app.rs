@@ -431,6 +431,37 @@ impl Prepared {
     /// sub-topology those of its topics, which must agree (they are co-partitioned). Task
     /// `(sub, partition)` runs on thread `(sub + partition) % threads`, and all its topics'
     /// partitions go to that thread; more threads than tasks would have nothing to do.
+    /// The topic of a declared stream or table named `name`, else `name` itself (a topic).
+    fn topic_of_name(&self, name: &str) -> String {
+        self.loaded
+            .manifest
+            .declared()
+            .find(|(_, n, _)| n.get_ref() == name)
+            .map_or_else(|| name.to_owned(), |(_, n, def)| def.topic_or(n.get_ref()).to_owned())
+    }
+
+    /// The topic `--input NAME=…` feeds: NAME is a topic the pipelines read, or the name of a
+    /// stream or table that reads one.
+    fn input_topic(&self, name: &str) -> anyhow::Result<String> {
+        let t = &self.topology;
+        let read: BTreeSet<&str> = t
+            .subtopologies
+            .iter()
+            .flat_map(|s| s.source_topics.iter().map(String::as_str))
+            .chain(t.globals.values().map(|g| g.topic.as_str()))
+            .collect();
+        let topic = self.topic_of_name(name);
+        if !read.contains(topic.as_str()) {
+            let read: Vec<&str> = read.into_iter().collect();
+            anyhow::bail!(
+                "--input {name}=…: the pipelines read no topic `{name}` and no stream or table of that name \
+                 reads one; they read {}",
+                read.join(", ")
+            );
+        }
+        Ok(topic)
+    }
+
     fn local_plan(
         &self,
         inputs: &BTreeMap<String, (PathBuf, FileFormat)>,
@@ -545,14 +576,21 @@ impl Prepared {
                         into.insert(topic, (self.loaded.resolve(file.get_ref()), s.file_format));
                     }
                 }
-                for (topic, path) in &local.inputs {
+                for (name, path) in &local.inputs {
                     let format = if path.extension().is_some_and(|e| e == "jsonl") {
                         FileFormat::Jsonl
                     } else {
                         FileFormat::Text
                     };
-                    inputs.insert(topic.clone(), (path.clone(), format));
+                    let topic = self.input_topic(name)?;
+                    let global = self.topology.globals.values().any(|g| g.topic == topic);
+                    let into = if global { &mut global_files } else { &mut inputs };
+                    into.insert(topic, (path.clone(), format));
                 }
+                let mut local = local.clone();
+                local.outputs =
+                    local.outputs.into_iter().map(|(name, path)| (self.topic_of_name(&name), path)).collect();
+                let local = &local;
                 let plan = self.local_plan(&inputs, local)?;
                 hosts.all_here(self.local_partitions(&plan));
                 let io = local_io(plan)?

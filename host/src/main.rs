@@ -40,10 +40,12 @@ enum Command {
     /// Runs the manifest's pipelines until stopped (or, in local mode, until the input ends).
     Run {
         manifest: PathBuf,
-        /// Local mode: read TOPIC from PATH (`.jsonl` is JSON lines, anything else text).
+        /// Local mode: read TOPIC (a topic, or the name of a stream or table) from PATH (`.jsonl`
+        /// is JSON lines, anything else text).
         #[arg(long = "input", value_name = "TOPIC=PATH", value_parser = topic_path)]
         inputs: Vec<(String, PathBuf)>,
-        /// Local mode: write TOPIC to PATH as JSON lines instead of printing it.
+        /// Local mode: write TOPIC (a topic, or the name of a stream) to PATH as JSON lines
+        /// instead of printing it.
         #[arg(long = "output", value_name = "TOPIC=PATH", value_parser = topic_path)]
         outputs: Vec<(String, PathBuf)>,
         /// Local mode: keep tailing the input files.

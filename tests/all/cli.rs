@@ -306,3 +306,40 @@ fn json_logs_are_one_object_per_line_with_the_fields_at_the_top() {
     assert_eq!(done["level"], "INFO");
     assert!(done["records_in"].as_u64().is_some_and(|n| n > 0), "the totals are fields: {done}");
 }
+
+#[test]
+fn input_and_output_take_a_streams_name_for_its_topic_and_refuse_a_name_nothing_reads() {
+    // The word count reads stream `lines` (topic `streams-plaintext-input`) and writes stream
+    // `counts` (topic `streams-wordcount-output`): both are named by their streams here.
+    let sc = Scratch::new();
+    let input = sc.write("mine.txt", "wasp wasp\n");
+    let out = sc.path("counts.jsonl");
+    let run = |input_arg: String| {
+        Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .env("WASP_CACHE_DIR", cache_dir())
+            .arg("run")
+            .arg(repo().join("pipelines/wordcount/pipeline.toml"))
+            .arg("--state-dir")
+            .arg(sc.path("state"))
+            .args(["--input", &input_arg, "--output"])
+            .arg(format!("counts={}", out.display()))
+            .output()
+            .expect("run wasp")
+    };
+    let ran = run(format!("lines={}", input.display()));
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let written = std::fs::read_to_string(&out).expect("the counts were written to the file");
+    let counts: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    let pairs: Vec<(String, String)> = counts
+        .iter()
+        .map(|c| {
+            (c["key"].as_str().unwrap_or_default().to_owned(), c["value"].to_string().trim_matches('"').to_owned())
+        })
+        .collect();
+    assert_eq!(pairs, [("wasp".to_owned(), "1".to_owned()), ("wasp".to_owned(), "2".to_owned())], "{written}");
+    // A name that is neither a topic the pipelines read nor a stream's: refused, not ignored.
+    let refused = run(format!("lines2={}", input.display()));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--input lines2=") && stderr.contains("streams-plaintext-input"), "{stderr}");
+}

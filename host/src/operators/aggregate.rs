@@ -319,10 +319,10 @@ impl Aggregate {
         Ok(Some(t))
     }
 
-    /// A stored `time | aggregate` as `time | the aggregate plugins see` (the same value when
-    /// the store declares no format).
+    /// A stored `time | aggregate` as `time | the aggregate plugins see`, in a store that
+    /// declares a format.
     fn viewed(&self, stored: Vec<u8>) -> Result<Vec<u8>, crate::state::StateError> {
-        if !self.store.has_format() || stored.len() < 8 {
+        if stored.len() < 8 {
             return Ok(stored);
         }
         let view = self.store.view(&stored[8..])?;
@@ -475,13 +475,19 @@ impl Aggregate {
         let mut slot_ts = chunk.slot_ts.clone();
         let mut slot_touched = vec![false; chunk.slot_key.len()];
         let mut after: Vec<Option<(i64, Option<Bytes>)>> = Vec::with_capacity(n);
+        // In a store with a declared format: each slot's last result as stored.
+        let mut slot_stored: Vec<Option<Vec<u8>>> =
+            if self.store.has_format() { vec![None; chunk.slot_key.len()] } else { Vec::new() };
         for (i, r) in results.into_iter().enumerate() {
             let s = chunk.entry_slot[i] as usize;
             // A store with a declared format takes only the results that convert to it: one
             // that does not fails its record (`serialization`), as a write to a topic would.
             let r = match r {
                 Ok(Some(agg)) if self.store.has_format() => match self.store.stored(&agg) {
-                    Ok(_) => Ok(Some(agg)),
+                    Ok(stored) => {
+                        slot_stored[s] = Some(stored.into_owned());
+                        Ok(Some(agg))
+                    }
                     Err(e) => Err((FailureCode::Serialization, e.to_string())),
                 },
                 r => r,
@@ -512,15 +518,24 @@ impl Aggregate {
                 Some(new) => new.as_deref(),
                 None => chunk.current(s),
             };
-            match agg {
-                Some(agg) => {
+            // A new result is stored as converted above.
+            let converted = match slot_agg[s] {
+                Some(Some(_)) => slot_stored.get_mut(s).and_then(Option::take),
+                _ => None,
+            };
+            match (agg, converted) {
+                (Some(_), Some(stored)) => {
+                    encode_value_into(&mut self.value_buf, slot_ts[s], &stored);
+                    self.store.put_slice(chunk.key(s), &self.value_buf);
+                }
+                (Some(agg), None) => {
                     // A result that does not match the store's format failed its entry above;
                     // the slot keeps its last good aggregate, which converts.
                     if let Err(e) = self.write(chunk.key(s), slot_ts[s], agg) {
                         tracing::error!(node = %self.node, error = %e, "an aggregate could not be stored");
                     }
                 }
-                None => self.store.delete(chunk.key(s).to_vec()),
+                (None, _) => self.store.delete(chunk.key(s).to_vec()),
             }
         }
         for e in chunk.emits.drain(..) {
@@ -641,8 +656,9 @@ impl Aggregate {
         out: &mut Emitted,
         failed: &mut BTreeSet<usize>,
     ) -> Option<crate::state::Entries> {
-        let found = self.store.range(from, to, MAX_WINDOWS_PER_KEY_SCAN).and_then(|found| {
-            found.into_iter().map(|(k, v)| Ok((k, self.viewed(v)?))).collect::<Result<crate::state::Entries, _>>()
+        let found = self.store.range(from, to, MAX_WINDOWS_PER_KEY_SCAN).and_then(|found| match self.store.has_format() {
+            false => Ok(found),
+            true => found.into_iter().map(|(k, v)| Ok((k, self.viewed(v)?))).collect(),
         });
         match found {
             Ok(found) => Some(found),
