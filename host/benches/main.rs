@@ -13,7 +13,7 @@
 //! is timed. Rounds are interleaved and the median is printed, with the best round and the
 //! spread, since the machine may be shared. A first pass warms up and checks that every path
 //! computes the same output. `WASP_BENCH_RECORDS` and `WASP_BENCH_ROUNDS` shrink a run, and
-//! `WASP_BENCH_SKIP=sandbox,joins,languages,state` leaves the later parts out.
+//! `WASP_BENCH_SKIP=sandbox,formats,joins,languages,state` leaves the later parts out.
 
 use std::hash::{DefaultHasher, Hasher};
 use std::path::PathBuf;
@@ -273,6 +273,8 @@ mod json_data;
 
 #[path = "footprint.rs"]
 mod bench_footprint;
+#[path = "formats.rs"]
+mod bench_formats;
 #[path = "joins.rs"]
 mod bench_joins;
 #[path = "languages.rs"]
@@ -506,6 +508,9 @@ fn main() -> Result<()> {
     if !skip.split(',').any(|s| s == "sandbox") {
         bench_sandbox::run(input)?;
     }
+    if !skip.split(',').any(|s| s == "formats") {
+        bench_formats::run(env_usize("WASP_BENCH_FORMAT_RECORDS", FORMAT_RECORDS)?)?;
+    }
     if !skip.split(',').any(|s| s == "joins") {
         bench_joins::run(env_usize("WASP_BENCH_JOIN_RECORDS", JOIN_RECORDS)?)?;
     }
@@ -517,6 +522,9 @@ fn main() -> Result<()> {
     }
     bench_state::run(env_usize("WASP_BENCH_LINES", LINES)?)
 }
+
+/// Values per format benchmark row.
+const FORMAT_RECORDS: usize = 200_000;
 
 /// Stream records per join benchmark.
 const JOIN_RECORDS: usize = 300_000;

@@ -16,7 +16,7 @@
 //! step's error policy says (`deserialization` on read, `serialization` on write).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::Context;
 use apache_avro::types::Value as AvroValue;
@@ -167,9 +167,9 @@ pub struct Codec {
     mode: Mode,
     /// What framed records are written with: the schema id and the parsed schema, asked of
     /// the registry at the first write (and again after a failure).
-    writer: Mutex<Option<Arc<Writer>>>,
+    writer: RwLock<Option<Arc<Writer>>>,
     /// Writers' schemas of framed records read, by id.
-    readers: Mutex<HashMap<u32, Arc<Writer>>>,
+    readers: RwLock<HashMap<u32, Arc<Writer>>>,
     /// An Avro store without the registry: values carry their writer's schema fingerprint.
     single_object: Option<SingleObject>,
 }
@@ -179,8 +179,66 @@ pub struct Codec {
 struct SingleObject {
     /// The header of the declared schema, which writes.
     header: [u8; SINGLE_OBJECT_HEADER],
-    /// The schemas values may have been written with: the declared one and `previous`.
-    known: Vec<([u8; SINGLE_OBJECT_HEADER], apache_avro::Schema)>,
+    /// The schemas values may have been written with: `previous`, each read into the declared
+    /// one (which reads itself: [`Kind::Avro`]).
+    previous: Vec<([u8; SINGLE_OBJECT_HEADER], Box<Avro>)>,
+}
+
+/// An Avro schema with its datum reader and writer, built once: converting a record builds
+/// neither (each resolves the schema's names into a map). The reader resolves values into
+/// `reader`, when given (Avro's schema resolution).
+#[ouroboros::self_referencing]
+struct Avro {
+    writer: apache_avro::Schema,
+    reader: Option<apache_avro::Schema>,
+    #[borrows(writer, reader)]
+    #[covariant]
+    decoder: apache_avro::reader::datum::GenericDatumReader<'this>,
+    #[borrows(writer)]
+    #[covariant]
+    encoder: apache_avro::writer::datum::GenericDatumWriter<'this>,
+}
+
+impl Avro {
+    fn build(
+        writer: apache_avro::Schema,
+        reader: Option<apache_avro::Schema>,
+    ) -> Result<Box<Self>, apache_avro::Error> {
+        AvroTryBuilder {
+            writer,
+            reader,
+            decoder_builder: |w, r| {
+                apache_avro::reader::datum::GenericDatumReader::builder(w).maybe_reader_schema(r.as_ref()).build()
+            },
+            encoder_builder: |w| apache_avro::writer::datum::GenericDatumWriter::builder(w).build(),
+        }
+        .try_build()
+        .map(Box::new)
+    }
+
+    fn schema(&self) -> &apache_avro::Schema {
+        self.borrow_writer()
+    }
+
+    /// One datum, the whole of `payload`.
+    fn decode(&self, mut payload: &[u8]) -> Result<AvroValue, CodecError> {
+        let value = self.borrow_decoder().read_value(&mut payload).map_err(|e| CodecError::Avro(e.to_string()))?;
+        if !payload.is_empty() {
+            return Err(CodecError::Avro(format!("{} bytes left after the record", payload.len())));
+        }
+        Ok(value)
+    }
+
+    /// `value`, resolved into the schema, appended to `out`.
+    fn encode(&self, value: AvroValue, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let resolved = value.resolve(self.borrow_writer()).map_err(|e| CodecError::Avro(e.to_string()))?;
+        self.borrow_encoder().write_value(out, resolved).map_err(|e| CodecError::Avro(e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn avro_err(e: apache_avro::Error) -> CodecError {
+    CodecError::Avro(e.to_string())
 }
 
 const SINGLE_OBJECT_HEADER: usize = 10;
@@ -195,13 +253,14 @@ fn single_object_header(schema: &apache_avro::Schema) -> [u8; SINGLE_OBJECT_HEAD
 
 /// A schema records are written (or were written) with.
 enum Writer {
-    Avro(u32, apache_avro::Schema),
+    /// Read: resolved into the declared schema, when there is one.
+    Avro(u32, Box<Avro>),
     Protobuf(u32, MessageDescriptor),
     Json(u32),
 }
 
 enum Kind {
-    Avro { schema: Option<(String, apache_avro::Schema)> },
+    Avro { schema: Option<(String, Box<Avro>)> },
     Protobuf { schema: Option<(String, MessageDescriptor)>, message: Option<String> },
     JsonSchema { schema: Option<(String, Box<jsonschema::Validator>)> },
     Csv { columns: Vec<String>, delimiter: u8 },
@@ -222,7 +281,7 @@ impl Codec {
                         let t = text(path)?;
                         let s = apache_avro::Schema::parse_str(&t)
                             .with_context(|| format!("the Avro schema {path} does not parse"))?;
-                        Some((t, s))
+                        Some((t, Avro::build(s, None).with_context(|| format!("the Avro schema {path}"))?))
                     }
                     None => None,
                 };
@@ -277,7 +336,7 @@ impl Codec {
         {
             anyhow::bail!("`register = true` registers a `.proto` file's text; a compiled descriptor set has none");
         }
-        Ok(Self { kind, framing, mode, writer: Mutex::default(), readers: Mutex::default(), single_object: None })
+        Ok(Self { kind, framing, mode, writer: RwLock::default(), readers: RwLock::default(), single_object: None })
     }
 
     /// A store's value codec: always the format's bytes (a store is no file of JSON, in any
@@ -287,15 +346,18 @@ impl Codec {
     pub fn for_store(spec: &FormatSpec, registry: Option<&Arc<Registry>>) -> anyhow::Result<Self> {
         let mut codec = Self::new(spec, registry, Mode::Wire)?;
         if let (Kind::Avro { schema: Some((_, declared)) }, None) = (&codec.kind, &codec.framing) {
-            let header = single_object_header(declared);
-            let mut known = vec![(header, declared.clone())];
+            let declared = declared.schema();
+            let mut previous = Vec::new();
             for path in &spec.previous {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading the schema {path}"))?;
                 let s = apache_avro::Schema::parse_str(&text)
                     .with_context(|| format!("the Avro schema {path} does not parse"))?;
-                known.push((single_object_header(&s), s));
+                let header = single_object_header(&s);
+                let avro = Avro::build(s, Some(declared.clone()))
+                    .with_context(|| format!("the Avro schema {path} against the store's"))?;
+                previous.push((header, avro));
             }
-            codec.single_object = Some(SingleObject { header, known });
+            codec.single_object = Some(SingleObject { header: single_object_header(declared), previous });
         }
         Ok(codec)
     }
@@ -309,30 +371,29 @@ impl Codec {
         match &self.kind {
             Kind::Csv { columns, delimiter } => csv_read(bytes, columns, *delimiter, out),
             Kind::Avro { schema } => {
-                let reader = schema.as_ref().map(|(_, s)| s);
-                let (writer, payload) = match (&self.framing, &self.single_object) {
-                    (Some(_), _) => {
+                let declared = schema.as_ref().map(|(_, a)| a);
+                let value = match (&self.framing, &self.single_object, declared) {
+                    (Some(_), _, _) => {
                         let (id, payload) = unframe(bytes)?;
-                        (Some(self.reader(id)?), payload)
+                        let w = self.reader(id)?;
+                        let Writer::Avro(_, w) = &*w else { unreachable_kind() };
+                        w.decode(payload)?
                     }
-                    (None, Some(so)) => {
+                    (None, Some(so), Some(declared)) => {
                         let (header, payload) = bytes
                             .split_at_checked(SINGLE_OBJECT_HEADER)
                             .ok_or_else(|| CodecError::Avro("too short for Avro's single-object encoding".into()))?;
-                        let writer = so.known.iter().find(|(h, _)| h == header).ok_or_else(|| {
-                            CodecError::UnknownWriter(header.iter().map(|b| format!("{b:02x}")).collect())
-                        })?;
-                        return write_json(avro_decode(&writer.1, reader, payload)?, out);
+                        if header == so.header {
+                            declared.decode(payload)?
+                        } else {
+                            let (_, writer) = so.previous.iter().find(|(h, _)| h == header).ok_or_else(|| {
+                                CodecError::UnknownWriter(header.iter().map(|b| format!("{b:02x}")).collect())
+                            })?;
+                            writer.decode(payload)?
+                        }
                     }
-                    (None, None) => (None, bytes),
-                };
-                let value = match (&writer, reader) {
-                    (Some(w), reader) => {
-                        let Writer::Avro(_, w) = &**w else { unreachable_kind() };
-                        avro_decode(w, reader, payload)?
-                    }
-                    (None, Some(r)) => avro_decode(r, None, payload)?,
-                    (None, None) => return Err(CodecError::NoSchema("read")),
+                    (None, _, Some(declared)) => declared.decode(bytes)?,
+                    (None, _, None) => return Err(CodecError::NoSchema("read")),
                 };
                 write_json(value, out)
             }
@@ -385,27 +446,22 @@ impl Codec {
             Kind::Csv { columns, delimiter } => csv_write(json, columns, *delimiter, out),
             Kind::Avro { schema } => {
                 let doc: serde_json::Value = serde_json::from_slice(json)?;
-                let value = AvroValue::try_from(doc).map_err(|e| CodecError::Avro(e.to_string()))?;
-                let (id, encoded) = match &self.framing {
-                    Some(_) => {
+                let value = AvroValue::try_from(doc).map_err(avro_err)?;
+                match (&self.framing, schema) {
+                    (Some(_), _) => {
                         let w = self.writer()?;
-                        let Writer::Avro(id, s) = &*w else { unreachable_kind() };
-                        (Some(*id), avro_encode(s, value)?)
+                        let Writer::Avro(id, w) = &*w else { unreachable_kind() };
+                        frame(*id, &[], out);
+                        w.encode(value, out)
                     }
-                    None => match schema {
-                        Some((_, s)) => (None, avro_encode(s, value)?),
-                        None => return Err(CodecError::NoSchema("write")),
-                    },
-                };
-                match (id, &self.single_object) {
-                    (Some(id), _) => frame(id, &encoded, out),
-                    (None, Some(so)) => {
-                        out.extend_from_slice(&so.header);
-                        out.extend_from_slice(&encoded);
+                    (None, Some((_, declared))) => {
+                        if let Some(so) = &self.single_object {
+                            out.extend_from_slice(&so.header);
+                        }
+                        declared.encode(value, out)
                     }
-                    (None, None) => *out = encoded,
+                    (None, None) => Err(CodecError::NoSchema("write")),
                 }
-                Ok(())
             }
             Kind::Protobuf { schema, .. } => {
                 let (id, desc) = match &self.framing {
@@ -461,8 +517,8 @@ impl Codec {
         let doc: serde_json::Value = serde_json::from_slice(json)?;
         match &self.kind {
             Kind::Avro { schema: Some((_, s)) } => {
-                let value = AvroValue::try_from(doc).map_err(|e| CodecError::Avro(e.to_string()))?;
-                let resolved = value.resolve(s).map_err(|e| CodecError::Avro(e.to_string()))?;
+                let value = AvroValue::try_from(doc).map_err(avro_err)?;
+                let resolved = value.resolve(s.schema()).map_err(avro_err)?;
                 serde_json::to_writer(out, &avro_to_json(resolved)?)?;
             }
             Kind::Protobuf { schema: Some((_, d)), .. } => {
@@ -482,20 +538,24 @@ impl Codec {
 
     /// The writer's schema of framed records with schema `id`, asked of the registry once.
     fn reader(&self, id: u32) -> Result<Arc<Writer>, CodecError> {
-        if let Some(w) = self.readers.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
+        if let Some(w) = self.readers.read().unwrap_or_else(PoisonError::into_inner).get(&id) {
             return Ok(w.clone());
         }
         let Some(f) = &self.framing else { return Err(CodecError::NoSchema("read")) };
         let schema = f.registry.schema(id)?;
         let w = Arc::new(self.parse_registered(id, schema.schema_type, &schema.text)?);
-        self.readers.lock().unwrap_or_else(PoisonError::into_inner).insert(id, w.clone());
+        self.readers.write().unwrap_or_else(PoisonError::into_inner).insert(id, w.clone());
         Ok(w)
     }
 
     /// What framed records are written with: the declared schema registered under the subject
     /// (`register = true`), or else the subject's latest schema. Asked once.
     fn writer(&self) -> Result<Arc<Writer>, CodecError> {
-        let mut slot = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = &*self.writer.read().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(w.clone());
+        }
+        // One thread asks the registry; the others wait for its answer.
+        let mut slot = self.writer.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(w) = &*slot {
             return Ok(w.clone());
         }
@@ -511,7 +571,9 @@ impl Codec {
                 let id = f.registry.register(&f.subject, kind, text)?;
                 // The declared schema itself, not the registry's normalised copy of it.
                 match &self.kind {
-                    Kind::Avro { schema: Some((_, s)) } => Writer::Avro(id, s.clone()),
+                    Kind::Avro { schema: Some((_, s)) } => {
+                        Writer::Avro(id, Avro::build(s.schema().clone(), None).map_err(avro_err)?)
+                    }
                     Kind::Protobuf { schema: Some((_, d)), .. } => Writer::Protobuf(id, d.clone()),
                     _ => Writer::Json(id),
                 }
@@ -537,8 +599,11 @@ impl Codec {
     fn parse_registered(&self, id: u32, found: SchemaType, text: &str) -> Result<Writer, CodecError> {
         let bad = |detail: String| CodecError::BadRegistrySchema { id, detail };
         match (&self.kind, found) {
-            (Kind::Avro { .. }, SchemaType::Avro) => {
-                Ok(Writer::Avro(id, apache_avro::Schema::parse_str(text).map_err(|e| bad(e.to_string()))?))
+            (Kind::Avro { schema }, SchemaType::Avro) => {
+                // Read into the declared schema, the reader's, when there is one.
+                let writer = apache_avro::Schema::parse_str(text).map_err(|e| bad(e.to_string()))?;
+                let reader = schema.as_ref().map(|(_, a)| a.schema().clone());
+                Ok(Writer::Avro(id, Avro::build(writer, reader).map_err(|e| bad(e.to_string()))?))
             }
             (Kind::Protobuf { .. }, SchemaType::Protobuf) => {
                 let pool =
@@ -566,30 +631,6 @@ impl Kind {
 /// A writer's schema is parsed for the codec's own kind only ([`Codec::parse_registered`]).
 fn unreachable_kind() -> ! {
     unreachable!("a codec's writer schemas are of its own kind")
-}
-
-fn avro_decode(
-    writer: &apache_avro::Schema,
-    reader: Option<&apache_avro::Schema>,
-    mut payload: &[u8],
-) -> Result<AvroValue, CodecError> {
-    let r = apache_avro::reader::datum::GenericDatumReader::builder(writer)
-        .maybe_reader_schema(reader)
-        .build()
-        .map_err(|e| CodecError::Avro(e.to_string()))?;
-    let value = r.read_value(&mut payload).map_err(|e| CodecError::Avro(e.to_string()))?;
-    if !payload.is_empty() {
-        return Err(CodecError::Avro(format!("{} bytes left after the record", payload.len())));
-    }
-    Ok(value)
-}
-
-fn avro_encode(schema: &apache_avro::Schema, value: AvroValue) -> Result<Vec<u8>, CodecError> {
-    let resolved = value.resolve(schema).map_err(|e| CodecError::Avro(e.to_string()))?;
-    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-        .build()
-        .and_then(|w| w.write_value_to_vec(resolved))
-        .map_err(|e| CodecError::Avro(e.to_string()))
 }
 
 fn write_json(value: AvroValue, out: &mut Vec<u8>) -> Result<(), CodecError> {
