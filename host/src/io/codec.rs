@@ -197,6 +197,10 @@ struct Avro {
     #[borrows(writer)]
     #[covariant]
     encoder: apache_avro::writer::datum::GenericDatumWriter<'this>,
+    /// The schema's named types, which resolving a value into it looks up.
+    #[borrows(writer)]
+    #[covariant]
+    names: apache_avro::schema::ResolvedSchema<'this>,
 }
 
 impl Avro {
@@ -211,6 +215,7 @@ impl Avro {
                 apache_avro::reader::datum::GenericDatumReader::builder(w).maybe_reader_schema(r.as_ref()).build()
             },
             encoder_builder: |w| apache_avro::writer::datum::GenericDatumWriter::builder(w).build(),
+            names_builder: |w| apache_avro::schema::ResolvedSchema::try_from(w),
         }
         .try_build()
         .map(Box::new)
@@ -231,7 +236,9 @@ impl Avro {
 
     /// `value`, resolved into the schema, appended to `out`.
     fn encode(&self, value: AvroValue, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        let resolved = value.resolve(self.borrow_writer()).map_err(|e| CodecError::Avro(e.to_string()))?;
+        let resolved = value
+            .resolve_with_names(self.borrow_writer(), self.borrow_names().get_names())
+            .map_err(|e| CodecError::Avro(e.to_string()))?;
         self.borrow_encoder().write_value(out, resolved).map_err(|e| CodecError::Avro(e.to_string()))?;
         Ok(())
     }
