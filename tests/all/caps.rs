@@ -95,3 +95,32 @@ fn a_guest_that_tries_every_cap_gets_errors_or_ignored_calls_never_host_memory()
     let expected = (5_000 - MAX_SERIES_PER_METRIC) + (200 - (MAX_METRICS_PER_PLUGIN - 1));
     assert_eq!(rejected, expected as f64, "every call past a metric cap is counted");
 }
+
+#[test]
+fn an_aggregate_over_the_state_value_cap_fails_its_record_and_the_key_keeps_the_last_one() {
+    // The kit's reducer concatenates `aggregate+value`: two values of 60 % of the cap make an
+    // aggregate past it, which the store does not keep (it could not ride the changelog). The
+    // record that made it is dead-lettered (`state`), and so is the next one of the key in the
+    // same call (three records per call here), which the plugin folded on from it; the next
+    // call folds on from what the key held.
+    let sc = Scratch::new();
+    let big = "x".repeat(MAX_STATE_VALUE_BYTES * 6 / 10);
+    input(&sc, &[(Some("k"), big.as_str()), (Some("k"), big.as_str()), (Some("k"), "y"), (Some("k"), "z")]);
+    let manifest = header("")
+        + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"dead-letter\"\n\
+           steps = [{ op = \"group_by_key\" }, { op = \"reduce\", plugin = \"kit\" }]\n";
+    let run = run_local_full(&sc, &manifest, &["out", "t-dlq"]).expect("the run ends");
+    let out: Vec<String> = run.out["out"].iter().map(|o| o.kv().1).collect();
+    assert_eq!(out, [big.clone(), format!("{big}+z")]);
+    let dlq: Vec<(String, String)> = run.out["t-dlq"]
+        .iter()
+        .map(|d| {
+            let text = |h: &str| d.headers[h].as_str().unwrap_or_default().to_owned();
+            (text("wasp.error.code"), text("wasp.error.message"))
+        })
+        .collect();
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    assert!(dlq.iter().all(|(code, _)| code == "state"), "{dlq:?}");
+    assert!(dlq[0].1.contains("MAX_STATE_VALUE_BYTES"), "{dlq:?}");
+    assert!(dlq[1].1.contains("after a result of its key that the store did not keep"), "{dlq:?}");
+}

@@ -26,6 +26,7 @@ use crate::state::{DirectUpstream, Sequencer, Store, prefix_end, upstream_of};
 use crate::topology::WindowSpec;
 use crate::topology::{Field, FoldKind, FoldOp, Form, Node, NodeOp, PluginKind, PluginUse, StepSpec};
 use crate::wasm::CallFailure;
+use crate::wasm::host::state::MAX_STATE_VALUE_BYTES;
 
 /// Sessions or windows of one key a record can touch are few; the cap guards a runaway key.
 pub const MAX_WINDOWS_PER_KEY_SCAN: usize = 10_000;
@@ -332,6 +333,29 @@ impl Aggregate {
         Ok(v)
     }
 
+    /// Whether the store can keep a plugin's result, which fails its record if not: at most
+    /// [`MAX_STATE_VALUE_BYTES`] (a larger one could not ride the changelog), and in a store
+    /// with a declared format, one that converts to it (`serialization`, as a write to a topic
+    /// would fail). The result as stored, when it was converted.
+    fn keepable(&self, agg: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let over = |n: usize| {
+            (FailureCode::State, format!(
+                "an aggregate of {n} bytes is over the cap of {MAX_STATE_VALUE_BYTES} bytes (MAX_STATE_VALUE_BYTES): not kept"
+            ))
+        };
+        if agg.len() > MAX_STATE_VALUE_BYTES {
+            return Err(over(agg.len()));
+        }
+        if !self.store.has_format() {
+            return Ok(None);
+        }
+        let stored = self.store.stored(agg).map_err(|e| (FailureCode::Serialization, e.to_string()))?;
+        if stored.len() > MAX_STATE_VALUE_BYTES {
+            return Err(over(stored.len()));
+        }
+        Ok(Some(stored.into_owned()))
+    }
+
     /// Writes `time | agg` at `key`, the aggregate in the store's format.
     fn write(&mut self, key: &[u8], ts: i64, agg: &[u8]) -> Result<(), crate::state::StateError> {
         let stored = self.store.stored(agg)?;
@@ -478,20 +502,28 @@ impl Aggregate {
         // In a store with a declared format: each slot's last result as stored.
         let mut slot_stored: Vec<Option<Vec<u8>>> =
             if self.store.has_format() { vec![None; chunk.slot_key.len()] } else { Vec::new() };
+        // Slots with a result the store did not keep, and why: the plugin folded the slot's later
+        // entries of this call on from it, so they fail too, or the refused record would count
+        // in them.
+        let mut refused: Vec<Option<FailureCode>> = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
             let s = chunk.entry_slot[i] as usize;
-            // A store with a declared format takes only the results that convert to it: one
-            // that does not fails its record (`serialization`), as a write to a topic would.
-            let r = match r {
-                Ok(Some(agg)) if self.store.has_format() => match self.store.stored(&agg) {
-                    Ok(stored) => {
-                        slot_stored[s] = Some(stored.into_owned());
-                        Ok(Some(agg))
+            let r = match (refused.get(s).cloned().flatten(), r) {
+                (Some(code), _) => {
+                    Err((code, "folded in the same call after a result of its key that the store did not keep".to_owned()))
+                }
+                (None, Ok(Some(agg))) => self.keepable(&agg).map(|stored| {
+                    if let Some(stored) = stored {
+                        slot_stored[s] = Some(stored);
                     }
-                    Err(e) => Err((FailureCode::Serialization, e.to_string())),
-                },
-                r => r,
+                    Some(agg)
+                }),
+                (None, r) => r,
             };
+            if let Err((code @ (FailureCode::State | FailureCode::Serialization), _)) = &r {
+                refused.resize(chunk.slot_key.len(), None);
+                refused[s] = Some(code.clone());
+            }
             match r {
                 Ok(agg) => {
                     slot_ts[s] = slot_ts[s].max(chunk.entries[i].timestamp);

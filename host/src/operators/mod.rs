@@ -29,7 +29,8 @@ pub enum FailureCode {
     Serialization,
     /// A processor forwarded to a child it does not have.
     UnknownChild,
-    /// The step's state store failed to read the record's aggregate.
+    /// The step's state store failed to read the record's aggregate, or cannot keep the one its
+    /// plugin returned.
     State,
     /// The record has no key, and the step needs one (an aggregation groups by it).
     NullKey,

@@ -20,6 +20,7 @@ use crate::record::{EncodedBatch, OLD_VALUE_HEADER, Record};
 use crate::state::{DirectUpstream, Store, table_row, table_row_parts, upstream_of};
 use crate::topology::{FoldOp, Node, TableFold};
 use crate::wasm::CallFailure;
+use crate::wasm::host::state::MAX_STATE_VALUE_BYTES;
 
 pub fn construct(
     node: &Node,
@@ -189,6 +190,19 @@ impl TableAggregate {
                 Some((t, _)) => r.timestamp.max(*t),
                 None => r.timestamp,
             };
+            let kept = match &e.after {
+                Some(v) if v.len() > MAX_STATE_VALUE_BYTES => Err(format!(
+                    "an aggregate of {} bytes is over the cap of {MAX_STATE_VALUE_BYTES} bytes (MAX_STATE_VALUE_BYTES): not kept",
+                    v.len()
+                )),
+                _ => Ok(()),
+            };
+            if let Err(message) = kept {
+                let plugin = self.plugin_label();
+                r.old = e.old;
+                out.failures.push(Failure { record: r, code: FailureCode::State, message, plugin });
+                continue;
+            }
             match &e.after {
                 Some(v) => match self.store.stored(v) {
                     Ok(stored) => {
