@@ -47,6 +47,7 @@ test: setup plugins
 	cd plugins && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) clippy --release -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release -p wasp --no-deps
 	python3 -m unittest guest-sdk/python/test_wasp.py
 	@mkdir -p target
 	set -o pipefail; WASP_NISSHI=$$(command -v nisshi) WASP_SCHEMA_REGISTRY=$$(command -v rivven-schema) \

@@ -1,6 +1,6 @@
 //! Kafka through rdkafka. The consumer group is the application id; offsets are committed by
 //! hand, only after the outputs of the records before them are acknowledged (at-least-once).
-//! Rebalances are cooperative and task-aware (see [`GroupContext::rebalance`]). A revocation
+//! Rebalances are cooperative and task-aware (see `GroupContext::rebalance`). A revocation
 //! completes only once the runtime has committed the revoked tasks' work
 //! ([`RecordSource::release_revoked`]); their buffered, unprocessed records are dropped at once,
 //! to be read again from that commit by the new owner (which may be this consumer again:

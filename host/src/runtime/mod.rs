@@ -1,9 +1,9 @@
 //! The runtime: stream threads that run tasks. A task runs one sub-topology for one partition:
 //! it owns its operators (and so its plugin instances and state stores) and turns an input
-//! batch into output records. Each stream thread ([`thread`]) owns its tasks, its source and
+//! batch into output records. Each stream thread (`thread`) owns its tasks, its source and
 //! sink (on Kafka: a consumer that is one group member, and a producer), and its commits;
 //! threads share nothing on the batch path. The error policy (retry, bisection, dead letters)
-//! is in [`policy`]; the commit order in [`commit`].
+//! is in `policy`; the commit order in `commit`.
 //!
 //! Every commit interval (and at the end) a thread commits: the outputs are flushed, the
 //! stores' pending writes go to their changelogs and are flushed, then the stores write locally

@@ -5,7 +5,7 @@
 //! Which instance keeps which: the instances announce their tasks ([`Hosts`]); for a task that
 //! runs elsewhere, the `replicas` instances that follow its owner, in the order of their
 //! addresses, keep standbys of it. Every [`CATCH_UP`] the standby thread brings each standby
-//! task's changelogged stores up to their changelogs' ends by opening them ([`open_store`]:
+//! task's changelogged stores up to their changelogs' ends by opening them (`commit::open_store`:
 //! local files, then the changelog from their checkpoint, the same restore a task does) and
 //! closing them again. A task that moves here finds its files a moment behind and opens them
 //! itself; while the task runs here, its stores are locked, and the standby leaves them.
