@@ -207,3 +207,69 @@ fn a_processors_store_converts_what_the_plugin_reads_and_writes() {
     let message = dlq[0].headers["wasp.error.message"].as_str().unwrap_or_default();
     assert!(message.contains("does not match its JSON Schema"), "{message}");
 }
+
+#[test]
+fn wasp_test_converts_a_stores_values_as_a_run_does() {
+    // `wasp test` keeps stores in memory, in their declared formats: stats-v1's results do not
+    // fit a schema that wants a `unit`, so its record is dead-lettered there too.
+    let sc = Scratch::new();
+    let strict = sc.write(
+        "strict.avsc",
+        r#"{"type":"record","name":"Stats","fields":[{"name":"count","type":"long"},{"name":"total","type":"long"},{"name":"unit","type":"string"}]}"#,
+    );
+    let v1 = format!(r#"{{ format = "avro", schema = "{}" }}"#, schema("stats-v1.avsc"));
+    let bad = format!(r#"{{ format = "avro", schema = "{}" }}"#, strict.display());
+    sc.write("good.toml", &stats_pipeline("stats-v1", &v1, "dead-letter"));
+    sc.write("bad.toml", &stats_pipeline("stats-v1", &bad, "dead-letter"));
+    let fixture = |manifest: &str, expect: &str| {
+        format!(
+            r#"manifest = "{manifest}"
+[[test]]
+name = "two values of one key"
+steps = [
+  {{ topic = 'in', key = 'a', value = '5', timestamp = 1 }},
+  {{ topic = 'in', key = 'b', value = '2', timestamp = 2 }},
+]
+{expect}
+"#
+        )
+    };
+    sc.write(
+        "good.test.toml",
+        &fixture(
+            "good.toml",
+            r#"[[test.expect]]
+topic = 'out'
+records = [
+  { key = 'a', value = '{"count":1,"total":5}' },
+  { key = 'b', value = '{"count":1,"total":2}' },
+]"#,
+        ),
+    );
+    sc.write(
+        "bad.test.toml",
+        &fixture(
+            "bad.toml",
+            r#"[[test.expect]]
+topic = 'formats-dlq'
+records = [
+  { key = 'a', value = '5' },
+  { key = 'b', value = '2' },
+]"#,
+        ),
+    );
+    for test in ["good.test.toml", "bad.test.toml"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .env("WASP_CACHE_DIR", crate::common::cache_dir())
+            .arg("test")
+            .arg(sc.path(test))
+            .output()
+            .expect("run wasp test");
+        assert!(
+            out.status.success(),
+            "{test}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
