@@ -145,7 +145,7 @@ pub fn open_store<'d>(
     task: &str,
     partition: i32,
     options: &RunOptions,
-    mut restorer: Option<&mut (dyn ChangelogReader + 'd)>,
+    restorer: Option<&mut (dyn ChangelogReader + 'd)>,
     stats: &mut RunStats,
 ) -> Result<Store, StateError> {
     let dir = store_dir(&options.state_dir, &topology.application_id, task, &spec.name);
@@ -154,6 +154,21 @@ pub fn open_store<'d>(
         (options.changelogs && spec.source_topic.is_none()).then(|| (topology.changelog_topic(&spec.name), partition));
     let mut store = Store::open(spec.clone(), Some(&dir), changelog)?;
     store.set_format(super::store_format(&options.codecs, &spec.name));
+    restore_store(&mut store, spec, task, partition, options, restorer, stats)?;
+    Ok(store)
+}
+
+/// Brings an open store up to date from its checkpoint: the changelog's tail, or for a table's
+/// store its own topic up to the offset the group committed.
+pub fn restore_store<'d>(
+    store: &mut Store,
+    spec: &StoreSpec,
+    task: &str,
+    partition: i32,
+    options: &RunOptions,
+    mut restorer: Option<&mut (dyn ChangelogReader + 'd)>,
+    stats: &mut RunStats,
+) -> Result<(), StateError> {
     let failed = |e: anyhow::Error| StateError::Backend { store: spec.name.clone(), message: format!("{e:#}") };
     let restore_from = match (&spec.source_topic, store.changelog().cloned()) {
         (Some(topic), _) if options.changelogs => {
@@ -198,5 +213,5 @@ pub fn open_store<'d>(
             );
         }
     }
-    Ok(store)
+    Ok(())
 }

@@ -5,25 +5,32 @@
 //! Which instance keeps which: the instances announce their tasks ([`Hosts`]); for a task that
 //! runs elsewhere, the `replicas` instances that follow its owner, in the order of their
 //! addresses, keep standbys of it. Every [`CATCH_UP`] the standby thread brings each standby
-//! task's changelogged stores up to their changelogs' ends by opening them (`commit::open_store`:
-//! local files, then the changelog from their checkpoint, the same restore a task does) and
-//! closing them again. A task that moves here finds its files a moment behind and opens them
-//! itself; while the task runs here, its stores are locked, and the standby leaves them.
+//! task's changelogged stores up to their changelogs' ends: it opens them once
+//! (`commit::open_store`: local files, then the changelog from their checkpoint, the same
+//! restore a task does) and keeps them open, reading each changelog's tail from where it left
+//! off. It closes a task's stores as soon as the task is no longer one it keeps, within
+//! [`RECHECK`]: a task that moves here waits for them (its open finds them locked and retries)
+//! and finds its files a moment behind.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::commit::open_store;
+use super::commit::{open_store, restore_store};
 use super::hosts::{Hosts, TaskKey};
 use super::{RunOptions, RunStats, Task};
 use crate::io::ChangelogReader;
-use crate::state::StateError;
+use crate::state::{StateError, Store};
 use crate::topology::Topology;
 
 /// How often the standby stores catch up with their changelogs.
 pub const CATCH_UP: Duration = Duration::from_secs(1);
+/// How often the standby thread looks for tasks it no longer keeps, whose stores it closes.
+pub const RECHECK: Duration = Duration::from_millis(50);
+
+/// The standby stores open, by task and store name.
+type OpenStores = BTreeMap<(TaskKey, String), Store>;
 
 /// The standby thread; stopped (and joined) by [`Standby::stop`].
 pub struct Standby {
@@ -62,6 +69,7 @@ fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut kept = BTreeSet::new();
+    let mut open = OpenStores::new();
     let mut stats = RunStats::default();
     while !stop.load(Ordering::Acquire) {
         let started = Instant::now();
@@ -71,36 +79,58 @@ fn run(
             tracing::info!(task = %Task::name(sub, partition), "keeping a standby of the task's stores");
         }
         kept = tasks;
+        open.retain(|(task, _), _| kept.contains(task));
         for &(sub, partition) in &kept {
             if stop.load(Ordering::Acquire) {
                 break;
             }
-            catch_up(topology, options, (sub, partition), reader, &mut stats);
+            catch_up(topology, options, (sub, partition), reader, &mut stats, &mut open);
         }
         let left = CATCH_UP.saturating_sub(started.elapsed());
         let until = Instant::now() + left;
         while Instant::now() < until && !stop.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(RECHECK);
+            // A task that moved here (or away) gets its stores back at once.
+            if !open.is_empty() {
+                let now = options.hosts.standby_tasks(replicas);
+                open.retain(|(task, _), _| now.contains(task));
+            }
         }
     }
     Ok(())
 }
 
-/// Brings the changelogged stores of `task` up to their changelogs' ends, on disk.
+/// Brings the changelogged stores of `task` up to their changelogs' ends, on disk, opening the
+/// ones not open yet.
 fn catch_up(
     topology: &Topology,
     options: &RunOptions,
     (sub, partition): TaskKey,
     reader: &mut dyn ChangelogReader,
     stats: &mut RunStats,
+    open: &mut OpenStores,
 ) {
     let name = Task::name(sub, partition);
     for spec in standby_stores(topology, sub) {
-        match open_store(topology, spec, &name, partition, options, Some(&mut *reader), stats) {
-            Ok(store) => drop(store),
+        let key = ((sub, partition), spec.name.clone());
+        let caught_up = match open.get_mut(&key) {
+            Some(store) => {
+                restore_store(store, spec, &name, partition, options, Some(&mut *reader), stats).map(|()| None)
+            }
+            None => open_store(topology, spec, &name, partition, options, Some(&mut *reader), stats).map(Some),
+        };
+        match caught_up {
+            Ok(Some(store)) => {
+                open.insert(key, store);
+            }
+            Ok(None) => {}
             // The task runs here now: its stores are its own.
             Err(StateError::Locked { .. }) => {}
-            Err(e) => tracing::warn!(task = %name, store = %spec.name, error = %e, "a standby store did not catch up"),
+            Err(e) => {
+                // Opened again from its files next time.
+                open.remove(&key);
+                tracing::warn!(task = %name, store = %spec.name, error = %e, "a standby store did not catch up");
+            }
         }
     }
 }

@@ -457,7 +457,10 @@ impl StreamThread<'_> {
                     self.tasks.insert(key, task);
                 }
                 Err(e) if is_locked(&e) => {
+                    // Retried by the loop (`resume_held`) until it opens, input or not: its
+                    // stores are then restored and queryable, as for a task that opens now.
                     tracing::debug!(task = %Task::name(key.0, key.1), "stores held by a closing task; opened later");
+                    self.held.entry(key).or_default().locked_since.get_or_insert_with(Instant::now);
                 }
                 Err(e) => return Err(e),
             }
