@@ -126,6 +126,8 @@ impl HostKeyValueStore for HostState {
 
     fn put(&mut self, h: Resource<KvHandle>, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            // The guest's bytes within the caps before they are converted, and after.
+            within_caps(s, key.len(), value.len())?;
             let value = s.stored_owned(value)?;
             within_caps(s, key.len(), value.len())?;
             s.put(data_key(&key), value);
@@ -184,6 +186,8 @@ impl HostWindowStore for HostState {
 
     fn put(&mut self, h: Resource<WindowHandle>, key: Vec<u8>, start: i64, value: Vec<u8>) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            // The guest's bytes within the caps before they are converted, and after.
+            within_caps(s, key.len(), value.len())?;
             let value = s.stored_owned(value)?;
             within_caps(s, key.len(), value.len())?;
             let k = window_key(&key, Window { start, end: 0 });
@@ -275,6 +279,8 @@ impl HostSessionStore for HostState {
         value: Vec<u8>,
     ) -> Result<(), StateError> {
         self.with_store(&h, |s| {
+            // The guest's bytes within the caps before they are converted, and after.
+            within_caps(s, key.len(), value.len())?;
             let value = s.stored_owned(value)?;
             within_caps(s, key.len(), value.len())?;
             s.put(session_key(&key, Window { start, end }), value);
