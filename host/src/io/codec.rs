@@ -172,6 +172,10 @@ pub struct Codec {
     readers: RwLock<HashMap<u32, Arc<Writer>>>,
     /// An Avro store without the registry: values carry their writer's schema fingerprint.
     single_object: Option<SingleObject>,
+    /// A store's codec: JSON Schema checks what is written, not what was (a schema made
+    /// stricter leaves the values kept before readable, as Confluent's deserializer does by
+    /// default).
+    store: bool,
 }
 
 /// Avro's single-object encoding (`C3 01`, the writer schema's 8-byte CRC-64-AVRO fingerprint,
@@ -343,7 +347,15 @@ impl Codec {
         {
             anyhow::bail!("`register = true` registers a `.proto` file's text; a compiled descriptor set has none");
         }
-        Ok(Self { kind, framing, mode, writer: RwLock::default(), readers: RwLock::default(), single_object: None })
+        Ok(Self {
+            kind,
+            framing,
+            mode,
+            writer: RwLock::default(),
+            readers: RwLock::default(),
+            single_object: None,
+            store: false,
+        })
     }
 
     /// A store's value codec: always the format's bytes (a store is no file of JSON, in any
@@ -351,7 +363,7 @@ impl Codec {
     /// reads a value written with the declared schema or one of `previous` resolved into the
     /// declared one; with the registry, values are framed with their schema id as on a topic.
     pub fn for_store(spec: &FormatSpec, registry: Option<&Arc<Registry>>) -> anyhow::Result<Self> {
-        let mut codec = Self::new(spec, registry, Mode::Wire)?;
+        let mut codec = Self { store: true, ..Self::new(spec, registry, Mode::Wire)? };
         if let (Kind::Avro { schema: Some((_, declared)) }, None) = (&codec.kind, &codec.framing) {
             let declared = declared.schema();
             let mut previous = Vec::new();
@@ -434,7 +446,7 @@ impl Codec {
                     None => bytes,
                 };
                 let doc: serde_json::Value = serde_json::from_slice(payload)?;
-                if let Some((_, v)) = schema {
+                if let (Some((_, v)), false) = (schema, self.store) {
                     v.validate(&doc).map_err(|e| CodecError::JsonSchema(e.to_string()))?;
                 }
                 out.extend_from_slice(payload);
@@ -907,6 +919,22 @@ mod tests {
         assert!(err.to_string().contains("neither the declared one nor in `previous`"), "{err}");
         // A store is no file of JSON: the same bytes in local mode as on Kafka.
         assert!(alone.read(br#"{"id":"o1","amount":1}"#, &mut json).is_err());
+    }
+
+    #[test]
+    fn a_json_schema_store_checks_what_it_writes_not_what_it_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let at_most_1 = write_file(&dir, "count.json", r#"{"type": "integer", "maximum": 1}"#);
+        let topic = Codec::new(&spec(Format::JsonSchema, Some(&at_most_1)), None, Mode::Wire).expect("topic");
+        let store = Codec::for_store(&spec(Format::JsonSchema, Some(&at_most_1)), None).expect("store");
+        let mut out = Vec::new();
+        assert!(topic.read(b"2", &mut out).is_err(), "a topic's record must match");
+        // A value kept before the schema became stricter still reads; a new one must match.
+        store.read(b"2", &mut out).expect("a kept value reads");
+        assert_eq!(out, b"2");
+        let err = store.write(b"2", &mut out).expect_err("a new value is checked");
+        assert!(err.to_string().contains("does not match its JSON Schema"), "{err}");
+        store.write(b"1", &mut out).expect("within the schema");
     }
 
     #[test]
