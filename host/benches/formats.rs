@@ -38,18 +38,12 @@ struct Row {
 
 impl Row {
     fn median(&self) -> f64 {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
+        super::median(&self.samples)
     }
 }
 
 pub fn run(n: usize) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("wasp-bench-formats-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run_in(&dir, n);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    super::in_temp_dir("formats", |dir| run_in(dir, n))
 }
 
 fn run_in(dir: &std::path::Path, n: usize) -> Result<()> {

@@ -54,11 +54,7 @@ steps = [ {{ op = "left_join", plugin = "jk", {with} }} ]
 }
 
 pub fn run(stream_n: usize) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("wasp-bench-joins-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run_in(&dir, stream_n);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    super::in_temp_dir("joins", |dir| run_in(dir, stream_n))
 }
 
 fn run_in(dir: &Path, n: usize) -> Result<()> {

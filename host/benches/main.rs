@@ -144,9 +144,7 @@ impl<'a> Case<'a> {
     }
 
     fn median(&self) -> f64 {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+        median(&self.samples)
     }
 
     fn best(&self) -> f64 {
@@ -525,6 +523,22 @@ fn main() -> Result<()> {
 
 /// Values per format benchmark row.
 const FORMAT_RECORDS: usize = 200_000;
+
+/// The median of `samples` (NaN when there are none).
+fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs `f` in a new directory under the system's temporary one, removed afterwards.
+fn in_temp_dir(name: &str, f: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("wasp-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = f(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
 
 /// Stream records per join benchmark.
 const JOIN_RECORDS: usize = 300_000;

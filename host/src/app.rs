@@ -431,15 +431,6 @@ impl Prepared {
     /// sub-topology those of its topics, which must agree (they are co-partitioned). Task
     /// `(sub, partition)` runs on thread `(sub + partition) % threads`, and all its topics'
     /// partitions go to that thread; more threads than tasks would have nothing to do.
-    /// The topic of a declared stream or table named `name`, else `name` itself (a topic).
-    fn topic_of_name(&self, name: &str) -> String {
-        self.loaded
-            .manifest
-            .declared()
-            .find(|(_, n, _)| n.get_ref() == name)
-            .map_or_else(|| name.to_owned(), |(_, n, def)| def.topic_or(n.get_ref()).to_owned())
-    }
-
     /// The topic `--input NAME=…` feeds: NAME is a topic the pipelines read, or the name of a
     /// stream or table that reads one.
     fn input_topic(&self, name: &str) -> anyhow::Result<String> {
@@ -450,7 +441,7 @@ impl Prepared {
             .flat_map(|s| s.source_topics.iter().map(String::as_str))
             .chain(t.globals.values().map(|g| g.topic.as_str()))
             .collect();
-        let topic = self.topic_of_name(name);
+        let topic = self.loaded.manifest.topic_of(name);
         if !read.contains(topic.as_str()) {
             let read: Vec<&str> = read.into_iter().collect();
             anyhow::bail!(
@@ -588,8 +579,11 @@ impl Prepared {
                     into.insert(topic, (path.clone(), format));
                 }
                 let mut local = local.clone();
-                local.outputs =
-                    local.outputs.into_iter().map(|(name, path)| (self.topic_of_name(&name), path)).collect();
+                local.outputs = local
+                    .outputs
+                    .into_iter()
+                    .map(|(name, path)| (self.loaded.manifest.topic_of(&name), path))
+                    .collect();
                 let local = &local;
                 let plan = self.local_plan(&inputs, local)?;
                 hosts.all_here(self.local_partitions(&plan));

@@ -77,12 +77,23 @@ fn write_manifest(dir: &Path, broker: &Broker) -> PathBuf {
 
 /// `wasp run MANIFEST` as a child process named `name`, logging at info.
 pub fn start(name: &str, manifest: &Path) -> Process {
+    Process::spawn(name, run_command(manifest))
+}
+
+/// [`start`], its stores under `state` (`--state-dir`).
+pub fn start_in(name: &str, manifest: &Path, state: &Path) -> Process {
+    let mut c = run_command(manifest);
+    c.arg("--state-dir").arg(state);
+    Process::spawn(name, c)
+}
+
+fn run_command(manifest: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wasp"));
     c.arg("run")
         .arg(manifest)
         .env("WASP_CACHE_DIR", crate::common::cache_dir())
         .env("WASP_LOG", "info,wasmtime=warn,cranelift=warn");
-    Process::spawn(name, c)
+    c
 }
 
 fn setup() -> (Broker, tempfile::TempDir, PathBuf, Reader) {

@@ -180,8 +180,7 @@ fn framed_avro(schema: &apache_avro::Schema, id: u32, fields: Vec<(&str, apache_
 /// which.
 #[test]
 fn kafka_avro_in_through_the_registry_python_sees_json_protobuf_out() {
-    use crate::broker::Process;
-    use crate::common::{cache_dir, plugin, repo};
+    use crate::common::{plugin, repo};
     use prost_reflect::DynamicMessage;
 
     let (server, registry, broker) = registry_and_broker(&["user_activity", "categorized-events", "user-events-dlq"]);
@@ -278,9 +277,7 @@ dead_letter_topic = "user-events-dlq"
         ),
     )
     .expect("write the manifest");
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
-    c.arg("run").arg(&manifest).env("WASP_CACHE_DIR", cache_dir()).env("WASP_LOG", "info,wasmtime=warn");
-    let mut wasp = Process::spawn("wasp-user-events", c);
+    let mut wasp = crate::recovery::start("wasp-user-events", &manifest);
     let mut reader = broker.reader(&["categorized-events", "user-events-dlq"]);
     assert!(reader.read_count(6, Duration::from_secs(120)), "only {} of 6 records came out", reader.records.len());
     wasp.assert_running();
@@ -340,8 +337,7 @@ dead_letter_topic = "user-events-dlq"
 /// offset, and the clicks it then joins see the profiles as JSON, not as the topic's bytes.
 #[test]
 fn kafka_an_avro_table_restored_from_its_topic_joins_as_json() {
-    use crate::broker::Process;
-    use crate::common::{cache_dir, plugin};
+    use crate::common::plugin;
     use apache_avro::types::Value;
 
     let (server, registry, broker) = registry_and_broker(&["clicks", "user-profiles", "enriched-clicks"]);
@@ -393,11 +389,7 @@ to = "enriched-clicks"
         ),
     )
     .expect("write the manifest");
-    let run = |state: &Path| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
-        c.arg("run").arg(&manifest).arg("--state-dir").arg(state).env("WASP_CACHE_DIR", cache_dir());
-        Process::spawn("wasp-avro-table", c)
-    };
+    let run = |state: &Path| crate::recovery::start_in("wasp-avro-table", &manifest, state);
     broker.produce_timed(
         "user-profiles",
         &[("u1", profile("Alice", "free"), 1000), ("u2", profile("Bob", "gold"), 1000)],
@@ -441,8 +433,7 @@ to = "enriched-clicks"
 /// its own fields) folds on from.
 #[test]
 fn kafka_a_registered_avro_store_restored_from_its_changelog_reads_older_values_with_the_new_schema() {
-    use crate::broker::Process;
-    use crate::common::{cache_dir, plugin, repo};
+    use crate::common::{plugin, repo};
 
     let (server, registry, broker) = registry_and_broker(&["numbers", "stats"]);
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -478,11 +469,7 @@ to = "stats"
         std::fs::write(&path, text).expect("write the manifest");
         path
     };
-    let run = |manifest: &Path, state: &Path| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
-        c.arg("run").arg(manifest).arg("--state-dir").arg(state).env("WASP_CACHE_DIR", cache_dir());
-        Process::spawn("wasp-avro-store", c)
-    };
+    let run = |manifest: &Path, state: &Path| crate::recovery::start_in("wasp-avro-store", manifest, state);
     let mut reader = broker.reader(&["stats"]);
     let value = |i: usize, reader: &crate::broker::Reader| -> serde_json::Value {
         serde_json::from_str(reader.records[i].value_str())

@@ -9,9 +9,10 @@ fn schema(name: &str) -> String {
     repo().join("tests/data/schemas").join(name).display().to_string()
 }
 
-/// `in` grouped by key and folded by `stats` (a plugin) into store `stats`, whose value is
-/// `value` (a TOML inline table), to `out`.
-fn stats_pipeline(stats: &str, value: &str, on_error: &str) -> String {
+/// A manifest reading `in` (two records per call) through `step`, whose plugin `p` is the
+/// plugin file `plugin`, to `out`; store `store` keeps its values as `value` (a TOML inline
+/// table) says.
+fn manifest(plugin_name: &str, store: &str, value: &str, on_error: &str, step: &str) -> String {
     format!(
         r#"version = 1
 [application]
@@ -20,18 +21,24 @@ batch_size = 2
 [streams.in]
 file = "in.jsonl"
 file_format = "jsonl"
-[plugins.stats]
+[plugins.p]
 path = "{plugin}"
-[stores.stats]
+[stores.{store}]
 value = {value}
 [pipelines.p]
 from = "in"
 to = "out"
 on_error = "{on_error}"
-steps = [{{ op = "group_by_key" }}, {{ op = "aggregate", plugin = "stats", store = "stats" }}, {{ op = "to_stream" }}]
+steps = [{step}]
 "#,
-        plugin = plugin(stats),
+        plugin = plugin(plugin_name),
     )
+}
+
+/// `in` grouped by key and folded by `stats` (a plugin) into store `stats`, to `out`.
+fn stats_pipeline(stats: &str, value: &str, on_error: &str) -> String {
+    let step = r#"{ op = "group_by_key" }, { op = "aggregate", plugin = "p", store = "stats" }, { op = "to_stream" }"#;
+    manifest(stats, "stats", value, on_error, step)
 }
 
 fn numbers(sc: &Scratch, records: &[(&str, i64)]) {
@@ -129,27 +136,9 @@ fn an_aggregate_that_does_not_match_the_stores_schema_fails_its_record_and_is_no
 }
 
 /// `in` through the test kit's processor (`count` values add one to the key's count in its
-/// `counts` store) to `out`; `counts` keeps its values as `value` says.
+/// `counts` store) to `out`.
 fn counting_processor(value: &str) -> String {
-    format!(
-        r#"version = 1
-[application]
-id = "formats"
-[streams.in]
-file = "in.jsonl"
-file_format = "jsonl"
-[plugins.kit]
-path = "{kit}"
-[stores.counts]
-value = {value}
-[pipelines.p]
-from = "in"
-to = "out"
-on_error = "dead-letter"
-steps = [{{ op = "process", plugin = "kit", stores = ["counts"] }}]
-"#,
-        kit = plugin("test-kit"),
-    )
+    manifest("test-kit", "counts", value, "dead-letter", r#"{ op = "process", plugin = "p", stores = ["counts"] }"#)
 }
 
 /// The counts the kit forwarded (its timers forward records keyed by their names too).

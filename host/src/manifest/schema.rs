@@ -44,6 +44,13 @@ impl Manifest {
         let tables = self.tables.iter().map(|(k, d)| ("tables", k, d));
         streams.chain(tables).chain(self.global_tables.iter().map(|(k, d)| ("global_tables", k, d)))
     }
+
+    /// The topic of the stream or table declared as `name`, else `name` itself (a topic).
+    pub fn topic_of(&self, name: &str) -> String {
+        self.declared()
+            .find(|(_, k, _)| k.get_ref() == name)
+            .map_or_else(|| name.to_owned(), |(_, k, s)| s.topic_or(k.get_ref()).to_owned())
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -155,7 +155,7 @@ struct Emit {
 }
 
 /// A failed record's error code and message.
-type Error = (FailureCode, String);
+pub(super) type Error = (FailureCode, String);
 /// The aggregate after each fold entry (`None`: the aggregate was deleted), or its error.
 type EntryResults = Vec<Result<Option<Bytes>, Error>>;
 
@@ -245,6 +245,29 @@ impl Chunk {
     }
 }
 
+/// Whether `store` can keep a plugin's aggregate, whose record fails if not: at most
+/// [`MAX_STATE_VALUE_BYTES`] (a larger one could not ride the changelog), and in a store with a
+/// declared format, one that converts to it (`serialization`, as a write to a topic would
+/// fail). The aggregate as stored, when it was converted.
+pub(super) fn keepable(store: &Store, agg: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    let over = |n: usize| {
+        (FailureCode::State, format!(
+            "an aggregate of {n} bytes is over the cap of {MAX_STATE_VALUE_BYTES} bytes (MAX_STATE_VALUE_BYTES): not kept"
+        ))
+    };
+    if agg.len() > MAX_STATE_VALUE_BYTES {
+        return Err(over(agg.len()));
+    }
+    if !store.has_format() {
+        return Ok(None);
+    }
+    let stored = store.stored(agg).map_err(|e| (FailureCode::Serialization, e.to_string()))?;
+    if stored.len() > MAX_STATE_VALUE_BYTES {
+        return Err(over(stored.len()));
+    }
+    Ok(Some(stored.into_owned()))
+}
+
 /// A stored value: the time, then the aggregate, into `out` (cleared first).
 fn encode_value_into(out: &mut Vec<u8>, ts: i64, agg: &[u8]) {
     out.clear();
@@ -331,29 +354,6 @@ impl Aggregate {
         v.extend_from_slice(&stored[..8]);
         v.extend_from_slice(&view);
         Ok(v)
-    }
-
-    /// Whether the store can keep a plugin's result, which fails its record if not: at most
-    /// [`MAX_STATE_VALUE_BYTES`] (a larger one could not ride the changelog), and in a store
-    /// with a declared format, one that converts to it (`serialization`, as a write to a topic
-    /// would fail). The result as stored, when it was converted.
-    fn keepable(&self, agg: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let over = |n: usize| {
-            (FailureCode::State, format!(
-                "an aggregate of {n} bytes is over the cap of {MAX_STATE_VALUE_BYTES} bytes (MAX_STATE_VALUE_BYTES): not kept"
-            ))
-        };
-        if agg.len() > MAX_STATE_VALUE_BYTES {
-            return Err(over(agg.len()));
-        }
-        if !self.store.has_format() {
-            return Ok(None);
-        }
-        let stored = self.store.stored(agg).map_err(|e| (FailureCode::Serialization, e.to_string()))?;
-        if stored.len() > MAX_STATE_VALUE_BYTES {
-            return Err(over(stored.len()));
-        }
-        Ok(Some(stored.into_owned()))
     }
 
     /// Writes `time | agg` at `key`, the aggregate in the store's format.
@@ -512,7 +512,7 @@ impl Aggregate {
                 (Some(code), _) => {
                     Err((code, "folded in the same call after a result of its key that the store did not keep".to_owned()))
                 }
-                (None, Ok(Some(agg))) => self.keepable(&agg).map(|stored| {
+                (None, Ok(Some(agg))) => keepable(&self.store, &agg).map(|stored| {
                     if let Some(stored) = stored {
                         slot_stored[s] = Some(stored);
                     }

@@ -20,7 +20,6 @@ use crate::record::{EncodedBatch, OLD_VALUE_HEADER, Record};
 use crate::state::{DirectUpstream, Store, table_row, table_row_parts, upstream_of};
 use crate::topology::{FoldOp, Node, TableFold};
 use crate::wasm::CallFailure;
-use crate::wasm::host::state::MAX_STATE_VALUE_BYTES;
 
 pub fn construct(
     node: &Node,
@@ -190,38 +189,18 @@ impl TableAggregate {
                 Some((t, _)) => r.timestamp.max(*t),
                 None => r.timestamp,
             };
-            let kept = match &e.after {
-                Some(v) if v.len() > MAX_STATE_VALUE_BYTES => Err(format!(
-                    "an aggregate of {} bytes is over the cap of {MAX_STATE_VALUE_BYTES} bytes (MAX_STATE_VALUE_BYTES): not kept",
-                    v.len()
-                )),
-                _ => Ok(()),
-            };
-            if let Err(message) = kept {
-                let plugin = self.plugin_label();
-                r.old = e.old;
-                out.failures.push(Failure { record: r, code: FailureCode::State, message, plugin });
-                continue;
-            }
-            match &e.after {
-                Some(v) => match self.store.stored(v) {
-                    Ok(stored) => {
-                        table_row(&mut self.row, ts, &stored);
-                        self.store.put_slice(&key, &self.row);
-                    }
-                    // A result that does not convert to the store's format fails its record.
-                    Err(err) => {
-                        let plugin = self.plugin_label();
-                        r.old = e.old;
-                        out.failures.push(Failure {
-                            record: r,
-                            code: FailureCode::Serialization,
-                            message: err.to_string(),
-                            plugin,
-                        });
-                        continue;
-                    }
-                },
+            // A result the store cannot keep (past the cap, or not in its format) fails its record.
+            match e.after.as_deref().map(|v| super::aggregate::keepable(&self.store, v).map(|s| (v, s))) {
+                Some(Ok((v, stored))) => {
+                    table_row(&mut self.row, ts, stored.as_deref().unwrap_or(v));
+                    self.store.put_slice(&key, &self.row);
+                }
+                Some(Err((code, message))) => {
+                    let plugin = self.plugin_label();
+                    r.old = e.old;
+                    out.failures.push(Failure { record: r, code, message, plugin });
+                    continue;
+                }
                 None => self.store.delete(key.to_vec()),
             }
             r.headers.retain(|h| h.name != OLD_VALUE_HEADER);

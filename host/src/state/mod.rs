@@ -248,17 +248,22 @@ impl Store {
 
     /// [`Store::view`] of a value read whole (`Vec` in, `Vec` out: no copy without a format).
     pub fn view_owned(&self, stored: Vec<u8>) -> Result<Vec<u8>, StateError> {
-        match &self.format {
-            None => Ok(stored),
-            Some(_) => self.view(&stored).map(Cow::into_owned),
-        }
+        self.convert_owned(stored, |f, v, out| f.read(v, out))
     }
 
     /// [`Store::stored`] of a value given whole.
     pub fn stored_owned(&self, json: Vec<u8>) -> Result<Vec<u8>, StateError> {
+        self.convert_owned(json, |f, v, out| f.write(v, out))
+    }
+
+    fn convert_owned(
+        &self,
+        value: Vec<u8>,
+        f: impl FnOnce(&dyn ValueFormat, &[u8], &mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<Vec<u8>, StateError> {
         match &self.format {
-            None => Ok(json),
-            Some(_) => self.stored(&json).map(Cow::into_owned),
+            None => Ok(value),
+            Some(_) => self.convert(&value, f).map(Cow::into_owned),
         }
     }
 

@@ -470,10 +470,7 @@ impl<'a> Builder<'a> {
 
     /// The topic a stream name stands for (a name not declared as a stream is a topic).
     pub(super) fn topic_of(&self, name: &str) -> String {
-        let m = &self.loaded.manifest;
-        m.declared()
-            .find(|(_, k, _)| k.get_ref() == name)
-            .map_or_else(|| name.to_owned(), |(_, k, s)| s.topic_or(k.get_ref()).to_owned())
+        self.loaded.manifest.topic_of(name)
     }
 
     /// The source node of a stream, created on first use. In local mode the topic must have
