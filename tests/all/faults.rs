@@ -1,7 +1,8 @@
 //! Broker faults: a broker that is down when wasp starts is a clear error in the log, tried
 //! again with backoff until it comes up; then the pipeline runs by itself. A broker killed
 //! with -9 in the middle of a run and started again (its data kept in PostgreSQL) loses
-//! nothing, and processing resumes by itself.
+//! nothing, and processing resumes by itself. A changelog read that finds the broker away
+//! waits for it instead of ending the run.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -95,6 +96,45 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_processing_resumes() 
     assert_eq!((lost, duplicated), (0, 0), "nothing lost or repeated across the broker restart");
     wasp.terminate();
     assert!(wasp.wait_exit(Duration::from_secs(60)).success(), "wasp exits cleanly on SIGTERM");
+}
+
+/// A changelog read (a restore, a task's exactly-once start) that finds every broker away,
+/// for longer than one request's timeout, waits for them and reads the whole changelog once
+/// they are back: a broker restarting under a running pipeline ends nothing.
+#[test]
+fn a_changelog_read_waits_for_a_broker_that_is_away_and_reads_it_all() {
+    use wasp_host::io::ChangelogReader;
+    const CHANGELOG: &str = "away-changelog";
+    let pg = crate::postgres::Postgres::start();
+    let port = Broker::free_port();
+    let broker = Broker::start_stored(port, &pg.url());
+    broker.create_topics(&[CHANGELOG], 1);
+    let values: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    let records: Vec<(Option<String>, &str)> = values.iter().map(|v| (Some(v.clone()), v.as_str())).collect();
+    broker.produce(CHANGELOG, &records);
+    let config = broker.config();
+    broker.kill();
+
+    let url = pg.url();
+    let restart = std::thread::spawn(move || {
+        // Longer than the reader's 10 s request timeout: the first answer it waits for fails.
+        std::thread::sleep(Duration::from_secs(12));
+        Broker::start_stored(port, &url)
+    });
+    let mut reader = wasp_host::io::kafka::KafkaChangelogReader::new(&config, "away").expect("a changelog reader");
+    let mut read = Vec::new();
+    let t = Instant::now();
+    reader
+        .read(CHANGELOG, 0, (0, None), &mut |offset, r| {
+            read.push((offset, String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned()));
+            Ok(())
+        })
+        .expect("the read waits for the broker, and is not ended by its absence");
+    let _broker = restart.join().expect("the broker restarted");
+    eprintln!("changelog read after {:.1} s", t.elapsed().as_secs_f64());
+    assert!(t.elapsed() >= Duration::from_secs(10), "the read waited for the broker: {:?}", t.elapsed());
+    let want: Vec<(i64, String)> = values.into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    assert_eq!(read, want, "every entry once, in order");
 }
 
 /// A small tmpfs mounted for the test's life (the disk-full test's state directory).

@@ -458,17 +458,7 @@ impl RecordSource for KafkaSource {
             }
             // The broker or the group's coordinator is away for now (restarting, moving): the
             // offsets stay, and are committed once it answers; nothing past them is lost.
-            Err(KafkaError::ConsumerCommit(
-                code @ (RDKafkaErrorCode::CoordinatorNotAvailable
-                | RDKafkaErrorCode::NotCoordinator
-                | RDKafkaErrorCode::CoordinatorLoadInProgress
-                | RDKafkaErrorCode::WaitingForCoordinator
-                | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::OperationTimedOut
-                | RDKafkaErrorCode::NetworkException
-                | RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown),
-            )) => {
+            Err(KafkaError::ConsumerCommit(code)) if away(code) => {
                 tracing::warn!(error = %code, "the offsets could not be committed now; they are tried again at the next commit");
                 Ok(false)
             }
@@ -854,10 +844,10 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         (from, to): (i64, Option<i64>),
         apply: &mut dyn FnMut(i64, Record) -> Result<(), crate::state::StateError>,
     ) -> anyhow::Result<()> {
-        let (low, high) = self
-            .consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("reading the end of changelog {topic}[{partition}]"))?;
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let (low, high) =
+            while_away(deadline, || self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)))
+                .with_context(|| format!("reading the end of changelog {topic}[{partition}]"))?;
         let high = to.map_or(high, |to| to.min(high));
         let start = from.max(low);
         if start >= high {
@@ -872,7 +862,6 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             b.set_message(format!("restoring {topic}[{partition}]"));
             b
         });
-        let deadline = Instant::now() + RESTORE_TIMEOUT;
         let mut next = start;
         let mut arena = Arena::default();
         while next < high {
@@ -887,7 +876,15 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
                 }
                 continue;
             };
-            let m = m.with_context(|| format!("reading changelog {topic}[{partition}]"))?;
+            let m = match m {
+                Ok(m) => m,
+                // The broker is away: the consumer reconnects and fetches on from `next`.
+                Err(e) if passing(&e) => {
+                    tracing::warn!(topic, partition, error = %e, "restoring waits for the broker");
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading changelog {topic}[{partition}]")),
+            };
             next = m.offset() + 1;
             apply(m.offset(), KafkaSource::record(&mut arena, &m))?;
             if let Some(b) = &bar {
@@ -906,10 +903,10 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
     fn committed(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
-        let got = self
-            .group
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .with_context(|| format!("reading the committed offset of {topic}[{partition}]"))?;
+        let got = while_away(Instant::now() + RESTORE_TIMEOUT, || {
+            self.group.committed_offsets(tpl.clone(), Duration::from_secs(10))
+        })
+        .with_context(|| format!("reading the committed offset of {topic}[{partition}]"))?;
         Ok(got.find_partition(topic, partition).and_then(|p| match p.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
@@ -917,9 +914,8 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
     }
 
     fn ends(&mut self, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
-        let md = self
-            .consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let md = while_away(deadline, || self.consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
             .with_context(|| format!("reading the metadata of `{topic}`"))?;
         let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else { return Ok(Vec::new()) };
         // One ListOffsets request for every partition (timestamp -1: each one's end), not a
@@ -928,9 +924,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         for p in t.partitions() {
             tpl.add_partition_offset(topic, p.id(), Offset::End)?;
         }
-        let got = self
-            .consumer
-            .offsets_for_times(tpl, Duration::from_secs(10))
+        let got = while_away(deadline, || self.consumer.offsets_for_times(tpl.clone(), Duration::from_secs(10)))
             .with_context(|| format!("reading the end offsets of `{topic}`"))?;
         let mut ends = Vec::new();
         for e in got.elements() {
@@ -1015,7 +1009,15 @@ impl crate::io::InstanceLog for KafkaInstanceLog {
         let mut out = Vec::new();
         let mut wait = timeout;
         while let Some(m) = self.consumer.poll(wait) {
-            let m = m.with_context(|| format!("reading `{}`", self.topic))?;
+            let m = match m {
+                Ok(m) => m,
+                // The broker is away: the consumer reconnects and reads on.
+                Err(e) if passing(&e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "the instances topic waits for the broker");
+                    break;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading `{}`", self.topic)),
+            };
             let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
             out.push((key, m.payload().map(<[u8]>::to_vec)));
             wait = Duration::ZERO;
@@ -1026,6 +1028,50 @@ impl crate::io::InstanceLog for KafkaInstanceLog {
 
 /// How long a restore may stall before it fails.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Whether `code` says the broker, a coordinator or a partition's leader is away for now:
+/// librdkafka reconnects by itself, and what failed can be tried again.
+fn away(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::WaitingForCoordinator
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+    )
+}
+
+/// Whether a consumer's error passes with the broker's absence (see [`away`]): a read that
+/// meets one goes on, and is not ended by it.
+fn passing(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::MessageConsumption(code) | KafkaError::Global(code) | KafkaError::MetadataFetch(code) => {
+            away(*code)
+        }
+        _ => false,
+    }
+}
+
+/// Asks `ask` again while the broker is away (a restarting broker, a moving leader), until
+/// `deadline`; any other error, or the last one, is returned.
+fn while_away<T>(deadline: Instant, mut ask: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
+    loop {
+        match ask() {
+            Err(e) if passing(&e) && Instant::now() < deadline => {
+                tracing::warn!(error = %e, "waiting for the broker");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            answer => return answer,
+        }
+    }
+}
 
 /// The number of brokers the cluster reports: one metadata round trip, which fails when no
 /// broker answers within 5 s.

@@ -250,12 +250,27 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// this instance's entry (a tombstone), so the others stop sending clients here.
 pub fn follow(hosts: &Hosts, log: &mut dyn InstanceLog, stop: &AtomicBool) -> anyhow::Result<()> {
     while !stop.load(Ordering::Acquire) {
+        // A broker away for a while (restarting) fails an announcement or a read: both are
+        // tried again, and the thread lives on (it ending would freeze the instances map).
         if let Some((server, bytes)) = hosts.announcement() {
-            log.publish(&server, Some(&bytes))?;
-            tracing::debug!(%server, "announced this instance's tasks");
+            match log.publish(&server, Some(&bytes)) {
+                Ok(()) => tracing::debug!(%server, "announced this instance's tasks"),
+                Err(e) => {
+                    tracing::warn!(%server, error = format!("{e:#}"), "announcing this instance's tasks; tried again");
+                    hosts.lock().dirty = true;
+                }
+            }
         }
-        for (key, value) in log.poll(FOLLOW_POLL)? {
-            hosts.apply(&key, value.as_deref());
+        match log.poll(FOLLOW_POLL) {
+            Ok(entries) => {
+                for (key, value) in entries {
+                    hosts.apply(&key, value.as_deref());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "reading the instances topic; tried again");
+                std::thread::sleep(FOLLOW_POLL);
+            }
         }
     }
     if let Some(server) = hosts.server() {
