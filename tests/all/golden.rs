@@ -71,8 +71,8 @@ fn examples() -> Vec<std::path::PathBuf> {
 }
 
 /// What is wrong with `svg` as a drawing of `topology`: it must be well-formed XML, an SVG
-/// document, and show every node (a group with its name, and its name as text), every store
-/// and every repartition topic.
+/// document, and show every node (a group with its name, and its name as text), every store,
+/// every repartition topic, and the converted formats of drawn topics and of stores.
 fn drawing_faults(topology: &wasp_host::topology::Topology, svg: &str) -> Vec<String> {
     let doc = match roxmltree::Document::parse(svg) {
         Ok(d) => d,
@@ -108,6 +108,24 @@ fn drawing_faults(topology: &wasp_host::topology::Topology, svg: &str) -> Vec<St
     for topic in topology.repartition_topics() {
         if !shows(topic) {
             faults.push(format!("repartition topic `{topic}` is not shown"));
+        }
+    }
+    // A converted format is shown with its schema file: a drawn topic's key and value, and a
+    // store's values.
+    let shows_format = |field: &str, c: &wasp_host::topology::Converted| {
+        let file = c.spec.schema.as_deref().map(|s| s.rsplit('/').next().unwrap_or(s)).unwrap_or("");
+        texts.iter().any(|t| t.contains(&format!("{field}: {}", c.spec.format.name())) && t.contains(file))
+    };
+    for (topic, f) in topology.formats.iter().filter(|(topic, _)| shows(&format!("topic: {topic}"))) {
+        for (field, c) in [("key", &f.key_codec), ("value", &f.value_codec)] {
+            if let Some(c) = c.as_ref().filter(|c| !shows_format(field, c)) {
+                faults.push(format!("the {field} format of `{topic}` ({}) is not shown", c.spec.format.name()));
+            }
+        }
+    }
+    for (store, c) in &topology.store_formats {
+        if !shows_format("value", c) {
+            faults.push(format!("the value format of store `{store}` ({}) is not shown", c.spec.format.name()));
         }
     }
     faults

@@ -25,6 +25,46 @@ pub(super) fn plugin(p: &PluginRef) -> String {
     }
 }
 
+/// A converted format in a few words: `avro user_event.avsc (registry)`, `protobuf
+/// pkg.Message order.proto (registry, registers)`; a store's older schemas are counted.
+pub(super) fn converted_text(c: &super::Converted) -> String {
+    let spec = &c.spec;
+    let mut text = spec.format.name().to_owned();
+    if let Some(m) = &spec.message {
+        let _ = write!(text, " {m}");
+    }
+    if let Some(schema) = &spec.schema {
+        let file = std::path::Path::new(schema).file_name().map_or(schema.as_str(), |f| f.to_str().unwrap_or(schema));
+        let _ = write!(text, " {file}");
+    }
+    let mut notes = Vec::new();
+    if !spec.columns.is_empty() {
+        notes.push(format!("columns {}", spec.columns.join(", ")));
+    }
+    if spec.registry == Some(true) {
+        notes.push("registry".to_owned());
+        if spec.register {
+            notes.push("registers".to_owned());
+        }
+    }
+    if !spec.previous.is_empty() {
+        notes.push(format!("{} previous", spec.previous.len()));
+    }
+    if !notes.is_empty() {
+        let _ = write!(text, " ({})", notes.join(", "));
+    }
+    text
+}
+
+/// What a declared topic's keys and values are, a line each: `key: string`, `value: avro
+/// user_event.avsc (registry)`.
+pub(super) fn formats_text(f: &super::TopicFormats) -> [String; 2] {
+    let one = |format: crate::manifest::Format, codec: Option<&super::Converted>| {
+        codec.map_or_else(|| format.name().to_owned(), converted_text)
+    };
+    [format!("key: {}", one(f.key, f.key_codec.as_ref())), format!("value: {}", one(f.value, f.value_codec.as_ref()))]
+}
+
 /// Renders the topology.
 pub fn describe(t: &Topology) -> String {
     let mut out = String::new();

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::describe::{plugin as plugin_use, window_text};
+use super::describe::{converted_text, formats_text, plugin as plugin_use, window_text};
 use super::{FkStage, JoinWith, NodeOp, PluginRef, Topology};
 use crate::manifest::OnError;
 
@@ -408,7 +408,13 @@ fn detail(t: &Topology, op: &NodeOp) -> Vec<String> {
     let repartition = |topic: &str| t.repartition_topics().contains(&topic);
     match op {
         NodeOp::Source { topic } if repartition(topic) => vec![format!("repartition topic: {topic}")],
-        NodeOp::Source { topic } | NodeOp::Sink { topic } => vec![format!("topic: {topic}")],
+        NodeOp::Source { topic } | NodeOp::Sink { topic } => {
+            let mut v = vec![format!("topic: {topic}")];
+            if t.formats.contains_key(topic) {
+                v.extend(formats_text(t.formats(topic)));
+            }
+            v
+        }
         NodeOp::Repartition { topic } => vec![format!("repartition topic: {topic}")],
         NodeOp::Operator { op, note, .. } => vec![note.map_or_else(|| (*op).to_owned(), |n| format!("{op}, {n}"))],
         NodeOp::Branch { predicates, .. } => {
@@ -490,6 +496,9 @@ fn store_box(t: &Topology, name: &str) -> StoreBox {
                 (None, false) => "changelog: off".to_owned(),
             },
         ));
+        if let Some(c) = t.store_formats.get(name) {
+            lines.push(Line::text("detail", format!("value: {}", converted_text(c))));
+        }
     }
     let w = text_width(&lines);
     let h = 2.0 * CAP + lines.len() as f64 * LINE_H + 2.0 * PAD_Y;
@@ -596,10 +605,13 @@ fn subtopology(t: &Topology, sub: usize, versions: &BTreeMap<String, String>) ->
 fn globals(t: &Topology) -> Cluster {
     let mut c = Cluster::new("global tables".to_owned());
     for (name, g) in &t.globals {
-        let lines = vec![
+        let mut lines = vec![
             Line::text("name", format!("global table {name}")),
             Line::text("detail", format!("topic: {}", g.topic)),
         ];
+        if t.formats.contains_key(&g.topic) {
+            lines.extend(formats_text(t.formats(&g.topic)).map(|l| Line::text("detail", l)));
+        }
         let mut b = Block::new(Shape::Global, "", "global_table", lines);
         b.tooltip =
             format!("global table {name}: every instance reads all of topic {} into store {}", g.topic, g.store);
