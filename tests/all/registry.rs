@@ -43,35 +43,45 @@ impl RegistryServer {
     /// answer as a registry, is given up for another port.
     fn start() -> Self {
         for _ in 0..5 {
-            let port =
-                std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-            let child = Command::new(server_binary())
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting rivven-schema");
-            let mut server = Self { child, url: format!("http://127.0.0.1:{port}") };
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(20) {
-                if server.child.try_wait().expect("checking rivven-schema").is_some() {
-                    break;
-                }
-                let answered = ureq::get(&format!("{}/subjects", server.url))
-                    .config()
-                    .timeout_global(Some(Duration::from_secs(2)))
-                    .build()
-                    .call()
-                    .is_ok_and(|r| r.status() == 200);
-                if answered {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if let Some(server) = Self::start_on(free_port()) {
+                return server;
             }
-            drop(server);
         }
         panic!("rivven-schema did not answer on any of five ports within 20 s each");
     }
+
+    /// Starts a server on `port`; `None` if it exits or does not answer within 20 s.
+    fn start_on(port: u16) -> Option<Self> {
+        let child = Command::new(server_binary())
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting rivven-schema");
+        let mut server = Self { child, url: format!("http://127.0.0.1:{port}") };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if server.child.try_wait().expect("checking rivven-schema").is_some() {
+                return None;
+            }
+            let answered = ureq::get(&format!("{}/subjects", server.url))
+                .config()
+                .timeout_global(Some(Duration::from_secs(2)))
+                .build()
+                .call()
+                .is_ok_and(|r| r.status() == 200);
+            if answered {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 impl Drop for RegistryServer {
@@ -327,6 +337,99 @@ dead_letter_topic = "user-events-dlq"
     // The dead letters are the records as they were read, bytes unchanged.
     assert_eq!(dlq[0].value.as_deref(), Some(&records[2].1[..]));
     assert_eq!(dlq[2].value.as_deref(), Some(&records[5].1[..]));
+    wasp.terminate();
+    assert!(wasp.wait_exit(Duration::from_secs(60)).success());
+}
+
+/// A registry that is away is waited for, not blamed on the records: the pipeline writes
+/// registered Avro, and its registry is started only seconds after the records arrive. The
+/// records met meanwhile wait in the stream thread (`wait = "60s"`) and are written, framed
+/// with the id their schema got, once it answers; none is dead-lettered.
+#[test]
+fn kafka_records_met_while_the_registry_is_away_wait_for_it_and_none_is_dead_lettered() {
+    use crate::common::plugin;
+    const RECORDS: usize = 20;
+    let broker = crate::broker::Broker::start();
+    broker.create_topics(&["away-in", "away-out", "away-dlq"], 1);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("click.avsc"), V1).expect("writing the schema");
+    let port = free_port();
+    let manifest = dir.path().join("away.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"version = 1
+[application]
+id = "registry-away"
+commit_interval_ms = 200
+[application.kafka]
+bootstrap_servers = "{bootstrap}"
+[application.schema_registry]
+url = "http://127.0.0.1:{port}"
+wait = "60s"
+[streams.clicks]
+topic = "away-in"
+value = "json"
+[streams.out]
+topic = "away-out"
+value = {{ format = "avro", schema = "click.avsc", register = true }}
+[plugins.kit]
+path = "{kit}"
+[pipelines.p]
+from = "clicks"
+steps = [{{ op = "filter", plugin = "kit" }}]
+to = "out"
+on_error = "dead-letter"
+dead_letter_topic = "away-dlq"
+"#,
+            bootstrap = broker.bootstrap(),
+            kit = plugin("test-kit"),
+        ),
+    )
+    .expect("writing the manifest");
+    let clicks: Vec<(Option<String>, String)> =
+        (0..RECORDS).map(|i| (Some(format!("u{i}")), format!(r#"{{"user":"keep-{i}"}}"#))).collect();
+    broker.produce("away-in", &clicks);
+    let mut wasp = crate::recovery::start("wasp-registry-away", &manifest);
+    wasp.wait_logged("the schema registry does not answer; waiting", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    wasp.assert_running();
+    let server = RegistryServer::start_on(port).expect("the registry starts on the port the manifest names");
+
+    let mut reader = broker.reader(&["away-out", "away-dlq"]);
+    assert!(
+        reader.read_count(RECORDS, Duration::from_secs(120)),
+        "{} of {RECORDS} records came out",
+        reader.records.len()
+    );
+    reader.drain(Duration::from_secs(2), Duration::from_secs(10));
+    wasp.assert_running();
+    let dlq: Vec<_> = reader.records.iter().filter(|r| r.topic == "away-dlq").collect();
+    let reasons: Vec<_> = dlq.iter().map(|r| (r.key_str(), r.header("wasp.error.message"))).collect();
+    assert!(reasons.is_empty(), "records dead-lettered while the registry was away: {reasons:?}");
+    let id = Registry::new(&server.url).latest("away-out-value").expect("the schema was registered").id;
+    let schema = apache_avro::Schema::parse_str(V1).expect("V1 parses");
+    let users: Vec<String> = reader
+        .records
+        .iter()
+        .map(|r| {
+            let (out_id, payload) = unframe(r.value.as_deref().expect("a value")).expect("a registered record");
+            assert_eq!(out_id, id, "framed with the id the schema got");
+            let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+                .build()
+                .and_then(|r| r.read_value(&mut &payload[..]))
+                .expect("an Avro Click");
+            match value {
+                apache_avro::types::Value::Record(fields) => match &fields[0].1 {
+                    apache_avro::types::Value::String(u) => u.clone(),
+                    other => panic!("user is a string: {other:?}"),
+                },
+                other => panic!("a record: {other:?}"),
+            }
+        })
+        .collect();
+    let want: Vec<String> = (0..RECORDS).map(|i| format!("keep-{i}")).collect();
+    assert_eq!(users, want, "every record once, in order");
     wasp.terminate();
     assert!(wasp.wait_exit(Duration::from_secs(60)).success());
 }

@@ -6,8 +6,9 @@
 //! once per schema, never per record.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,20 @@ pub enum RegistryError {
     Refused { what: String, status: u16, message: String },
     #[error("the schema registry's answer to {what} is not what its API returns: {detail}")]
     Malformed { what: String, detail: String },
+}
+
+impl RegistryError {
+    /// Whether the registry could not answer now, rather than answered no: it is unreachable,
+    /// or it says so (5xx, 408 Request Timeout, 429 Too Many Requests). Such a request is
+    /// tried again; a refusal (404 for an unknown id, 409 for an incompatible schema) or an
+    /// answer that does not parse is not.
+    pub fn passing(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Refused { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Self::Malformed { .. } => false,
+        }
+    }
 }
 
 /// The kind of a registered schema (`schemaType`; Avro when absent, as in Confluent's API).
@@ -100,6 +115,11 @@ pub struct Registry {
     by_id: Mutex<HashMap<u32, Arc<Schema>>>,
     /// `(subject, type, text)` -> id, for schemas registered (or looked up) under a subject.
     ids: Mutex<HashMap<(String, SchemaType, String), u32>>,
+    /// How long a request the registry cannot answer now is tried again.
+    wait: Duration,
+    /// The registry stayed away for a whole `wait`: each request is tried once, until one is
+    /// answered.
+    away: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -144,7 +164,24 @@ impl Registry {
             .timeout_global(Some(REQUEST_TIMEOUT))
             .build()
             .new_agent();
-        Self { base: url.trim_end_matches('/').to_owned(), agent, by_id: Mutex::default(), ids: Mutex::default() }
+        Self {
+            base: url.trim_end_matches('/').to_owned(),
+            agent,
+            by_id: Mutex::default(),
+            ids: Mutex::default(),
+            wait: Duration::ZERO,
+            away: AtomicBool::new(false),
+        }
+    }
+
+    /// Tries a request the registry cannot answer now (see [`RegistryError::passing`]) again,
+    /// backing off from 100 ms to 5 s, for up to `wait` before it fails; once the registry
+    /// has stayed away that long, each request is tried once until one is answered, so
+    /// records that need it fail at once rather than each after a wait.
+    #[must_use]
+    pub fn waiting(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// The schema registered with `id`: from the cache, or asked once.
@@ -208,7 +245,43 @@ impl Registry {
         Ok(())
     }
 
+    /// One request, tried again while the registry cannot answer it (see [`Self::waiting`]).
     fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, RegistryError> {
+        let wait = if self.away.load(Ordering::Acquire) { Duration::ZERO } else { self.wait };
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.call_once(what, method, path, body) {
+                Err(e) if e.passing() && Instant::now() < deadline => {
+                    if pause == Duration::from_millis(100) {
+                        tracing::warn!(registry = %self.base, error = %e, ?wait, "the schema registry does not answer; waiting");
+                    }
+                    std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) if e.passing() => {
+                    if !self.away.swap(true, Ordering::AcqRel) {
+                        tracing::error!(registry = %self.base, error = %e, ?wait, "the schema registry stayed away: records that need it fail until it answers");
+                    }
+                    return Err(e);
+                }
+                answer => {
+                    if self.away.swap(false, Ordering::AcqRel) {
+                        tracing::info!(registry = %self.base, "the schema registry answers again");
+                    }
+                    return answer;
+                }
+            }
+        }
+    }
+
+    fn call_once<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
         method: &str,
@@ -265,6 +338,26 @@ mod tests {
         out.clear();
         frame(7, b"", &mut out);
         assert_eq!(unframe(&out).expect("a framed empty value"), (7, &b""[..]));
+    }
+
+    /// A registry nobody serves: a request is tried again for the whole wait, then fails as
+    /// unreachable; the next is tried once (it fails at once), until one is answered.
+    #[test]
+    fn a_registry_away_is_waited_for_once_then_failed_at_once_until_it_answers() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+        let registry = Registry::new(&format!("http://127.0.0.1:{port}")).waiting(Duration::from_millis(1500));
+        let t = Instant::now();
+        let e = registry.schema(1).expect_err("nobody answers");
+        assert!(matches!(e, RegistryError::Unreachable { .. }) && e.passing(), "{e}");
+        assert!(t.elapsed() >= Duration::from_millis(1500), "tried again for the whole wait: {:?}", t.elapsed());
+        let t = Instant::now();
+        registry.schema(1).expect_err("still nobody");
+        assert!(t.elapsed() < Duration::from_millis(1000), "tried once, not for the wait: {:?}", t.elapsed());
+        assert!(registry.away.load(Ordering::Acquire));
+        // Refusals are answers: they are not waited for.
+        let refused = |status| RegistryError::Refused { what: "x".into(), status, message: String::new() };
+        assert!(refused(503).passing() && refused(429).passing() && refused(408).passing());
+        assert!(!refused(404).passing() && !refused(409).passing() && !refused(422).passing());
     }
 
     #[test]

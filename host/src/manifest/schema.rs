@@ -308,6 +308,10 @@ pub struct FormatSpec {
 pub struct SchemaRegistryDef {
     /// The registry's base URL, e.g. `http://localhost:8081`.
     pub url: Spanned<String>,
+    /// How long a request the registry cannot answer now (unreachable, or answering 5xx, 408
+    /// or 429) is tried again before the record that needs it fails (default 30 s). While
+    /// it stays away after that, such records fail at once, until it answers again.
+    pub wait: Option<Spanned<Duration>>,
 }
 
 /// The layout of a local input or output file.

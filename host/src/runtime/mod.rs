@@ -108,7 +108,10 @@ pub struct RunOptions {
 pub fn codecs(topology: &Topology, mode: crate::io::codec::Mode) -> anyhow::Result<crate::io::codec::Codecs> {
     use crate::io::codec::{Codecs, Field};
     use anyhow::Context;
-    let registry = topology.schema_registry.as_deref().map(|u| Arc::new(crate::io::registry::Registry::new(u)));
+    let registry = topology.schema_registry.as_ref().map(|r| {
+        let wait = std::time::Duration::from_millis(u64::try_from(r.wait_ms).unwrap_or(0));
+        Arc::new(crate::io::registry::Registry::new(&r.url).waiting(wait))
+    });
     let mut codecs = Codecs::none(mode);
     for (topic, f) in &topology.formats {
         for (field, converted) in [(Field::Key, &f.key_codec), (Field::Value, &f.value_codec)] {

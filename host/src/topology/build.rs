@@ -165,6 +165,16 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
         formats.insert(topic, f);
     }
     let store_formats = b.store_formats(m.application.id.get_ref())?;
+    let schema_registry = match &m.application.schema_registry {
+        Some(r) => Some(super::RegistrySpec {
+            url: r.url.get_ref().clone(),
+            wait_ms: match &r.wait {
+                Some(w) => b.duration(w, "application.schema_registry.wait".to_owned())?,
+                None => super::DEFAULT_REGISTRY_WAIT_MS,
+            },
+        }),
+        None => None,
+    };
     let topology = Topology {
         store_formats,
         application_id: m.application.id.get_ref().clone(),
@@ -179,7 +189,7 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
             .max_record_bytes
             .as_ref()
             .map_or(super::DEFAULT_MAX_RECORD_BYTES, |b| *b.get_ref()),
-        schema_registry: m.application.schema_registry.as_ref().map(|r| r.url.get_ref().clone()),
+        schema_registry,
     };
     Ok(topology)
 }

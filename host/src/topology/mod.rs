@@ -396,10 +396,21 @@ pub struct Topology {
     /// A record read whose key, value and headers are larger fails to deserialize
     /// (`[application] max_record_bytes`).
     pub max_record_bytes: usize,
-    /// `[application.schema_registry] url`: the registry of `avro`, `protobuf` and
-    /// `json_schema` topics.
-    pub schema_registry: Option<String>,
+    /// `[application.schema_registry]`: the registry of `avro`, `protobuf` and `json_schema`
+    /// topics and stores.
+    pub schema_registry: Option<RegistrySpec>,
 }
+
+/// `[application.schema_registry]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySpec {
+    pub url: String,
+    /// How long a request it cannot answer now is tried again (`wait`).
+    pub wait_ms: i64,
+}
+
+/// The registry's `wait` when the manifest sets none.
+pub const DEFAULT_REGISTRY_WAIT_MS: i64 = 30_000;
 
 /// `[application] max_record_bytes` when left out: 1 MiB, Kafka's `message.max.bytes`.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
