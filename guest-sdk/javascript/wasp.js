@@ -1,7 +1,9 @@
-// The wasp SDK for JavaScript: one block at the top of a plugin's app.js (componentize-js takes
-// a single source file). It imports only what every world has (log, metrics, config); a
-// processor imports its stores itself (`import { KeyValueStore } from "wasp:plugin/state@0.1.0"`)
-// and wraps them with `wasp.keyValueStore(KeyValueStore, "name")`.
+// The wasp SDK for JavaScript. A plugin's app.js imports it as a module named "wasp"
+// (`import wasp, { RecordError } from "wasp";`), and `wasp build` puts this file in that
+// line's place, since componentize-js takes a single source file. It imports only what every
+// world has (log, metrics, config); a processor imports its stores itself (`import {
+// KeyValueStore } from "wasp:plugin/state@0.1.0"`) and wraps them with
+// `wasp.keyValueStore(KeyValueStore, "name")`.
 //
 // Each kind's export object is made from functions by name, and the manifest's `function`
 // picks one ("" picks the first); an unknown name answers `unknown-function`:

@@ -1275,7 +1275,7 @@ pub fn new_plugin(lang: &str, name: &str, kind: &str, parent: &Path) -> anyhow::
         ]),
         "javascript" => files.extend([
             ("package.json", fill(template::JS_PACKAGE)),
-            ("app.js", code.replace("{{batch}}", template::JS_SDK)),
+            ("app.js", code),
             (".gitignore", fill(template::JS_GITIGNORE)),
         ]),
         "python" => files.extend([
@@ -1400,16 +1400,23 @@ fn build_javascript(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
             cached.filter(|c| c.exists()).unwrap_or_else(|| PathBuf::from("componentize-js"))
         }
     };
+    let app = dir.join("app.js");
+    let code = std::fs::read_to_string(&app).with_context(|| format!("reading {}", app.display()))?;
+    // componentize-js takes one file: the SDK goes in place of its import.
+    let source = std::env::temp_dir().join(format!("wasp-js-{}-{name}.js", std::process::id()));
+    std::fs::write(&source, with_js_sdk(&code).with_context(|| app.display().to_string())?)
+        .with_context(|| format!("writing {}", source.display()))?;
     let wit = wit_dir()?;
     let out = dir.join(format!("{name}.wasm"));
     let status = std::process::Command::new(&tool)
-        .arg(dir.join("app.js"))
+        .arg(&source)
         .arg("--wit")
         .arg(&wit)
         .args(["--world-name", &world, "-d", "stdio", "random", "clocks", "http", "fetch-event", "-o"])
         .arg(&out)
         .status();
     let _ = std::fs::remove_dir_all(&wit);
+    let _ = std::fs::remove_file(&source);
     let status = status.with_context(|| {
         format!(
             "running {} (`make setup` installs @bytecodealliance/componentize-js {COMPONENTIZE_JS} into ~/.cache/wasp/npm)",
@@ -1420,6 +1427,41 @@ fn build_javascript(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
         anyhow::bail!("componentize-js failed in {} ({status})", dir.display());
     }
     Ok((name, out))
+}
+
+/// A JavaScript plugin's source with the wasp SDK in place of its import from "wasp" (a line
+/// `import wasp, { RecordError } from "wasp";`; the SDK gives those two names). Source without
+/// such an import is taken as it is (an app.js that carries the SDK itself).
+fn with_js_sdk(code: &str) -> anyhow::Result<String> {
+    let is_import = |line: &str| {
+        let l = line.trim().trim_end_matches(';').trim_end();
+        l.starts_with("import ") && (l.ends_with("from \"wasp\"") || l.ends_with("from 'wasp'"))
+    };
+    let mut out = String::with_capacity(code.len() + template::JS_SDK.len());
+    let mut spliced = false;
+    for (n, line) in code.lines().enumerate() {
+        if !is_import(line) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let names = line.trim()["import ".len()..].split(" from ").next().unwrap_or_default();
+        if let Some(other) = names
+            .split(|c: char| c == ',' || c == '{' || c == '}' || c.is_whitespace())
+            .find(|n| !n.is_empty() && *n != "wasp" && *n != "RecordError")
+        {
+            anyhow::bail!(
+                "line {}: the wasp SDK gives `wasp` and `RecordError` (`import wasp, {{ RecordError }} from \"wasp\";`), not `{other}`",
+                n + 1
+            );
+        }
+        if spliced {
+            anyhow::bail!("line {}: the wasp SDK is imported twice", n + 1);
+        }
+        out.push_str(template::JS_SDK);
+        spliced = true;
+    }
+    Ok(out)
 }
 
 /// A Python plugin through componentize-py: `(name, component)`.
@@ -1623,6 +1665,31 @@ mod tests {
 
     fn step(name: &str, records_in: u64, errors: u64) -> StepStats {
         StepStats { step: name.to_owned(), records_in, errors, ..StepStats::default() }
+    }
+
+    /// `wasp build` of JavaScript: the SDK goes in place of the import from "wasp", once;
+    /// other names are refused with the line; a file without the import is taken as it is.
+    #[test]
+    fn the_javascript_sdk_goes_in_place_of_its_import() {
+        let code = "import { KeyValueStore } from \"wasp:plugin/state@0.1.0\";\nimport wasp, { RecordError } from \"wasp\";\nexport const filter = wasp.filter({});\n";
+        let out = with_js_sdk(code).expect("spliced");
+        let sdk_at = out.find(template::JS_SDK).expect("the SDK, whole");
+        assert!(out[..sdk_at].ends_with("state@0.1.0\";\n"), "the lines before stay before");
+        assert!(out.ends_with("export const filter = wasp.filter({});\n"), "and the code after, after");
+        assert!(!out.replace(template::JS_SDK, "").contains("from \"wasp\""), "the import itself is gone");
+        assert_eq!(
+            with_js_sdk("import wasp from 'wasp'\nx();\n").expect("single quotes").matches(template::JS_SDK).count(),
+            1
+        );
+
+        let e = with_js_sdk("\nimport wasp, { Frobnicate } from \"wasp\";\n").expect_err("an unknown name");
+        assert!(format!("{e}").contains("line 2") && format!("{e}").contains("`Frobnicate`"), "{e}");
+        let twice = "import wasp from \"wasp\";\nimport { RecordError } from \"wasp\";\n";
+        assert!(
+            format!("{}", with_js_sdk(twice).expect_err("twice")).contains("line 2: the wasp SDK is imported twice")
+        );
+        let carried = "// an app.js with the SDK pasted in\nconst wasp = {};\n";
+        assert_eq!(with_js_sdk(carried).expect("as it is"), carried);
     }
 
     #[test]

@@ -96,19 +96,3 @@ fn the_c_kit_passes_the_conformance_suite() {
 fn the_cpp_kit_passes_the_conformance_suite() {
     passes_the_suite("cpp");
 }
-
-/// componentize-js takes one file, so a JavaScript plugin carries the SDK in its `app.js`
-/// (`wasp new` puts it there): the kit's copy is the SDK, byte for byte.
-#[test]
-fn the_javascript_kit_carries_the_sdk_as_it_is() {
-    let app = std::fs::read_to_string(root().join("plugins/conformance/javascript/app.js")).expect("the kit");
-    let sdk = std::fs::read_to_string(root().join("guest-sdk/javascript/wasp.js")).expect("the SDK");
-    let start = "// --- wasp SDK (guest-sdk/javascript/wasp.js) ---\n";
-    let end = "// --- end of the wasp SDK ---";
-    let from = app.find(start).expect("the SDK's start marker") + start.len();
-    let to = app.find(end).expect("the SDK's end marker");
-    assert!(
-        app[from..to] == sdk,
-        "plugins/conformance/javascript/app.js: the SDK block differs from guest-sdk/javascript/wasp.js"
-    );
-}
