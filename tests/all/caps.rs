@@ -1,20 +1,23 @@
 //! Every host allocation a guest can trigger has a named cap. The cap-probe plugin tries to
 //! pass each one (log line length and rate, metric names and label sets, state key and value
-//! size, writes pending before a commit, records forwarded per call, scan entries and bytes);
-//! going over is a per-record error or an ignored call, counted, never host memory growth.
+//! size, writes pending before a commit, records forwarded per call, scan entries and bytes,
+//! the bytes one call moves into the host); going over is a per-record error or an ignored
+//! call, counted, never host memory growth.
 
 use wasp_host::record::MAX_RECORDS_PER_CALL;
+use wasp_host::wasm::MAX_TRANSFER_BYTES;
 use wasp_host::wasm::host::log::MAX_LOG_LINES_PER_SECOND;
 use wasp_host::wasm::host::state::{
     MAX_PENDING_STATE_BYTES, MAX_SCAN, MAX_SCAN_BYTES, MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES,
 };
 use wasp_host::wasm::metrics::{MAX_METRICS_PER_PLUGIN, MAX_SERIES_PER_METRIC};
 
-use crate::common::{Scratch, header, input, plugin, run_local_full};
+use crate::common::{Scratch, cache_dir, header, input, plugin, run_local_full, wait_for};
 
-const PROBES: [&str; 10] = [
+const PROBES: [&str; 11] = [
     "state-key",
     "state-value",
+    "state-huge-value",
     "scan",
     "scan-bytes",
     "state-pending",
@@ -34,20 +37,66 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample `{series}` in:\n{metrics}"))
 }
 
-#[test]
-fn a_guest_that_tries_every_cap_gets_errors_or_ignored_calls_never_host_memory() {
-    let sc = Scratch::new();
-    let records: Vec<(Option<&str>, &str)> = PROBES.iter().map(|p| (Some(*p), *p)).collect();
-    input(&sc, &records);
-    let manifest = header(&format!(
+/// The manifest of the probe pipeline: `in` through the cap-probe processor (with store `s`)
+/// to `out`, failures to `dlq`.
+fn probe_manifest() -> String {
+    header(&format!(
         "[plugins.probe]\npath = \"{}\"\nlimits = {{ memory_mib = 256, deadline_ms = 20000 }}\n\
          [stores.s]\nkind = \"key_value\"\n",
         plugin("cap-probe")
     ))
     .replace("batch_size = 3", "batch_size = 1")
         + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"dead-letter\"\ndead_letter_topic = \"dlq\"\n\
-           [[pipelines.p.steps]]\nop = \"process\"\nplugin = \"probe\"\nstores = [\"s\"]\n";
-    let run = run_local_full(&sc, &manifest, &["out", "dlq"]).expect("the probe pipeline runs");
+           [[pipelines.p.steps]]\nop = \"process\"\nplugin = \"probe\"\nstores = [\"s\"]\n"
+}
+
+/// The canonical ABI lets a list's elements all name one string: 2,048 metric labels that
+/// each point at one 1 MiB string are 32 KiB in the guest and would be 4 GiB copied into the
+/// host. The host reads a call's labels where the guest keeps them, refuses the call as past
+/// `MAX_LABELS` before copying anything, and goes on: `wasp run`'s peak memory (VmHWM, read
+/// from /proc while it follows its input) stays far below one copy of the labels.
+#[test]
+fn a_guest_that_names_one_large_string_in_thousands_of_labels_makes_the_host_copy_none() {
+    let sc = Scratch::new();
+    input(&sc, &[(Some("metric-aliased-labels"), "metric-aliased-labels"), (Some("after"), "metric-names")]);
+    let path = sc.write("pipeline.toml", &probe_manifest());
+    let out = sc.path("out.jsonl");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
+    command
+        .env("WASP_CACHE_DIR", cache_dir())
+        .args(["run", "--follow", "--state-dir"])
+        .arg(sc.path("state"))
+        .arg("--output")
+        .arg(format!("out={}", out.display()))
+        .arg(&path);
+    let wasp = crate::broker::Process::spawn("wasp-aliased-labels", command);
+    let peak_mib = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", wasp.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib >> 10)
+    };
+    let answers = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_for("both probes' answers", std::time::Duration::from_secs(120), || {
+        let peak = peak_mib();
+        assert!(peak < 1024, "wasp's peak resident memory reached {peak} MiB: the aliased labels are being copied");
+        answers().lines().count() == 2
+    });
+    let peak = peak_mib();
+    eprintln!("peak resident memory: {peak} MiB");
+    let answers = answers();
+    assert!(answers.contains("\"metric-aliased-labels\"") && answers.contains("counted"), "{answers}");
+    assert!(peak < 1024, "wasp's peak resident memory is {peak} MiB: the aliased labels were copied");
+}
+
+#[test]
+fn a_guest_that_tries_every_cap_gets_errors_or_ignored_calls_never_host_memory() {
+    let sc = Scratch::new();
+    let records: Vec<(Option<&str>, &str)> = PROBES.iter().map(|p| (Some(*p), *p)).collect();
+    input(&sc, &records);
+    let run = run_local_full(&sc, &probe_manifest(), &["out", "dlq"]).expect("the probe pipeline runs");
     let out: std::collections::BTreeMap<String, String> = run.out["out"].iter().map(|o| o.kv()).collect();
     let answer = |probe: &str| out.get(probe).cloned().unwrap_or_else(|| panic!("no answer to {probe}: {out:?}"));
 
@@ -74,13 +123,21 @@ fn a_guest_that_tries_every_cap_gets_errors_or_ignored_calls_never_host_memory()
     // Too many records from one call: its input record is dead-lettered, naming the cap; the
     // other probes' records all came through.
     let dlq = &run.out["dlq"];
-    assert_eq!(dlq.iter().map(|o| o.kv().0).collect::<Vec<_>>(), ["forward-many"], "{dlq:?}");
-    let message = dlq[0].headers["wasp.error.message"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(dlq.iter().map(|o| o.kv().0).collect::<Vec<_>>(), ["state-huge-value", "forward-many"], "{dlq:?}");
+    let message = |i: usize| dlq[i].headers["wasp.error.message"].as_str().unwrap_or_default().to_owned();
     assert!(
-        message.contains("MAX_RECORDS_PER_CALL") && message.contains(&MAX_RECORDS_PER_CALL.to_string()),
-        "{message}"
+        message(1).contains("MAX_RECORDS_PER_CALL") && message(1).contains(&MAX_RECORDS_PER_CALL.to_string()),
+        "{}",
+        message(1)
     );
-    assert_eq!(out.len(), PROBES.len() - 1, "{out:?}");
+    // A value larger than one call may move into the host: the call traps before the host
+    // holds it (wasmtime's hostcall fuel, set to the named cap), and the record is dead-lettered.
+    assert!(
+        message(0).contains("MAX_TRANSFER_BYTES") && message(0).contains(&(MAX_TRANSFER_BYTES >> 20).to_string()),
+        "{}",
+        message(0)
+    );
+    assert_eq!(out.len(), PROBES.len() - 2, "{out:?}");
 
     // Logs and metrics: cut (to MAX_LOG_LINE_BYTES), dropped and rejected calls are counted.
     let metrics = run.prepared.runtime.metrics().encode();

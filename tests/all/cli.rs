@@ -5,15 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Scratch, cache_dir, header, repo};
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::common::{Scratch, cache_dir, header, repo, wait_for};
 
 #[test]
 fn follow_tails_the_input_and_sigterm_drains_and_exits_zero() {

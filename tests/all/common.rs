@@ -150,3 +150,12 @@ pub fn input_at(scratch: &Scratch, records: &[(&str, &str, i64)]) {
         records.iter().map(|(k, v, t)| serde_json::json!({"key": k, "value": v, "timestamp": t}).to_string()).collect();
     scratch.write("in.jsonl", &(lines.join("\n") + "\n"));
 }
+
+/// Waits until `f` holds, failing after `timeout` with `what`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

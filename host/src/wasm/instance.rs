@@ -76,6 +76,11 @@ fn trap(plugin: &str, e: &wasmtime::Error) -> CallFailure {
         Some(wasmtime::Trap::Interrupt) => "it ran past its deadline".to_owned(),
         Some(wasmtime::Trap::OutOfFuel) => "it ran out of fuel".to_owned(),
         Some(t) => format!("{t}"),
+        // wasmtime's hostcall fuel, whose error type is private: named by its message.
+        None if format!("{e:#}").contains("fuel allocated for hostcalls has been exhausted") => format!(
+            "it moved more than {} MiB into the host in one call (MAX_TRANSFER_BYTES: an import's arguments, or its result's records, errors and strings); a smaller `batch_size` keeps batches of large records under it",
+            super::MAX_TRANSFER_BYTES >> 20
+        ),
         None => format!("{e:#}"),
     };
     CallFailure::Trap { plugin: plugin.to_owned(), reason }
@@ -133,6 +138,7 @@ impl LoadedPlugin {
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
+        store.set_hostcall_fuel(super::MAX_TRANSFER_BYTES);
         let deadline_ticks = match self.limits.deadline_ms {
             // No deadline; wasmtime adds this to the current epoch, so not u64::MAX.
             0 => u64::MAX / 2,

@@ -251,6 +251,13 @@ impl MetricsRegistry {
         out
     }
 
+    /// Counts a call refused past a cap before it reached [`Self::series`].
+    pub(crate) fn reject(&self) {
+        if let Ok(inner) = self.inner.lock() {
+            inner.rejected.inc();
+        }
+    }
+
     /// The series of metric `name` of `kind` that `plugin` writes with `labels`: the metric
     /// (registered on first use) and the full label set, or `None` past a cap (a bad or
     /// unknown-kind name, too many metrics, too many labels, too long a value, or a new label

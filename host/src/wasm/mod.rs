@@ -36,6 +36,14 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch ticker advances; per-call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The most bytes one call may move from a guest into the host: an import's arguments, or an
+/// export's result (its records, errors and strings). wasmtime counts every byte it copies
+/// out of the guest against it (its hostcall fuel), so the canonical ABI's aliasing — a list
+/// whose elements all name one large string — cannot make the host copy more than this. A call
+/// past it traps, and its batch follows the trap path (a fresh instance, then the error
+/// policy); a step whose batches of large records produce more needs a smaller `batch_size`.
+pub const MAX_TRANSFER_BYTES: usize = 128 << 20;
+
 /// The process-wide Wasm runtime: an engine (with its linker, compiled-component cache and
 /// epoch ticker), and, when the manifest mixes plugins with and without a deadline, a second
 /// engine without epoch checks for the trusted ones ([`EngineOptions::trusted_engine`]).

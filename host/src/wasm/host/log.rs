@@ -6,6 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, WasmStr};
+
 use super::HostState;
 use crate::wasm::bindings::log::{Host, Level};
 
@@ -43,7 +46,15 @@ impl LogBudget {
 }
 
 impl Host for HostState {
-    fn log(&mut self, level: Level, mut message: String) {
+    fn log(&mut self, level: Level, message: String) {
+        self.write_log(level, &message);
+    }
+}
+
+impl HostState {
+    /// Writes a guest's line, under the caps: cut at [`MAX_LOG_LINE_BYTES`], dropped past
+    /// [`MAX_LOG_LINES_PER_SECOND`].
+    fn write_log(&mut self, level: Level, message: &str) {
         let plugin = &*self.plugin;
         let (admitted, dropped) = self.log.admit(Instant::now());
         if dropped > 0 {
@@ -58,23 +69,55 @@ impl Host for HostState {
             self.metrics.registry.log_capped(plugin, true, 1);
             return;
         }
-        if message.len() > MAX_LOG_LINE_BYTES {
-            let mut cut = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
+        let cut = if message.len() > MAX_LOG_LINE_BYTES {
+            let mut at = MAX_LOG_LINE_BYTES;
+            while !message.is_char_boundary(at) {
+                at -= 1;
             }
-            message.truncate(cut);
-            message.push('…');
             self.metrics.registry.log_capped(plugin, false, 1);
-        }
+            Some(&message[..at])
+        } else {
+            None
+        };
+        let message = cut.unwrap_or(message);
+        let more = if cut.is_some() { "…" } else { "" };
         match level {
-            Level::Trace => tracing::trace!(target: "wasp::plugin", plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "wasp::plugin", plugin, "{message}"),
-            Level::Info => tracing::info!(target: "wasp::plugin", plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "wasp::plugin", plugin, "{message}"),
-            Level::Error => tracing::error!(target: "wasp::plugin", plugin, "{message}"),
+            Level::Trace => tracing::trace!(target: "wasp::plugin", plugin, "{message}{more}"),
+            Level::Debug => tracing::debug!(target: "wasp::plugin", plugin, "{message}{more}"),
+            Level::Info => tracing::info!(target: "wasp::plugin", plugin, "{message}{more}"),
+            Level::Warn => tracing::warn!(target: "wasp::plugin", plugin, "{message}{more}"),
+            Level::Error => tracing::error!(target: "wasp::plugin", plugin, "{message}{more}"),
         }
     }
+}
+
+/// Defines `log` over the bindings' version (which copies the whole line out of the guest
+/// before it is cut): the line is read where the guest keeps it, and only what the host logs
+/// is formatted. The linker must allow shadowing.
+pub(super) fn link_in_place(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    linker.instance("wasp:plugin/log@0.1.0")?.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, HostState>, (level, message): (Level, WasmStr)| {
+            // Not UTF-8: the call traps, as the bindings' lifting would.
+            let text = message.to_str(&store)?;
+            // The text borrows the store (the guest's memory): what is kept is copied out
+            // first. A longer line keeps a few bytes past the cap (whole characters, at least
+            // one byte more), so that `write_log` cuts it and counts the cut.
+            let keep = if text.len() > MAX_LOG_LINE_BYTES + 4 {
+                let mut at = MAX_LOG_LINE_BYTES + 4;
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                at
+            } else {
+                text.len()
+            };
+            let line = text[..keep].to_owned();
+            store.data_mut().write_log(level, &line);
+            Ok(())
+        },
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ impl super::bindings::wasp::plugin::types::Host for HostState {}
 pub fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    // Functions whose strings are read in place, under their caps, over the bindings'.
+    linker.allow_shadowing(true);
+    metrics::link_in_place(&mut linker)?;
+    log::link_in_place(&mut linker)?;
+    linker.allow_shadowing(false);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     Ok(linker)
 }

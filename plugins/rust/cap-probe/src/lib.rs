@@ -56,6 +56,8 @@ fn probe(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), 
         // A 100 KiB key, a 2 MiB value.
         "state-key" => answer(store()?.put(&vec![b'k'; 100 << 10], b"v")),
         "state-value" => answer(store()?.put(b"big", &vec![0u8; 2 << 20])),
+        // A 160 MiB value: more than one call may move into the host (MAX_TRANSFER_BYTES).
+        "state-huge-value" => answer(store()?.put(b"huge", &vec![0u8; 160 << 20])),
         // 1 MiB values under new keys until the store refuses one.
         "state-pending" => {
             let s = store()?;
@@ -84,7 +86,29 @@ fn probe(ctx: &mut wasp::Context, key: Option<&str>, value: &str) -> Result<(), 
             }
             "forwarded".to_owned()
         }
+        // 2,048 labels that all name one 1 MiB string, as the canonical ABI allows: 32 KiB of
+        // list in the guest, 4 GiB if the host copied each element's strings.
+        "metric-aliased-labels" => {
+            let big = "v".repeat(1 << 20);
+            let (ptr, len) = (big.as_ptr() as u32, big.len() as u32);
+            let labels = vec![[ptr, len, ptr, len]; 2048];
+            let name = "probe_aliased";
+            // SAFETY: the arguments are the canonical ABI's flat lowering of `counter-add`
+            // (name, labels, delta), pointing at memory that outlives the call.
+            unsafe { raw::counter_add(name.as_ptr(), name.len(), labels.as_ptr(), labels.len(), 1) };
+            "counted".to_owned()
+        }
         other => format!("unknown probe {other}"),
     };
     ctx.forward(key.unwrap_or_default(), report)
+}
+
+/// `wasp:plugin/metrics` as the canonical ABI lowers it, below the SDK (which copies labels
+/// into owned strings, one buffer each): a list of `(key ptr, key len, value ptr, value len)`.
+mod raw {
+    #[link(wasm_import_module = "wasp:plugin/metrics@0.1.0")]
+    unsafe extern "C" {
+        #[link_name = "counter-add"]
+        pub fn counter_add(name: *const u8, name_len: usize, labels: *const [u32; 4], labels_len: usize, delta: i64);
+    }
 }
