@@ -3,7 +3,7 @@
 //! named there.
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, WasmList, WasmStr};
+use wasmtime::component::{Lift, Linker, LinkerInstance, WasmList, WasmStr};
 
 use super::HostState;
 use crate::wasm::bindings::metrics::Host;
@@ -48,29 +48,24 @@ type GuestLabels = WasmList<(WasmStr, WasmStr)>;
 /// ignored, as [`MetricsRegistry`] treats any call past a cap.
 pub(super) fn link_in_place(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     let mut metrics = linker.instance("wasp:plugin/metrics@0.1.0")?;
+    define::<u64>(&mut metrics, "counter-add", HostState::counter_add)?;
+    define::<f64>(&mut metrics, "gauge-set", HostState::gauge_set)?;
+    define::<f64>(&mut metrics, "histogram-observe", HostState::histogram_observe)?;
+    Ok(())
+}
+
+/// Defines metric function `name(name, labels, value)`, which calls `apply` with the name and
+/// labels copied within the caps, or is counted as rejected.
+fn define<V: Lift + Send + Sync + 'static>(
+    metrics: &mut LinkerInstance<'_, HostState>,
+    name: &str,
+    apply: fn(&mut HostState, String, Labels, V),
+) -> anyhow::Result<()> {
     metrics.func_wrap(
-        "counter-add",
-        |mut store: StoreContextMut<'_, HostState>, (name, labels, delta): (WasmStr, GuestLabels, u64)| {
+        name,
+        move |mut store: StoreContextMut<'_, HostState>, (name, labels, value): (WasmStr, GuestLabels, V)| {
             if let Some((name, labels)) = copied(&mut store, &name, &labels)? {
-                store.data_mut().counter_add(name, labels, delta);
-            }
-            Ok(())
-        },
-    )?;
-    metrics.func_wrap(
-        "gauge-set",
-        |mut store: StoreContextMut<'_, HostState>, (name, labels, value): (WasmStr, GuestLabels, f64)| {
-            if let Some((name, labels)) = copied(&mut store, &name, &labels)? {
-                store.data_mut().gauge_set(name, labels, value);
-            }
-            Ok(())
-        },
-    )?;
-    metrics.func_wrap(
-        "histogram-observe",
-        |mut store: StoreContextMut<'_, HostState>, (name, labels, value): (WasmStr, GuestLabels, f64)| {
-            if let Some((name, labels)) = copied(&mut store, &name, &labels)? {
-                store.data_mut().histogram_observe(name, labels, value);
+                apply(store.data_mut(), name, labels, value);
             }
             Ok(())
         },
