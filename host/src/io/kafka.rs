@@ -844,7 +844,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         (from, to): (i64, Option<i64>),
         apply: &mut dyn FnMut(i64, Record) -> Result<(), crate::state::StateError>,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let mut deadline = Instant::now() + RESTORE_TIMEOUT;
         let (low, high) =
             while_away(deadline, || self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)))
                 .with_context(|| format!("reading the end of changelog {topic}[{partition}]"))?;
@@ -865,7 +865,8 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         let mut next = start;
         let mut arena = Arena::default();
         while next < high {
-            if Instant::now() > deadline {
+            let now = Instant::now();
+            if now > deadline {
                 bail!("restoring {topic}[{partition}]: stuck at offset {next} of {high}");
             }
             let Some(m) = self.consumer.poll(Duration::from_millis(100)) else {
@@ -887,6 +888,9 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             };
             next = m.offset() + 1;
             apply(m.offset(), KafkaSource::record(&mut arena, &m))?;
+            // A restore fails when it stalls, not when it is long: each record read moves the
+            // deadline on.
+            deadline = now + RESTORE_TIMEOUT;
             if let Some(b) = &bar {
                 b.set_position((next - start) as u64);
             } else if (next - start) % RESTORE_LOG_EVERY == 0 {
