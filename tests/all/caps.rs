@@ -50,6 +50,34 @@ fn probe_manifest() -> String {
            [[pipelines.p.steps]]\nop = \"process\"\nplugin = \"probe\"\nstores = [\"s\"]\n"
 }
 
+/// A batch whose result is more than its plugin may move into the host in one call
+/// (`limits.transfer_mib`) traps, and is split and run again in halves as any batch that
+/// traps, down to one record: every record of a batch of eight 300 KB values is mapped under a
+/// 1 MiB cap, in order, and only a record whose own result is past the cap fails, naming it.
+#[test]
+fn a_batch_whose_result_is_past_the_transfer_cap_is_run_in_halves_and_only_the_oversized_record_fails() {
+    let sc = Scratch::new();
+    let value = |c: char, n: usize| c.to_string().repeat(n);
+    let mut records: Vec<(String, String)> = (0..8).map(|i| (format!("k{i}"), value('a', 300_000))).collect();
+    records.insert(4, ("big".to_owned(), value('b', 1_500_000)));
+    let refs: Vec<(Option<&str>, &str)> = records.iter().map(|(k, v)| (Some(k.as_str()), v.as_str())).collect();
+    input(&sc, &refs);
+    let manifest =
+        header(&format!("[plugins.upper]\npath = \"{}\"\nlimits = {{ transfer_mib = 1 }}\n", plugin("test-kit")))
+            .replace("batch_size = 3", "batch_size = 16\nmax_record_bytes = 4194304")
+            + "[pipelines.p]\nfrom = \"in\"\nto = \"out\"\non_error = \"dead-letter\"\ndead_letter_topic = \"dlq\"\n\
+           [[pipelines.p.steps]]\nop = \"map_values\"\nplugin = \"upper\"\nfunction = \"upper\"\n";
+    let run = run_local_full(&sc, &manifest, &["out", "dlq"]).expect("the pipeline runs");
+    let out: Vec<(String, String)> = run.out["out"].iter().map(|o| o.kv()).collect();
+    let keys: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"], "every small record, in order");
+    assert!(out.iter().all(|(_, v)| *v == value('A', 300_000)), "each one upper-cased");
+    let dlq = &run.out["dlq"];
+    assert_eq!(dlq.iter().map(|o| o.kv().0).collect::<Vec<_>>(), ["big"]);
+    let message = dlq[0].headers["wasp.error.message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("more than 1 MiB") && message.contains("limits.transfer_mib"), "{message}");
+}
+
 /// The canonical ABI lets a list's elements all name one string: 2,048 metric labels that
 /// each point at one 1 MiB string are 32 KiB in the guest and would be 4 GiB copied into the
 /// host. The host reads a call's labels where the guest keeps them, refuses the call as past

@@ -411,6 +411,9 @@ pub struct DirGrant {
     pub guest: String,
 }
 
+/// The default of `limits.transfer_mib` (`wasm::MAX_TRANSFER_BYTES`).
+pub const DEFAULT_TRANSFER_MIB: u64 = 128;
+
 /// Sandbox limits per plugin instance.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -426,11 +429,21 @@ pub struct Limits {
     /// Any plugin with fuel turns metering on for the whole engine (it costs every plugin
     /// some speed); the others then run with unlimited fuel.
     pub fuel: Option<u64>,
+    /// The most one call may move from the instance into the host, in MiB: an import's
+    /// arguments, or a batch's result (wasmtime's hostcall fuel). A batch whose result is
+    /// larger is split and run again in halves, as any batch that traps.
+    pub transfer_mib: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_mib: 256, deadline_ms: 10_000, table_elements: 100_000, fuel: None }
+        Self {
+            memory_mib: 256,
+            deadline_ms: 10_000,
+            table_elements: 100_000,
+            fuel: None,
+            transfer_mib: DEFAULT_TRANSFER_MIB,
+        }
     }
 }
 

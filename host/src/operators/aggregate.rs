@@ -484,10 +484,7 @@ impl Aggregate {
                 match called.and_then(|o| decode_results(o, n, step.label())) {
                     Ok(r) => r,
                     Err(e) => {
-                        let code = match e {
-                            CallFailure::Trap { .. } => FailureCode::Trap,
-                            CallFailure::Refused { .. } => FailureCode::Refused,
-                        };
+                        let code = FailureCode::from(&e);
                         vec![Err((code, e.to_string())); n]
                     }
                 }

@@ -137,10 +137,7 @@ impl Joiner {
             .collect();
         let right = &mut self.right;
         let trap = |e: &crate::wasm::CallFailure| {
-            let code = match e {
-                crate::wasm::CallFailure::Trap { .. } => FailureCode::Trap,
-                crate::wasm::CallFailure::Refused { .. } => FailureCode::Refused,
-            };
+            let code = FailureCode::from(e);
             vec![Err((code, e.to_string())); pairs.len()]
         };
         let output = match self.step.call(&left, |i, f, l| i.join(f, l, right)) {
@@ -401,10 +398,7 @@ impl StreamGlobal {
             return input.iter().map(|r| Ok(r.key.clone())).collect();
         };
         let failed = |e: &crate::wasm::CallFailure| {
-            let code = match e {
-                crate::wasm::CallFailure::Trap { .. } => FailureCode::Trap,
-                crate::wasm::CallFailure::Refused { .. } => FailureCode::Refused,
-            };
+            let code = FailureCode::from(e);
             vec![Err((code, e.to_string())); input.len()]
         };
         let output = match step.call(input, |i, f, b| i.transform(PluginKind::KeySelector, f, b)) {

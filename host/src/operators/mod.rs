@@ -38,6 +38,16 @@ pub enum FailureCode {
     Plugin(String),
 }
 
+impl From<&CallFailure> for FailureCode {
+    /// A failed call's code: a trap (an oversized result is one), or a refused batch.
+    fn from(e: &CallFailure) -> Self {
+        match e {
+            CallFailure::Trap { .. } | CallFailure::Oversized { .. } => FailureCode::Trap,
+            CallFailure::Refused { .. } => FailureCode::Refused,
+        }
+    }
+}
+
 impl FailureCode {
     pub fn as_str(&self) -> &str {
         match self {
@@ -214,10 +224,7 @@ pub trait StepFailures {
 
     /// Every record of the batch, failed with the same error (the batch could not run).
     fn fail_all(&self, records: Vec<Record>, e: &CallFailure) -> Vec<Failure> {
-        let code = match e {
-            CallFailure::Trap { .. } => FailureCode::Trap,
-            CallFailure::Refused { .. } => FailureCode::Refused,
-        };
+        let code = FailureCode::from(e);
         records
             .into_iter()
             .map(|record| Failure {

@@ -19,7 +19,6 @@ use super::{ConstructError, Emitted, Failure, FailureCode, Operator, PluginStep,
 use crate::record::{EncodedBatch, OLD_VALUE_HEADER, Record};
 use crate::state::{DirectUpstream, Store, table_row, table_row_parts, upstream_of};
 use crate::topology::{FoldOp, Node, TableFold};
-use crate::wasm::CallFailure;
 
 pub fn construct(
     node: &Node,
@@ -97,10 +96,7 @@ impl TableAggregate {
         match called.and_then(|o| decode_results(o, records.len(), step.label())) {
             Ok(r) => r,
             Err(e) => {
-                let code = match e {
-                    CallFailure::Trap { .. } => FailureCode::Trap,
-                    CallFailure::Refused { .. } => FailureCode::Refused,
-                };
+                let code = FailureCode::from(&e);
                 vec![Err((code, e.to_string())); records.len()]
             }
         }

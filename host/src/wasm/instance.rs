@@ -19,6 +19,11 @@ pub enum CallFailure {
     /// The instance trapped (panic, deadline, memory cap): it is broken and must be rebuilt.
     #[error("plugin `{plugin}` trapped: {reason}")]
     Trap { plugin: String, reason: String },
+    /// The call's result (or an import's arguments) was more than the plugin may move into
+    /// the host in one call (`limits.transfer_mib`): the instance trapped, and a smaller
+    /// batch may pass.
+    #[error("plugin `{plugin}` trapped: {reason}")]
+    Oversized { plugin: String, reason: String },
     /// The plugin refused the whole call without trapping.
     #[error("plugin `{plugin}` failed the batch: {reason}")]
     Refused { plugin: String, reason: String },
@@ -71,16 +76,18 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
-fn trap(plugin: &str, e: &wasmtime::Error) -> CallFailure {
+fn trap(plugin: &str, e: &wasmtime::Error, transfer_mib: u64) -> CallFailure {
     let reason = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "it ran past its deadline".to_owned(),
         Some(wasmtime::Trap::OutOfFuel) => "it ran out of fuel".to_owned(),
         Some(t) => format!("{t}"),
         // wasmtime's hostcall fuel, whose error type is private: named by its message.
-        None if format!("{e:#}").contains("fuel allocated for hostcalls has been exhausted") => format!(
-            "it moved more than {} MiB into the host in one call (MAX_TRANSFER_BYTES: an import's arguments, or its result's records, errors and strings); a smaller `batch_size` keeps batches of large records under it",
-            super::MAX_TRANSFER_BYTES >> 20
-        ),
+        None if format!("{e:#}").contains("fuel allocated for hostcalls has been exhausted") => {
+            let reason = format!(
+                "it moved more than {transfer_mib} MiB into the host in one call (`limits.transfer_mib`, default MAX_TRANSFER_BYTES: an import's arguments, or a result's records, errors and strings)"
+            );
+            return CallFailure::Oversized { plugin: plugin.to_owned(), reason };
+        }
         None => format!("{e:#}"),
     };
     CallFailure::Trap { plugin: plugin.to_owned(), reason }
@@ -138,7 +145,8 @@ impl LoadedPlugin {
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_hostcall_fuel(super::MAX_TRANSFER_BYTES);
+        store
+            .set_hostcall_fuel(usize::try_from(self.limits.transfer_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX));
         let deadline_ticks = match self.limits.deadline_ms {
             // No deadline; wasmtime adds this to the current epoch, so not u64::MAX.
             0 => u64::MAX / 2,
@@ -224,7 +232,8 @@ impl PluginInstance {
         for (batch, b) in batches.iter_mut().zip(lent) {
             give_back(batch, b);
         }
-        r.map_err(|e| trap(name, &e))?.map_err(|e| refused(name, e))
+        let transfer_mib = (store.hostcall_fuel() >> 20) as u64;
+        r.map_err(|e| trap(name, &e, transfer_mib))?.map_err(|e| refused(name, e))
     }
 
     /// Gives a processor instance its step's stores.

@@ -89,7 +89,9 @@ impl LoadedPlugin {
                     let f = if function.is_empty() { "(default)" } else { function };
                     format!("function {f} of kind {}: {reason}", kind.interface())
                 }
-                super::CallFailure::Trap { reason, .. } => format!("trapped on its first call: {reason}"),
+                super::CallFailure::Trap { reason, .. } | super::CallFailure::Oversized { reason, .. } => {
+                    format!("trapped on its first call: {reason}")
+                }
             },
         })?;
         Ok(instance)

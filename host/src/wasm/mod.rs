@@ -36,13 +36,16 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch ticker advances; per-call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The most bytes one call may move from a guest into the host: an import's arguments, or an
-/// export's result (its records, errors and strings). wasmtime counts every byte it copies
-/// out of the guest against it (its hostcall fuel), so the canonical ABI's aliasing — a list
-/// whose elements all name one large string — cannot make the host copy more than this. A call
-/// past it traps, and its batch follows the trap path (a fresh instance, then the error
-/// policy); a step whose batches of large records produce more needs a smaller `batch_size`.
-pub const MAX_TRANSFER_BYTES: usize = 128 << 20;
+/// The most bytes one call may move from a guest into the host, unless the plugin's
+/// `limits.transfer_mib` says otherwise: an import's arguments, or an export's result (its
+/// records, errors and strings). wasmtime counts every byte it copies out of the guest
+/// against it (its hostcall fuel), so the canonical ABI's aliasing — a list whose elements all
+/// name one large string — cannot make the host copy more than this. A call past it fails
+/// with [`CallFailure::Oversized`] (a trap; the instance is rebuilt, and the same batch is not
+/// tried again on it): the runtime splits a batch whose records all trapped and runs the
+/// halves again (`runtime::policy::isolate`), so only a record whose own result is past the
+/// cap fails, under the step's error policy.
+pub const MAX_TRANSFER_BYTES: usize = (crate::manifest::DEFAULT_TRANSFER_MIB as usize) << 20;
 
 /// The process-wide Wasm runtime: an engine (with its linker, compiled-component cache and
 /// epoch ticker), and, when the manifest mixes plugins with and without a deadline, a second

@@ -149,6 +149,15 @@ impl PluginStep {
         self.follow_slot();
         self.encoded.encode(records.iter());
         let mut result = attempt(self.stores.as_ref(), &mut self.instance, &self.function, &mut self.encoded, &mut f);
+        if let Err(CallFailure::Oversized { plugin, reason }) = &result {
+            // The instance trapped while its result was taken: it cannot be entered again.
+            // The same batch would trap the same way on a fresh one; the caller may split it.
+            self.instance = self
+                .fresh(&self.loaded)
+                .map_err(|e| CallFailure::Trap { plugin: plugin.clone(), reason: format!("{reason}; and then {e}") })?;
+            self.replaced += 1;
+            return result;
+        }
         if !records.is_empty()
             && let Some(previous) = self.previous.take()
         {
