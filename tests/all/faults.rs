@@ -137,6 +137,30 @@ fn a_changelog_read_waits_for_a_broker_that_is_away_and_reads_it_all() {
     assert_eq!(read, want, "every entry once, in order");
 }
 
+/// A changelog read fails when it stalls, not when it is long: with a stall limit of 1 s, a
+/// read whose entries take 2.4 s to apply (400 ms each) reads them all.
+#[test]
+fn a_changelog_read_longer_than_its_stall_limit_is_not_a_stalled_one() {
+    use wasp_host::io::ChangelogReader;
+    const CHANGELOG: &str = "slow-changelog";
+    let broker = Broker::start();
+    broker.create_topics(&[CHANGELOG], 1);
+    let records: Vec<(Option<String>, String)> = (0..6).map(|i| (Some(format!("k{i}")), format!("v{i}"))).collect();
+    broker.produce(CHANGELOG, &records);
+    let mut reader = wasp_host::io::kafka::KafkaChangelogReader::new(&broker.config(), "slow")
+        .expect("a changelog reader")
+        .stalling_after(Duration::from_secs(1));
+    let mut read = Vec::new();
+    reader
+        .read(CHANGELOG, 0, (0, None), &mut |offset, _| {
+            std::thread::sleep(Duration::from_millis(400));
+            read.push(offset);
+            Ok(())
+        })
+        .expect("a read that progresses is not stuck");
+    assert_eq!(read, (0..6).collect::<Vec<i64>>());
+}
+
 /// A small tmpfs mounted for the test's life (the disk-full test's state directory).
 struct Tmpfs(std::path::PathBuf);
 

@@ -799,6 +799,8 @@ pub struct KafkaChangelogReader {
     group: BaseConsumer,
     /// Show a progress bar (stderr is a terminal).
     progress_bar: bool,
+    /// How long a read may go without progress before it fails ([`RESTORE_TIMEOUT`]).
+    stall: Duration,
 }
 
 /// Restores of more entries than this log their progress.
@@ -821,7 +823,19 @@ impl KafkaChangelogReader {
         // exactly-once start cost half a second).
         c.set("fetch.wait.max.ms", "10");
         let consumer: BaseConsumer = c.create().context("creating the changelog reader")?;
-        Ok(Self { consumer, group, progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()) })
+        Ok(Self {
+            consumer,
+            group,
+            progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            stall: RESTORE_TIMEOUT,
+        })
+    }
+
+    /// Fails a read that goes `stall` without progress (default [`RESTORE_TIMEOUT`]).
+    #[must_use]
+    pub fn stalling_after(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
     }
 }
 
@@ -844,7 +858,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         (from, to): (i64, Option<i64>),
         apply: &mut dyn FnMut(i64, Record) -> Result<(), crate::state::StateError>,
     ) -> anyhow::Result<()> {
-        let mut deadline = Instant::now() + RESTORE_TIMEOUT;
+        let mut deadline = Instant::now() + self.stall;
         let (low, high) =
             while_away(deadline, || self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)))
                 .with_context(|| format!("reading the end of changelog {topic}[{partition}]"))?;
@@ -890,7 +904,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
             apply(m.offset(), KafkaSource::record(&mut arena, &m))?;
             // A restore fails when it stalls, not when it is long: each record read moves the
             // deadline on.
-            deadline = now + RESTORE_TIMEOUT;
+            deadline = now + self.stall;
             if let Some(b) = &bar {
                 b.set_position((next - start) as u64);
             } else if (next - start) % RESTORE_LOG_EVERY == 0 {
@@ -907,7 +921,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
     fn committed(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
-        let got = while_away(Instant::now() + RESTORE_TIMEOUT, || {
+        let got = while_away(Instant::now() + self.stall, || {
             self.group.committed_offsets(tpl.clone(), Duration::from_secs(10))
         })
         .with_context(|| format!("reading the committed offset of {topic}[{partition}]"))?;
@@ -918,7 +932,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
     }
 
     fn ends(&mut self, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
-        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let deadline = Instant::now() + self.stall;
         let md = while_away(deadline, || self.consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
             .with_context(|| format!("reading the metadata of `{topic}`"))?;
         let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else { return Ok(Vec::new()) };
