@@ -1045,7 +1045,7 @@ impl crate::io::InstanceLog for KafkaInstanceLog {
 }
 
 /// How long a restore may stall before it fails.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether `code` says the broker, a coordinator or a partition's leader is away for now:
 /// librdkafka reconnects by itself, and what failed can be tried again.
