@@ -168,6 +168,16 @@ fn registry_and_broker(topics: &[&str]) -> (RegistryServer, Registry, crate::bro
     (server, registry, broker)
 }
 
+/// The head of a test manifest: application `id` (with `application`, lines of its table) on
+/// the broker at `bootstrap`, and the registry at `url`. What follows may go on with
+/// `[application.schema_registry]` keys.
+fn header(id: &str, application: &str, bootstrap: &str, url: &str) -> String {
+    format!(
+        "version = 1\n[application]\nid = \"{id}\"\n{application}\n[application.kafka]\n\
+         bootstrap_servers = \"{bootstrap}\"\n[application.schema_registry]\nurl = \"{url}\"\n"
+    )
+}
+
 /// A record of `fields` encoded with `schema` and framed with its registered `id`, as
 /// Confluent's Avro serializer writes it.
 fn framed_avro(schema: &apache_avro::Schema, id: u32, fields: Vec<(&str, apache_avro::types::Value)>) -> Vec<u8> {
@@ -256,16 +266,9 @@ fn kafka_avro_in_through_the_registry_python_sees_json_protobuf_out() {
     let manifest = dir.path().join("user-events.toml");
     std::fs::write(
         &manifest,
-        format!(
-            r#"version = 1
-[application]
-id = "user-events-kafka"
-commit_interval_ms = 200
-[application.kafka]
-bootstrap_servers = "{bootstrap}"
-[application.schema_registry]
-url = "{url}"
-[streams.user_events]
+        header("user-events-kafka", "commit_interval_ms = 200", &broker.bootstrap(), &server.url)
+            + &format!(
+                r#"[streams.user_events]
 topic = "user_activity"
 value = {{ format = "avro", schema = "{schemas}/user_event.avsc" }}
 [streams.categorized_events]
@@ -280,11 +283,9 @@ to = "categorized_events"
 on_error = "dead-letter"
 dead_letter_topic = "user-events-dlq"
 "#,
-            bootstrap = broker.bootstrap(),
-            url = server.url,
-            schemas = example.display(),
-            categorize = plugin("categorize"),
-        ),
+                schemas = example.display(),
+                categorize = plugin("categorize"),
+            ),
     )
     .expect("write the manifest");
     let mut wasp = crate::recovery::start("wasp-user-events", &manifest);
@@ -357,16 +358,9 @@ fn kafka_records_met_while_the_registry_is_away_wait_for_it_and_none_is_dead_let
     let manifest = dir.path().join("away.toml");
     std::fs::write(
         &manifest,
-        format!(
-            r#"version = 1
-[application]
-id = "registry-away"
-commit_interval_ms = 200
-[application.kafka]
-bootstrap_servers = "{bootstrap}"
-[application.schema_registry]
-url = "http://127.0.0.1:{port}"
-wait = "60s"
+        header("registry-away", "commit_interval_ms = 200", &broker.bootstrap(), &format!("http://127.0.0.1:{port}"))
+            + &format!(
+                r#"wait = "60s"
 [streams.clicks]
 topic = "away-in"
 value = "json"
@@ -382,9 +376,8 @@ to = "out"
 on_error = "dead-letter"
 dead_letter_topic = "away-dlq"
 "#,
-            bootstrap = broker.bootstrap(),
-            kit = plugin("test-kit"),
-        ),
+                kit = plugin("test-kit"),
+            ),
     )
     .expect("writing the manifest");
     let clicks: Vec<(Option<String>, String)> =
@@ -464,17 +457,9 @@ fn kafka_an_avro_table_restored_from_its_topic_joins_as_json() {
     let manifest = dir.path().join("enrich.toml");
     std::fs::write(
         &manifest,
-        format!(
-            r#"version = 1
-[application]
-id = "avro-table"
-commit_interval_ms = 100
-max_task_idle_ms = 2000
-[application.kafka]
-bootstrap_servers = "{bootstrap}"
-[application.schema_registry]
-url = "{url}"
-[streams.clicks]
+        header("avro-table", "commit_interval_ms = 100\nmax_task_idle_ms = 2000", &broker.bootstrap(), &server.url)
+            + &format!(
+                r#"[streams.clicks]
 value = "json"
 [tables.user_profiles]
 topic = "user-profiles"
@@ -486,10 +471,8 @@ from = "clicks"
 steps = [{{ op = "left_join", table = "user_profiles", plugin = "enrich" }}]
 to = "enriched-clicks"
 "#,
-            bootstrap = broker.bootstrap(),
-            url = server.url,
-            enrich = plugin("enrich-click"),
-        ),
+                enrich = plugin("enrich-click"),
+            ),
     )
     .expect("write the manifest");
     let run = |state: &Path| crate::recovery::start_in("wasp-avro-table", &manifest, state);
@@ -542,16 +525,9 @@ fn kafka_a_registered_avro_store_restored_from_its_changelog_reads_older_values_
     let dir = tempfile::tempdir().expect("a temporary directory");
     let manifest = |version: &str| {
         let path = dir.path().join(format!("stats-{version}.toml"));
-        let text = format!(
-            r#"version = 1
-[application]
-id = "avro-store"
-commit_interval_ms = 100
-[application.kafka]
-bootstrap_servers = "{bootstrap}"
-[application.schema_registry]
-url = "{url}"
-[application.admin]
+        let text = header("avro-store", "commit_interval_ms = 100", &broker.bootstrap(), &server.url)
+            + &format!(
+                r#"[application.admin]
 bind = "127.0.0.1:0"
 [streams.numbers]
 value = "string"
@@ -564,11 +540,9 @@ from = "numbers"
 steps = [{{ op = "group_by_key" }}, {{ op = "aggregate", plugin = "stats", store = "stats" }}, {{ op = "to_stream" }}]
 to = "stats"
 "#,
-            bootstrap = broker.bootstrap(),
-            url = server.url,
-            plugin = plugin(&format!("stats-{version}")),
-            schema = repo().join(format!("tests/data/schemas/stats-{version}.avsc")).display(),
-        );
+                plugin = plugin(&format!("stats-{version}")),
+                schema = repo().join(format!("tests/data/schemas/stats-{version}.avsc")).display(),
+            );
         std::fs::write(&path, text).expect("write the manifest");
         path
     };

@@ -860,7 +860,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
     ) -> anyhow::Result<()> {
         let mut deadline = Instant::now() + self.stall;
         let (low, high) =
-            while_away(deadline, || self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)))
+            while_away(deadline, topic, || self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)))
                 .with_context(|| format!("reading the end of changelog {topic}[{partition}]"))?;
         let high = to.map_or(high, |to| to.min(high));
         let start = from.max(low);
@@ -921,7 +921,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
     fn committed(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
-        let got = while_away(Instant::now() + self.stall, || {
+        let got = while_away(Instant::now() + self.stall, topic, || {
             self.group.committed_offsets(tpl.clone(), Duration::from_secs(10))
         })
         .with_context(|| format!("reading the committed offset of {topic}[{partition}]"))?;
@@ -933,7 +933,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
 
     fn ends(&mut self, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
         let deadline = Instant::now() + self.stall;
-        let md = while_away(deadline, || self.consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
+        let md = while_away(deadline, topic, || self.consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
             .with_context(|| format!("reading the metadata of `{topic}`"))?;
         let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else { return Ok(Vec::new()) };
         // One ListOffsets request for every partition (timestamp -1: each one's end), not a
@@ -942,7 +942,7 @@ impl crate::io::ChangelogReader for KafkaChangelogReader {
         for p in t.partitions() {
             tpl.add_partition_offset(topic, p.id(), Offset::End)?;
         }
-        let got = while_away(deadline, || self.consumer.offsets_for_times(tpl.clone(), Duration::from_secs(10)))
+        let got = while_away(deadline, topic, || self.consumer.offsets_for_times(tpl.clone(), Duration::from_secs(10)))
             .with_context(|| format!("reading the end offsets of `{topic}`"))?;
         let mut ends = Vec::new();
         for e in got.elements() {
@@ -1077,13 +1077,13 @@ fn passing(e: &KafkaError) -> bool {
     }
 }
 
-/// Asks `ask` again while the broker is away (a restarting broker, a moving leader), until
-/// `deadline`; any other error, or the last one, is returned.
-fn while_away<T>(deadline: Instant, mut ask: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
+/// Asks `ask` (about `topic`) again while the broker is away (a restarting broker, a moving
+/// leader), until `deadline`; any other error, or the last one, is returned.
+fn while_away<T>(deadline: Instant, topic: &str, mut ask: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
     loop {
         match ask() {
             Err(e) if passing(&e) && Instant::now() < deadline => {
-                tracing::warn!(error = %e, "waiting for the broker");
+                tracing::warn!(topic, error = %e, "waiting for the broker");
                 std::thread::sleep(Duration::from_millis(500));
             }
             answer => return answer,
