@@ -171,37 +171,15 @@ fn seen(records: &[Received]) -> BTreeMap<String, BTreeMap<String, usize>> {
     s
 }
 
-/// Whether every expected identity has been seen.
-/// Reads until every expected output has come. Should the test's long-lived reader stall short
-/// of that (seen on nisshi under a loaded full run: records its other consumers had read never
-/// reached this reader, with no error), the topics are read again from their start by a fresh
-/// reader, which is what the broker holds; the records are then that reading.
-fn read_complete(
-    broker: &Broker,
-    reader: &mut Reader,
-    wasp: &mut Process,
-    expected: &BTreeMap<&'static str, BTreeSet<String>>,
-) -> bool {
-    let done = reader.read_until(COMPLETE_TIMEOUT, |r| {
+/// Reads until every expected output has come, while `wasp` runs.
+fn read_complete(reader: &mut Reader, wasp: &mut Process, expected: &BTreeMap<&'static str, BTreeSet<String>>) -> bool {
+    reader.read_until(COMPLETE_TIMEOUT, |r| {
         wasp.assert_running();
         complete(expected, r)
-    });
-    if done {
-        return true;
-    }
-    let mut fresh = broker.reader(&OUTPUTS);
-    fresh.drain(Duration::from_secs(3), Duration::from_secs(60));
-    if complete(expected, &fresh.records) {
-        eprintln!(
-            "the test's reader stalled with {} records; a fresh reader of the topics sees every expected output",
-            reader.records.len()
-        );
-        reader.records = fresh.records;
-        return true;
-    }
-    false
+    })
 }
 
+/// Whether every expected identity has been seen.
 fn complete(expected: &BTreeMap<&'static str, BTreeSet<String>>, records: &[Received]) -> bool {
     let s = seen(records);
     expected.iter().all(|(topic, ids)| s.get(*topic).is_some_and(|got| ids.iter().all(|id| got.contains_key(id))))
@@ -363,7 +341,7 @@ fn kafka_at_least_once_across_sigkill() {
     produce(&broker, FIRST..TOTAL);
     let mut wasp = start_wasp("wasp-2", &manifest);
     let t = Instant::now();
-    let done = read_complete(&broker, &mut reader, &mut wasp, &all);
+    let done = read_complete(&mut reader, &mut wasp, &all);
     if !done {
         verify(&all, &reader.records);
         panic!("the outputs did not complete within {COMPLETE_TIMEOUT:?}");
@@ -422,7 +400,7 @@ fn kafka_sigterm_commits_and_restart_resumes() {
     let input = broker.consume(&[INPUT], TOTAL as usize, COMPLETE_TIMEOUT);
     assert_eq!(input.len(), TOTAL as usize, "the input topic holds every click produced");
     let all = expected(0..TOTAL);
-    let done = read_complete(&broker, &mut reader, &mut wasp, &all);
+    let done = read_complete(&mut reader, &mut wasp, &all);
     if !done {
         verify(&all, &reader.records);
         panic!("the outputs did not complete within {COMPLETE_TIMEOUT:?}");
@@ -529,7 +507,7 @@ fn kafka_partitions_that_move_between_running_instances_repeat_nothing() {
     assert!(y.wait_exit(EXIT_TIMEOUT).success(), "wasp-my stops cleanly");
     produce(&broker, BACKLOG..TOTAL);
     let all = expected(0..TOTAL);
-    let done = read_complete(&broker, &mut reader, &mut x, &all);
+    let done = read_complete(&mut reader, &mut x, &all);
     x.terminate();
     assert!(x.wait_exit(EXIT_TIMEOUT).success(), "wasp-mx stops cleanly");
     reader.drain(Duration::from_secs(1), Duration::from_secs(30));

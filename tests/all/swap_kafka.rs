@@ -59,6 +59,29 @@ fn wait_until_swapped(base: &str, digest: &serde_json::Value, same: bool) {
     }
 }
 
+/// What a short count of outputs (which a fresh reading of `out` confirmed) says: which keys
+/// are missing, where their inputs lie in `in`, and what wasp says it consumed and still lags.
+fn shortfall(broker: &Broker, base: &str, reader: &crate::broker::Reader, expected: usize) -> String {
+    let have: std::collections::BTreeSet<&str> = reader.records.iter().map(|r| r.key_str()).collect();
+    let missing: Vec<String> =
+        (0..expected as u32).map(|n| format!("k{n}")).filter(|k| !have.contains(k.as_str())).take(20).collect();
+    let inputs = broker.consume(&["in"], TOTAL as usize, Duration::from_secs(10));
+    let placed: Vec<String> = inputs
+        .iter()
+        .filter(|r| missing.iter().any(|k| k == r.key_str()))
+        .map(|r| format!("{}@in[{}]:{}", r.key_str(), r.partition, r.offset))
+        .collect();
+    let metrics = http("GET", &format!("{base}/metrics"), None, None).1;
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("wasp_consumer_lag") || l.starts_with("wasp_plugin_seen_total"))
+        .collect();
+    format!(
+        "missing (first 20) {missing:?}; their inputs {placed:?} ({} inputs in all); wasp says {lines:?}",
+        inputs.len(),
+    )
+}
+
 #[test]
 fn kafka_swap_under_load_loses_and_repeats_nothing_and_changes_behaviour_at_the_swap() {
     let broker = Broker::start();
@@ -137,7 +160,9 @@ plugin = "m"
     };
     let mut reader = broker.reader(&["out"]);
     let wait_outputs = |reader: &mut crate::broker::Reader, n: usize| {
-        assert!(reader.read_count(n, TIMEOUT), "only {} outputs of {n}", reader.records.len());
+        if !reader.read_count(n, TIMEOUT) {
+            panic!("only {} outputs of {n}: {}", reader.records.len(), shortfall(&broker, &base, reader, n));
+        }
     };
 
     // Swap 1, the file watcher: trap's map_values returns values unchanged.
