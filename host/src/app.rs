@@ -1663,6 +1663,35 @@ mod tests {
     use super::*;
     use crate::admin::stats::{Lag, Stats, StepStats};
 
+    /// The registry `wait` of a Kafka manifest with `guarantee`, `[application.kafka.properties]`
+    /// lines and `[application.schema_registry]` lines.
+    fn wait(guarantee: &str, properties: &str, registry: &str) -> Result<i64, String> {
+        let text = format!(
+            "version = 1\n[application]\nid = \"t\"\nprocessing_guarantee = \"{guarantee}\"\n\
+             [application.kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n\
+             [application.kafka.properties]\n{properties}\n\
+             [application.schema_registry]\nurl = \"http://127.0.0.1:8081\"\n{registry}\n\
+             [pipelines.p]\nfrom = \"in\"\nto = \"out\"\n"
+        );
+        let loaded = crate::manifest::parse(std::path::Path::new("w.toml"), text).map_err(|e| e.to_string())?;
+        let topology = crate::topology::build(&loaded, &crate::runtime::operator_specs()).map_err(|e| e.to_string())?;
+        Ok(topology.schema_registry.expect("a registry").wait_ms)
+    }
+
+    #[test]
+    fn under_exactly_once_v2_the_registry_wait_stays_within_half_the_transaction_timeout() {
+        assert_eq!(wait("at_least_once", "", ""), Ok(30_000));
+        assert_eq!(wait("exactly_once", "", "wait = \"1m\""), Ok(60_000));
+        // The default is lowered to half of the transaction timeout (10 s unless set).
+        assert_eq!(wait("exactly_once_v2", "", ""), Ok(5_000));
+        assert_eq!(wait("exactly_once_v2", "\"transaction.timeout.ms\" = \"120000\"", ""), Ok(30_000));
+        assert_eq!(wait("exactly_once_v2", "\"transaction.timeout.ms\" = \"20000\"", "wait = \"10s\""), Ok(10_000));
+        // A longer wait is refused where it is written.
+        let e = wait("exactly_once_v2", "", "wait = \"6s\"").expect_err("6 s is past half of 10 s");
+        assert!(e.contains("w.toml:11") && e.contains("application.schema_registry.wait"), "{e}");
+        assert!(e.contains("at most 5000 ms"), "{e}");
+    }
+
     fn step(name: &str, records_in: u64, errors: u64) -> StepStats {
         StepStats { step: name.to_owned(), records_in, errors, ..StepStats::default() }
     }

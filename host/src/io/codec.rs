@@ -209,9 +209,12 @@ struct Avro {
 
 impl Avro {
     fn build(
-        writer: apache_avro::Schema,
+        mut writer: apache_avro::Schema,
         reader: Option<apache_avro::Schema>,
     ) -> Result<Box<Self>, apache_avro::Error> {
+        if let Some(r) = &reader {
+            apply_aliases(&mut writer, r);
+        }
         AvroTryBuilder {
             writer,
             reader,
@@ -246,6 +249,90 @@ impl Avro {
         self.borrow_encoder().write_value(out, resolved).map_err(|e| CodecError::Avro(e.to_string()))?;
         Ok(())
     }
+}
+
+/// Avro's field aliases, which apache-avro's schema resolution does not apply: a writer field
+/// the reader knows only by an alias of one of its fields takes that field's name, so that
+/// resolution reads its values into it (a renamed field keeps them instead of taking its
+/// default, or failing without one). Records pair up through nested fields, array items, map
+/// values and union branches (by name, a record's aliases, or the one record of a union). The
+/// writer's binary layout does not change: only its field names do.
+fn apply_aliases(writer: &mut apache_avro::Schema, reader: &apache_avro::Schema) {
+    use apache_avro::Schema;
+    match (writer, reader) {
+        (Schema::Record(w), Schema::Record(r)) => {
+            // (A record's `lookup` holds its fields' aliases too: names are looked up here.)
+            let named = |name: &str| r.fields.iter().position(|rf| rf.name == name);
+            let mut taken: Vec<usize> = w.fields.iter().filter_map(|f| named(&f.name)).collect();
+            for f in &mut w.fields {
+                let to = match named(&f.name) {
+                    Some(i) => Some(i),
+                    None => {
+                        let i = r
+                            .fields
+                            .iter()
+                            .enumerate()
+                            .position(|(i, rf)| !taken.contains(&i) && rf.aliases.contains(&f.name));
+                        if let Some(i) = i {
+                            taken.push(i);
+                            f.name.clone_from(&r.fields[i].name);
+                        }
+                        i
+                    }
+                };
+                if let Some(i) = to {
+                    apply_aliases(&mut f.schema, &r.fields[i].schema);
+                }
+            }
+            for (i, f) in w.fields.iter().enumerate() {
+                if w.lookup.get(&f.name) != Some(&i) {
+                    w.lookup.retain(|name, at| *at != i || w.fields[i].aliases.contains(name));
+                    w.lookup.insert(f.name.clone(), i);
+                }
+            }
+        }
+        (Schema::Array(w), Schema::Array(r)) => apply_aliases(&mut w.items, &r.items),
+        (Schema::Map(w), Schema::Map(r)) => apply_aliases(&mut w.types, &r.types),
+        (Schema::Union(w), r) => {
+            let mut variants = w.variants().to_vec();
+            for v in &mut variants {
+                if let Some(rv) = counterpart(v, r) {
+                    apply_aliases(v, rv);
+                }
+            }
+            // The same branches in the same order (names unchanged): it builds as before.
+            if let Ok(u) = apache_avro::schema::UnionSchema::new(variants) {
+                *w = u;
+            }
+        }
+        (w @ Schema::Record(_), Schema::Union(_)) => {
+            if let Some(rv) = counterpart(w, reader) {
+                apply_aliases(w, rv);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The reader's schema a writer's record, array or map (a union branch) resolves into: the
+/// reader itself when of the same kind, else its union branch of that kind (a record: the one
+/// of the same name, or with it among its aliases, or the union's only record).
+fn counterpart<'r>(writer: &apache_avro::Schema, reader: &'r apache_avro::Schema) -> Option<&'r apache_avro::Schema> {
+    use apache_avro::Schema;
+    let branches = match reader {
+        Schema::Union(u) => u.variants(),
+        one => std::slice::from_ref(one),
+    };
+    let kind = |s: &Schema| std::mem::discriminant(s);
+    let Schema::Record(w) = writer else {
+        return branches.iter().find(|b| kind(b) == kind(writer));
+    };
+    let records: Vec<&Schema> = branches.iter().filter(|b| matches!(b, Schema::Record(_))).collect();
+    let named = records.iter().find(|b| {
+        let Schema::Record(r) = b else { return false };
+        r.name.name() == w.name.name() || r.aliases.iter().flatten().any(|a| a.name() == w.name.name())
+    });
+    named.copied().or_else(|| (records.len() == 1).then(|| records[0]))
 }
 
 fn avro_err(e: apache_avro::Error) -> CodecError {
@@ -919,6 +1006,49 @@ mod tests {
         assert!(err.to_string().contains("neither the declared one nor in `previous`"), "{err}");
         // A store is no file of JSON: the same bytes in local mode as on Kafka.
         assert!(alone.read(br#"{"id":"o1","amount":1}"#, &mut json).is_err());
+    }
+
+    #[test]
+    fn a_renamed_avro_field_is_read_through_its_alias_at_every_depth() {
+        // v1 names a field `amount`, and lines whose `qty` sit in an array inside a nullable
+        // union; v2 renames both, keeping the old names as aliases, and renames the line record.
+        const V1: &str = r#"{"type":"record","name":"Order","fields":[
+            {"name":"id","type":"string"},
+            {"name":"amount","type":"long"},
+            {"name":"lines","type":["null",{"type":"array","items":{"type":"record","name":"Line","fields":[
+                {"name":"sku","type":"string"},{"name":"qty","type":"int"}]}}]}]}"#;
+        const V2: &str = r#"{"type":"record","name":"Order","fields":[
+            {"name":"id","type":"string"},
+            {"name":"total","type":"long","aliases":["amount"]},
+            {"name":"lines","type":["null",{"type":"array","items":{"type":"record","name":"OrderLine","aliases":["Line"],
+                "fields":[{"name":"sku","type":"string"},{"name":"quantity","type":"int","aliases":["qty"]}]}}]}]}"#;
+        let dir = tempfile::tempdir().expect("dir");
+        let (v1_path, v2_path) = (write_file(&dir, "v1.avsc", V1), write_file(&dir, "v2.avsc", V2));
+        let v1 = Codec::for_store(&spec(Format::Avro, Some(&v1_path)), None).expect("v1");
+        let mut stored = Vec::new();
+        v1.write(br#"{"id":"o1","amount":12,"lines":[{"sku":"a","qty":2},{"sku":"b","qty":5}]}"#, &mut stored)
+            .expect("encodes");
+        let v2 = Codec::for_store(&FormatSpec { previous: vec![v1_path], ..spec(Format::Avro, Some(&v2_path)) }, None)
+            .expect("v2");
+        let mut json = Vec::new();
+        v2.read(&stored, &mut json).expect("resolves through the aliases");
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            r#"{"id":"o1","lines":[{"quantity":2,"sku":"a"},{"quantity":5,"sku":"b"}],"total":12}"#
+        );
+        // A field the reader has under its own name keeps it; an alias names no second field.
+        let mut writer = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"old","type":"int"}]}"#,
+        )
+        .expect("writer");
+        let reader = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int","aliases":["old"]}]}"#,
+        )
+        .expect("reader");
+        apply_aliases(&mut writer, &reader);
+        let apache_avro::Schema::Record(w) = &writer else { panic!("a record") };
+        let names: Vec<&str> = w.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a", "old"]);
     }
 
     #[test]

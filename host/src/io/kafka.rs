@@ -735,7 +735,7 @@ impl KafkaSink {
         // Kafka Streams' default under exactly-once: a transaction a crashed thread left open
         // holds back read_committed readers for at most this long.
         if c.get("transaction.timeout.ms").is_none() {
-            c.set("transaction.timeout.ms", "10000");
+            c.set("transaction.timeout.ms", crate::manifest::DEFAULT_TRANSACTION_TIMEOUT_MS.to_string());
         }
         let mut sink = Self::new(&c)?;
         sink.transactional = true;

@@ -311,6 +311,9 @@ pub struct SchemaRegistryDef {
     /// How long a request the registry cannot answer now (unreachable, or answering 5xx, 408
     /// or 429) is tried again before the record that needs it fails (default 30 s). While
     /// it stays away after that, such records fail at once, until it answers again.
+    /// Under `exactly_once_v2` it may be at most half of `transaction.timeout.ms` (the
+    /// default is lowered to that): a thread waiting longer would outlive its open
+    /// transaction, which the broker then aborts.
     pub wait: Option<Spanned<Duration>>,
 }
 
@@ -410,6 +413,10 @@ pub struct DirGrant {
     pub host: String,
     pub guest: String,
 }
+
+/// `transaction.timeout.ms` under `exactly_once_v2` when the Kafka properties set none
+/// (Kafka Streams' default under exactly-once).
+pub const DEFAULT_TRANSACTION_TIMEOUT_MS: i64 = 10_000;
 
 /// The default of `limits.transfer_mib` (`wasm::MAX_TRANSFER_BYTES`).
 pub const DEFAULT_TRANSFER_MIB: u64 = 128;

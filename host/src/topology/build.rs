@@ -166,13 +166,7 @@ pub fn build(loaded: &Loaded, specs: &[&'static StepSpec]) -> Result<Topology, M
     }
     let store_formats = b.store_formats(m.application.id.get_ref())?;
     let schema_registry = match &m.application.schema_registry {
-        Some(r) => Some(super::RegistrySpec {
-            url: r.url.get_ref().clone(),
-            wait_ms: match &r.wait {
-                Some(w) => b.duration(w, "application.schema_registry.wait".to_owned())?,
-                None => super::DEFAULT_REGISTRY_WAIT_MS,
-            },
-        }),
+        Some(r) => Some(super::RegistrySpec { url: r.url.get_ref().clone(), wait_ms: b.registry_wait(r)? }),
         None => None,
     };
     let topology = Topology {
@@ -400,6 +394,44 @@ impl<'a> Builder<'a> {
             formats.insert(name.clone(), converted);
         }
         Ok(formats)
+    }
+
+    /// `[application.schema_registry] wait`. Under exactly_once_v2 on Kafka it stays within
+    /// half of the transaction timeout: a stream thread waits for the registry while its
+    /// transaction is open, and a transaction open past its timeout is aborted by the broker.
+    /// A longer `wait` is refused; the default is lowered to that half.
+    fn registry_wait(&self, r: &crate::manifest::SchemaRegistryDef) -> Result<i64, ManifestError> {
+        let key = "application.schema_registry.wait";
+        let wait = match &r.wait {
+            Some(w) => Some(self.duration(w, key.to_owned())?),
+            None => None,
+        };
+        let app = &self.loaded.manifest.application;
+        let v2 = app.processing_guarantee.as_ref().map(|g| *g.get_ref())
+            == Some(crate::manifest::ProcessingGuarantee::ExactlyOnceV2);
+        let Some(kafka) = app.kafka.as_ref().filter(|_| v2) else {
+            return Ok(wait.unwrap_or(super::DEFAULT_REGISTRY_WAIT_MS));
+        };
+        let timeout = kafka
+            .properties
+            .get("transaction.timeout.ms")
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or(crate::manifest::DEFAULT_TRANSACTION_TIMEOUT_MS);
+        let limit = timeout / 2;
+        match (wait, &r.wait) {
+            (Some(ms), Some(w)) if ms > limit => Err(self.err(
+                w.span(),
+                key,
+                format!(
+                    "{ms} ms is longer than half of transaction.timeout.ms ({timeout} ms) under exactly_once_v2: a \
+                     stream thread waiting that long for the registry would outlive its open transaction, which \
+                     the broker then aborts; set at most {limit} ms, or raise transaction.timeout.ms in \
+                     [application.kafka.properties]"
+                ),
+            )),
+            (Some(ms), _) => Ok(ms),
+            (None, _) => Ok(super::DEFAULT_REGISTRY_WAIT_MS.min(limit)),
+        }
     }
 
     pub(super) fn err(
