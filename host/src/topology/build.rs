@@ -401,36 +401,37 @@ impl<'a> Builder<'a> {
     /// transaction is open, and a transaction open past its timeout is aborted by the broker.
     /// A longer `wait` is refused; the default is lowered to that half.
     fn registry_wait(&self, r: &crate::manifest::SchemaRegistryDef) -> Result<i64, ManifestError> {
-        let key = "application.schema_registry.wait";
-        let wait = match &r.wait {
-            Some(w) => Some(self.duration(w, key.to_owned())?),
-            None => None,
-        };
         let app = &self.loaded.manifest.application;
         let v2 = app.processing_guarantee.as_ref().map(|g| *g.get_ref())
             == Some(crate::manifest::ProcessingGuarantee::ExactlyOnceV2);
-        let Some(kafka) = app.kafka.as_ref().filter(|_| v2) else {
-            return Ok(wait.unwrap_or(super::DEFAULT_REGISTRY_WAIT_MS));
+        // The half of the transaction timeout, under exactly_once_v2 on Kafka.
+        let limit = app.kafka.as_ref().filter(|_| v2).map(|kafka| {
+            let timeout = kafka
+                .properties
+                .get("transaction.timeout.ms")
+                .and_then(|t| t.trim().parse::<i64>().ok())
+                .unwrap_or(crate::manifest::DEFAULT_TRANSACTION_TIMEOUT_MS);
+            (timeout, timeout / 2)
+        });
+        let Some(w) = &r.wait else {
+            return Ok(
+                limit.map_or(super::DEFAULT_REGISTRY_WAIT_MS, |(_, half)| super::DEFAULT_REGISTRY_WAIT_MS.min(half))
+            );
         };
-        let timeout = kafka
-            .properties
-            .get("transaction.timeout.ms")
-            .and_then(|t| t.trim().parse::<i64>().ok())
-            .unwrap_or(crate::manifest::DEFAULT_TRANSACTION_TIMEOUT_MS);
-        let limit = timeout / 2;
-        match (wait, &r.wait) {
-            (Some(ms), Some(w)) if ms > limit => Err(self.err(
+        let key = "application.schema_registry.wait";
+        let ms = self.duration(w, key.to_owned())?;
+        match limit {
+            Some((timeout, half)) if ms > half => Err(self.err(
                 w.span(),
                 key,
                 format!(
                     "{ms} ms is longer than half of transaction.timeout.ms ({timeout} ms) under exactly_once_v2: a \
                      stream thread waiting that long for the registry would outlive its open transaction, which \
-                     the broker then aborts; set at most {limit} ms, or raise transaction.timeout.ms in \
+                     the broker then aborts; set at most {half} ms, or raise transaction.timeout.ms in \
                      [application.kafka.properties]"
                 ),
             )),
-            (Some(ms), _) => Ok(ms),
-            (None, _) => Ok(super::DEFAULT_REGISTRY_WAIT_MS.min(limit)),
+            _ => Ok(ms),
         }
     }
 
