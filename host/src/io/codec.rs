@@ -241,6 +241,18 @@ impl Avro {
         Ok(value)
     }
 
+    /// A plugin's JSON `doc` written with the schema, appended to `out`: directly where that
+    /// writes what apache-avro would ([`super::avro_json`]), else converted and resolved by
+    /// apache-avro ([`Self::encode`]).
+    fn encode_json(&self, doc: serde_json::Value, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let start = out.len();
+        if super::avro_json::write(&doc, self.borrow_writer(), out).is_some() {
+            return Ok(());
+        }
+        out.truncate(start);
+        self.encode(AvroValue::try_from(doc).map_err(avro_err)?, out)
+    }
+
     /// `value`, resolved into the schema, appended to `out`.
     fn encode(&self, value: AvroValue, out: &mut Vec<u8>) -> Result<(), CodecError> {
         let resolved = value
@@ -552,19 +564,18 @@ impl Codec {
             Kind::Csv { columns, delimiter } => csv_write(json, columns, *delimiter, out),
             Kind::Avro { schema } => {
                 let doc: serde_json::Value = serde_json::from_slice(json)?;
-                let value = AvroValue::try_from(doc).map_err(avro_err)?;
                 match (&self.framing, schema) {
                     (Some(_), _) => {
                         let w = self.writer()?;
                         let Writer::Avro(id, w) = &*w else { unreachable_kind() };
                         frame(*id, &[], out);
-                        w.encode(value, out)
+                        w.encode_json(doc, out)
                     }
                     (None, Some((_, declared))) => {
                         if let Some(so) = &self.single_object {
                             out.extend_from_slice(&so.header);
                         }
-                        declared.encode(value, out)
+                        declared.encode_json(doc, out)
                     }
                     (None, None) => Err(CodecError::NoSchema("write")),
                 }

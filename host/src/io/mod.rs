@@ -2,6 +2,7 @@
 //! to a [`RecordSink`]; [`local`] serves them from files and memory (the embedded default),
 //! [`kafka`] from a Kafka cluster. Nothing here knows about Wasm.
 
+mod avro_json;
 pub mod codec;
 pub mod format;
 pub mod kafka;
