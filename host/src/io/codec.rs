@@ -195,6 +195,9 @@ struct SingleObject {
 struct Avro {
     writer: apache_avro::Schema,
     reader: Option<apache_avro::Schema>,
+    /// Values are read with the schema they were written with (no reader schema, or one of
+    /// the same canonical form): [`super::avro_json::read`] may read them.
+    direct: bool,
     #[borrows(writer, reader)]
     #[covariant]
     decoder: apache_avro::reader::datum::GenericDatumReader<'this>,
@@ -215,9 +218,11 @@ impl Avro {
         if let Some(r) = &reader {
             apply_aliases(&mut writer, r);
         }
+        let direct = reader.as_ref().is_none_or(|r| r.canonical_form() == writer.canonical_form());
         AvroTryBuilder {
             writer,
             reader,
+            direct,
             decoder_builder: |w, r| {
                 apache_avro::reader::datum::GenericDatumReader::builder(w).maybe_reader_schema(r.as_ref()).build()
             },
@@ -230,6 +235,21 @@ impl Avro {
 
     fn schema(&self) -> &apache_avro::Schema {
         self.borrow_writer()
+    }
+
+    /// One datum, the whole of `payload`, appended to `out` as the JSON plugins see: read
+    /// directly where that reads what apache-avro would ([`super::avro_json`]; values written
+    /// with the schema they are read with), else decoded (and resolved) by apache-avro.
+    fn read_json(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let start = out.len();
+        if *self.borrow_direct() {
+            let mut rest = payload;
+            if super::avro_json::read(&mut rest, self.borrow_writer(), out).is_some() && rest.is_empty() {
+                return Ok(());
+            }
+            out.truncate(start);
+        }
+        write_json(self.decode(payload)?, out)
     }
 
     /// One datum, the whole of `payload`.
@@ -490,30 +510,29 @@ impl Codec {
             Kind::Csv { columns, delimiter } => csv_read(bytes, columns, *delimiter, out),
             Kind::Avro { schema } => {
                 let declared = schema.as_ref().map(|(_, a)| a);
-                let value = match (&self.framing, &self.single_object, declared) {
+                match (&self.framing, &self.single_object, declared) {
                     (Some(_), _, _) => {
                         let (id, payload) = unframe(bytes)?;
                         let w = self.reader(id)?;
                         let Writer::Avro(_, w) = &*w else { unreachable_kind() };
-                        w.decode(payload)?
+                        w.read_json(payload, out)
                     }
                     (None, Some(so), Some(declared)) => {
                         let (header, payload) = bytes
                             .split_at_checked(SINGLE_OBJECT_HEADER)
                             .ok_or_else(|| CodecError::Avro("too short for Avro's single-object encoding".into()))?;
                         if header == so.header {
-                            declared.decode(payload)?
+                            declared.read_json(payload, out)
                         } else {
                             let (_, writer) = so.previous.iter().find(|(h, _)| h == header).ok_or_else(|| {
                                 CodecError::UnknownWriter(header.iter().map(|b| format!("{b:02x}")).collect())
                             })?;
-                            writer.decode(payload)?
+                            writer.read_json(payload, out)
                         }
                     }
-                    (None, _, Some(declared)) => declared.decode(bytes)?,
-                    (None, _, None) => return Err(CodecError::NoSchema("read")),
-                };
-                write_json(value, out)
+                    (None, _, Some(declared)) => declared.read_json(bytes, out),
+                    (None, _, None) => Err(CodecError::NoSchema("read")),
+                }
             }
             Kind::Protobuf { schema, .. } => {
                 let (desc, payload) = match (&self.framing, schema) {

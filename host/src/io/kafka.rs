@@ -140,14 +140,47 @@ struct GroupContext {
     closing: std::sync::atomic::AtomicBool,
 }
 
+/// Of librdkafka's statistics, the one figure wasp reads: each partition's consumer lag. The
+/// rest of the document (brokers, windows, every other counter) is skipped unread; rdkafka's
+/// own `Statistics` builds all of it, thousands of allocations a second per consumer.
+#[derive(serde::Deserialize)]
+struct LagStatistics<'a> {
+    #[serde(borrow, default)]
+    topics: BTreeMap<std::borrow::Cow<'a, str>, TopicLag<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TopicLag<'a> {
+    #[serde(borrow, default)]
+    partitions: BTreeMap<std::borrow::Cow<'a, str>, PartitionLag>,
+}
+
+#[derive(serde::Deserialize)]
+struct PartitionLag {
+    #[serde(default = "unknown_lag")]
+    consumer_lag: i64,
+}
+
+fn unknown_lag() -> i64 {
+    -1
+}
+
 impl ClientContext for GroupContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
+    fn stats_raw(&self, statistics: &[u8]) {
+        let parsed: LagStatistics<'_> = match serde_json::from_slice(statistics) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "librdkafka's statistics do not parse");
+                return;
+            }
+        };
         let mut lags = BTreeMap::new();
-        for (topic, t) in statistics.topics {
+        for (topic, t) in parsed.topics {
             for (partition, p) in t.partitions {
                 // -1 is librdkafka's "unknown", and partition -1 its internal UA partition.
+                let Ok(partition) = partition.parse::<i32>() else { continue };
                 if partition >= 0 && p.consumer_lag >= 0 {
-                    lags.insert((topic.clone(), partition), p.consumer_lag);
+                    lags.insert((topic.clone().into_owned(), partition), p.consumer_lag);
                 }
             }
         }
