@@ -176,11 +176,12 @@ impl ClientContext for GroupContext {
         };
         let mut lags = BTreeMap::new();
         for (topic, t) in parsed.topics {
+            let topic = topic.into_owned();
             for (partition, p) in t.partitions {
                 // -1 is librdkafka's "unknown", and partition -1 its internal UA partition.
                 let Ok(partition) = partition.parse::<i32>() else { continue };
                 if partition >= 0 && p.consumer_lag >= 0 {
-                    lags.insert((topic.clone().into_owned(), partition), p.consumer_lag);
+                    lags.insert((topic.clone(), partition), p.consumer_lag);
                 }
             }
         }

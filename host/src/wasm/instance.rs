@@ -84,7 +84,8 @@ fn trap(plugin: &str, e: &wasmtime::Error, transfer_mib: u64) -> CallFailure {
         // wasmtime's hostcall fuel, whose error type is private: named by its message.
         None if format!("{e:#}").contains("fuel allocated for hostcalls has been exhausted") => {
             let reason = format!(
-                "it moved more than {transfer_mib} MiB into the host in one call (`limits.transfer_mib`, default MAX_TRANSFER_BYTES: an import's arguments, or a result's records, errors and strings)"
+                "it moved more than {transfer_mib} MiB into the host in one call (`limits.transfer_mib`, default MAX_TRANSFER_BYTES, {} MiB: an import's arguments, or a result's records, errors and strings)",
+                crate::manifest::DEFAULT_TRANSFER_MIB
             );
             return CallFailure::Oversized { plugin: plugin.to_owned(), reason };
         }
@@ -232,8 +233,7 @@ impl PluginInstance {
         for (batch, b) in batches.iter_mut().zip(lent) {
             give_back(batch, b);
         }
-        let transfer_mib = (store.hostcall_fuel() >> 20) as u64;
-        r.map_err(|e| trap(name, &e, transfer_mib))?.map_err(|e| refused(name, e))
+        r.map_err(|e| trap(name, &e, (store.hostcall_fuel() >> 20) as u64))?.map_err(|e| refused(name, e))
     }
 
     /// Gives a processor instance its step's stores.

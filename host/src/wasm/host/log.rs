@@ -47,14 +47,21 @@ impl LogBudget {
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) {
-        self.write_log(level, &message);
+        let (line, cut) = capped(&message);
+        self.write_log(level, line, cut);
     }
 }
 
+/// `message` cut at [`MAX_LOG_LINE_BYTES`] (on a character boundary), and whether it was.
+fn capped(message: &str) -> (&str, bool) {
+    let at = message.floor_char_boundary(MAX_LOG_LINE_BYTES);
+    (&message[..at], at < message.len())
+}
+
 impl HostState {
-    /// Writes a guest's line, under the caps: cut at [`MAX_LOG_LINE_BYTES`], dropped past
-    /// [`MAX_LOG_LINES_PER_SECOND`].
-    fn write_log(&mut self, level: Level, message: &str) {
+    /// Writes a guest's line (already [`capped`]; `cut` says it was, and it is counted and
+    /// marked), dropped past [`MAX_LOG_LINES_PER_SECOND`].
+    fn write_log(&mut self, level: Level, message: &str, cut: bool) {
         let plugin = &*self.plugin;
         let (admitted, dropped) = self.log.admit(Instant::now());
         if dropped > 0 {
@@ -69,18 +76,10 @@ impl HostState {
             self.metrics.registry.log_capped(plugin, true, 1);
             return;
         }
-        let cut = if message.len() > MAX_LOG_LINE_BYTES {
-            let mut at = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(at) {
-                at -= 1;
-            }
+        if cut {
             self.metrics.registry.log_capped(plugin, false, 1);
-            Some(&message[..at])
-        } else {
-            None
-        };
-        let message = cut.unwrap_or(message);
-        let more = if cut.is_some() { "…" } else { "" };
+        }
+        let more = if cut { "…" } else { "" };
         match level {
             Level::Trace => tracing::trace!(target: "wasp::plugin", plugin, "{message}{more}"),
             Level::Debug => tracing::debug!(target: "wasp::plugin", plugin, "{message}{more}"),
@@ -101,19 +100,10 @@ pub(super) fn link_in_place(linker: &mut Linker<HostState>) -> anyhow::Result<()
             // Not UTF-8: the call traps, as the bindings' lifting would.
             let text = message.to_str(&store)?;
             // The text borrows the store (the guest's memory): what is kept is copied out
-            // first. A longer line keeps a few bytes past the cap (whole characters, at least
-            // one byte more), so that `write_log` cuts it and counts the cut.
-            let keep = if text.len() > MAX_LOG_LINE_BYTES + 4 {
-                let mut at = MAX_LOG_LINE_BYTES + 4;
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                at
-            } else {
-                text.len()
-            };
-            let line = text[..keep].to_owned();
-            store.data_mut().write_log(level, &line);
+            // first, and only that.
+            let (line, cut) = capped(&text);
+            let line = line.to_owned();
+            store.data_mut().write_log(level, &line, cut);
             Ok(())
         },
     )?;
